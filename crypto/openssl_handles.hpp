@@ -1,0 +1,30 @@
+// Owning handles for OpenSSL objects: every OpenSSL allocation lives in one.
+#pragma once
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <memory>
+
+namespace portcullis::crypto {
+
+template <auto Free>
+struct OpenSslDeleter {
+    template <typename T>
+    void operator()(T* p) const noexcept { Free(p); }
+};
+
+using UniqueSsl = std::unique_ptr<SSL, OpenSslDeleter<SSL_free>>;
+using UniqueSslCtx = std::unique_ptr<SSL_CTX, OpenSslDeleter<SSL_CTX_free>>;
+using UniqueBio = std::unique_ptr<BIO, OpenSslDeleter<BIO_free_all>>;
+using UniqueEvpPkey = std::unique_ptr<EVP_PKEY, OpenSslDeleter<EVP_PKEY_free>>;
+using UniqueX509 = std::unique_ptr<X509, OpenSslDeleter<X509_free>>;
+using UniqueX509Crl = std::unique_ptr<X509_CRL, OpenSslDeleter<X509_CRL_free>>;
+using UniqueX509Store = std::unique_ptr<X509_STORE, OpenSslDeleter<X509_STORE_free>>;
+
+// Text of the OpenSSL error queue (and clears it), for error messages.
+std::string drain_openssl_errors();
+
+}  // namespace portcullis::crypto

@@ -1,0 +1,94 @@
+// One server-side TLS connection over a pair of in-memory buffers. It never
+// touches a socket: the transport (kernel epoll worker or DPDK lcore) moves
+// ciphertext in and out, the upstream side moves plaintext. Buffers are fixed
+// size (an OpenSSL BIO pair), so a full buffer is backpressure, not growth,
+// and no memory is allocated per record.
+//
+// Contract for the transport, per readiness event:
+//   1. copy received ciphertext into inbound_space(), then commit_inbound(n);
+//   2. call handshake() until it returns Step::done (then read_plaintext /
+//      write_plaintext), or Step::failed (then failure());
+//   3. after every call, send outbound() and consume_outbound(n) — output may
+//      be ready in any state (alerts are output too).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "crypto/openssl_handles.hpp"
+#include "crypto/peer_identity.hpp"
+#include "crypto/reject_reason.hpp"
+
+namespace portcullis::crypto {
+
+class ServerTlsContext;
+
+struct TlsFailure {
+    RejectReason reason = RejectReason::none;
+    std::string detail;        // verify error text or OpenSSL reason
+    std::string peer_subject;  // subject of the offending client cert, if any
+};
+
+class TlsConnection {
+public:
+    enum class Step {
+        need_input,             // handshake needs more ciphertext from the peer
+        key_operation_pending,  // paused on an asynchronous private-key operation
+        done,                   // handshake complete; peer() is valid
+        failed,                 // see failure(); flush outbound() (the alert) then close
+    };
+
+    enum class IoStatus {
+        ok,          // bytes moved (count may be 0 only for empty spans)
+        need_input,  // nothing to read until more ciphertext arrives
+        full,        // outbound buffer full: flush outbound() first
+        closed,      // peer sent close_notify
+        failed,      // fatal TLS error, see failure()
+    };
+
+    struct IoResult {
+        IoStatus status;
+        std::size_t bytes;
+    };
+
+    // buffer_bytes: capacity of each direction's ciphertext buffer.
+    explicit TlsConnection(const ServerTlsContext& context, std::size_t buffer_bytes = 34 * 1024);
+    ~TlsConnection();
+    TlsConnection(const TlsConnection&) = delete;
+    TlsConnection& operator=(const TlsConnection&) = delete;
+
+    // Ciphertext from the peer. An empty span means the buffer is full:
+    // drive the connection before reading more from the wire.
+    std::span<std::uint8_t> inbound_space();
+    void commit_inbound(std::size_t n);
+
+    // Ciphertext for the peer.
+    std::span<const std::uint8_t> outbound();
+    void consume_outbound(std::size_t n);
+
+    Step handshake();
+    bool established() const { return established_; }
+
+    IoResult read_plaintext(std::span<std::uint8_t> out);
+    IoResult write_plaintext(std::span<const std::uint8_t> in);
+
+    // Queues close_notify in outbound().
+    void close();
+
+    const PeerIdentity& peer() const { return peer_; }
+    const TlsFailure& failure() const { return failure_; }
+
+private:
+    Step fail_from_ssl_error(int ret);
+    void capture_identity();
+
+    UniqueSsl ssl_;
+    UniqueBio network_bio_;  // our end of the pair; the SSL owns the other end
+    bool established_ = false;
+    PeerIdentity peer_;
+    TlsFailure failure_;
+};
+
+}  // namespace portcullis::crypto

@@ -1,0 +1,58 @@
+// The daemon's configuration: one TOML file parsed into value types. Every
+// error names the file, line, column and key, and says what was expected;
+// unknown keys are errors (a typo must never silently weaken a bank's policy).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/listener_settings.hpp"
+
+namespace portcullis::mgmt {
+
+struct WorkerSettings {
+    int count = 0;                 // 0 = one per online CPU
+    int max_connections = 10000;   // per worker
+};
+
+struct LogSettings {
+    std::string level = "info";    // trace|debug|info|warn|error|critical|off
+};
+
+struct Config {
+    std::string source_file;
+    WorkerSettings workers;
+    LogSettings log;
+    std::vector<dataplane::ListenerSettings> listeners;  // at least one
+};
+
+class ConfigError : public std::runtime_error {
+public:
+    ConfigError(std::string file, int line, int column, std::string key, std::string problem);
+    const std::string& file() const { return file_; }
+    int line() const { return line_; }
+    int column() const { return column_; }
+    const std::string& key() const { return key_; }      // e.g. "listener[0].tls.client_auth"
+    const std::string& problem() const { return problem_; }
+
+private:
+    std::string file_;
+    int line_;
+    int column_;
+    std::string key_;
+    std::string problem_;
+};
+
+// Relative paths inside the file are resolved against the file's directory.
+// Referenced files (certificates, keys, CAs, CRLs) must exist and be readable.
+Config load_config(const std::string& path);
+Config parse_config(std::string_view toml_text, const std::string& source_name,
+                    const std::string& base_directory);
+
+// Every key the parser accepts, in dotted form with "[]" for arrays of tables
+// ("listener[].tls.client_auth"); docs/configuration.md is checked against it.
+std::vector<std::string> known_config_keys();
+
+}  // namespace portcullis::mgmt

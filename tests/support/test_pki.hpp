@@ -1,0 +1,70 @@
+// Test PKI built with the OpenSSL API in memory: CAs, intermediates, leaves
+// with any validity/EKU/SAN, CRLs, and deliberately broken material. Used by
+// unit and integration tests so every test makes its own certificates.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crypto/openssl_handles.hpp"
+
+namespace portcullis::testing {
+
+enum class KeyKind { ec_p256, ec_p384, rsa2048, rsa3072 };
+
+struct CertOptions {
+    std::string common_name = "client";
+    std::string organization = "Portcullis Test";
+    KeyKind key = KeyKind::ec_p256;
+    std::vector<std::string> dns_names;
+    std::vector<std::string> uris;
+    bool include_eku = true;    // false: no extendedKeyUsage extension at all
+    bool client_auth = true;    // EKU clientAuth (when include_eku)
+    bool server_auth = false;   // EKU serverAuth (when include_eku)
+    long not_before_offset_s = -3600;         // relative to now
+    long not_after_offset_s = 30L * 86400;    // relative to now
+};
+
+struct IssuedCert {
+    crypto::UniqueX509 cert;
+    crypto::UniqueEvpPkey key;
+    std::string cert_pem() const;
+    std::string key_pem() const;  // unencrypted PKCS#8
+};
+
+class CertificateAuthority {
+public:
+    static CertificateAuthority root(const std::string& common_name, KeyKind key = KeyKind::ec_p256);
+    CertificateAuthority intermediate(const std::string& common_name,
+                                      KeyKind key = KeyKind::ec_p256) const;
+
+    IssuedCert issue(const CertOptions& options) const;
+
+    // Adds to this CA's revocation list; crl_pem() signs the current list
+    // (thisUpdate = now - 1h, nextUpdate = now + 1 day).
+    void revoke(const X509* cert);
+    std::string crl_pem() const;
+
+    std::string cert_pem() const;
+    X509* cert() const { return cert_.get(); }
+    EVP_PKEY* key() const { return key_.get(); }
+
+private:
+    crypto::UniqueX509 cert_;
+    crypto::UniqueEvpPkey key_;
+    std::vector<std::string> revoked_serials_hex_;
+    long next_serial_ = 2;
+};
+
+IssuedCert self_signed(const CertOptions& options);
+
+// An RSA private key whose public half equals `rsa_cert`'s but whose private
+// exponent is wrong: OpenSSL accepts it as the certificate's key, and every
+// signature it makes fails to verify ("key not matching cert" as a peer sees it).
+crypto::UniqueEvpPkey mismatched_rsa_key(const X509* rsa_cert);
+
+void write_file(const std::filesystem::path& path, std::string_view contents);
+
+}  // namespace portcullis::testing
