@@ -1,0 +1,414 @@
+#include "dataplane/kernel/connection.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "dataplane/upstream/proxy_v2.hpp"
+
+namespace portcullis::dataplane::kernel {
+namespace {
+
+constexpr std::uint32_t edge_events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+
+void register_fd(int epoll_fd, int fd, const void* owner, EpollTag tag) {
+    epoll_event ev{};
+    ev.events = edge_events;
+    ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | static_cast<std::uint64_t>(tag);
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        throw std::system_error(errno, std::generic_category(), "epoll_ctl add");
+    }
+}
+
+void set_nodelay(int fd) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+// Log text is one line of key=value pairs; quotes inside values are escaped.
+std::string quoted(std::string_view text) {
+    std::string out;
+    out.reserve(text.size() + 2);
+    out.push_back('"');
+    for (const char c : text) {
+        if (c == '"' || c == '\\') out.push_back('\\');
+        out.push_back(c == '\n' || c == '\r' ? ' ' : c);
+    }
+    out.push_back('"');
+    return out;
+}
+
+}  // namespace
+
+Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueFd client,
+                       SocketAddress peer, SocketAddress local)
+    : worker_(worker),
+      listener_(listener),
+      client_(std::move(client)),
+      peer_(peer),
+      local_(local),
+      tls_(*listener.tls),
+      accepted_at_(worker.now),
+      last_activity_(worker.now) {
+    set_nodelay(client_.get());
+    register_fd(worker_.epoll_fd, client_.get(), this, EpollTag::client);
+    worker_.stats->connections_active.add(1);
+}
+
+Connection::~Connection() { worker_.stats->connections_active.set(worker_.stats->connections_active.get() - 1); }
+
+void Connection::on_client_event(std::uint32_t events) {
+    if (finished_) return;
+    // Errors and hang-ups surface through recv/send, so they count as readiness.
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client_readable_ = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) client_writable_ = true;
+    pump();
+}
+
+void Connection::on_upstream_event(std::uint32_t events) {
+    if (finished_) return;
+    if (upstream_state_ == Upstream::connecting) {
+        int error = 0;
+        socklen_t len = sizeof error;
+        ::getsockopt(upstream_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
+        if (error == 0 && !(events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLOUT)) return;
+        on_upstream_connect_result(error != 0 ? error : (events & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED : 0);
+        if (finished_ || upstream_state_ != Upstream::connected) return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) upstream_readable_ = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) upstream_writable_ = true;
+    pump();
+}
+
+void Connection::on_tick() {
+    if (finished_) return;
+    using std::chrono::milliseconds;
+    const auto& s = listener_.settings;
+    if (!tls_.established()) {
+        if (worker_.now - accepted_at_ >= milliseconds(s.handshake_timeout_ms)) {
+            worker_.stats->handshakes_rejected[static_cast<int>(crypto::RejectReason::timeout)].add();
+            if (worker_.log_limiter.allow(worker_.now)) {
+                spdlog::info("client rejected listener={} client={} reason=timeout detail={} subject=\"\"",
+                             s.name, peer_.to_string(),
+                             quoted("handshake not finished within " + std::to_string(s.handshake_timeout_ms) + " ms"));
+            }
+            finish("handshake timeout");
+        }
+        return;
+    }
+    if (upstream_state_ == Upstream::connecting &&
+        worker_.now - connect_started_ >= milliseconds(listener_.backends.settings().connect_timeout_ms)) {
+        on_upstream_connect_result(ETIMEDOUT);
+        return;
+    }
+    if (worker_.now - last_activity_ >= milliseconds(s.idle_timeout_ms)) {
+        finish("idle timeout");
+    }
+}
+
+// Moves bytes until no direction can make progress, then checks for the end.
+void Connection::pump() {
+    bool progress = true;
+    while (progress && !finished_) {
+        progress = false;
+        progress |= move_client_to_tls();
+        if (!tls_.established()) {
+            progress |= advance_handshake();
+        } else {
+            progress |= move_tls_to_upstream();
+            progress |= move_upstream_to_tls();
+        }
+        progress |= flush_tls_to_client();
+    }
+    if (!finished_) maybe_finish();
+}
+
+bool Connection::move_client_to_tls() {
+    bool moved = false;
+    while (client_readable_ && !client_eof_) {
+        const auto space = tls_.inbound_space();
+        if (space.empty()) break;  // TLS core is full: backpressure on the client
+        const ssize_t n = ::recv(client_.get(), space.data(), space.size(), 0);
+        if (n > 0) {
+            tls_.commit_inbound(static_cast<std::size_t>(n));
+            ciphertext_received_ += static_cast<std::uint64_t>(n);
+            moved = true;
+            touch();
+        } else if (n == 0) {
+            client_eof_ = true;
+            moved = true;
+        } else if (would_block(errno)) {
+            client_readable_ = false;
+        } else if (errno != EINTR) {
+            finish("client read error");
+            return false;
+        }
+    }
+    if (client_eof_ && !tls_.established() && !finished_) {
+        if (ciphertext_received_ > 0) {
+            worker_.stats->handshakes_rejected[static_cast<int>(crypto::RejectReason::protocol)].add();
+        }
+        if (worker_.log_limiter.allow(worker_.now)) {
+            spdlog::info("connection closed before handshake listener={} client={} bytes={}",
+                         listener_.settings.name, peer_.to_string(), ciphertext_received_);
+        }
+        finish("closed during handshake");
+    }
+    return moved;
+}
+
+bool Connection::advance_handshake() {
+    switch (tls_.handshake()) {
+        case crypto::TlsConnection::Step::done:
+            on_established();
+            return true;
+        case crypto::TlsConnection::Step::failed:
+            log_rejection();
+            flush_tls_to_client();  // the alert tells the client why
+            finish("handshake failed");
+            return false;
+        case crypto::TlsConnection::Step::need_input:
+        case crypto::TlsConnection::Step::key_operation_pending:
+            return false;
+    }
+    return false;
+}
+
+void Connection::log_rejection() {
+    const auto& failure = tls_.failure();
+    worker_.stats->handshakes_rejected[static_cast<int>(failure.reason)].add();
+    if (!worker_.log_limiter.allow(worker_.now)) return;
+    const auto suppressed = worker_.log_limiter.take_suppressed();
+    spdlog::info("client rejected listener={} client={} reason={} detail={} subject={}{}", listener_.settings.name,
+                 peer_.to_string(), crypto::to_string(failure.reason), quoted(failure.detail),
+                 quoted(failure.peer_subject),
+                 suppressed ? " suppressed_before=" + std::to_string(suppressed) : std::string());
+}
+
+void Connection::on_established() {
+    const auto& peer = tls_.peer();
+    (peer.resumed ? worker_.stats->handshakes_resumed : worker_.stats->handshakes_full).add();
+    to_client_ = ByteBuffer(listener_.settings.buffer_bytes);
+    if (listener_.backends.settings().proxy_protocol) {
+        // The header goes first on the upstream connection; the buffer is sized
+        // so that it never crowds out the client's plaintext.
+        const auto header = proxy_v2::encode(peer_, local_, peer);
+        to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes + header.size());
+        auto space = to_upstream_.writable();
+        std::memcpy(space.data(), header.data(), header.size());
+        to_upstream_.commit(header.size());
+    } else {
+        to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes);
+    }
+    spdlog::debug("client accepted listener={} client={} version={} cipher={} resumed={} subject={}",
+                  listener_.settings.name, peer_.to_string(), peer.tls_version, peer.cipher, peer.resumed,
+                  quoted(peer.subject_dn));
+    connect_upstream();
+}
+
+void Connection::connect_upstream() {
+    auto& pool = listener_.backends;
+    while (true) {
+        const auto pick = pool.pick(worker_.now, failed_backends_);
+        if (!pick) {
+            worker_.stats->upstream_unavailable.add();
+            if (worker_.log_limiter.allow(worker_.now)) {
+                spdlog::warn("no backend available listener={} client={} tried={}", listener_.settings.name,
+                             peer_.to_string(), failed_backends_.size());
+            }
+            upstream_state_ = Upstream::failed;
+            // Nothing will ever reach the client: say goodbye properly.
+            tls_.close();
+            close_notify_sent_ = true;
+            flush_tls_to_client();
+            finish("no backend");
+            return;
+        }
+        backend_ = *pick;
+        const auto& address = pool.address(backend_);
+        UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        if (!fd) {
+            finish("upstream socket");
+            return;
+        }
+        set_nodelay(fd.get());
+        if (::connect(fd.get(), address.sa(), address.length) == 0 || errno == EINPROGRESS) {
+            upstream_ = std::move(fd);
+            upstream_state_ = Upstream::connecting;
+            connect_started_ = worker_.now;
+            register_fd(worker_.epoll_fd, upstream_.get(), this, EpollTag::upstream);
+            return;
+        }
+        // Immediate failure (e.g. no route): count it and try the next backend.
+        worker_.stats->upstream_connect_failures.add();
+        pool.report_failure(backend_, worker_.now);
+        failed_backends_.push_back(backend_);
+    }
+}
+
+void Connection::on_upstream_connect_result(int error) {
+    auto& pool = listener_.backends;
+    if (error == 0) {
+        upstream_state_ = Upstream::connected;
+        pool.report_success(backend_);
+        upstream_writable_ = true;
+        touch();
+        return;
+    }
+    worker_.stats->upstream_connect_failures.add();
+    pool.report_failure(backend_, worker_.now);
+    if (worker_.log_limiter.allow(worker_.now)) {
+        spdlog::warn("upstream connect failed listener={} backend={} error={}{}", listener_.settings.name,
+                     pool.address(backend_).to_string(), std::strerror(error),
+                     pool.is_up(backend_) ? "" : " backend=down");
+    }
+    failed_backends_.push_back(backend_);
+    ::epoll_ctl(worker_.epoll_fd, EPOLL_CTL_DEL, upstream_.get(), nullptr);
+    upstream_.reset();
+    upstream_state_ = Upstream::none;
+    upstream_readable_ = upstream_writable_ = false;
+    connect_upstream();
+}
+
+bool Connection::move_tls_to_upstream() {
+    bool moved = false;
+    // Client plaintext into the buffer.
+    while (!client_close_notify_) {
+        auto space = to_upstream_.writable();
+        if (space.empty()) break;
+        const auto r = tls_.read_plaintext(space);
+        if (r.status == crypto::TlsConnection::IoStatus::ok) {
+            to_upstream_.commit(r.bytes);
+            worker_.stats->bytes_from_clients.add(r.bytes);
+            moved = true;
+        } else if (r.status == crypto::TlsConnection::IoStatus::closed) {
+            client_close_notify_ = true;
+            moved = true;
+        } else if (r.status == crypto::TlsConnection::IoStatus::failed) {
+            finish("tls read error");
+            return false;
+        } else {
+            break;
+        }
+    }
+    if (upstream_state_ != Upstream::connected) return moved;
+    // Buffer to the backend.
+    while (upstream_writable_ && !to_upstream_.empty()) {
+        const auto data = to_upstream_.readable();
+        const ssize_t n = ::send(upstream_.get(), data.data(), data.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            to_upstream_.consume(static_cast<std::size_t>(n));
+            moved = true;
+            touch();
+        } else if (n < 0 && would_block(errno)) {
+            upstream_writable_ = false;
+        } else if (n < 0 && errno != EINTR) {
+            finish("upstream write error");
+            return false;
+        }
+    }
+    // The client is done sending: pass the half-close on.
+    if ((client_close_notify_ || client_eof_) && to_upstream_.empty() && !upstream_write_shut_) {
+        ::shutdown(upstream_.get(), SHUT_WR);
+        upstream_write_shut_ = true;
+        moved = true;
+    }
+    return moved;
+}
+
+bool Connection::move_upstream_to_tls() {
+    bool moved = false;
+    while (upstream_state_ == Upstream::connected && upstream_readable_ && !upstream_eof_) {
+        auto space = to_client_.writable();
+        if (space.empty()) break;
+        const ssize_t n = ::recv(upstream_.get(), space.data(), space.size(), 0);
+        if (n > 0) {
+            to_client_.commit(static_cast<std::size_t>(n));
+            moved = true;
+            touch();
+        } else if (n == 0) {
+            upstream_eof_ = true;
+            moved = true;
+        } else if (would_block(errno)) {
+            upstream_readable_ = false;
+        } else if (errno != EINTR) {
+            finish("upstream read error");
+            return false;
+        }
+    }
+    while (!to_client_.empty()) {
+        const auto r = tls_.write_plaintext(to_client_.readable());
+        if (r.status == crypto::TlsConnection::IoStatus::ok && r.bytes > 0) {
+            to_client_.consume(r.bytes);
+            worker_.stats->bytes_to_clients.add(r.bytes);
+            moved = true;
+        } else if (r.status == crypto::TlsConnection::IoStatus::failed) {
+            finish("tls write error");
+            return false;
+        } else {
+            break;  // TLS output full: flush to the client first
+        }
+    }
+    if (upstream_eof_ && to_client_.empty() && !close_notify_sent_) {
+        tls_.close();
+        close_notify_sent_ = true;
+        moved = true;
+    }
+    return moved;
+}
+
+bool Connection::flush_tls_to_client() {
+    bool moved = false;
+    while (client_writable_) {
+        const auto data = tls_.outbound();
+        if (data.empty()) break;
+        const ssize_t n = ::send(client_.get(), data.data(), data.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            tls_.consume_outbound(static_cast<std::size_t>(n));
+            moved = true;
+        } else if (n < 0 && would_block(errno)) {
+            client_writable_ = false;
+        } else if (n < 0 && errno != EINTR) {
+            finish("client write error");
+            return false;
+        }
+    }
+    return moved;
+}
+
+// A connection ends when both directions are complete, or when the client is
+// gone and nothing more can be delivered to it.
+void Connection::maybe_finish() {
+    if (!tls_.established()) return;
+    const bool outbound_flushed = tls_.outbound().empty();
+    const bool to_client_done = close_notify_sent_ && outbound_flushed;
+    const bool to_upstream_done = upstream_write_shut_ || upstream_state_ == Upstream::failed;
+    if (to_client_done && (to_upstream_done || client_eof_)) {
+        if (!client_eof_) ::shutdown(client_.get(), SHUT_WR);
+        finish("complete");
+        return;
+    }
+    // Client vanished (FIN without close_notify, or after it) and the backend
+    // has nothing left for it: close both sides.
+    if (client_eof_ && upstream_eof_ && to_client_.empty()) finish("client gone");
+}
+
+void Connection::finish(const char* why) {
+    if (finished_) return;
+    finished_ = true;
+    spdlog::debug("connection closed listener={} client={} reason=\"{}\"", listener_.settings.name,
+                  peer_.to_string(), why);
+    // Closing the fds removes them from the epoll set.
+    upstream_.reset();
+    client_.reset();
+}
+
+}  // namespace portcullis::dataplane::kernel

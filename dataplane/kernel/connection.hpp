@@ -1,0 +1,120 @@
+// One client connection on the kernel transport, from accept to close: the
+// client socket, its TLS core, the upstream socket, and the two bounded
+// plaintext buffers between them. Owned by one worker for life; every method
+// runs on that worker's thread.
+//
+// Data flow (each arrow stops when the buffer after it is full):
+//   client socket -> TlsConnection -> to_upstream_ -> upstream socket
+//   upstream socket -> to_client_ -> TlsConnection -> client socket
+// Sockets are edge-triggered; readiness is remembered in flags so a full
+// buffer can pause a direction without any epoll_ctl call.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "crypto/server_tls_context.hpp"
+#include "crypto/tls_connection.hpp"
+#include "dataplane/kernel/byte_buffer.hpp"
+#include "dataplane/listener_settings.hpp"
+#include "dataplane/log_limiter.hpp"
+#include "dataplane/socket_address.hpp"
+#include "dataplane/unique_fd.hpp"
+#include "dataplane/upstream/backend_pool.hpp"
+#include "dataplane/worker_stats.hpp"
+
+namespace portcullis::dataplane::kernel {
+
+using Clock = std::chrono::steady_clock;
+
+// Tags in the low bits of epoll_event.data.u64 (objects are 8-byte aligned).
+enum class EpollTag : std::uint64_t { client = 0, upstream = 1, listener = 2, control = 3 };
+inline constexpr std::uint64_t epoll_tag_mask = 3;
+
+// Per-worker facilities a connection uses.
+struct WorkerRuntime {
+    int epoll_fd = -1;
+    int index = 0;
+    Clock::time_point now;  // refreshed once per loop iteration
+    WorkerStats* stats = nullptr;
+    LogLimiter log_limiter{20.0, 50.0};
+};
+
+// One listener inside one worker.
+struct ListenerRuntime {
+    ListenerSettings settings;
+    std::unique_ptr<crypto::ServerTlsContext> tls;
+    BackendPool backends;
+    UniqueFd socket;
+    SocketAddress bound;
+};
+
+class Connection {
+public:
+    Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueFd client, SocketAddress peer,
+               SocketAddress local);
+    ~Connection();
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    void on_client_event(std::uint32_t events);
+    void on_upstream_event(std::uint32_t events);
+    // Enforces the handshake, connect and idle deadlines.
+    void on_tick();
+
+    bool finished() const { return finished_; }
+
+    std::size_t slot = 0;  // position in the worker's connection table
+
+private:
+    enum class Upstream { none, connecting, connected, failed };
+
+    void pump();
+    bool move_client_to_tls();
+    bool advance_handshake();
+    bool move_tls_to_upstream();
+    bool move_upstream_to_tls();
+    bool flush_tls_to_client();
+    void on_established();
+    void connect_upstream();
+    void on_upstream_connect_result(int error);
+    void maybe_finish();
+    void finish(const char* why);
+    void log_rejection();
+    void touch() { last_activity_ = worker_.now; }
+
+    WorkerRuntime& worker_;
+    ListenerRuntime& listener_;
+    UniqueFd client_;
+    SocketAddress peer_;
+    SocketAddress local_;
+    crypto::TlsConnection tls_;
+
+    UniqueFd upstream_;
+    Upstream upstream_state_ = Upstream::none;
+    std::size_t backend_ = 0;
+    std::vector<std::size_t> failed_backends_;
+    Clock::time_point connect_started_;
+
+    ByteBuffer to_upstream_;
+    ByteBuffer to_client_;
+
+    Clock::time_point accepted_at_;
+    Clock::time_point last_activity_;
+    std::uint64_t ciphertext_received_ = 0;
+
+    bool client_readable_ = false;
+    bool client_writable_ = true;
+    bool upstream_readable_ = false;
+    bool upstream_writable_ = false;
+    bool client_eof_ = false;          // TCP FIN from the client
+    bool client_close_notify_ = false; // TLS close_notify from the client
+    bool upstream_write_shut_ = false;
+    bool upstream_eof_ = false;
+    bool close_notify_sent_ = false;
+    bool finished_ = false;
+};
+
+}  // namespace portcullis::dataplane::kernel

@@ -1,0 +1,236 @@
+#include "dataplane/kernel/worker.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+
+#include "crypto/key_source.hpp"
+#include "dataplane/kernel/connection.hpp"
+
+namespace portcullis::dataplane::kernel {
+namespace {
+
+constexpr int tick_interval_ms = 100;
+constexpr int accept_batch = 64;
+constexpr int event_batch = 256;
+
+std::system_error os_error(const std::string& what) { return {errno, std::generic_category(), what}; }
+
+UniqueFd open_listener(const ListenerSettings& settings) {
+    const auto& address = settings.address;
+    UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) throw os_error("socket");
+    const int one = 1;
+    // Every worker binds its own socket; the kernel spreads new connections.
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) throw os_error("SO_REUSEPORT");
+    if (address.family() == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (::bind(fd.get(), address.sa(), address.length) != 0) throw os_error("bind " + address.to_string());
+    if (::listen(fd.get(), settings.backlog) != 0) throw os_error("listen " + address.to_string());
+    return fd;
+}
+
+UniqueFd open_signal_fd() {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+    UniqueFd fd(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!fd) throw os_error("signalfd");
+    return fd;
+}
+
+class Worker {
+public:
+    explicit Worker(const WorkerOptions& options) : options_(options) {
+        runtime_.index = options.index;
+        runtime_.stats = options.stats;
+        runtime_.now = Clock::now();
+        epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+        if (!epoll_) throw os_error("epoll_create1");
+        runtime_.epoll_fd = epoll_.get();
+        signals_ = open_signal_fd();
+        add_to_epoll(signals_.get(), this, EpollTag::control, EPOLLIN);
+
+        crypto::PemFileKeySource keys;
+        for (const auto& settings : options.listeners) {
+            auto listener = std::make_unique<ListenerRuntime>(ListenerRuntime{
+                settings, std::make_unique<crypto::ServerTlsContext>(settings.tls, keys),
+                BackendPool(settings.upstream), UniqueFd(), settings.address});
+            listener->socket = open_listener(settings);
+            add_to_epoll(listener->socket.get(), listener.get(), EpollTag::listener, EPOLLIN);
+            listeners_.push_back(std::move(listener));
+        }
+        connections_.reserve(static_cast<std::size_t>(options.max_connections));
+    }
+
+    int run() {
+        if (options_.ready_fd >= 0) {
+            const char byte = static_cast<char>(options_.index);
+            [[maybe_unused]] const auto n = ::write(options_.ready_fd, &byte, 1);
+        }
+        std::array<epoll_event, event_batch> events{};
+        auto next_tick = Clock::now();
+        while (!stopping_) {
+            const int n = ::epoll_wait(epoll_.get(), events.data(), event_batch, tick_interval_ms);
+            if (n < 0 && errno != EINTR) throw os_error("epoll_wait");
+            runtime_.now = Clock::now();
+            for (int i = 0; i < n; ++i) dispatch(events[static_cast<std::size_t>(i)]);
+            if (runtime_.now >= next_tick) {
+                for (auto& connection : connections_) {
+                    if (connection->finished()) continue;
+                    connection->on_tick();
+                    if (connection->finished()) finished_.push_back(connection.get());
+                }
+                next_tick = runtime_.now + std::chrono::milliseconds(tick_interval_ms);
+            }
+            reap_finished();
+        }
+        spdlog::info("worker {} stopping with {} connections", options_.index, connections_.size());
+        return worker_exit_ok;
+    }
+
+private:
+    void add_to_epoll(int fd, const void* owner, EpollTag tag, std::uint32_t events) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | static_cast<std::uint64_t>(tag);
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw os_error("epoll_ctl");
+    }
+
+    void dispatch(const epoll_event& event) {
+        const auto tag = static_cast<EpollTag>(event.data.u64 & epoll_tag_mask);
+        void* owner = reinterpret_cast<void*>(event.data.u64 & ~epoll_tag_mask);
+        switch (tag) {
+            case EpollTag::client: {
+                auto* connection = static_cast<Connection*>(owner);
+                if (connection->finished()) break;
+                connection->on_client_event(event.events);
+                if (connection->finished()) finished_.push_back(connection);
+                break;
+            }
+            case EpollTag::upstream: {
+                auto* connection = static_cast<Connection*>(owner);
+                if (connection->finished()) break;
+                connection->on_upstream_event(event.events);
+                if (connection->finished()) finished_.push_back(connection);
+                break;
+            }
+            case EpollTag::listener: accept_from(*static_cast<ListenerRuntime*>(owner)); break;
+            case EpollTag::control: handle_signals(); break;
+        }
+    }
+
+    void accept_from(ListenerRuntime& listener) {
+        for (int i = 0; i < accept_batch; ++i) {
+            sockaddr_storage peer{};
+            socklen_t peer_len = sizeof peer;
+            UniqueFd fd(::accept4(listener.socket.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                                  SOCK_NONBLOCK | SOCK_CLOEXEC));
+            if (!fd) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+                if (errno == EINTR || errno == ECONNABORTED) continue;
+                // EMFILE/ENFILE/ENOBUFS: stop for this round rather than spin.
+                if (runtime_.log_limiter.allow(runtime_.now)) {
+                    spdlog::warn("accept failed listener={} error={}", listener.settings.name, std::strerror(errno));
+                }
+                return;
+            }
+            if (connections_.size() >= static_cast<std::size_t>(options_.max_connections)) {
+                runtime_.stats->connections_refused.add();
+                if (runtime_.log_limiter.allow(runtime_.now)) {
+                    spdlog::warn("connection refused listener={} client={} reason=max_connections limit={}",
+                                 listener.settings.name,
+                                 SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len).to_string(),
+                                 options_.max_connections);
+                }
+                continue;  // fd closes here
+            }
+            sockaddr_storage local{};
+            socklen_t local_len = sizeof local;
+            ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
+            runtime_.stats->connections_accepted.add();
+            auto connection = std::make_unique<Connection>(
+                runtime_, listener, std::move(fd), SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
+                SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len));
+            connection->slot = connections_.size();
+            connections_.push_back(std::move(connection));
+            // A client that already sent its ClientHello is served without
+            // waiting for another epoll round.
+            Connection* fresh = connections_.back().get();
+            fresh->on_client_event(EPOLLIN);
+            if (fresh->finished()) finished_.push_back(fresh);
+        }
+    }
+
+    void handle_signals() {
+        signalfd_siginfo info{};
+        while (::read(signals_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+            if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) stopping_ = true;
+            // SIGHUP (reload) is the supervisor's to act on; workers ignore it for now.
+        }
+    }
+
+    // Destroys finished connections after the event batch, so events later in
+    // the same batch never see a freed connection.
+    void reap_finished() {
+        for (Connection* connection : finished_) {
+            const std::size_t slot = connection->slot;
+            std::swap(connections_[slot], connections_.back());
+            connections_[slot]->slot = slot;
+            connections_.pop_back();
+        }
+        finished_.clear();
+    }
+
+    const WorkerOptions& options_;
+    WorkerRuntime runtime_;
+    UniqueFd epoll_;
+    UniqueFd signals_;
+    std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
+    std::vector<std::unique_ptr<Connection>> connections_;
+    std::vector<Connection*> finished_;  // reaped after each event batch
+    bool stopping_ = false;
+};
+
+void pin_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0) {
+        spdlog::warn("could not pin worker to cpu {}: {}", cpu, std::strerror(errno));
+    }
+}
+
+}  // namespace
+
+int run_worker(const WorkerOptions& options) {
+    if (options.cpu >= 0) pin_to_cpu(options.cpu);
+    std::unique_ptr<Worker> worker;
+    try {
+        worker = std::make_unique<Worker>(options);
+    } catch (const std::exception& e) {
+        spdlog::critical("worker {} cannot start: {}", options.index, e.what());
+        return worker_exit_startup_failed;
+    }
+    try {
+        return worker->run();
+    } catch (const std::exception& e) {
+        spdlog::critical("worker {} failed: {}", options.index, e.what());
+        return 1;
+    }
+}
+
+}  // namespace portcullis::dataplane::kernel

@@ -1,0 +1,30 @@
+// A kernel-transport worker: one process, one epoll, one SO_REUSEPORT socket
+// per listener. The supervisor forks it before any TLS context exists; the
+// worker builds its own contexts, so no OpenSSL state is shared between
+// processes (OpenSSL 3.0's process-wide locks then cost nothing across cores).
+#pragma once
+
+#include <vector>
+
+#include "dataplane/listener_settings.hpp"
+#include "dataplane/worker_stats.hpp"
+
+namespace portcullis::dataplane::kernel {
+
+struct WorkerOptions {
+    int index = 0;
+    int max_connections = 10000;
+    std::vector<ListenerSettings> listeners;
+    WorkerStats* stats = nullptr;  // this worker's shared-memory slot
+    int ready_fd = -1;             // gets one byte once every listener accepts
+    int cpu = -1;                  // pin to this CPU; -1 = leave to the scheduler
+};
+
+// Exit codes of a worker process.
+inline constexpr int worker_exit_ok = 0;
+inline constexpr int worker_exit_startup_failed = 3;  // bad TLS material, bind failure...
+
+// Runs until SIGTERM or SIGINT; returns the process exit code.
+int run_worker(const WorkerOptions& options);
+
+}  // namespace portcullis::dataplane::kernel

@@ -1,0 +1,82 @@
+// portcullis: the daemon's entry point. Parses flags, loads and validates the
+// configuration, then hands over to the supervisor.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "crypto/key_source.hpp"
+#include "crypto/server_tls_context.hpp"
+#include "mgmt/config.hpp"
+#include "mgmt/logging.hpp"
+#include "mgmt/supervisor.hpp"
+
+namespace {
+
+using namespace portcullis;
+
+// Loads every listener's certificates and keys the way a worker will, so a
+// config that passes --check-config also starts.
+int check_tls_material(const mgmt::Config& config) {
+    crypto::PemFileKeySource keys;
+    for (std::size_t i = 0; i < config.listeners.size(); ++i) {
+        const auto& listener = config.listeners[i];
+        try {
+            crypto::ServerTlsContext context(listener.tls, keys);
+        } catch (const std::exception& e) {
+            std::cerr << config.source_file << ": listener[" << i << "] (" << listener.name << ").tls: " << e.what()
+                      << "\n";
+            return 1;
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Portcullis mutual-TLS terminator"};
+    std::string config_path;
+    std::string check_path;
+    int workers = -1;
+    std::string log_level;
+    auto* run_opt = app.add_option("-c,--config", config_path, "run with this configuration file");
+    auto* check_opt = app.add_option("--check-config", check_path, "validate this configuration file and exit");
+    app.add_option("--workers", workers, "override workers.count")->check(CLI::Range(0, 1024));
+    app.add_option("--log-level", log_level, "override log.level");
+    app.set_version_flag("--version", "portcullis " PORTCULLIS_VERSION);
+    run_opt->excludes(check_opt);
+    app.require_option(1);
+    CLI11_PARSE(app, argc, argv);
+
+    ::signal(SIGPIPE, SIG_IGN);
+    const bool checking = !check_path.empty();
+    mgmt::Config config;
+    try {
+        config = mgmt::load_config(checking ? check_path : config_path);
+    } catch (const mgmt::ConfigError& e) {
+        std::cerr << e.what() << "\n";
+        return 1;
+    }
+    if (workers >= 0) config.workers.count = workers;
+    if (!log_level.empty()) config.log.level = log_level;
+    try {
+        mgmt::configure_logging("supervisor", config.log.level);
+    } catch (const std::exception& e) {
+        std::cerr << e.what() << "\n";
+        return 1;
+    }
+
+    if (checking) {
+        const int rc = check_tls_material(config);
+        if (rc == 0) std::cout << "configuration OK\n";
+        return rc;
+    }
+    try {
+        return mgmt::run_supervisor(config);
+    } catch (const std::exception& e) {
+        std::cerr << "portcullis: " << e.what() << "\n";
+        return 1;
+    }
+}
