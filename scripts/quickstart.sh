@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine to a running mTLS edge:
+# installs packages, builds, makes a demo PKI, starts a demo backend and
+# Portcullis, runs a short mTLS load with portcullis-bench (full and resumed
+# handshakes, plus clients that must be rejected) and prints what happened.
+#   scripts/quickstart.sh [--serve] [--duration SECONDS] [--workers N]
+#   --serve     keep Portcullis and the backend running until Ctrl-C
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+source scripts/lib/deps.sh
+
+serve=0
+duration=5
+workers=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --serve) serve=1 ;;
+    --duration) duration=$2; shift ;;
+    --workers) workers=$2; shift ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+install_dependencies
+build_tree build >/dev/null
+bin=$root/build
+
+work=$(mktemp -d /tmp/portcullis-quickstart.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== demo PKI in $work/pki"
+scripts/make-demo-pki.sh "$work/pki" >/dev/null
+
+echo "== demo backend (HTTP, reads the PROXY v2 header)"
+"$bin/tests/support/portcullis-test-backend" --listen 127.0.0.1:0 --ready-file "$work/backend.port" \
+  --mode http --proxy-protocol >"$work/backend.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/backend.port" ] && break; sleep 0.05; done
+backend_port=$(cat "$work/backend.port")
+
+port=${PORTCULLIS_PORT:-8443}
+cat > "$work/portcullis.toml" <<TOML
+[workers]
+count = $workers
+
+[[listener]]
+name = "edge"
+address = "127.0.0.1:$port"
+
+  [listener.tls]
+  client_auth = "require"
+  trust_bundle = "pki/root-ca.cert.pem"
+  crl_files = ["pki/client-ca.crl.pem"]
+  alpn = ["http/1.1"]
+
+    [[listener.tls.certificate]]
+    chain = "pki/server-ec.chain.pem"
+    key = "pki/server-ec.key.pem"
+
+    [[listener.tls.certificate]]
+    chain = "pki/server-rsa.chain.pem"
+    key = "pki/server-rsa.key.pem"
+
+  [listener.upstream]
+  backends = ["127.0.0.1:$backend_port"]
+  proxy_protocol = true
+TOML
+
+echo "== portcullis --check-config"
+"$bin/mgmt/portcullis" --check-config "$work/portcullis.toml"
+echo "== starting portcullis on 127.0.0.1:$port"
+"$bin/mgmt/portcullis" --config "$work/portcullis.toml" >"$work/portcullis.log" 2>&1 &
+portcullis_pid=$!
+pids=("$portcullis_pid" "${pids[@]}")
+for _ in $(seq 200); do grep -q "portcullis ready" "$work/portcullis.log" && break; sleep 0.05; done
+grep -q "portcullis ready" "$work/portcullis.log" || { cat "$work/portcullis.log"; echo "portcullis did not start"; exit 1; }
+
+pki=$work/pki
+bench() { "$bin/perf/portcullis-bench" --target "127.0.0.1:$port" --ca "$pki/root-ca.cert.pem" --sni localhost --quiet "$@"; }
+good=(--cert "$pki/partner-a.chain.pem" --key "$pki/partner-a.key.pem")
+request='GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
+
+echo "== curl through the edge"
+curl -sS --cacert "$pki/root-ca.cert.pem" --cert "$pki/partner-a.chain.pem" --key "$pki/partner-a.key.pem" \
+  "https://localhost:$port/" | head -5
+
+echo "== load: ${duration}s of full handshakes, ${duration}s of resumed handshakes (TLS 1.3, 8 connections)"
+bench "${good[@]}" --mode full --tls 1.3 --conns 8 --duration "$duration" --request "$request" --json "$work/full.json" >/dev/null
+bench "${good[@]}" --mode resume --tls 1.3 --conns 8 --duration "$duration" --request "$request" --json "$work/resume.json" >/dev/null
+echo "== clients that must be rejected: no certificate, revoked, unknown CA (20 each)"
+bench --mode full --tls 1.3 --conns 2 --handshakes 20 --request "$request" --json "$work/nocert.json" >/dev/null
+bench --cert "$pki/partner-revoked.chain.pem" --key "$pki/partner-revoked.key.pem" --mode full --tls 1.3 --conns 2 \
+  --handshakes 20 --request "$request" --json "$work/revoked.json" >/dev/null
+bench --cert "$pki/rogue-client.cert.pem" --key "$pki/rogue-client.key.pem" --mode full --tls 1.3 --conns 2 \
+  --handshakes 20 --request "$request" --json "$work/rogue.json" >/dev/null
+
+kill -USR1 "$portcullis_pid"
+sleep 0.3
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+def load(name):
+    with open(f"{work}/{name}.json") as f:
+        return json.load(f)
+full, resume = load("full"), load("resume")
+print()
+print("Portcullis quickstart results (client side, portcullis-bench)")
+print(f"  full handshakes   : {full['handshakes_per_s']:8.0f}/s  p50 {full['latency_us']['p50']:.0f} us  p99 {full['latency_us']['p99']:.0f} us  errors {full['errors_total']}")
+print(f"  resumed handshakes: {resume['handshakes_per_s']:8.0f}/s  p50 {resume['latency_us']['p50']:.0f} us  p99 {resume['latency_us']['p99']:.0f} us  resumed fraction {resume['resumed_fraction']:.2f}  errors {resume['errors_total']}")
+for name, label in (("nocert", "no client certificate"), ("revoked", "revoked certificate"), ("rogue", "unknown CA")):
+    r = load(name)
+    print(f"  {label:22}: {r['errors_total']} of {r['errors_total'] + r['handshakes']} refused {dict(r['errors'])}")
+PY
+echo
+echo "Server side (portcullis stats, summed over workers):"
+grep "portcullis stats" "$work/portcullis.log" | tail -1 | sed 's/.*portcullis stats /  /' | tr ' ' '\n' | sed 's/^/  /' | grep -v '^ *$'
+echo
+echo "Rejections logged by the server (first of each reason):"
+grep "client rejected" "$work/portcullis.log" | sed 's/.*client rejected/  client rejected/' | sort -u -t= -k4,4 | head -5
+
+if [ $serve -eq 1 ]; then
+  echo
+  echo "Serving on https://localhost:$port (config $work/portcullis.toml, log $work/portcullis.log). Ctrl-C stops."
+  wait "$portcullis_pid"
+fi

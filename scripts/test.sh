@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the tests need, builds, runs the whole suite twice (a normal
+# build and an address+undefined sanitizer build), and ends with one line:
+# "N passed, N failed[, N skipped]" counting every test case of both runs.
+#   scripts/test.sh [--no-sanitize] [extra meson test args...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/deps.sh
+
+sanitize=1
+if [ "${1:-}" = "--no-sanitize" ]; then sanitize=0; shift; fi
+
+install_dependencies || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
+
+# Real-client tests use axios from the npm registry; without it they skip loudly.
+if [ -f tests/clients/package-lock.json ] && command -v npm >/dev/null; then
+  (cd tests/clients && npm ci --no-audit --no-fund --silent) || echo "WARNING: npm ci failed; axios tests will skip"
+fi
+
+logs=()
+status=0
+run_suite() {
+  local dir=$1; shift
+  if ! build_tree "$dir" "$@"; then
+    echo "BUILD FAILED in $dir"
+    status=1
+    return
+  fi
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "${extra_args[@]}" || status=1
+  [ -f "$dir/meson-logs/testlog.junit.xml" ] && logs+=("$dir/meson-logs/testlog.junit.xml")
+}
+
+extra_args=("$@")
+run_suite build
+if [ $sanitize -eq 1 ]; then
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    run_suite build-sanitize -Db_sanitize=address,undefined -Db_lundef=false
+fi
+
+if [ ${#logs[@]} -eq 0 ]; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+summary=$(python3 scripts/count_results.py "${logs[@]}")
+echo "$summary"
+case "$summary" in
+  *" 0 failed"*) [ $status -eq 0 ] || exit 1 ;;
+  *) exit 1 ;;
+esac
