@@ -5,7 +5,9 @@
 // all of that worker's connections; never modified while connections use it.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,7 +26,10 @@ class ServerTlsContext {
 public:
     // Throws TlsConfigError with the file and the OpenSSL reason on any problem
     // (unreadable chain, key not matching, bad cipher string, ...).
-    ServerTlsContext(const TlsPolicy& policy, KeySource& keys);
+    // `ticket_key` (80 bytes: name, HMAC and AES keys), when given, is used by
+    // every worker so a returning client resumes whichever worker it reaches.
+    ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
+                     std::span<const std::uint8_t> ticket_key = {});
     ~ServerTlsContext();
     ServerTlsContext(const ServerTlsContext&) = delete;
     ServerTlsContext& operator=(const ServerTlsContext&) = delete;
@@ -38,6 +43,7 @@ public:
 
 private:
     TlsPolicy policy_;
+    std::vector<unsigned char> alpn_wire_;  // policy.alpn in TLS wire format
     std::vector<std::unique_ptr<SniGroup>> groups_;
 };
 

@@ -24,6 +24,13 @@
 namespace portcullis::crypto {
 
 class ServerTlsContext;
+struct TlsPolicy;
+
+// What the verify callback needs for this connection (see client_verifier.hpp).
+struct VerifyState {
+    const TlsPolicy* policy = nullptr;
+    struct TlsFailure* failure = nullptr;
+};
 
 struct TlsFailure {
     RejectReason reason = RejectReason::none;
@@ -81,14 +88,16 @@ public:
     const TlsFailure& failure() const { return failure_; }
 
 private:
-    Step fail_from_ssl_error(int ret);
+    Step fail_from_ssl_error();
     void capture_identity();
 
     UniqueSsl ssl_;
     UniqueBio network_bio_;  // our end of the pair; the SSL owns the other end
     bool established_ = false;
+    bool failed_ = false;
     PeerIdentity peer_;
     TlsFailure failure_;
+    VerifyState verify_state_;
 };
 
 }  // namespace portcullis::crypto

@@ -1,0 +1,242 @@
+#include "crypto/server_tls_context.hpp"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+#include <strings.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "crypto/client_verifier.hpp"
+
+namespace portcullis::crypto {
+
+struct ServerTlsContext::SniGroup {
+    std::set<std::string> names;  // lowercase; "*.example.com" matches one label
+    UniqueSslCtx ctx;
+    std::set<int> key_types;      // EVP_PKEY_EC, EVP_PKEY_RSA, ...
+};
+
+namespace {
+
+// ECDHE only (forward secrecy), AEAD only, ECDSA first so that a client that
+// can do both gets the cheaper certificate.
+constexpr const char* default_tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr const char* default_groups = "X25519:P-256:P-384";
+
+[[noreturn]] void fail(const std::string& what) {
+    throw TlsConfigError(what + " (" + drain_openssl_errors() + ")");
+}
+
+using UniqueFile = std::unique_ptr<FILE, decltype(&std::fclose)>;
+
+UniqueFile open_file(const std::string& path, const std::string& role) {
+    UniqueFile file(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!file) throw TlsConfigError(role + " " + path + ": cannot open file");
+    return file;
+}
+
+std::vector<UniqueX509> read_certificates(const std::string& path) {
+    auto file = open_file(path, "certificate chain");
+    std::vector<UniqueX509> certs;
+    while (X509* cert = PEM_read_X509(file.get(), nullptr, nullptr, nullptr)) certs.emplace_back(cert);
+    ERR_clear_error();  // the loop ends on "no start line"
+    if (certs.empty()) throw TlsConfigError("certificate chain " + path + ": no PEM certificate in file");
+    return certs;
+}
+
+std::string lowercase(std::string text) {
+    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+    return text;
+}
+
+std::set<std::string> names_of(const CertificateSpec& spec, X509* leaf) {
+    std::set<std::string> names;
+    for (const auto& n : spec.server_names) names.insert(lowercase(n));
+    if (!names.empty()) return names;
+    for (const auto& n : subject_alt_dns(leaf)) names.insert(lowercase(n));
+    if (!names.empty()) return names;
+    char cn[256] = {};
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn, sizeof cn) > 0) {
+        names.insert(lowercase(cn));
+    }
+    return names;
+}
+
+bool name_matches(const std::string& pattern, const std::string& host) {
+    if (pattern == host) return true;
+    if (!pattern.starts_with("*.")) return false;
+    const auto dot = host.find('.');
+    return dot != std::string::npos && host.substr(dot) == pattern.substr(1);
+}
+
+UniqueX509Store build_trust_store(const TlsPolicy& policy) {
+    UniqueX509Store store(X509_STORE_new());
+    if (!policy.trust_file.empty() && X509_STORE_load_file(store.get(), policy.trust_file.c_str()) != 1) {
+        fail("trust bundle " + policy.trust_file + ": cannot load CA certificates");
+    }
+    if (!policy.trust_dir.empty() && X509_STORE_load_path(store.get(), policy.trust_dir.c_str()) != 1) {
+        fail("trust directory " + policy.trust_dir + ": cannot use as a hashed CA directory");
+    }
+    for (const auto& path : policy.crl_files) {
+        auto file = open_file(path, "CRL");
+        int loaded = 0;
+        while (X509_CRL* raw = PEM_read_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
+            UniqueX509Crl crl(raw);
+            if (X509_STORE_add_crl(store.get(), crl.get()) != 1) fail("CRL " + path + ": cannot add to trust store");
+            ++loaded;
+        }
+        ERR_clear_error();
+        if (loaded == 0) throw TlsConfigError("CRL " + path + ": no PEM CRL in file");
+    }
+    if (!policy.crl_files.empty()) {
+        unsigned long flags = X509_V_FLAG_CRL_CHECK;
+        if (policy.crl_scope == CrlScope::chain) flags |= X509_V_FLAG_CRL_CHECK_ALL;
+        X509_STORE_set_flags(store.get(), flags);
+    }
+    return store;
+}
+
+// Sessions resume only under the same client-verification policy.
+std::vector<unsigned char> session_context_of(const TlsPolicy& policy) {
+    std::string material = "portcullis/";
+    material += std::to_string(static_cast<int>(policy.client_auth)) + "/" + policy.trust_file + "/" +
+                policy.trust_dir;
+    for (const auto& crl : policy.crl_files) material += "/" + crl;
+    std::vector<unsigned char> digest(SHA256_DIGEST_LENGTH);
+    SHA256(reinterpret_cast<const unsigned char*>(material.data()), material.size(), digest.data());
+    return digest;
+}
+
+std::vector<unsigned char> alpn_wire_format(const std::vector<std::string>& protocols) {
+    std::vector<unsigned char> wire;
+    for (const auto& p : protocols) {
+        if (p.empty() || p.size() > 255) throw TlsConfigError("ALPN protocol name \"" + p + "\" must be 1..255 bytes");
+        wire.push_back(static_cast<unsigned char>(p.size()));
+        wire.insert(wire.end(), p.begin(), p.end());
+    }
+    return wire;
+}
+
+int select_alpn(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* offered,
+                unsigned int offered_len, void* arg) {
+    const auto* ours = static_cast<const std::vector<unsigned char>*>(arg);
+    unsigned char* selected = nullptr;
+    if (SSL_select_next_proto(&selected, out_len, ours->data(), static_cast<unsigned int>(ours->size()), offered,
+                              offered_len) != OPENSSL_NPN_NEGOTIATED) {
+        return SSL_TLSEXT_ERR_NOACK;  // no common protocol: carry on without ALPN
+    }
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+}  // namespace
+
+// Chooses the SNI group for the name the client asked for.
+static int switch_context_for_sni(SSL* ssl, int*, void* arg) {
+    const char* requested = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (requested == nullptr) return SSL_TLSEXT_ERR_OK;
+    const auto* groups = static_cast<const std::vector<std::unique_ptr<ServerTlsContext::SniGroup>>*>(arg);
+    const std::string host = lowercase(requested);
+    for (const auto& group : *groups) {
+        for (const auto& pattern : group->names) {
+            if (!name_matches(pattern, host)) continue;
+            if (SSL_get_SSL_CTX(ssl) != group->ctx.get()) SSL_set_SSL_CTX(ssl, group->ctx.get());
+            return SSL_TLSEXT_ERR_OK;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK;  // unknown name: the default (first) group answers
+}
+
+ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
+                                   std::span<const std::uint8_t> ticket_key)
+    : policy_(policy), alpn_wire_(alpn_wire_format(policy.alpn)) {
+    if (policy.certificates.empty()) throw TlsConfigError("no server certificate configured");
+    if (!ticket_key.empty() && ticket_key.size() != 80) throw TlsConfigError("ticket key must be 80 bytes");
+    const auto store = policy.client_auth == ClientAuth::none ? nullptr : build_trust_store(policy);
+    const auto session_context = session_context_of(policy);
+    const int min_version = policy.min_version == TlsVersion::tls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
+    const int max_version = policy.max_version == TlsVersion::tls12 ? TLS1_2_VERSION : TLS1_3_VERSION;
+
+    auto new_context = [&]() {
+        UniqueSslCtx ctx(SSL_CTX_new(TLS_server_method()));
+        if (!ctx) fail("cannot create SSL_CTX");
+        SSL_CTX_set_min_proto_version(ctx.get(), min_version);
+        SSL_CTX_set_max_proto_version(ctx.get(), max_version);
+        SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                           SSL_OP_NO_COMPRESSION | SSL_OP_SINGLE_ECDH_USE);
+        // No SSL_MODE_RELEASE_BUFFERS: it trades memory for an allocation per record.
+        SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        const std::string ciphers = policy.ciphers.empty() ? default_tls12_ciphers : policy.ciphers;
+        if (SSL_CTX_set_cipher_list(ctx.get(), ciphers.c_str()) != 1) fail("ciphers \"" + ciphers + "\" rejected");
+        if (!policy.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx.get(), policy.ciphersuites.c_str()) != 1) {
+            fail("ciphersuites \"" + policy.ciphersuites + "\" rejected");
+        }
+        const std::string groups = policy.groups.empty() ? default_groups : policy.groups;
+        if (SSL_CTX_set1_groups_list(ctx.get(), groups.c_str()) != 1) fail("groups \"" + groups + "\" rejected");
+        SSL_CTX_set_session_id_context(ctx.get(), session_context.data(),
+                                       static_cast<unsigned int>(session_context.size()));
+        if (!ticket_key.empty()) {
+            SSL_CTX_set_tlsext_ticket_keys(ctx.get(), const_cast<std::uint8_t*>(ticket_key.data()),
+                                           static_cast<long>(ticket_key.size()));
+        }
+        if (store) {
+            const int mode = policy.client_auth == ClientAuth::require
+                                 ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                 : SSL_VERIFY_PEER;
+            SSL_CTX_set_verify(ctx.get(), mode, verify_client_certificate);
+            SSL_CTX_set_verify_depth(ctx.get(), policy.verify_depth);
+            SSL_CTX_set1_cert_store(ctx.get(), store.get());
+            if (!policy.trust_file.empty()) {
+                // The CA names in the CertificateRequest let clients pick the right certificate.
+                STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(policy.trust_file.c_str());
+                if (names) SSL_CTX_set_client_CA_list(ctx.get(), names);
+                ERR_clear_error();
+            }
+        } else {
+            SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+        }
+        if (!alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx.get(), select_alpn, &alpn_wire_);
+        SSL_CTX_set_tlsext_servername_callback(ctx.get(), switch_context_for_sni);
+        SSL_CTX_set_tlsext_servername_arg(ctx.get(), &groups_);
+        return ctx;
+    };
+
+    for (const auto& spec : policy.certificates) {
+        auto chain = read_certificates(spec.chain_file);
+        const auto names = names_of(spec, chain.front().get());
+        auto group = std::find_if(groups_.begin(), groups_.end(), [&](const auto& g) { return g->names == names; });
+        if (group == groups_.end()) {
+            groups_.push_back(std::make_unique<SniGroup>(SniGroup{names, new_context(), {}}));
+            group = std::prev(groups_.end());
+        }
+        SSL_CTX* ctx = (*group)->ctx.get();
+        auto key = keys.load(spec.key);
+        const int key_type = EVP_PKEY_get_base_id(key.get());
+        if (!(*group)->key_types.insert(key_type).second) {
+            throw TlsConfigError("certificate chain " + spec.chain_file + ": another certificate with the same key type already serves the same names");
+        }
+        if (SSL_CTX_use_certificate(ctx, chain.front().get()) != 1) fail("certificate chain " + spec.chain_file + ": leaf rejected");
+        for (std::size_t i = 1; i < chain.size(); ++i) {
+            if (SSL_CTX_add1_chain_cert(ctx, chain[i].get()) != 1) fail("certificate chain " + spec.chain_file + ": intermediate rejected");
+        }
+        if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+            fail("key " + spec.key + " does not match certificate " + spec.chain_file);
+        }
+    }
+}
+
+ServerTlsContext::~ServerTlsContext() = default;
+
+UniqueSsl ServerTlsContext::new_session() const {
+    UniqueSsl ssl(SSL_new(groups_.front()->ctx.get()));
+    if (!ssl) fail("SSL_new");
+    return ssl;
+}
+
+}  // namespace portcullis::crypto

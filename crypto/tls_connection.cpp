@@ -1,0 +1,153 @@
+#include "crypto/tls_connection.hpp"
+
+#include <openssl/err.h>
+
+#include "crypto/client_verifier.hpp"
+#include "crypto/server_tls_context.hpp"
+
+namespace portcullis::crypto {
+
+TlsConnection::TlsConnection(const ServerTlsContext& context, std::size_t buffer_bytes)
+    : ssl_(context.new_session()) {
+    BIO* internal = nullptr;
+    BIO* network = nullptr;
+    if (BIO_new_bio_pair(&internal, buffer_bytes, &network, buffer_bytes) != 1) {
+        throw std::runtime_error("BIO_new_bio_pair: " + drain_openssl_errors());
+    }
+    network_bio_.reset(network);
+    SSL_set_bio(ssl_.get(), internal, internal);  // the SSL owns its end
+    SSL_set_accept_state(ssl_.get());
+    verify_state_.policy = &context.policy();
+    verify_state_.failure = &failure_;
+    attach_verify_state(ssl_.get(), &verify_state_);
+}
+
+TlsConnection::~TlsConnection() = default;
+
+std::span<std::uint8_t> TlsConnection::inbound_space() {
+    char* space = nullptr;
+    const int n = BIO_nwrite0(network_bio_.get(), &space);
+    if (n <= 0) return {};
+    return {reinterpret_cast<std::uint8_t*>(space), static_cast<std::size_t>(n)};
+}
+
+void TlsConnection::commit_inbound(std::size_t n) {
+    char* ignored = nullptr;
+    BIO_nwrite(network_bio_.get(), &ignored, static_cast<int>(n));
+}
+
+std::span<const std::uint8_t> TlsConnection::outbound() {
+    char* data = nullptr;
+    const int n = BIO_nread0(network_bio_.get(), &data);
+    if (n <= 0) return {};
+    return {reinterpret_cast<const std::uint8_t*>(data), static_cast<std::size_t>(n)};
+}
+
+void TlsConnection::consume_outbound(std::size_t n) {
+    char* ignored = nullptr;
+    BIO_nread(network_bio_.get(), &ignored, static_cast<int>(n));
+}
+
+TlsConnection::Step TlsConnection::handshake() {
+    if (established_) return Step::done;
+    if (failure_.reason != RejectReason::none && failed_) return Step::failed;
+    ERR_clear_error();  // one connection's errors must never leak into another's
+    const int ret = SSL_do_handshake(ssl_.get());
+    if (ret == 1) {
+        established_ = true;
+        capture_identity();
+        return Step::done;
+    }
+    switch (SSL_get_error(ssl_.get(), ret)) {
+        case SSL_ERROR_WANT_READ:
+        case SSL_ERROR_WANT_WRITE:  // outbound full: the transport flushes, then calls again
+            return Step::need_input;
+        case SSL_ERROR_WANT_ASYNC:
+        case SSL_ERROR_WANT_ASYNC_JOB:
+            return Step::key_operation_pending;
+        default:
+            return fail_from_ssl_error();
+    }
+}
+
+TlsConnection::Step TlsConnection::fail_from_ssl_error() {
+    failed_ = true;
+    const unsigned long error = ERR_peek_last_error();
+    if (failure_.reason == RejectReason::none) {
+        failure_.reason = error != 0 ? reason_for_ssl_error(error) : RejectReason::protocol;
+        if (failure_.reason == RejectReason::other && SSL_get_verify_result(ssl_.get()) != X509_V_OK) {
+            failure_.reason = reason_for_verify_error(static_cast<int>(SSL_get_verify_result(ssl_.get())));
+        }
+        if (X509* cert = SSL_get0_peer_certificate(ssl_.get())) {
+            failure_.peer_subject = subject_rfc2253(X509_get_subject_name(cert));
+        }
+    }
+    if (failure_.detail.empty()) {
+        failure_.detail = error != 0 ? drain_openssl_errors() : "connection ended during handshake";
+    }
+    ERR_clear_error();
+    return Step::failed;
+}
+
+void TlsConnection::capture_identity() {
+    SSL* ssl = ssl_.get();
+    peer_.tls_version = SSL_get_version(ssl);
+    peer_.cipher = SSL_get_cipher_name(ssl);
+    if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) peer_.server_name = sni;
+    const unsigned char* alpn = nullptr;
+    unsigned int alpn_len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    if (alpn_len > 0) peer_.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
+    peer_.resumed = SSL_session_reused(ssl) == 1;
+    X509* cert = SSL_get0_peer_certificate(ssl);
+    if (cert == nullptr) return;
+    peer_.certificate_presented = true;
+    peer_.verified = SSL_get_verify_result(ssl) == X509_V_OK;
+    peer_.subject_dn = subject_rfc2253(X509_get_subject_name(cert));
+    peer_.issuer_dn = subject_rfc2253(X509_get_issuer_name(cert));
+    char cn[256] = {};
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0) {
+        peer_.common_name = cn;
+    }
+    peer_.san_dns = subject_alt_dns(cert);
+    peer_.san_uris = subject_alt_uris(cert);
+    unsigned int length = 0;
+    X509_digest(cert, EVP_sha256(), peer_.sha256.data(), &length);
+}
+
+TlsConnection::IoResult TlsConnection::read_plaintext(std::span<std::uint8_t> out) {
+    ERR_clear_error();
+    std::size_t n = 0;
+    if (SSL_read_ex(ssl_.get(), out.data(), out.size(), &n) == 1) return {IoStatus::ok, n};
+    switch (SSL_get_error(ssl_.get(), 0)) {
+        case SSL_ERROR_WANT_READ: return {IoStatus::need_input, 0};
+        case SSL_ERROR_WANT_WRITE: return {IoStatus::full, 0};
+        case SSL_ERROR_ZERO_RETURN: return {IoStatus::closed, 0};
+        default:
+            failure_.reason = RejectReason::protocol;
+            failure_.detail = drain_openssl_errors();
+            return {IoStatus::failed, 0};
+    }
+}
+
+TlsConnection::IoResult TlsConnection::write_plaintext(std::span<const std::uint8_t> in) {
+    if (in.empty()) return {IoStatus::ok, 0};
+    ERR_clear_error();
+    std::size_t n = 0;
+    if (SSL_write_ex(ssl_.get(), in.data(), in.size(), &n) == 1) return {IoStatus::ok, n};
+    switch (SSL_get_error(ssl_.get(), 0)) {
+        case SSL_ERROR_WANT_WRITE: return {IoStatus::full, 0};
+        case SSL_ERROR_WANT_READ: return {IoStatus::need_input, 0};
+        default:
+            failure_.detail = drain_openssl_errors();
+            return {IoStatus::failed, 0};
+    }
+}
+
+void TlsConnection::close() {
+    ERR_clear_error();
+    SSL_shutdown(ssl_.get());
+    ERR_clear_error();
+}
+
+}  // namespace portcullis::crypto
