@@ -46,6 +46,9 @@ UniqueFd open_signal_fd() {
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
+    // Operators signal the process group; only the supervisor acts on these.
+    sigaddset(&mask, SIGUSR1);
+    sigaddset(&mask, SIGUSR2);
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     UniqueFd fd(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
     if (!fd) throw os_error("signalfd");
@@ -179,7 +182,7 @@ private:
         signalfd_siginfo info{};
         while (::read(signals_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
             if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) stopping_ = true;
-            // SIGHUP (reload) is the supervisor's to act on; workers ignore it for now.
+            // SIGHUP, SIGUSR1, SIGUSR2 are the supervisor's to act on.
         }
     }
 
