@@ -29,6 +29,7 @@ struct WorkerStats {
     Counter handshakes_full;
     Counter handshakes_resumed;
     std::array<Counter, crypto::reject_reason_count> handshakes_rejected;  // by RejectReason
+    Counter handshakes_abandoned;     // client closed mid-handshake (scans, impatient clients)
     Counter upstream_connect_failures;
     Counter upstream_unavailable;     // no backend could take the connection
     Counter bytes_from_clients;       // plaintext

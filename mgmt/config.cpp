@@ -1,449 +1,816 @@
-// TOML -> Config. A TableReader wraps each table: it hands out typed values,
-// remembers which keys were read, and finish() turns every key nobody read
-// into an "unknown key" error. Every error carries file, line, column and the
-// dotted key path.
 #include "mgmt/config.hpp"
 
-#include <unistd.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <toml++/toml.h>
 
 #include <algorithm>
-#include <cctype>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <set>
+#include <limits>
+#include <optional>
+#include <span>
 #include <sstream>
-#include <toml++/toml.h>
+#include <utility>
+
+#include "dataplane/unique_fd.hpp"
 
 namespace portcullis::mgmt {
 namespace {
 
 namespace fs = std::filesystem;
-using crypto::ClientAuth;
-using crypto::CrlScope;
-using crypto::TlsVersion;
+using namespace std::string_view_literals;
 
-struct Source {
-    std::string file;
-    fs::path base;
+// The keys each table accepts. The reader rejects anything else, and
+// known_config_keys() is built from these same lists so the two cannot drift.
+constexpr std::array kTopLevelTables{"workers"sv, "log"sv, "listener"sv};
+constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv};
+constexpr std::array kLogKeys{"level"sv};
+constexpr std::array kListenerKeys{
+    "name"sv,        "address"sv, "backlog"sv, "handshake_timeout_ms"sv, "idle_timeout_ms"sv,
+    "buffer_bytes"sv};
+constexpr std::array kListenerTables{"tls"sv, "upstream"sv};
+constexpr std::array kTlsKeys{
+    "client_auth"sv, "trust_bundle"sv, "trust_dir"sv,          "crl_files"sv,
+    "crl_scope"sv,   "verify_depth"sv, "require_client_eku"sv, "min_version"sv,
+    "max_version"sv, "ciphers"sv,      "ciphersuites"sv,       "groups"sv,
+    "alpn"sv};
+constexpr std::array kTlsTables{"certificate"sv, "allow"sv};
+constexpr std::array kCertificateKeys{"chain"sv, "key"sv, "server_names"sv};
+constexpr std::array kAllowKeys{"subjects"sv, "san_uris"sv, "san_dns"sv, "sha256"sv};
+constexpr std::array kUpstreamKeys{"backends"sv, "connect_timeout_ms"sv, "fail_threshold"sv,
+                                   "retry_after_ms"sv, "proxy_protocol"sv};
+
+constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
+constexpr std::int64_t kMinBufferBytes = 4096;
+constexpr std::int64_t kMaxBufferBytes = 16 * 1024 * 1024;
+constexpr std::int64_t kMaxWorkers = 1024;
+constexpr std::int64_t kMaxVerifyDepth = 16;
+constexpr std::size_t kMaxListenerNameLength = 64;
+constexpr std::size_t kMaxAlpnProtocolLength = 255;
+constexpr std::string_view kPkcs11Scheme = "pkcs11:";
+constexpr std::string_view kAddressForms =
+    "expected \"IPv4:port\", \"[IPv6]:port\" or \"*:port\" with a numeric address "
+    "(no host names) and a port in 1..65535";
+
+template <typename Value>
+struct Choice {
+    std::string_view text;
+    Value value;
 };
 
-[[noreturn]] void fail(const Source& src, const toml::source_region& where, const std::string& key,
-                       const std::string& problem) {
-    throw ConfigError(src.file, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), key,
-                      problem);
+constexpr std::array kClientAuthChoices{
+    Choice<crypto::ClientAuth>{"require", crypto::ClientAuth::require},
+    Choice<crypto::ClientAuth>{"optional", crypto::ClientAuth::optional},
+    Choice<crypto::ClientAuth>{"none", crypto::ClientAuth::none},
+};
+constexpr std::array kCrlScopeChoices{
+    Choice<crypto::CrlScope>{"leaf", crypto::CrlScope::leaf},
+    Choice<crypto::CrlScope>{"chain", crypto::CrlScope::chain},
+};
+constexpr std::array kVersionChoices{
+    Choice<crypto::TlsVersion>{"1.2", crypto::TlsVersion::tls12},
+    Choice<crypto::TlsVersion>{"1.3", crypto::TlsVersion::tls13},
+};
+constexpr std::array kLogLevelChoices{
+    Choice<std::string_view>{"trace", "trace"}, Choice<std::string_view>{"debug", "debug"},
+    Choice<std::string_view>{"info", "info"},   Choice<std::string_view>{"warn", "warn"},
+    Choice<std::string_view>{"error", "error"}, Choice<std::string_view>{"critical", "critical"},
+    Choice<std::string_view>{"off", "off"},
+};
+
+std::string format_message(const std::string& file, int line, int column, const std::string& key,
+                           const std::string& problem) {
+    std::string text = file;
+    if (line > 0) text += ":" + std::to_string(line) + ":" + std::to_string(column);
+    text += ": ";
+    if (!key.empty()) text += key + ": ";
+    return text + problem;
 }
 
-std::string type_name(const toml::node& node) {
-    switch (node.type()) {
-        case toml::node_type::string: return "a string";
-        case toml::node_type::integer: return "an integer";
-        case toml::node_type::floating_point: return "a float";
-        case toml::node_type::boolean: return "a boolean";
-        case toml::node_type::array: return "an array";
-        case toml::node_type::table: return "a table";
-        default: return "a date/time";
-    }
+std::string in_quotes(std::string_view text) {
+    std::string out = "\"";
+    out += text;
+    return out + "\"";
 }
 
-std::string join(const std::vector<std::string>& items) {
+template <typename Range>
+std::string joined(const Range& items, std::string_view separator, bool quote) {
     std::string out;
-    for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+    for (const auto& item : items) {
+        if (!out.empty()) out += separator;
+        out += quote ? in_quotes(item) : std::string(item);
+    }
     return out;
 }
 
-class TableReader {
-public:
-    TableReader(const toml::table& table, std::string path, const Source& src, std::vector<std::string> allowed)
-        : table_(table), path_(std::move(path)), src_(src), allowed_(std::move(allowed)) {}
-
-    std::string key_path(std::string_view key) const {
-        return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+std::string_view type_name(toml::node_type type) {
+    switch (type) {
+        case toml::node_type::table:
+            return "a table";
+        case toml::node_type::array:
+            return "an array";
+        case toml::node_type::string:
+            return "a string";
+        case toml::node_type::integer:
+            return "an integer";
+        case toml::node_type::floating_point:
+            return "a floating-point number";
+        case toml::node_type::boolean:
+            return "a boolean";
+        case toml::node_type::date:
+            return "a date";
+        case toml::node_type::time:
+            return "a time";
+        case toml::node_type::date_time:
+            return "a date-time";
+        case toml::node_type::none:
+            break;
     }
+    return "nothing";
+}
 
-    const toml::node* find(std::string_view key) {
-        read_.insert(std::string(key));
-        return table_.get(key);
-    }
+// "a string \"10\"": the operator sees both what the parser found and the value.
+std::string describe(const toml::node& node) {
+    std::ostringstream out;
+    out << type_name(node.type());
+    node.visit([&out](const auto& value) {
+        if constexpr (toml::is_value<decltype(value)>) out << " " << value;
+    });
+    return out.str();
+}
 
-    [[noreturn]] void fail_at(const toml::node& node, std::string_view key, const std::string& problem) const {
-        fail(src_, node.source(), key_path(key), problem);
-    }
-
-    [[noreturn]] void fail_missing(std::string_view key) const {
-        fail(src_, table_.source(), key_path(key), "missing required key");
-    }
-
-    std::optional<std::string> string(std::string_view key) {
-        const auto* node = find(key);
-        if (!node) return std::nullopt;
-        if (!node->is_string()) fail_at(*node, key, "expected a string, got " + type_name(*node));
-        return node->as_string()->get();
-    }
-
-    std::optional<std::int64_t> integer(std::string_view key, std::int64_t min, std::int64_t max) {
-        const auto* node = find(key);
-        if (!node) return std::nullopt;
-        if (!node->is_integer()) fail_at(*node, key, "expected an integer, got " + type_name(*node));
-        const auto value = node->as_integer()->get();
-        if (value < min || value > max) {
-            fail_at(*node, key, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
-                                    ", got " + std::to_string(value));
-        }
-        return value;
-    }
-
-    std::optional<bool> boolean(std::string_view key) {
-        const auto* node = find(key);
-        if (!node) return std::nullopt;
-        if (!node->is_boolean()) fail_at(*node, key, "expected true or false, got " + type_name(*node));
-        return node->as_boolean()->get();
-    }
-
-    std::optional<std::vector<std::string>> strings(std::string_view key) {
-        const auto* node = find(key);
-        if (!node) return std::nullopt;
-        if (!node->is_array()) fail_at(*node, key, "expected an array of strings, got " + type_name(*node));
-        std::vector<std::string> out;
-        std::size_t i = 0;
-        for (const auto& item : *node->as_array()) {
-            if (!item.is_string()) {
-                fail(src_, item.source(), key_path(key) + "[" + std::to_string(i) + "]",
-                     "expected a string, got " + type_name(item));
-            }
-            out.push_back(item.as_string()->get());
-            ++i;
-        }
-        return out;
-    }
-
-    template <typename Enum>
-    std::optional<Enum> choice(std::string_view key, const std::vector<std::pair<std::string, Enum>>& options) {
-        const auto* node = find(key);
-        if (!node) return std::nullopt;
-        std::vector<std::string> names;
-        for (const auto& [name, value] : options) names.push_back("\"" + name + "\"");
-        if (!node->is_string()) fail_at(*node, key, "expected one of " + join(names) + ", got " + type_name(*node));
-        const auto text = node->as_string()->get();
-        for (const auto& [name, value] : options) {
-            if (name == text) return value;
-        }
-        fail_at(*node, key, "expected one of " + join(names) + ", got \"" + text + "\"");
-    }
-
-    const toml::table* subtable(std::string_view key) {
-        const auto* node = find(key);
-        if (!node) return nullptr;
-        if (!node->is_table()) fail_at(*node, key, "expected a table, got " + type_name(*node));
-        return node->as_table();
-    }
-
-    // [[key]] arrays of tables.
-    const toml::array* table_array(std::string_view key) {
-        const auto* node = find(key);
-        if (!node) return nullptr;
-        if (!node->is_array_of_tables()) {
-            fail_at(*node, key, "expected an array of tables ([[" + key_path(key) + "]]), got " + type_name(*node));
-        }
-        return node->as_array();
-    }
-
-    // A file path relative to the config file's directory; must be readable.
-    std::optional<std::string> file(std::string_view key, bool directory = false) {
-        const auto value = string(key);
-        if (!value || value->empty()) return value;
-        return resolve(*find(key), key, *value, directory);
-    }
-
-    std::string resolve(const toml::node& node, std::string_view key, const std::string& value, bool directory) const {
-        const fs::path path = fs::path(value).is_absolute() ? fs::path(value) : src_.base / value;
-        std::error_code ec;
-        const auto status = fs::status(path, ec);
-        if (ec || !fs::exists(status)) fail_at(node, key, "file not found: " + path.string());
-        if (directory && !fs::is_directory(status)) fail_at(node, key, "not a directory: " + path.string());
-        if (!directory && fs::is_directory(status)) fail_at(node, key, "expected a file, found a directory: " + path.string());
-        if (::access(path.c_str(), R_OK) != 0) fail_at(node, key, "not readable: " + path.string());
-        return path.string();
-    }
-
-    void finish() const {
-        for (const auto& [key, node] : table_) {
-            const std::string name(key.str());
-            if (read_.count(name)) continue;
-            if (std::find(allowed_.begin(), allowed_.end(), name) != allowed_.end()) continue;
-            fail(src_, key.source().begin.line ? key.source() : node.source(), key_path(name),
-                 "unknown key; expected one of: " + join(allowed_));
-        }
-    }
-
-    const toml::table& table() const { return table_; }
-    const Source& source() const { return src_; }
-
-private:
-    const toml::table& table_;
-    std::string path_;
-    const Source& src_;
-    std::vector<std::string> allowed_;
-    std::set<std::string> read_;
+// A string value together with where it came from, so later checks can point at it.
+struct StringField {
+    std::string value;
+    const toml::node* node;
+    std::string key;
 };
 
-constexpr std::int64_t max_ms = 24LL * 3600 * 1000;
+struct StringList {
+    std::vector<StringField> items;
+    const toml::node* node;
+    std::string key;
+};
 
-TlsVersion parse_version(TableReader& r, std::string_view key, TlsVersion fallback) {
-    return r.choice<TlsVersion>(key, {{"1.2", TlsVersion::tls12}, {"1.3", TlsVersion::tls13}}).value_or(fallback);
-}
+class Section;
 
-std::string canonical_fingerprint(const std::string& text) {
-    std::string hex;
-    for (const char c : text) {
-        if (c == ':') continue;
-        hex.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+// Everything an error needs besides the node: the file name and where relative paths start.
+class Source {
+  public:
+    Source(std::string file, fs::path base_directory)
+        : file_(std::move(file)), base_directory_(std::move(base_directory)) {}
+
+    [[noreturn]] void fail(const toml::source_region& where, std::string key,
+                           std::string problem) const {
+        throw ConfigError(file_, static_cast<int>(where.begin.line),
+                          static_cast<int>(where.begin.column), std::move(key), std::move(problem));
     }
-    return hex;
-}
 
-void parse_allow(TableReader& tls, crypto::AllowList& allow, const toml::table& table) {
-    TableReader r(table, tls.key_path("allow"), tls.source(), {"subjects", "san_uris", "san_dns", "sha256"});
-    allow.subject_patterns = r.strings("subjects").value_or(std::vector<std::string>{});
-    allow.san_uris = r.strings("san_uris").value_or(std::vector<std::string>{});
-    allow.san_dns = r.strings("san_dns").value_or(std::vector<std::string>{});
-    allow.sha256_fingerprints = r.strings("sha256").value_or(std::vector<std::string>{});
-    if (const auto* node = table.get("sha256")) {
-        std::size_t i = 0;
-        for (const auto& item : *node->as_array()) {
-            const auto hex = canonical_fingerprint(item.as_string()->get());
-            const bool ok = hex.size() == 64 && std::all_of(hex.begin(), hex.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
-            if (!ok) {
-                fail(tls.source(), item.source(), r.key_path("sha256") + "[" + std::to_string(i) + "]",
-                     "expected a SHA-256 fingerprint: 64 hex digits, ':' separators optional");
+    [[noreturn]] void fail(const toml::node& node, std::string key, std::string problem) const {
+        fail(node.source(), std::move(key), std::move(problem));
+    }
+
+    const fs::path& base_directory() const { return base_directory_; }
+
+  private:
+    std::string file_;
+    fs::path base_directory_;
+};
+
+class Section {
+  public:
+    Section(const toml::table& table, std::string path, const Source& source)
+        : table_(table), path_(std::move(path)), source_(source) {}
+
+    const std::string& path() const { return path_; }
+    const toml::table& table() const { return table_; }
+    const Source& source() const { return source_; }
+
+    std::string key_of(std::string_view name) const {
+        return path_.empty() ? std::string(name) : path_ + "." + std::string(name);
+    }
+
+    bool has(std::string_view name) const { return table_.get(name) != nullptr; }
+
+    // Reports the unknown key that comes first in the file, whatever order toml++ keeps.
+    void reject_unknown_keys(std::span<const std::string_view> keys,
+                             std::span<const std::string_view> tables = {}) const {
+        const toml::key* first_unknown = nullptr;
+        for (const auto& [name, node] : table_) {
+            const auto known = [&name](std::span<const std::string_view> list) {
+                return std::find(list.begin(), list.end(), name.str()) != list.end();
+            };
+            if (known(keys) || known(tables)) continue;
+            if (first_unknown == nullptr || precedes(name.source(), first_unknown->source())) {
+                first_unknown = &name;
             }
-            ++i;
+        }
+        if (first_unknown == nullptr) return;
+        std::vector<std::string_view> expected(keys.begin(), keys.end());
+        expected.insert(expected.end(), tables.begin(), tables.end());
+        source_.fail(first_unknown->source(), key_of(first_unknown->str()),
+                     "unknown key; expected one of: " + joined(expected, ", ", false));
+    }
+
+    [[noreturn]] void fail_missing(std::string_view name, std::string_view hint = {}) const {
+        std::string problem = "missing required key";
+        if (!hint.empty()) problem += " (" + std::string(hint) + ")";
+        source_.fail(table_position(), key_of(name), problem);
+    }
+
+    std::optional<std::int64_t> integer(std::string_view name, std::int64_t min,
+                                        std::int64_t max) const {
+        const toml::node* node = table_.get(name);
+        if (node == nullptr) return std::nullopt;
+        const auto* value = node->as_integer();
+        if (value == nullptr) {
+            source_.fail(*node, key_of(name), "expected an integer, got " + describe(*node));
+        }
+        if (value->get() < min || value->get() > max) {
+            source_.fail(*node, key_of(name),
+                         "expected an integer in " + std::to_string(min) + ".." +
+                             std::to_string(max) + ", got " + std::to_string(value->get()));
+        }
+        return value->get();
+    }
+
+    int integer_or(std::string_view name, int fallback, std::int64_t min, std::int64_t max) const {
+        return static_cast<int>(integer(name, min, max).value_or(fallback));
+    }
+
+    bool boolean_or(std::string_view name, bool fallback) const {
+        const toml::node* node = table_.get(name);
+        if (node == nullptr) return fallback;
+        const auto* value = node->as_boolean();
+        if (value == nullptr) {
+            source_.fail(*node, key_of(name),
+                         "expected a boolean (true or false), got " + describe(*node));
+        }
+        return value->get();
+    }
+
+    std::optional<StringField> string(std::string_view name) const {
+        const toml::node* node = table_.get(name);
+        if (node == nullptr) return std::nullopt;
+        return string_of(*node, key_of(name));
+    }
+
+    std::optional<StringList> string_list(std::string_view name) const {
+        const toml::node* node = table_.get(name);
+        if (node == nullptr) return std::nullopt;
+        const auto* array = node->as_array();
+        if (array == nullptr) {
+            source_.fail(*node, key_of(name),
+                         "expected an array of strings, got " + describe(*node));
+        }
+        StringList list{{}, node, key_of(name)};
+        for (std::size_t i = 0; i < array->size(); ++i) {
+            list.items.push_back(
+                string_of(*array->get(i), list.key + "[" + std::to_string(i) + "]"));
+        }
+        return list;
+    }
+
+    template <typename Value, std::size_t N>
+    Value choice_or(std::string_view name, Value fallback,
+                    const std::array<Choice<Value>, N>& choices) const {
+        const toml::node* node = table_.get(name);
+        if (node == nullptr) return fallback;
+        std::vector<std::string_view> texts;
+        for (const auto& choice : choices) texts.push_back(choice.text);
+        const std::string expected = "expected one of " + joined(texts, ", ", true);
+        const auto* value = node->as_string();
+        if (value == nullptr)
+            source_.fail(*node, key_of(name), expected + ", got " + describe(*node));
+        for (const auto& choice : choices) {
+            if (choice.text == value->get()) return choice.value;
+        }
+        source_.fail(*node, key_of(name), expected + ", got " + in_quotes(value->get()));
+    }
+
+    std::optional<Section> subtable(std::string_view name) const {
+        const toml::node* node = table_.get(name);
+        if (node == nullptr) return std::nullopt;
+        const auto* table = node->as_table();
+        if (table == nullptr) {
+            source_.fail(*node, key_of(name),
+                         "expected a table ([" + table_header(name) + "]), got " + describe(*node));
+        }
+        return Section(*table, key_of(name), source_);
+    }
+
+    // Absent = empty; the caller decides whether that is an error.
+    std::vector<Section> table_array(std::string_view name) const {
+        std::vector<Section> sections;
+        const toml::node* node = table_.get(name);
+        if (node == nullptr) return sections;
+        const std::string expected = "expected an array of tables ([[" + table_header(name) + "]])";
+        const auto* array = node->as_array();
+        if (array == nullptr)
+            source_.fail(*node, key_of(name), expected + ", got " + describe(*node));
+        if (array->empty()) {
+            source_.fail(*node, key_of(name), expected + " with at least one element, got []");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+            const toml::node& element = *array->get(i);
+            const std::string key = key_of(name) + "[" + std::to_string(i) + "]";
+            const auto* table = element.as_table();
+            if (table == nullptr)
+                source_.fail(element, key, expected + ", got " + describe(element));
+            sections.emplace_back(*table, key, source_);
+        }
+        return sections;
+    }
+
+    toml::source_region table_position() const {
+        toml::source_region where = table_.source();
+        // The root table of a document carries no position of its own.
+        if (where.begin.line == 0) where.begin = {1, 1};
+        return where;
+    }
+
+  private:
+    static bool precedes(const toml::source_region& a, const toml::source_region& b) {
+        return std::pair(a.begin.line, a.begin.column) < std::pair(b.begin.line, b.begin.column);
+    }
+
+    StringField string_of(const toml::node& node, std::string key) const {
+        const auto* value = node.as_string();
+        if (value == nullptr) source_.fail(node, key, "expected a string, got " + describe(node));
+        return StringField{value->get(), &node, std::move(key)};
+    }
+
+    // "listener[0].tls" -> "listener.tls": the header the operator writes in the file.
+    std::string table_header(std::string_view name) const {
+        std::string header;
+        for (std::size_t i = 0; i < path_.size(); ++i) {
+            if (path_[i] == '[') {
+                i = path_.find(']', i);
+                continue;
+            }
+            header += path_[i];
+        }
+        if (!header.empty()) header += ".";
+        return header + std::string(name);
+    }
+
+    const toml::table& table_;
+    std::string path_;
+    const Source& source_;
+};
+
+// ---- value checks -------------------------------------------------------------------------
+
+dataplane::SocketAddress address_of(const Section& section, const StringField& field,
+                                    bool wildcard_allowed) {
+    const std::string& text = field.value;
+    const auto parsed = dataplane::SocketAddress::parse(text);
+    if (!parsed) {
+        std::string problem;
+        const auto colon = text.rfind(':');
+        if (colon != std::string::npos) {
+            // A numeric but out-of-range port is the most common slip; say so directly.
+            std::uint64_t port = 0;
+            const char* first = text.data() + colon + 1;
+            const char* last = text.data() + text.size();
+            const auto [end, error] = std::from_chars(first, last, port);
+            if (error == std::errc::result_out_of_range ||
+                (error == std::errc() && end == last && (port == 0 || port > 65535))) {
+                problem = "port " + text.substr(colon + 1) + " is out of range 1..65535; ";
+            }
+        }
+        section.source().fail(*field.node, field.key,
+                              problem + std::string(kAddressForms) + ", got " + in_quotes(text));
+    }
+    if (!wildcard_allowed) {
+        const bool any =
+            parsed->family() == AF_INET
+                ? reinterpret_cast<const sockaddr_in*>(parsed->sa())->sin_addr.s_addr ==
+                      htonl(INADDR_ANY)
+                : IN6_IS_ADDR_UNSPECIFIED(
+                      &reinterpret_cast<const sockaddr_in6*>(parsed->sa())->sin6_addr);
+        if (any) {
+            section.source().fail(
+                *field.node, field.key,
+                "a backend needs a concrete address, not the wildcard " + in_quotes(text));
         }
     }
-    r.finish();
+    return *parsed;
 }
 
-void parse_certificate(TableReader& tls, std::size_t index, const toml::table& table, crypto::CertificateSpec& spec) {
-    TableReader r(table, tls.key_path("certificate") + "[" + std::to_string(index) + "]", tls.source(),
-                  {"chain", "key", "server_names"});
-    const auto chain = r.file("chain");
-    if (!chain || chain->empty()) r.fail_missing("chain");
-    spec.chain_file = *chain;
-    const auto key = r.string("key");
-    if (!key || key->empty()) r.fail_missing("key");
-    // A PKCS#11 URI names a token object, not a file.
-    spec.key = key->starts_with("pkcs11:") ? *key : r.resolve(*table.get("key"), "key", *key, false);
-    spec.server_names = r.strings("server_names").value_or(std::vector<std::string>{});
-    r.finish();
+bool is_wildcard(const dataplane::SocketAddress& address) {
+    if (address.family() == AF_INET) {
+        return reinterpret_cast<const sockaddr_in*>(address.sa())->sin_addr.s_addr ==
+               htonl(INADDR_ANY);
+    }
+    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(address.sa())->sin6_addr);
 }
 
-void parse_tls(TableReader& listener, const toml::table& table, crypto::TlsPolicy& tls) {
-    TableReader r(table, listener.key_path("tls"), listener.source(),
-                  {"client_auth", "trust_bundle", "trust_dir", "crl_files", "crl_scope", "verify_depth",
-                   "require_client_eku", "min_version", "max_version", "ciphers", "ciphersuites", "groups", "alpn",
-                   "certificate", "allow"});
-    tls.client_auth = r.choice<ClientAuth>("client_auth", {{"require", ClientAuth::require},
-                                                           {"optional", ClientAuth::optional},
-                                                           {"none", ClientAuth::none}})
-                          .value_or(ClientAuth::require);
-    tls.trust_file = r.file("trust_bundle").value_or("");
-    tls.trust_dir = r.file("trust_dir", true).value_or("");
-    if (const auto* node = table.get("crl_files")) {
-        const auto crls = r.strings("crl_files").value();
-        for (std::size_t i = 0; i < crls.size(); ++i) {
-            tls.crl_files.push_back(r.resolve((*node->as_array())[i], "crl_files[" + std::to_string(i) + "]", crls[i], false));
+// Two listeners collide when they would bind the same port on the same address, or when one
+// of them is the wildcard of that family: with SO_REUSEPORT the kernel would accept both and
+// silently split the traffic between two policies.
+bool overlaps(const dataplane::SocketAddress& a, const dataplane::SocketAddress& b) {
+    if (a.family() != b.family() || a.port() != b.port()) return false;
+    return a.host() == b.host() || is_wildcard(a) || is_wildcard(b);
+}
+
+void require_non_empty(const Section& section, const StringField& field, std::string_view what) {
+    if (field.value.empty()) {
+        section.source().fail(*field.node, field.key,
+                              "expected " + std::string(what) + ", got \"\"");
+    }
+}
+
+enum class PathKind { file, directory };
+
+// Resolves against the configuration's directory and proves the path can be opened now, so a
+// typo fails at start-up with the key that holds it rather than in a worker later.
+std::string existing_path(const Section& section, const StringField& field, PathKind kind) {
+    require_non_empty(section, field, kind == PathKind::file ? "a file path" : "a directory path");
+    const fs::path written(field.value);
+    const fs::path resolved =
+        (written.is_absolute() ? written : section.source().base_directory() / written)
+            .lexically_normal();
+    const std::string shown = in_quotes(resolved.string());
+    const std::string relative_note =
+        written.is_absolute() ? std::string()
+                              : " (relative paths are resolved against " +
+                                    in_quotes(section.source().base_directory().string()) + ")";
+    const auto fail = [&](const std::string& problem) {
+        section.source().fail(*field.node, field.key, problem);
+    };
+
+    struct stat status {};
+    if (::stat(resolved.c_str(), &status) != 0) {
+        const int error = errno;
+        if (error == ENOENT) fail(shown + " does not exist" + relative_note);
+        fail("cannot access " + shown + ": " + std::strerror(error));
+    }
+    if (kind == PathKind::file && S_ISDIR(status.st_mode))
+        fail(shown + " is a directory, expected a file");
+    if (kind == PathKind::file && !S_ISREG(status.st_mode)) fail(shown + " is not a regular file");
+    if (kind == PathKind::directory && !S_ISDIR(status.st_mode))
+        fail(shown + " is not a directory");
+
+    const int flags =
+        O_RDONLY | O_CLOEXEC | O_NONBLOCK | (kind == PathKind::directory ? O_DIRECTORY : 0);
+    const dataplane::UniqueFd opened(::open(resolved.c_str(), flags));
+    if (!opened) fail("cannot read " + shown + ": " + std::strerror(errno));
+    return resolved.string();
+}
+
+bool is_hex_digit(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// 64 hex digits, or 32 two-digit groups separated by ':' (as `openssl x509 -fingerprint` prints).
+bool is_sha256_fingerprint(std::string_view text) {
+    constexpr std::size_t kBytes = 32;
+    if (text.size() == 2 * kBytes) return std::all_of(text.begin(), text.end(), is_hex_digit);
+    if (text.size() != 3 * kBytes - 1) return false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const bool separator_position = i % 3 == 2;
+        if (separator_position ? text[i] != ':' : !is_hex_digit(text[i])) return false;
+    }
+    return true;
+}
+
+bool is_valid_listener_name(std::string_view name) {
+    if (name.empty() || name.size() > kMaxListenerNameLength) return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+    });
+}
+
+std::vector<std::string> values_of(const StringList& list) {
+    std::vector<std::string> values;
+    for (const auto& item : list.items) values.push_back(item.value);
+    return values;
+}
+
+// ---- sections, top down -------------------------------------------------------------------
+
+WorkerSettings read_workers(const Section& section) {
+    section.reject_unknown_keys(kWorkersKeys);
+    WorkerSettings workers;
+    workers.count = section.integer_or("count", workers.count, 0, kMaxWorkers);
+    workers.max_connections =
+        section.integer_or("max_connections", workers.max_connections, 1, kIntMax);
+    return workers;
+}
+
+LogSettings read_log(const Section& section) {
+    section.reject_unknown_keys(kLogKeys);
+    LogSettings log;
+    log.level =
+        std::string(section.choice_or("level", std::string_view(log.level), kLogLevelChoices));
+    return log;
+}
+
+crypto::CertificateSpec read_certificate(const Section& section) {
+    section.reject_unknown_keys(kCertificateKeys);
+    crypto::CertificateSpec certificate;
+    const auto chain = section.string("chain");
+    if (!chain) section.fail_missing("chain", "PEM file: leaf first, then intermediates");
+    certificate.chain_file = existing_path(section, *chain, PathKind::file);
+
+    const auto key = section.string("key");
+    if (!key) section.fail_missing("key", "PEM file of the private key");
+    require_non_empty(section, *key, "a key file path or a pkcs11: URI");
+    certificate.key = key->value.starts_with(kPkcs11Scheme)
+                          ? key->value
+                          : existing_path(section, *key, PathKind::file);
+
+    if (const auto names = section.string_list("server_names")) {
+        for (const auto& name : names->items) require_non_empty(section, name, "a DNS name");
+        certificate.server_names = values_of(*names);
+    }
+    return certificate;
+}
+
+crypto::AllowList read_allow_list(const Section& section) {
+    section.reject_unknown_keys(kAllowKeys);
+    crypto::AllowList allow;
+    const auto patterns = [&section](std::string_view name) {
+        std::vector<std::string> values;
+        if (const auto list = section.string_list(name)) {
+            for (const auto& item : list->items) require_non_empty(section, item, "a pattern");
+            values = values_of(*list);
         }
-    } else {
-        r.find("crl_files");
+        return values;
+    };
+    allow.subject_patterns = patterns("subjects");
+    allow.san_uris = patterns("san_uris");
+    allow.san_dns = patterns("san_dns");
+    if (const auto fingerprints = section.string_list("sha256")) {
+        for (const auto& item : fingerprints->items) {
+            if (!is_sha256_fingerprint(item.value)) {
+                section.source().fail(*item.node, item.key,
+                                      "expected a SHA-256 fingerprint: 64 hex digits, optionally "
+                                      "as 32 pairs separated by ':', got " +
+                                          in_quotes(item.value));
+            }
+        }
+        allow.sha256_fingerprints = values_of(*fingerprints);
     }
-    tls.crl_scope = r.choice<CrlScope>("crl_scope", {{"leaf", CrlScope::leaf}, {"chain", CrlScope::chain}})
-                        .value_or(CrlScope::leaf);
-    tls.verify_depth = static_cast<int>(r.integer("verify_depth", 0, 16).value_or(4));
-    tls.require_client_auth_eku = r.boolean("require_client_eku").value_or(true);
-    tls.min_version = parse_version(r, "min_version", TlsVersion::tls12);
-    tls.max_version = parse_version(r, "max_version", TlsVersion::tls13);
-    if (tls.min_version == TlsVersion::tls13 && tls.max_version == TlsVersion::tls12) {
-        r.fail_at(*table.get("min_version"), "min_version", "min_version \"1.3\" is above max_version \"1.2\"");
+    return allow;
+}
+
+crypto::TlsPolicy read_tls(const Section& section) {
+    section.reject_unknown_keys(kTlsKeys, kTlsTables);
+    crypto::TlsPolicy tls;
+    tls.client_auth = section.choice_or("client_auth", tls.client_auth, kClientAuthChoices);
+
+    // "" means "not set", so the example file can list both keys with one of them empty.
+    if (const auto bundle = section.string("trust_bundle"); bundle && !bundle->value.empty()) {
+        tls.trust_file = existing_path(section, *bundle, PathKind::file);
     }
-    tls.ciphers = r.string("ciphers").value_or("");
-    tls.ciphersuites = r.string("ciphersuites").value_or("");
-    tls.groups = r.string("groups").value_or("");
-    tls.alpn = r.strings("alpn").value_or(std::vector<std::string>{});
-    for (std::size_t i = 0; i < tls.alpn.size(); ++i) {
-        if (tls.alpn[i].empty() || tls.alpn[i].size() > 255) {
-            fail(r.source(), (*table.get("alpn")->as_array())[i].source(), r.key_path("alpn") + "[" + std::to_string(i) + "]",
-                 "expected a protocol name of 1 to 255 bytes");
+    if (const auto dir = section.string("trust_dir"); dir && !dir->value.empty()) {
+        tls.trust_dir = existing_path(section, *dir, PathKind::directory);
+    }
+    if (const auto crls = section.string_list("crl_files")) {
+        for (const auto& crl : crls->items) {
+            tls.crl_files.push_back(existing_path(section, crl, PathKind::file));
+        }
+    }
+    tls.crl_scope = section.choice_or("crl_scope", tls.crl_scope, kCrlScopeChoices);
+    tls.verify_depth = section.integer_or("verify_depth", tls.verify_depth, 0, kMaxVerifyDepth);
+    tls.require_client_auth_eku =
+        section.boolean_or("require_client_eku", tls.require_client_auth_eku);
+
+    tls.min_version = section.choice_or("min_version", tls.min_version, kVersionChoices);
+    tls.max_version = section.choice_or("max_version", tls.max_version, kVersionChoices);
+    if (tls.min_version > tls.max_version) {
+        const toml::node& where =
+            *section.table().get(section.has("max_version") ? "max_version" : "min_version");
+        section.source().fail(where, section.key_of("max_version"),
+                              "min_version \"1.3\" is higher than max_version \"1.2\"");
+    }
+
+    tls.ciphers = section.string("ciphers").value_or(StringField{}).value;
+    tls.ciphersuites = section.string("ciphersuites").value_or(StringField{}).value;
+    tls.groups = section.string("groups").value_or(StringField{}).value;
+
+    tls.alpn = {"h2", "http/1.1"};
+    if (const auto alpn = section.string_list("alpn")) {
+        for (const auto& protocol : alpn->items) {
+            if (protocol.value.empty() || protocol.value.size() > kMaxAlpnProtocolLength) {
+                section.source().fail(*protocol.node, protocol.key,
+                                      "expected an ALPN protocol name of 1..255 bytes, got " +
+                                          in_quotes(protocol.value));
+            }
+        }
+        tls.alpn = values_of(*alpn);
+    }
+
+    for (const auto& certificate : section.table_array("certificate")) {
+        tls.certificates.push_back(read_certificate(certificate));
+    }
+    if (tls.certificates.empty()) {
+        section.fail_missing("certificate",
+                             "at least one [[listener.tls.certificate]] with chain and key");
+    }
+
+    if (const auto allow = section.subtable("allow")) {
+        tls.allow = read_allow_list(*allow);
+        if (tls.client_auth == crypto::ClientAuth::none && !tls.allow.empty()) {
+            section.source().fail(allow->table_position(), allow->path(),
+                                  "an allow-list needs client_auth \"require\" or \"optional\"; "
+                                  "with \"none\" no client certificate is asked for");
         }
     }
 
-    const auto* certificates = r.table_array("certificate");
-    if (!certificates || certificates->empty()) {
-        fail(r.source(), table.source(), r.key_path("certificate"),
-             "missing required key: at least one [[" + r.key_path("certificate") + "]] with chain and key");
+    if (tls.client_auth != crypto::ClientAuth::none && tls.trust_file.empty() &&
+        tls.trust_dir.empty()) {
+        const std::string problem =
+            "client_auth \"" +
+            std::string(tls.client_auth == crypto::ClientAuth::require ? "require" : "optional") +
+            "\" needs trust_bundle or trust_dir (the CAs that issue client certificates)";
+        if (const toml::node* node = section.table().get("client_auth")) {
+            section.source().fail(*node, section.key_of("client_auth"), problem);
+        }
+        section.source().fail(section.table_position(), section.key_of("client_auth"), problem);
     }
-    for (std::size_t i = 0; i < certificates->size(); ++i) {
-        parse_certificate(r, i, *(*certificates)[i].as_table(), tls.certificates.emplace_back());
-    }
+    return tls;
+}
 
-    if (tls.client_auth != ClientAuth::none && tls.trust_file.empty() && tls.trust_dir.empty()) {
-        const auto* where = table.get("client_auth");
-        fail(r.source(), where ? where->source() : table.source(), r.key_path("trust_bundle"),
-             "client_auth = \"" + std::string(tls.client_auth == ClientAuth::require ? "require" : "optional") +
-                 "\" needs trust_bundle or trust_dir (the CAs that issue client certificates)");
+dataplane::UpstreamSettings read_upstream(const Section& section) {
+    section.reject_unknown_keys(kUpstreamKeys);
+    dataplane::UpstreamSettings upstream;
+    const auto backends = section.string_list("backends");
+    if (!backends) section.fail_missing("backends", "at least one \"address:port\"");
+    if (backends->items.empty()) {
+        section.source().fail(*backends->node, backends->key,
+                              "expected at least one backend address, got []");
     }
-    if (const auto* allow = r.subtable("allow")) {
-        parse_allow(r, tls.allow, *allow);
-        if (tls.client_auth == ClientAuth::none && !tls.allow.empty()) {
-            fail(r.source(), allow->source(), r.key_path("allow"),
-                 "an allow-list needs client certificates: set client_auth to \"require\" or \"optional\"");
+    for (const auto& backend : backends->items) {
+        upstream.backends.push_back(address_of(section, backend, false));
+    }
+    upstream.connect_timeout_ms =
+        section.integer_or("connect_timeout_ms", upstream.connect_timeout_ms, 1, kIntMax);
+    upstream.fail_threshold =
+        section.integer_or("fail_threshold", upstream.fail_threshold, 1, kIntMax);
+    upstream.retry_after_ms =
+        section.integer_or("retry_after_ms", upstream.retry_after_ms, 1, kIntMax);
+    upstream.proxy_protocol = section.boolean_or("proxy_protocol", upstream.proxy_protocol);
+    return upstream;
+}
+
+dataplane::ListenerSettings read_listener(const Section& section, std::size_t index) {
+    section.reject_unknown_keys(kListenerKeys, kListenerTables);
+    dataplane::ListenerSettings listener;
+    listener.name = "listener" + std::to_string(index);
+    if (const auto name = section.string("name")) {
+        if (!is_valid_listener_name(name->value)) {
+            section.source().fail(
+                *name->node, name->key,
+                "expected 1..64 letters, digits, '.', '_' or '-', got " + in_quotes(name->value));
+        }
+        listener.name = name->value;
+    }
+    const auto address = section.string("address");
+    if (!address) section.fail_missing("address", "e.g. \"0.0.0.0:8443\"");
+    listener.address = address_of(section, *address, true);
+
+    listener.backlog = section.integer_or("backlog", listener.backlog, 1, kIntMax);
+    listener.handshake_timeout_ms =
+        section.integer_or("handshake_timeout_ms", listener.handshake_timeout_ms, 1, kIntMax);
+    listener.idle_timeout_ms =
+        section.integer_or("idle_timeout_ms", listener.idle_timeout_ms, 1, kIntMax);
+    listener.buffer_bytes =
+        static_cast<std::size_t>(section.integer("buffer_bytes", kMinBufferBytes, kMaxBufferBytes)
+                                     .value_or(static_cast<std::int64_t>(listener.buffer_bytes)));
+
+    const auto tls = section.subtable("tls");
+    if (!tls) {
+        section.source().fail(section.table_position(), section.key_of("tls.certificate"),
+                              "missing required key (at least one [[listener.tls.certificate]] "
+                              "with chain and key)");
+    }
+    listener.tls = read_tls(*tls);
+
+    const auto upstream = section.subtable("upstream");
+    if (!upstream) {
+        section.source().fail(section.table_position(), section.key_of("upstream.backends"),
+                              "missing required key (at least one \"address:port\")");
+    }
+    listener.upstream = read_upstream(*upstream);
+    return listener;
+}
+
+// Checked after each listener is read so the error points at the second of the two.
+void check_unique(const Section& section, const dataplane::ListenerSettings& listener,
+                  std::span<const dataplane::ListenerSettings> earlier) {
+    for (std::size_t i = 0; i < earlier.size(); ++i) {
+        const auto& other = earlier[i];
+        const std::string other_ref =
+            "listener[" + std::to_string(i) + "] (" + in_quotes(other.name) + ")";
+        if (other.name == listener.name) {
+            if (const toml::node* node = section.table().get("name")) {
+                section.source().fail(*node, section.key_of("name"),
+                                      "duplicate listener name " + in_quotes(listener.name) +
+                                          ", already used by " + other_ref);
+            }
+            section.source().fail(section.table_position(), section.key_of("name"),
+                                  "default name " + in_quotes(listener.name) + " is already used by " +
+                                      other_ref + "; set a unique name");
+        }
+        if (overlaps(other.address, listener.address)) {
+            section.source().fail(*section.table().get("address"), section.key_of("address"),
+                                  "address " + listener.address.to_string() + " overlaps " +
+                                      other.address.to_string() + " of " + other_ref);
         }
     }
-    if (tls.client_auth == ClientAuth::none && !tls.crl_files.empty()) {
-        fail(r.source(), table.get("crl_files")->source(), r.key_path("crl_files"),
-             "CRLs apply to client certificates: set client_auth to \"require\" or \"optional\"");
-    }
-    r.finish();
 }
 
-dataplane::SocketAddress parse_address(TableReader& r, const toml::node& node, std::string_view key,
-                                       const std::string& text) {
-    const auto address = dataplane::SocketAddress::parse(text);
-    if (!address) {
-        r.fail_at(node, key, "expected a numeric address with port: \"192.0.2.1:443\", \"*:443\" or \"[2001:db8::1]:443\", got \"" +
-                                 text + "\"");
+Config read_config(const toml::table& root, const Source& source) {
+    const Section top(root, "", source);
+    top.reject_unknown_keys({}, kTopLevelTables);
+    Config config;
+    if (const auto workers = top.subtable("workers")) config.workers = read_workers(*workers);
+    if (const auto log = top.subtable("log")) config.log = read_log(*log);
+
+    const auto listeners = top.table_array("listener");
+    if (listeners.empty()) {
+        top.fail_missing("listener", "at least one [[listener]] table");
     }
-    return *address;
+    for (std::size_t i = 0; i < listeners.size(); ++i) {
+        auto listener = read_listener(listeners[i], i);
+        check_unique(listeners[i], listener, config.listeners);
+        config.listeners.push_back(std::move(listener));
+    }
+    return config;
 }
 
-void parse_upstream(TableReader& listener, const toml::table& table, dataplane::UpstreamSettings& up) {
-    TableReader r(table, listener.key_path("upstream"), listener.source(),
-                  {"backends", "connect_timeout_ms", "fail_threshold", "retry_after_ms", "proxy_protocol"});
-    const auto backends = r.strings("backends");
-    if (!backends || backends->empty()) {
-        const auto* node = table.get("backends");
-        fail(r.source(), node ? node->source() : table.source(), r.key_path("backends"),
-             node ? "expected at least one backend address" : "missing required key");
-    }
-    for (std::size_t i = 0; i < backends->size(); ++i) {
-        up.backends.push_back(parse_address(r, (*table.get("backends")->as_array())[i],
-                                            "backends[" + std::to_string(i) + "]", (*backends)[i]));
-    }
-    up.connect_timeout_ms = static_cast<int>(r.integer("connect_timeout_ms", 1, max_ms).value_or(2000));
-    up.fail_threshold = static_cast<int>(r.integer("fail_threshold", 1, 1000).value_or(3));
-    up.retry_after_ms = static_cast<int>(r.integer("retry_after_ms", 1, max_ms).value_or(5000));
-    up.proxy_protocol = r.boolean("proxy_protocol").value_or(false);
-    r.finish();
-}
-
-void parse_listener(TableReader& root, std::size_t index, const toml::table& table, dataplane::ListenerSettings& l) {
-    TableReader r(table, "listener[" + std::to_string(index) + "]", root.source(),
-                  {"name", "address", "backlog", "handshake_timeout_ms", "idle_timeout_ms", "buffer_bytes", "tls",
-                   "upstream"});
-    l.name = r.string("name").value_or("listener" + std::to_string(index));
-    if (l.name.empty()) r.fail_at(*table.get("name"), "name", "expected a non-empty name");
-    const auto address = r.string("address");
-    if (!address) r.fail_missing("address");
-    l.address = parse_address(r, *table.get("address"), "address", *address);
-    l.backlog = static_cast<int>(r.integer("backlog", 1, 65535).value_or(1024));
-    l.handshake_timeout_ms = static_cast<int>(r.integer("handshake_timeout_ms", 1, max_ms).value_or(10000));
-    l.idle_timeout_ms = static_cast<int>(r.integer("idle_timeout_ms", 1, max_ms).value_or(300000));
-    l.buffer_bytes = static_cast<std::size_t>(r.integer("buffer_bytes", 4096, 16 * 1024 * 1024).value_or(64 * 1024));
-    const auto* tls = r.subtable("tls");
-    if (!tls) r.fail_missing("tls");
-    parse_tls(r, *tls, l.tls);
-    const auto* upstream = r.subtable("upstream");
-    if (!upstream) r.fail_missing("upstream");
-    parse_upstream(r, *upstream, l.upstream);
-    r.finish();
+void append_keys(std::vector<std::string>& keys, std::string_view prefix,
+                 std::span<const std::string_view> names) {
+    for (const auto name : names) keys.push_back(std::string(prefix) + std::string(name));
 }
 
 }  // namespace
 
-ConfigError::ConfigError(std::string file, int line, int column, std::string key, std::string problem)
-    : std::runtime_error(file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + key + ": " + problem),
+ConfigError::ConfigError(std::string file, int line, int column, std::string key,
+                         std::string problem)
+    : std::runtime_error(format_message(file, line, column, key, problem)),
       file_(std::move(file)),
       line_(line),
       column_(column),
       key_(std::move(key)),
       problem_(std::move(problem)) {}
 
-Config parse_config(std::string_view toml_text, const std::string& source_name, const std::string& base_directory) {
-    const Source src{source_name, fs::path(base_directory)};
+Config load_config(const std::string& path) {
+    std::error_code error;
+    if (fs::is_directory(path, error)) {
+        throw ConfigError(path, 0, 0, "", "cannot read configuration file: is a directory");
+    }
+    std::ifstream file(path, std::ios::binary);
+    if (!file) {
+        throw ConfigError(path, 0, 0, "",
+                          "cannot read configuration file: " + std::string(std::strerror(errno)));
+    }
+    std::ostringstream text;
+    text << file.rdbuf();
+    if (file.bad()) {
+        throw ConfigError(path, 0, 0, "", "cannot read configuration file: read error");
+    }
+    const fs::path absolute = fs::absolute(path);
+    return parse_config(text.str(), path, absolute.parent_path().string());
+}
+
+Config parse_config(std::string_view toml_text, const std::string& source_name,
+                    const std::string& base_directory) {
     toml::table root;
     try {
         root = toml::parse(toml_text, source_name);
-    } catch (const toml::parse_error& e) {
-        throw ConfigError(source_name, static_cast<int>(e.source().begin.line),
-                          static_cast<int>(e.source().begin.column), "(syntax)",
-                          "invalid TOML: " + std::string(e.description()));
+    } catch (const toml::parse_error& error) {
+        const auto& where = error.source().begin;
+        throw ConfigError(source_name, static_cast<int>(where.line), static_cast<int>(where.column),
+                          "TOML syntax", std::string(error.description()));
     }
-    Config config;
+    const Source source(source_name, fs::absolute(base_directory.empty() ? "." : base_directory));
+    Config config = read_config(root, source);
     config.source_file = source_name;
-    TableReader r(root, "", src, {"workers", "log", "listener"});
-    if (const auto* workers = r.subtable("workers")) {
-        TableReader w(*workers, "workers", src, {"count", "max_connections"});
-        config.workers.count = static_cast<int>(w.integer("count", 0, 1024).value_or(0));
-        config.workers.max_connections = static_cast<int>(w.integer("max_connections", 1, 10'000'000).value_or(10000));
-        w.finish();
-    }
-    if (const auto* log = r.subtable("log")) {
-        TableReader l(*log, "log", src, {"level"});
-        const auto level = l.choice<std::string>(
-            "level", {{"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"},
-                      {"error", "error"}, {"critical", "critical"}, {"off", "off"}});
-        config.log.level = level.value_or("info");
-        l.finish();
-    }
-    const auto* listeners = r.table_array("listener");
-    if (!listeners || listeners->empty()) {
-        fail(src, root.source(), "listener", "missing required key: at least one [[listener]] is needed");
-    }
-    for (std::size_t i = 0; i < listeners->size(); ++i) {
-        const auto& table = *(*listeners)[i].as_table();
-        auto& listener = config.listeners.emplace_back();
-        parse_listener(r, i, table, listener);
-        for (std::size_t j = 0; j < i; ++j) {
-            const auto& other = config.listeners[j];
-            const auto* name_node = table.get("name");
-            if (other.name == listener.name) {
-                fail(src, name_node ? name_node->source() : table.source(), "listener[" + std::to_string(i) + "].name",
-                     "duplicate listener name \"" + listener.name + "\" (also listener[" + std::to_string(j) + "])");
-            }
-            if (other.address.to_string() == listener.address.to_string()) {
-                fail(src, table.get("address")->source(), "listener[" + std::to_string(i) + "].address",
-                     "address " + listener.address.to_string() + " is already used by listener[" + std::to_string(j) + "]");
-            }
-        }
-    }
-    r.finish();
     return config;
 }
 
-Config load_config(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw ConfigError(path, 0, 0, "(file)", "cannot read configuration file");
-    std::stringstream text;
-    text << in.rdbuf();
-    const auto base = fs::absolute(fs::path(path)).parent_path();
-    return parse_config(text.str(), path, base.string());
-}
-
 std::vector<std::string> known_config_keys() {
-    return {
-        "workers.count", "workers.max_connections", "log.level",
-        "listener[].name", "listener[].address", "listener[].backlog", "listener[].handshake_timeout_ms",
-        "listener[].idle_timeout_ms", "listener[].buffer_bytes",
-        "listener[].tls.client_auth", "listener[].tls.trust_bundle", "listener[].tls.trust_dir",
-        "listener[].tls.crl_files", "listener[].tls.crl_scope", "listener[].tls.verify_depth",
-        "listener[].tls.require_client_eku", "listener[].tls.min_version", "listener[].tls.max_version",
-        "listener[].tls.ciphers", "listener[].tls.ciphersuites", "listener[].tls.groups", "listener[].tls.alpn",
-        "listener[].tls.certificate[].chain", "listener[].tls.certificate[].key",
-        "listener[].tls.certificate[].server_names",
-        "listener[].tls.allow.subjects", "listener[].tls.allow.san_uris", "listener[].tls.allow.san_dns",
-        "listener[].tls.allow.sha256",
-        "listener[].upstream.backends", "listener[].upstream.connect_timeout_ms",
-        "listener[].upstream.fail_threshold", "listener[].upstream.retry_after_ms",
-        "listener[].upstream.proxy_protocol",
-    };
+    std::vector<std::string> keys;
+    append_keys(keys, "workers.", kWorkersKeys);
+    append_keys(keys, "log.", kLogKeys);
+    append_keys(keys, "listener[].", kListenerKeys);
+    append_keys(keys, "listener[].tls.", kTlsKeys);
+    append_keys(keys, "listener[].tls.certificate[].", kCertificateKeys);
+    append_keys(keys, "listener[].tls.allow.", kAllowKeys);
+    append_keys(keys, "listener[].upstream.", kUpstreamKeys);
+    return keys;
 }
 
 }  // namespace portcullis::mgmt

@@ -38,11 +38,12 @@ std::string SharedStats::summary() const {
         rejected += fmt::format(" rejected.{}={}", crypto::to_string(static_cast<crypto::RejectReason>(r)), n);
     }
     return fmt::format(
-        "accepted={} refused={} active={} handshakes_full={} handshakes_resumed={} rejected_total={}{} "
+        "accepted={} refused={} active={} handshakes_full={} handshakes_resumed={} handshakes_abandoned={} "
+        "rejected_total={}{} "
         "upstream_connect_failures={} upstream_unavailable={} bytes_from_clients={} bytes_to_clients={} "
         "worker_restarts={}",
         sum(&S::connections_accepted), sum(&S::connections_refused), sum(&S::connections_active),
-        sum(&S::handshakes_full), sum(&S::handshakes_resumed), rejected_total, rejected,
+        sum(&S::handshakes_full), sum(&S::handshakes_resumed), sum(&S::handshakes_abandoned), rejected_total, rejected,
         sum(&S::upstream_connect_failures), sum(&S::upstream_unavailable), sum(&S::bytes_from_clients),
         sum(&S::bytes_to_clients), sum(&S::restarts));
 }

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,6 +71,12 @@ public:
         }
         ready_read_.reset(pipe_fds[0]);
         ready_write_.reset(pipe_fds[1]);
+        // From the kernel, not OpenSSL: the supervisor holds no OpenSSL state
+        // across fork. Lives for the process; rotation comes with issue #4.
+        ticket_key_.resize(80);
+        if (::getrandom(ticket_key_.data(), ticket_key_.size(), 0) != static_cast<ssize_t>(ticket_key_.size())) {
+            throw std::system_error(errno, std::generic_category(), "getrandom ticket key");
+        }
     }
 
     int run() {
@@ -104,6 +111,7 @@ private:
             options.stats = &stats_.slot(static_cast<std::size_t>(index));
             options.ready_fd = ready_write_.get();
             options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+            options.ticket_key = ticket_key_;
             sigset_t all;
             sigemptyset(&all);
             ::sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -220,6 +228,7 @@ private:
     UniqueFd signals_;
     UniqueFd ready_read_;
     UniqueFd ready_write_;
+    std::vector<std::uint8_t> ticket_key_;
     bool stopping_ = false;
     bool announced_ready_ = false;
     int exit_code_ = 0;

@@ -153,9 +153,7 @@ bool Connection::move_client_to_tls() {
         }
     }
     if (client_eof_ && !tls_.established() && !finished_) {
-        if (ciphertext_received_ > 0) {
-            worker_.stats->handshakes_rejected[static_cast<int>(crypto::RejectReason::protocol)].add();
-        }
+        worker_.stats->handshakes_abandoned.add();
         if (worker_.log_limiter.allow(worker_.now)) {
             spdlog::info("connection closed before handshake listener={} client={} bytes={}",
                          listener_.settings.name, peer_.to_string(), ciphertext_received_);

@@ -70,7 +70,7 @@ public:
         crypto::PemFileKeySource keys;
         for (const auto& settings : options.listeners) {
             auto listener = std::make_unique<ListenerRuntime>(ListenerRuntime{
-                settings, std::make_unique<crypto::ServerTlsContext>(settings.tls, keys),
+                settings, std::make_unique<crypto::ServerTlsContext>(settings.tls, keys, options.ticket_key),
                 BackendPool(settings.upstream), UniqueFd(), settings.address});
             listener->socket = open_listener(settings);
             add_to_epoll(listener->socket.get(), listener.get(), EpollTag::listener, EPOLLIN);

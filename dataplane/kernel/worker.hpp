@@ -4,6 +4,7 @@
 // processes (OpenSSL 3.0's process-wide locks then cost nothing across cores).
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "dataplane/listener_settings.hpp"
@@ -18,6 +19,9 @@ struct WorkerOptions {
     WorkerStats* stats = nullptr;  // this worker's shared-memory slot
     int ready_fd = -1;             // gets one byte once every listener accepts
     int cpu = -1;                  // pin to this CPU; -1 = leave to the scheduler
+    // Session-ticket key shared by all workers (80 bytes, empty = per-worker
+    // random): a returning client resumes whichever worker accepts it.
+    std::vector<std::uint8_t> ticket_key;
 };
 
 // Exit codes of a worker process.

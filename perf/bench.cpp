@@ -1,0 +1,470 @@
+// portcullis-bench: mTLS handshake load generator. Each thread runs its own
+// epoll loop over a fixed set of connection slots; a slot connects, completes
+// a full or resumed handshake, optionally sends one request and reads the
+// response, closes, and starts again. Numbers come out as a JSON summary.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crypto/openssl_handles.hpp"
+#include "dataplane/socket_address.hpp"
+#include "dataplane/unique_fd.hpp"
+#include "perf/latency_histogram.hpp"
+
+namespace {
+
+using namespace portcullis;
+using Clock = std::chrono::steady_clock;
+using dataplane::UniqueFd;
+
+struct Options {
+    std::string target;
+    std::string sni;
+    std::string mode = "full";
+    std::string tls = "1.3";
+    int conns = 8;
+    int threads = 1;
+    double duration = 0;
+    std::uint64_t handshakes = 0;
+    std::string cert, key, ca;
+    bool no_verify = false;
+    std::string request;
+    std::size_t response_bytes = 0;
+    std::string json;
+    bool progress = false;
+    bool quiet = false;
+    std::string ciphers, groups, sigalgs;
+    int timeout_ms = 10000;
+};
+
+std::string unescape(const std::string& text) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] == '\\' && i + 1 < text.size()) {
+            const char c = text[++i];
+            out += c == 'r' ? '\r' : c == 'n' ? '\n' : c == 't' ? '\t' : c;
+        } else {
+            out += text[i];
+        }
+    }
+    return out;
+}
+
+std::string reason_name(std::string text) {
+    for (auto& c : text) c = std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(c)) : '_';
+    return text;
+}
+
+struct Shared {
+    const Options& options;
+    dataplane::SocketAddress target;
+    std::string request;
+    std::atomic<std::uint64_t> completed{0};
+    std::atomic<bool> stop{false};
+};
+
+struct ThreadResult {
+    perf::LatencyHistogram latency;
+    std::uint64_t full = 0;
+    std::uint64_t resumed = 0;
+    std::map<std::string, std::uint64_t> errors;
+};
+
+class Slot;
+
+// One client thread: its own SSL_CTX (no cross-thread OpenSSL contention in
+// the client) and epoll.
+class ClientThread {
+public:
+    ClientThread(Shared& shared, int slots) : shared_(shared), slot_count_(slots) {}
+    void run();
+    ThreadResult result;
+
+private:
+    friend class Slot;
+    void build_context();
+    Shared& shared_;
+    int slot_count_;
+    crypto::UniqueSslCtx ctx_;
+    UniqueFd epoll_;
+};
+
+int slot_index() {
+    static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+class Slot {
+public:
+    explicit Slot(ClientThread& owner) : owner_(owner) {}
+
+    void start() {
+        reset();
+        const auto& target = owner_.shared_.target;
+        fd_.reset(::socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        const int one = 1;
+        ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        started_ = Clock::now();
+        if (::connect(fd_.get(), target.sa(), target.length) != 0 && errno != EINPROGRESS) {
+            fail(errno == ECONNREFUSED ? "connect_refused" : "connect_error");
+            return;
+        }
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
+        ev.data.ptr = this;
+        ::epoll_ctl(owner_.epoll_.get(), EPOLL_CTL_ADD, fd_.get(), &ev);
+        state_ = State::connecting;
+    }
+
+    void on_event(std::uint32_t events) {
+        if (state_ == State::connecting) {
+            int error = 0;
+            socklen_t len = sizeof error;
+            ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
+            if (error != 0) return fail(error == ECONNREFUSED ? "connect_refused" : "connect_error");
+            if (!(events & EPOLLOUT)) return;
+            begin_tls();
+        }
+        advance();
+    }
+
+    void check_timeout(Clock::time_point now) {
+        if (state_ != State::idle && now - started_ > std::chrono::milliseconds(owner_.shared_.options.timeout_ms)) {
+            fail(state_ == State::connecting ? "connect_timeout" : "timeout");
+        }
+    }
+
+    bool idle() const { return state_ == State::idle; }
+
+    static void on_alert(const SSL* ssl, int where, int value) {
+        if (!(where & SSL_CB_READ_ALERT)) return;
+        auto* slot = static_cast<Slot*>(SSL_get_ex_data(ssl, slot_index()));
+        if (slot && (value >> 8) == SSL3_AL_FATAL) slot->alert_ = SSL_alert_desc_string_long(value);
+    }
+
+    static int on_new_session(SSL* ssl, SSL_SESSION* session) {
+        auto* slot = static_cast<Slot*>(SSL_get_ex_data(ssl, slot_index()));
+        if (!slot) return 0;
+        slot->session_.reset(session);  // we keep the reference OpenSSL hands us
+        return 1;
+    }
+
+private:
+    enum class State { idle, connecting, handshaking, writing, reading, ticket };
+    using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SESSION_free>>;
+
+    void begin_tls() {
+        ssl_.reset(SSL_new(owner_.ctx_.get()));
+        SSL_set_ex_data(ssl_.get(), slot_index(), this);
+        SSL_set_fd(ssl_.get(), fd_.get());
+        const auto& o = owner_.shared_.options;
+        if (!o.sni.empty()) SSL_set_tlsext_host_name(ssl_.get(), o.sni.c_str());
+        if (o.mode == "resume" && session_) SSL_set_session(ssl_.get(), session_.get());
+        state_ = State::handshaking;
+    }
+
+    void advance() {
+        const auto& o = owner_.shared_.options;
+        while (true) {
+            ERR_clear_error();
+            if (state_ == State::handshaking) {
+                const int r = SSL_connect(ssl_.get());
+                if (r != 1) return handle_io_error(r);
+                handshake_done_ = Clock::now();
+                resumed_ = SSL_session_reused(ssl_.get()) == 1;
+                if (!owner_.shared_.request.empty()) {
+                    state_ = State::writing;
+                } else if (o.mode == "resume" && SSL_version(ssl_.get()) == TLS1_3_VERSION && !resumed_) {
+                    state_ = State::ticket;  // TLS 1.3 tickets arrive after the handshake
+                } else {
+                    return succeed();
+                }
+            } else if (state_ == State::writing) {
+                const auto& request = owner_.shared_.request;
+                std::size_t written = 0;
+                const int r = SSL_write_ex(ssl_.get(), request.data() + request_offset_, request.size() - request_offset_, &written);
+                if (r != 1) return handle_io_error(r);
+                request_offset_ += written;
+                if (request_offset_ == request.size()) state_ = State::reading;
+            } else if (state_ == State::reading || state_ == State::ticket) {
+                char buffer[16384];
+                std::size_t n = 0;
+                const int r = SSL_read_ex(ssl_.get(), buffer, sizeof buffer, &n);
+                if (r == 1) {
+                    response_bytes_ += n;
+                    if (o.response_bytes > 0 && response_bytes_ >= o.response_bytes) return succeed();
+                    continue;
+                }
+                const int error = SSL_get_error(ssl_.get(), r);
+                if (state_ == State::ticket && error == SSL_ERROR_WANT_READ && session_) return succeed();
+                if (state_ == State::reading && (error == SSL_ERROR_ZERO_RETURN ||
+                                                 (error == SSL_ERROR_SYSCALL && response_bytes_ > 0))) {
+                    return succeed();  // the backend answered and closed
+                }
+                return handle_io_error(r);
+            } else {
+                return;
+            }
+        }
+    }
+
+    void handle_io_error(int ret) {
+        const int error = SSL_get_error(ssl_.get(), ret);
+        if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) return;
+        if (!alert_.empty()) return fail("handshake_alert_" + reason_name(alert_));
+        if (SSL_get_verify_result(ssl_.get()) != X509_V_OK) return fail("verify_failed");
+        if (error == SSL_ERROR_SYSCALL || error == SSL_ERROR_ZERO_RETURN) {
+            return fail(errno == ECONNRESET ? "reset" : state_ == State::handshaking ? "handshake_eof" : "eof");
+        }
+        fail("other");
+    }
+
+    void succeed() {
+        auto& result = owner_.result;
+        const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(handshake_done_ - started_).count();
+        result.latency.record(static_cast<std::uint64_t>(micros));
+        (resumed_ ? result.resumed : result.full)++;
+        owner_.shared_.completed.fetch_add(1, std::memory_order_relaxed);
+        finish();
+    }
+
+    void fail(const std::string& reason) {
+        ++owner_.result.errors[reason];
+        finish();
+    }
+
+    void finish() {
+        if (ssl_) {
+            SSL_set_quiet_shutdown(ssl_.get(), 0);
+            SSL_shutdown(ssl_.get());  // sends close_notify; we do not wait for the peer's
+        }
+        reset();
+    }
+
+    void reset() {
+        ssl_.reset();
+        fd_.reset();
+        state_ = State::idle;
+        alert_.clear();
+        request_offset_ = 0;
+        response_bytes_ = 0;
+        resumed_ = false;
+    }
+
+    ClientThread& owner_;
+    UniqueFd fd_;
+    crypto::UniqueSsl ssl_;
+    UniqueSession session_;
+    State state_ = State::idle;
+    Clock::time_point started_;
+    Clock::time_point handshake_done_;
+    std::string alert_;
+    std::size_t request_offset_ = 0;
+    std::size_t response_bytes_ = 0;
+    bool resumed_ = false;
+};
+
+void ClientThread::build_context() {
+    const auto& o = shared_.options;
+    ctx_.reset(SSL_CTX_new(TLS_client_method()));
+    const int version = o.tls == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
+    SSL_CTX_set_min_proto_version(ctx_.get(), version);
+    SSL_CTX_set_max_proto_version(ctx_.get(), version);
+    if (!o.cert.empty() && (SSL_CTX_use_certificate_chain_file(ctx_.get(), o.cert.c_str()) != 1 ||
+                            SSL_CTX_use_PrivateKey_file(ctx_.get(), o.key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+        throw std::runtime_error("client certificate/key: " + crypto::drain_openssl_errors());
+    }
+    if (!o.no_verify) {
+        if (o.ca.empty() || SSL_CTX_load_verify_locations(ctx_.get(), o.ca.c_str(), nullptr) != 1) {
+            throw std::runtime_error("--ca is required unless --no-verify: " + crypto::drain_openssl_errors());
+        }
+        SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
+    }
+    if (!o.ciphers.empty()) {
+        SSL_CTX_set_cipher_list(ctx_.get(), o.ciphers.c_str());
+        SSL_CTX_set_ciphersuites(ctx_.get(), o.ciphers.c_str());
+    }
+    if (!o.groups.empty()) SSL_CTX_set1_groups_list(ctx_.get(), o.groups.c_str());
+    if (!o.sigalgs.empty()) SSL_CTX_set1_sigalgs_list(ctx_.get(), o.sigalgs.c_str());
+    SSL_CTX_set_info_callback(ctx_.get(), Slot::on_alert);
+    // Keep sessions ourselves, one per slot, so resumption is per connection slot.
+    SSL_CTX_set_session_cache_mode(ctx_.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx_.get(), Slot::on_new_session);
+}
+
+void ClientThread::run() {
+    build_context();
+    epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    std::vector<std::unique_ptr<Slot>> slots;
+    for (int i = 0; i < slot_count_; ++i) slots.push_back(std::make_unique<Slot>(*this));
+    for (auto& slot : slots) slot->start();
+    epoll_event events[256];
+    auto next_check = Clock::now();
+    while (!shared_.stop.load(std::memory_order_relaxed)) {
+        const int n = ::epoll_wait(epoll_.get(), events, 256, 50);
+        for (int i = 0; i < n; ++i) static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+        const auto now = Clock::now();
+        if (now >= next_check) {
+            for (auto& slot : slots) slot->check_timeout(now);
+            next_check = now + std::chrono::milliseconds(50);
+        }
+        for (auto& slot : slots) {
+            if (slot->idle() && !shared_.stop.load(std::memory_order_relaxed)) slot->start();
+        }
+    }
+}
+
+std::string json_escape(const std::string& s) {
+    std::string out;
+    for (const char c : s) {
+        if (c == '"' || c == '\\') out += '\\';
+        out += c;
+    }
+    return out;
+}
+
+double cpu_seconds() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    CLI::App app{"portcullis-bench: mTLS handshake load generator"};
+    app.add_option("--target", o.target, "server address, numeric HOST:PORT or [IPv6]:PORT")->required();
+    app.add_option("--sni", o.sni, "server name to send");
+    app.add_option("--mode", o.mode, "full | resume")->check(CLI::IsMember({"full", "resume"}));
+    app.add_option("--tls", o.tls, "1.2 | 1.3")->check(CLI::IsMember({"1.2", "1.3"}));
+    app.add_option("--conns", o.conns, "concurrent connections (all threads)")->check(CLI::Range(1, 100000));
+    app.add_option("--threads", o.threads, "client threads")->check(CLI::Range(1, 256));
+    app.add_option("--duration", o.duration, "seconds to run");
+    app.add_option("--handshakes", o.handshakes, "stop after this many successful handshakes");
+    app.add_option("--cert", o.cert, "client certificate chain (PEM)");
+    app.add_option("--key", o.key, "client private key (PEM)");
+    app.add_option("--ca", o.ca, "CA bundle to verify the server");
+    app.add_flag("--no-verify", o.no_verify, "do not verify the server certificate");
+    app.add_option("--request", o.request, "send this after the handshake (\\r \\n escapes) and read the response");
+    app.add_option("--response-bytes", o.response_bytes, "response is complete after this many bytes (default: at close)");
+    app.add_option("--json", o.json, "write the JSON summary to this file too");
+    app.add_flag("--progress", o.progress, "print a progress line every second");
+    app.add_flag("--quiet", o.quiet, "print only the JSON summary");
+    app.add_option("--ciphers", o.ciphers, "cipher list / TLS 1.3 suites");
+    app.add_option("--groups", o.groups, "key exchange groups");
+    app.add_option("--sigalgs", o.sigalgs, "signature algorithms (e.g. RSA-PSS+SHA256 to force RSA)");
+    app.add_option("--timeout-ms", o.timeout_ms, "per-connection timeout");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        app.exit(e);
+        return 2;
+    }
+    if (o.duration <= 0 && o.handshakes == 0) o.duration = 5;
+    if (!o.cert.empty() && o.key.empty()) o.key = o.cert;
+    if (o.duration > 5 && !o.quiet) o.progress = true;
+    const auto target = dataplane::SocketAddress::parse(o.target);
+    if (!target) {
+        std::cerr << "portcullis-bench: --target must be numeric HOST:PORT, got " << o.target << "\n";
+        return 2;
+    }
+    ::signal(SIGPIPE, SIG_IGN);
+
+    Shared shared{o, *target, unescape(o.request)};
+    std::vector<std::unique_ptr<ClientThread>> clients;
+    for (int t = 0; t < o.threads; ++t) {
+        const int slots = o.conns / o.threads + (t < o.conns % o.threads ? 1 : 0);
+        if (slots > 0) clients.push_back(std::make_unique<ClientThread>(shared, slots));
+    }
+    const double cpu_before = cpu_seconds();
+    const auto start = Clock::now();
+    std::vector<std::thread> threads;
+    std::atomic<int> failed_threads{0};
+    for (auto& client : clients) {
+        threads.emplace_back([&client, &failed_threads, &shared] {
+            try {
+                client->run();
+            } catch (const std::exception& e) {
+                std::cerr << "portcullis-bench: " << e.what() << "\n";
+                failed_threads.fetch_add(1);
+                shared.stop = true;
+            }
+        });
+    }
+    std::uint64_t last = 0;
+    auto next_report = start + std::chrono::seconds(1);
+    while (!shared.stop) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        const auto now = Clock::now();
+        const auto done = shared.completed.load();
+        if ((o.duration > 0 && now - start >= std::chrono::duration<double>(o.duration)) ||
+            (o.handshakes > 0 && done >= o.handshakes)) {
+            shared.stop = true;
+        }
+        if (o.progress && now >= next_report) {
+            std::fprintf(stderr, "%6.1fs  %8llu handshakes/s  total %llu\n",
+                         std::chrono::duration<double>(now - start).count(),
+                         static_cast<unsigned long long>(done - last), static_cast<unsigned long long>(done));
+            last = done;
+            next_report += std::chrono::seconds(1);
+        }
+    }
+    for (auto& t : threads) t.join();
+    if (failed_threads > 0) return 2;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    const double client_cpu = cpu_seconds() - cpu_before;
+
+    ThreadResult total;
+    for (const auto& client : clients) {
+        total.latency.merge(client->result.latency);
+        total.full += client->result.full;
+        total.resumed += client->result.resumed;
+        for (const auto& [reason, count] : client->result.errors) total.errors[reason] += count;
+    }
+    const std::uint64_t handshakes = total.full + total.resumed;
+    std::uint64_t errors_total = 0;
+    std::string errors_json;
+    for (const auto& [reason, count] : total.errors) {
+        errors_total += count;
+        errors_json += (errors_json.empty() ? "" : ",") + std::string("\"") + json_escape(reason) + "\":" + std::to_string(count);
+    }
+    std::ostringstream json;
+    json.setf(std::ios::fixed);
+    json.precision(3);
+    json << "{\"target\":\"" << json_escape(o.target) << "\",\"mode\":\"" << o.mode << "\",\"tls\":\"" << o.tls
+         << "\",\"threads\":" << o.threads << ",\"conns\":" << o.conns << ",\"duration_s\":" << elapsed
+         << ",\"handshakes\":" << handshakes << ",\"handshakes_per_s\":" << (elapsed > 0 ? static_cast<double>(handshakes) / elapsed : 0)
+         << ",\"full\":" << total.full << ",\"resumed\":" << total.resumed << ",\"resumed_fraction\":"
+         << (handshakes ? static_cast<double>(total.resumed) / static_cast<double>(handshakes) : 0.0)
+         << ",\"latency_us\":{\"p50\":" << total.latency.quantile(0.5) << ",\"p99\":" << total.latency.quantile(0.99)
+         << ",\"p999\":" << total.latency.quantile(0.999) << ",\"max\":" << total.latency.max() << "}"
+         << ",\"errors\":{" << errors_json << "},\"errors_total\":" << errors_total << ",\"client_cpu_s\":" << client_cpu
+         << "}";
+    std::cout << json.str() << std::endl;
+    if (!o.json.empty()) std::ofstream(o.json) << json.str() << "\n";
+    const bool unreachable = handshakes == 0 && (total.errors.count("connect_refused") || total.errors.count("connect_timeout"));
+    return unreachable ? 1 : 0;
+}
