@@ -47,8 +47,11 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "override log.level");
     app.set_version_flag("--version", "portcullis " PORTCULLIS_VERSION);
     run_opt->excludes(check_opt);
-    app.require_option(1);
     CLI11_PARSE(app, argc, argv);
+    if (config_path.empty() && check_path.empty()) {
+        std::cerr << "portcullis: give --config FILE to run or --check-config FILE to validate\n" << app.help();
+        return 2;
+    }
 
     ::signal(SIGPIPE, SIG_IGN);
     const bool checking = !check_path.empty();

@@ -80,7 +80,7 @@ struct Shared {
     const Options& options;
     dataplane::SocketAddress target;
     std::string request;
-    std::atomic<std::uint64_t> completed{0};
+    std::atomic<std::uint64_t> completed{0};  // attempts finished, successful or not
     std::atomic<bool> stop{false};
 };
 
@@ -160,7 +160,9 @@ public:
     static void on_alert(const SSL* ssl, int where, int value) {
         if (!(where & SSL_CB_READ_ALERT)) return;
         auto* slot = static_cast<Slot*>(SSL_get_ex_data(ssl, slot_index()));
-        if (slot && (value >> 8) == SSL3_AL_FATAL) slot->alert_ = SSL_alert_desc_string_long(value);
+        if (!slot || (value >> 8) != SSL3_AL_FATAL) return;
+        // OpenSSL 3.0's alert table predates TLS 1.3's certificate_required (116).
+        slot->alert_ = (value & 0xff) == 116 ? "certificate required" : SSL_alert_desc_string_long(value);
     }
 
     static int on_new_session(SSL* ssl, SSL_SESSION* session) {
@@ -251,6 +253,7 @@ private:
 
     void fail(const std::string& reason) {
         ++owner_.result.errors[reason];
+        owner_.shared_.completed.fetch_add(1, std::memory_order_relaxed);
         finish();
     }
 
@@ -363,7 +366,7 @@ int main(int argc, char** argv) {
     app.add_option("--conns", o.conns, "concurrent connections (all threads)")->check(CLI::Range(1, 100000));
     app.add_option("--threads", o.threads, "client threads")->check(CLI::Range(1, 256));
     app.add_option("--duration", o.duration, "seconds to run");
-    app.add_option("--handshakes", o.handshakes, "stop after this many successful handshakes");
+    app.add_option("--handshakes", o.handshakes, "stop after this many connection attempts have finished (ok or not)");
     app.add_option("--cert", o.cert, "client certificate chain (PEM)");
     app.add_option("--key", o.key, "client private key (PEM)");
     app.add_option("--ca", o.ca, "CA bundle to verify the server");
@@ -425,7 +428,7 @@ int main(int argc, char** argv) {
             shared.stop = true;
         }
         if (o.progress && now >= next_report) {
-            std::fprintf(stderr, "%6.1fs  %8llu handshakes/s  total %llu\n",
+            std::fprintf(stderr, "%6.1fs  %8llu attempts/s  total %llu\n",
                          std::chrono::duration<double>(now - start).count(),
                          static_cast<unsigned long long>(done - last), static_cast<unsigned long long>(done));
             last = done;

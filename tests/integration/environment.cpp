@@ -1,0 +1,57 @@
+#include "tests/integration/environment.hpp"
+
+namespace portcullis::testing {
+
+TestDeployment::TestDeployment() {
+    CertOptions ec;
+    ec.common_name = "localhost";
+    ec.dns_names = {"localhost"};
+    ec.client_auth = false;
+    ec.server_auth = true;
+    server_ec = root.issue(ec);
+    CertOptions rsa = ec;
+    rsa.key = KeyKind::rsa2048;
+    server_rsa = root.issue(rsa);
+    write_file(dir / "root.pem", root.cert_pem());
+    write_file(dir / "server-ec.pem", server_ec.cert_pem());
+    write_file(dir / "server-ec.key", server_ec.key_pem());
+    write_file(dir / "server-rsa.pem", server_rsa.cert_pem());
+    write_file(dir / "server-rsa.key", server_rsa.key_pem());
+    write_crls();
+    backend = std::make_unique<Backend>(dir, std::vector<std::string>{"--mode", "echo", "--proxy-protocol"});
+}
+
+TestDeployment::~TestDeployment() {
+    backend.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+}
+
+IssuedCert TestDeployment::client(const std::string& cn, CertOptions options) const {
+    options.common_name = cn;
+    return client_ca.issue(options);
+}
+
+void TestDeployment::write_crls() const {
+    write_file(dir / "root.crl", root.crl_pem());
+    write_file(dir / "client-ca.crl", client_ca.crl_pem());
+}
+
+std::string TestDeployment::listener(const std::string& name, int port, const std::string& tls_extra,
+                                     const std::string& listener_extra, const std::string& upstream_extra) const {
+    return "[[listener]]\nname = \"" + name + "\"\naddress = \"127.0.0.1:" + std::to_string(port) + "\"\n" +
+           listener_extra + "\n[listener.tls]\ntrust_bundle = \"root.pem\"\ncrl_files = [\"root.crl\", \"client-ca.crl\"]\n" +
+           tls_extra +
+           "\n[[listener.tls.certificate]]\nchain = \"server-ec.pem\"\nkey = \"server-ec.key\"\n"
+           "[[listener.tls.certificate]]\nchain = \"server-rsa.pem\"\nkey = \"server-rsa.key\"\n"
+           "[listener.upstream]\nbackends = [\"127.0.0.1:" +
+           std::to_string(backend->port()) + "\"]\nproxy_protocol = true\n" + upstream_extra + "\n";
+}
+
+std::filesystem::path TestDeployment::write_config(const std::string& name, const std::string& body) const {
+    const auto path = dir / (name + ".toml");
+    write_file(path, body);
+    return path;
+}
+
+}  // namespace portcullis::testing

@@ -1,0 +1,306 @@
+#include "tests/integration/harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "dataplane/socket_address.hpp"
+#include "dataplane/unique_fd.hpp"
+
+namespace portcullis::testing {
+
+using dataplane::UniqueFd;
+using Clock = std::chrono::steady_clock;
+
+std::filesystem::path make_temp_dir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "portcullis-test.XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    return pattern;
+}
+
+int free_port(const char* host) {
+    const bool v6 = std::string(host).find(':') != std::string::npos;
+    UniqueFd fd(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0));
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (v6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        a->sin6_family = AF_INET6;
+        ::inet_pton(AF_INET6, host, &a->sin6_addr);
+        len = sizeof *a;
+    } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        a->sin_family = AF_INET;
+        ::inet_pton(AF_INET, host, &a->sin_addr);
+        len = sizeof *a;
+    }
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return -1;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    return dataplane::SocketAddress::from(reinterpret_cast<sockaddr*>(&ss), len).port();
+}
+
+std::string read_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::string binary_from_env(const char* variable) {
+    const char* value = std::getenv(variable);
+    if (value == nullptr) throw std::runtime_error(std::string(variable) + " is not set (run through meson test)");
+    return value;
+}
+
+ChildProcess::ChildProcess(std::vector<std::string> argv, std::filesystem::path log) : log_(std::move(log)) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        std::vector<char*> args;
+        for (auto& a : argv) args.push_back(a.data());
+        args.push_back(nullptr);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    pid_ = pid;
+}
+
+ChildProcess::~ChildProcess() {
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+}
+
+bool ChildProcess::wait_for_log(const std::string& text, std::chrono::milliseconds timeout) const {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        if (log().find(text) != std::string::npos) return true;
+        if (pid_ > 0 && ::kill(pid_, 0) != 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return log().find(text) != std::string::npos;
+}
+
+std::optional<int> ChildProcess::wait_exit(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (pid_ > 0) {
+        int status = 0;
+        const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+        if (r == pid_) {
+            pid_ = -1;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        if (Clock::now() >= deadline) return std::nullopt;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return std::nullopt;
+}
+
+bool ChildProcess::running() {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+    }
+    return true;
+}
+
+int ChildProcess::stop(std::chrono::milliseconds grace) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, SIGTERM);
+    if (auto status = wait_exit(grace)) return *status;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return -1;
+}
+
+Daemon::Daemon(const std::filesystem::path& config, int workers) {
+    const auto log = config.parent_path() / (config.stem().string() + ".log");
+    process_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{binary_from_env("PORTCULLIS_BIN"), "--config", config.string(), "--workers",
+                                 std::to_string(workers)},
+        log);
+    if (!process_->wait_for_log("portcullis ready", std::chrono::seconds(15))) {
+        throw std::runtime_error("daemon did not become ready; log:\n" + process_->log());
+    }
+}
+
+std::vector<pid_t> Daemon::worker_pids() const {
+    std::vector<pid_t> pids;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        const auto stat = read_file(entry.path() / "stat");
+        const auto close = stat.rfind(')');
+        if (close == std::string::npos) continue;
+        std::istringstream fields(stat.substr(close + 2));
+        std::string state;
+        pid_t parent = 0;
+        fields >> state >> parent;
+        if (parent == process_->pid()) pids.push_back(std::stoi(name));
+    }
+    return pids;
+}
+
+Backend::Backend(const std::filesystem::path& dir, std::vector<std::string> extra_args, int port) {
+    static int counter = 0;
+    const auto tag = std::to_string(::getpid()) + "-" + std::to_string(++counter);
+    record_ = dir / ("backend-" + tag + ".jsonl");
+    const auto ready = dir / ("backend-" + tag + ".port");
+    std::vector<std::string> argv{binary_from_env("TEST_BACKEND_BIN"), "--listen",
+                                  "127.0.0.1:" + std::to_string(port), "--ready-file", ready.string(),
+                                  "--record", record_.string()};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    process_ = std::make_unique<ChildProcess>(argv, dir / ("backend-" + tag + ".log"));
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < deadline) {
+        const auto text = read_file(ready);
+        if (!text.empty()) {
+            port_ = std::stoi(text);
+            return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("test backend did not start: " + process_->log());
+}
+
+namespace {
+
+struct AlertCapture {
+    std::string alert;
+};
+
+int alert_index() {
+    static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+void capture_alert(const SSL* ssl, int where, int value) {
+    if (!(where & SSL_CB_READ_ALERT) || (value >> 8) != SSL3_AL_FATAL) return;
+    if (auto* capture = static_cast<AlertCapture*>(SSL_get_ex_data(ssl, alert_index()))) {
+        // OpenSSL 3.0's alert table predates TLS 1.3's certificate_required (116).
+        capture->alert = (value & 0xff) == 116 ? "certificate required" : SSL_alert_desc_string_long(value);
+    }
+}
+
+}  // namespace
+
+ClientResult run_client(int port, const ClientOptions& o, const char* host) {
+    ClientResult result;
+    crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
+    if (o.security_level_zero) SSL_CTX_set_security_level(ctx.get(), 0);
+    if (o.min_version) SSL_CTX_set_min_proto_version(ctx.get(), o.min_version);
+    if (o.max_version) SSL_CTX_set_max_proto_version(ctx.get(), o.max_version);
+    if (o.security_level_zero) SSL_CTX_set_cipher_list(ctx.get(), "ALL:@SECLEVEL=0");
+    if (!o.sigalgs.empty()) SSL_CTX_set1_sigalgs_list(ctx.get(), o.sigalgs.c_str());
+    if (o.cert) {
+        SSL_CTX_use_certificate(ctx.get(), const_cast<X509*>(o.cert));
+        for (const X509* extra : o.chain) SSL_CTX_add1_chain_cert(ctx.get(), const_cast<X509*>(extra));
+        if (SSL_CTX_use_PrivateKey(ctx.get(), o.key) != 1) {
+            result.error = "client key rejected: " + crypto::drain_openssl_errors();
+            return result;
+        }
+    }
+    if (o.trusted_server_ca) {
+        X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()), const_cast<X509*>(o.trusted_server_ca));
+        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    }
+    if (!o.alpn.empty()) {
+        std::string wire;
+        for (const auto& p : o.alpn) wire += static_cast<char>(p.size()) + p;
+        SSL_CTX_set_alpn_protos(ctx.get(), reinterpret_cast<const unsigned char*>(wire.data()),
+                                static_cast<unsigned>(wire.size()));
+    }
+    SSL_CTX_set_info_callback(ctx.get(), capture_alert);
+
+    const bool v6 = std::string(host).find(':') != std::string::npos;
+    auto address = dataplane::SocketAddress::parse(v6 ? "[" + std::string(host) + "]:" + std::to_string(port)
+                                                      : std::string(host) + ":" + std::to_string(port));
+    UniqueFd fd(::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    timeval timeout{5, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    if (::connect(fd.get(), address->sa(), address->length) != 0) {
+        result.error = std::string("connect: ") + std::strerror(errno);
+        return result;
+    }
+    sockaddr_storage local{};
+    socklen_t local_len = sizeof local;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
+    result.local_port = dataplane::SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len).port();
+
+    AlertCapture capture;
+    crypto::UniqueSsl ssl(SSL_new(ctx.get()));
+    SSL_set_ex_data(ssl.get(), alert_index(), &capture);
+    SSL_set_fd(ssl.get(), fd.get());
+    if (!o.sni.empty()) SSL_set_tlsext_host_name(ssl.get(), o.sni.c_str());
+    ERR_clear_error();
+    if (SSL_connect(ssl.get()) != 1) {
+        result.alert = capture.alert;
+        result.error = crypto::drain_openssl_errors();
+        return result;
+    }
+    result.handshake_ok = true;
+    result.version = SSL_get_version(ssl.get());
+    result.cipher = SSL_get_cipher_name(ssl.get());
+    const unsigned char* alpn = nullptr;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(ssl.get(), &alpn, &alpn_len);
+    result.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
+    if (X509* server = SSL_get0_peer_certificate(ssl.get())) {
+        char cn[256] = {};
+        X509_NAME_get_text_by_NID(X509_get_subject_name(server), NID_commonName, cn, sizeof cn);
+        result.server_leaf_cn = cn;
+        result.server_key_type = EVP_PKEY_get_base_id(X509_get0_pubkey(server));
+    }
+    if (o.send.empty()) return result;
+    std::size_t written = 0;
+    if (SSL_write_ex(ssl.get(), o.send.data(), o.send.size(), &written) != 1) {
+        result.alert = capture.alert;
+        result.error = "write: " + crypto::drain_openssl_errors();
+        return result;
+    }
+    if (o.half_close) ::shutdown(fd.get(), SHUT_WR);
+    char buffer[4096];
+    while (result.received.size() < o.send.size() || o.half_close) {
+        std::size_t n = 0;
+        if (SSL_read_ex(ssl.get(), buffer, sizeof buffer, &n) != 1) {
+            const int error = SSL_get_error(ssl.get(), 0);
+            result.eof_after_data = error == SSL_ERROR_ZERO_RETURN;
+            if (!result.eof_after_data) {
+                result.alert = capture.alert;
+                result.error = "read: " + crypto::drain_openssl_errors();
+            }
+            break;
+        }
+        result.received.append(buffer, n);
+    }
+    result.exchanged = result.received.starts_with(o.send);
+    SSL_shutdown(ssl.get());
+    return result;
+}
+
+std::string rejection_marker(int local_port, const std::string& reason) {
+    return "client=127.0.0.1:" + std::to_string(local_port) + " reason=" + reason + " ";
+}
+
+}  // namespace portcullis::testing
