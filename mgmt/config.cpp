@@ -1,3 +1,6 @@
+// TOML text -> Config, checked top down. Each table is read through a Section that knows
+// its dotted key path, so every error can name file, line, column and key. The accepted
+// keys live in one set of lists that both the reader and known_config_keys() use.
 #include "mgmt/config.hpp"
 
 #include <arpa/inet.h>
@@ -51,10 +54,14 @@ constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
 constexpr std::int64_t kMinBufferBytes = 4096;
 constexpr std::int64_t kMaxBufferBytes = 16 * 1024 * 1024;
 constexpr std::int64_t kMaxWorkers = 1024;
+// Workers reserve their connection table up front; beyond this it is a typo, not a plan.
+constexpr std::int64_t kMaxConnectionsPerWorker = 10'000'000;
 constexpr std::int64_t kMaxVerifyDepth = 16;
 constexpr std::size_t kMaxListenerNameLength = 64;
 constexpr std::size_t kMaxAlpnProtocolLength = 255;
 constexpr std::string_view kPkcs11Scheme = "pkcs11:";
+// docs/portcullis.example.toml promises this default; crypto::TlsPolicy's own default is empty.
+const std::vector<std::string> kDefaultAlpn{"h2", "http/1.1"};
 constexpr std::string_view kAddressForms =
     "expected \"IPv4:port\", \"[IPv6]:port\" or \"*:port\" with a numeric address "
     "(no host names) and a port in 1..65535";
@@ -110,6 +117,37 @@ std::string joined(const Range& items, std::string_view separator, bool quote) {
     return out;
 }
 
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> previous(b.size() + 1);
+    std::vector<std::size_t> current(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) previous[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        current[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            const std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+            current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
+        }
+        std::swap(previous, current);
+    }
+    return previous[b.size()];
+}
+
+// A typo such as "client_auht" deserves a pointer to the key that was meant.
+std::optional<std::string_view> closest_match(std::string_view unknown,
+                                              const std::vector<std::string_view>& candidates) {
+    constexpr std::size_t kMaxTypoDistance = 2;
+    std::optional<std::string_view> best;
+    std::size_t best_distance = kMaxTypoDistance + 1;
+    for (const auto candidate : candidates) {
+        const std::size_t distance = edit_distance(unknown, candidate);
+        if (distance < best_distance && distance < candidate.size() / 2) {
+            best = candidate;
+            best_distance = distance;
+        }
+    }
+    return best;
+}
+
 std::string_view type_name(toml::node_type type) {
     switch (type) {
         case toml::node_type::table:
@@ -140,9 +178,13 @@ std::string_view type_name(toml::node_type type) {
 std::string describe(const toml::node& node) {
     std::ostringstream out;
     out << type_name(node.type());
-    node.visit([&out](const auto& value) {
-        if constexpr (toml::is_value<decltype(value)>) out << " " << value;
-    });
+    if (const auto* text = node.as_string()) {
+        out << " " << in_quotes(text->get());
+    } else if (node.is_value()) {
+        node.visit([&out](const auto& value) {
+            if constexpr (toml::is_value<decltype(value)>) out << " " << value;
+        });
+    }
     return out.str();
 }
 
@@ -158,8 +200,6 @@ struct StringList {
     const toml::node* node;
     std::string key;
 };
-
-class Section;
 
 // Everything an error needs besides the node: the file name and where relative paths start.
 class Source {
@@ -197,8 +237,6 @@ class Section {
         return path_.empty() ? std::string(name) : path_ + "." + std::string(name);
     }
 
-    bool has(std::string_view name) const { return table_.get(name) != nullptr; }
-
     // Reports the unknown key that comes first in the file, whatever order toml++ keeps.
     void reject_unknown_keys(std::span<const std::string_view> keys,
                              std::span<const std::string_view> tables = {}) const {
@@ -215,8 +253,11 @@ class Section {
         if (first_unknown == nullptr) return;
         std::vector<std::string_view> expected(keys.begin(), keys.end());
         expected.insert(expected.end(), tables.begin(), tables.end());
-        source_.fail(first_unknown->source(), key_of(first_unknown->str()),
-                     "unknown key; expected one of: " + joined(expected, ", ", false));
+        std::string problem = "unknown key; expected one of: " + joined(expected, ", ", false);
+        if (const auto guess = closest_match(first_unknown->str(), expected)) {
+            problem += " (did you mean " + std::string(*guess) + "?)";
+        }
+        source_.fail(first_unknown->source(), key_of(first_unknown->str()), problem);
     }
 
     [[noreturn]] void fail_missing(std::string_view name, std::string_view hint = {}) const {
@@ -256,6 +297,11 @@ class Section {
         return value->get();
     }
 
+    std::string string_or(std::string_view name, std::string fallback) const {
+        const auto field = string(name);
+        return field ? field->value : std::move(fallback);
+    }
+
     std::optional<StringField> string(std::string_view name) const {
         const toml::node* node = table_.get(name);
         if (node == nullptr) return std::nullopt;
@@ -287,8 +333,9 @@ class Section {
         for (const auto& choice : choices) texts.push_back(choice.text);
         const std::string expected = "expected one of " + joined(texts, ", ", true);
         const auto* value = node->as_string();
-        if (value == nullptr)
+        if (value == nullptr) {
             source_.fail(*node, key_of(name), expected + ", got " + describe(*node));
+        }
         for (const auto& choice : choices) {
             if (choice.text == value->get()) return choice.value;
         }
@@ -313,8 +360,9 @@ class Section {
         if (node == nullptr) return sections;
         const std::string expected = "expected an array of tables ([[" + table_header(name) + "]])";
         const auto* array = node->as_array();
-        if (array == nullptr)
+        if (array == nullptr) {
             source_.fail(*node, key_of(name), expected + ", got " + describe(*node));
+        }
         if (array->empty()) {
             source_.fail(*node, key_of(name), expected + " with at least one element, got []");
         }
@@ -322,8 +370,9 @@ class Section {
             const toml::node& element = *array->get(i);
             const std::string key = key_of(name) + "[" + std::to_string(i) + "]";
             const auto* table = element.as_table();
-            if (table == nullptr)
+            if (table == nullptr) {
                 source_.fail(element, key, expected + ", got " + describe(element));
+            }
             sections.emplace_back(*table, key, source_);
         }
         return sections;
@@ -368,6 +417,14 @@ class Section {
 
 // ---- value checks -------------------------------------------------------------------------
 
+bool is_wildcard(const dataplane::SocketAddress& address) {
+    if (address.family() == AF_INET) {
+        return reinterpret_cast<const sockaddr_in*>(address.sa())->sin_addr.s_addr ==
+               htonl(INADDR_ANY);
+    }
+    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(address.sa())->sin6_addr);
+}
+
 dataplane::SocketAddress address_of(const Section& section, const StringField& field,
                                     bool wildcard_allowed) {
     const std::string& text = field.value;
@@ -389,28 +446,12 @@ dataplane::SocketAddress address_of(const Section& section, const StringField& f
         section.source().fail(*field.node, field.key,
                               problem + std::string(kAddressForms) + ", got " + in_quotes(text));
     }
-    if (!wildcard_allowed) {
-        const bool any =
-            parsed->family() == AF_INET
-                ? reinterpret_cast<const sockaddr_in*>(parsed->sa())->sin_addr.s_addr ==
-                      htonl(INADDR_ANY)
-                : IN6_IS_ADDR_UNSPECIFIED(
-                      &reinterpret_cast<const sockaddr_in6*>(parsed->sa())->sin6_addr);
-        if (any) {
-            section.source().fail(
-                *field.node, field.key,
-                "a backend needs a concrete address, not the wildcard " + in_quotes(text));
-        }
+    if (!wildcard_allowed && is_wildcard(*parsed)) {
+        section.source().fail(
+            *field.node, field.key,
+            "a backend needs a concrete address, not the wildcard " + in_quotes(text));
     }
     return *parsed;
-}
-
-bool is_wildcard(const dataplane::SocketAddress& address) {
-    if (address.family() == AF_INET) {
-        return reinterpret_cast<const sockaddr_in*>(address.sa())->sin_addr.s_addr ==
-               htonl(INADDR_ANY);
-    }
-    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(address.sa())->sin6_addr);
 }
 
 // Two listeners collide when they would bind the same port on the same address, or when one
@@ -453,11 +494,15 @@ std::string existing_path(const Section& section, const StringField& field, Path
         if (error == ENOENT) fail(shown + " does not exist" + relative_note);
         fail("cannot access " + shown + ": " + std::strerror(error));
     }
-    if (kind == PathKind::file && S_ISDIR(status.st_mode))
+    if (kind == PathKind::file && S_ISDIR(status.st_mode)) {
         fail(shown + " is a directory, expected a file");
-    if (kind == PathKind::file && !S_ISREG(status.st_mode)) fail(shown + " is not a regular file");
-    if (kind == PathKind::directory && !S_ISDIR(status.st_mode))
+    }
+    if (kind == PathKind::file && !S_ISREG(status.st_mode)) {
+        fail(shown + " is not a regular file");
+    }
+    if (kind == PathKind::directory && !S_ISDIR(status.st_mode)) {
         fail(shown + " is not a directory");
+    }
 
     const int flags =
         O_RDONLY | O_CLOEXEC | O_NONBLOCK | (kind == PathKind::directory ? O_DIRECTORY : 0);
@@ -503,7 +548,7 @@ WorkerSettings read_workers(const Section& section) {
     WorkerSettings workers;
     workers.count = section.integer_or("count", workers.count, 0, kMaxWorkers);
     workers.max_connections =
-        section.integer_or("max_connections", workers.max_connections, 1, kIntMax);
+        section.integer_or("max_connections", workers.max_connections, 1, kMaxConnectionsPerWorker);
     return workers;
 }
 
@@ -581,6 +626,12 @@ crypto::TlsPolicy read_tls(const Section& section) {
             tls.crl_files.push_back(existing_path(section, crl, PathKind::file));
         }
     }
+    if (tls.client_auth == crypto::ClientAuth::none && !tls.crl_files.empty()) {
+        const auto& crls = *section.table().get("crl_files");
+        section.source().fail(crls, section.key_of("crl_files"),
+                              "CRLs apply to client certificates, which client_auth \"none\" never "
+                              "asks for; set client_auth to \"require\" or \"optional\"");
+    }
     tls.crl_scope = section.choice_or("crl_scope", tls.crl_scope, kCrlScopeChoices);
     tls.verify_depth = section.integer_or("verify_depth", tls.verify_depth, 0, kMaxVerifyDepth);
     tls.require_client_auth_eku =
@@ -589,17 +640,16 @@ crypto::TlsPolicy read_tls(const Section& section) {
     tls.min_version = section.choice_or("min_version", tls.min_version, kVersionChoices);
     tls.max_version = section.choice_or("max_version", tls.max_version, kVersionChoices);
     if (tls.min_version > tls.max_version) {
-        const toml::node& where =
-            *section.table().get(section.has("max_version") ? "max_version" : "min_version");
-        section.source().fail(where, section.key_of("max_version"),
-                              "min_version \"1.3\" is higher than max_version \"1.2\"");
+        // Only "1.3" > "1.2" can get here, so both keys were written explicitly.
+        section.source().fail(*section.table().get("max_version"), section.key_of("max_version"),
+                              "max_version \"1.2\" is lower than min_version \"1.3\"");
     }
 
-    tls.ciphers = section.string("ciphers").value_or(StringField{}).value;
-    tls.ciphersuites = section.string("ciphersuites").value_or(StringField{}).value;
-    tls.groups = section.string("groups").value_or(StringField{}).value;
+    tls.ciphers = section.string_or("ciphers", tls.ciphers);
+    tls.ciphersuites = section.string_or("ciphersuites", tls.ciphersuites);
+    tls.groups = section.string_or("groups", tls.groups);
 
-    tls.alpn = {"h2", "http/1.1"};
+    tls.alpn = kDefaultAlpn;
     if (const auto alpn = section.string_list("alpn")) {
         for (const auto& protocol : alpn->items) {
             if (protocol.value.empty() || protocol.value.size() > kMaxAlpnProtocolLength) {
@@ -720,8 +770,8 @@ void check_unique(const Section& section, const dataplane::ListenerSettings& lis
                                           ", already used by " + other_ref);
             }
             section.source().fail(section.table_position(), section.key_of("name"),
-                                  "default name " + in_quotes(listener.name) + " is already used by " +
-                                      other_ref + "; set a unique name");
+                                  "default name " + in_quotes(listener.name) +
+                                      " is already used by " + other_ref + "; set a unique name");
         }
         if (overlaps(other.address, listener.address)) {
             section.source().fail(*section.table().get("address"), section.key_of("address"),
@@ -748,6 +798,18 @@ Config read_config(const toml::table& root, const Source& source) {
         config.listeners.push_back(std::move(listener));
     }
     return config;
+}
+
+// Resolved paths are absolute so that nothing depends on the daemon's working directory later.
+fs::path absolute_directory(const std::string& directory) {
+    std::error_code error;
+    const fs::path absolute =
+        directory.empty() ? fs::current_path(error) : fs::absolute(directory, error);
+    if (error) return directory;
+    fs::path normal = absolute.lexically_normal();
+    // "/etc/portcullis/." normalises to "/etc/portcullis/"; messages read better without the slash.
+    if (!normal.has_filename() && normal.has_relative_path()) normal = normal.parent_path();
+    return normal;
 }
 
 void append_keys(std::vector<std::string>& keys, std::string_view prefix,
@@ -781,8 +843,7 @@ Config load_config(const std::string& path) {
     if (file.bad()) {
         throw ConfigError(path, 0, 0, "", "cannot read configuration file: read error");
     }
-    const fs::path absolute = fs::absolute(path);
-    return parse_config(text.str(), path, absolute.parent_path().string());
+    return parse_config(text.str(), path, fs::path(path).parent_path().string());
 }
 
 Config parse_config(std::string_view toml_text, const std::string& source_name,
@@ -795,7 +856,7 @@ Config parse_config(std::string_view toml_text, const std::string& source_name,
         throw ConfigError(source_name, static_cast<int>(where.line), static_cast<int>(where.column),
                           "TOML syntax", std::string(error.description()));
     }
-    const Source source(source_name, fs::absolute(base_directory.empty() ? "." : base_directory));
+    const Source source(source_name, absolute_directory(base_directory));
     Config config = read_config(root, source);
     config.source_file = source_name;
     return config;

@@ -294,6 +294,8 @@ bool Connection::move_tls_to_upstream() {
             finish("tls read error");
             return false;
         } else {
+            // need_input with the client's FIN seen: every byte it sent is out.
+            client_input_drained_ = client_eof_ && r.status == crypto::TlsConnection::IoStatus::need_input;
             break;
         }
     }
@@ -313,8 +315,10 @@ bool Connection::move_tls_to_upstream() {
             return false;
         }
     }
-    // The client is done sending: pass the half-close on.
-    if ((client_close_notify_ || client_eof_) && to_upstream_.empty() && !upstream_write_shut_) {
+    // The client is done sending and all of it reached the backend: pass the
+    // half-close on. (A FIN alone is not enough: the TLS core may still hold
+    // records that have not been decrypted.)
+    if ((client_close_notify_ || client_input_drained_) && to_upstream_.empty() && !upstream_write_shut_) {
         ::shutdown(upstream_.get(), SHUT_WR);
         upstream_write_shut_ = true;
         moved = true;
@@ -382,21 +386,18 @@ bool Connection::flush_tls_to_client() {
     return moved;
 }
 
-// A connection ends when both directions are complete, or when the client is
-// gone and nothing more can be delivered to it.
+// A connection ends when both directions are complete: everything the client
+// sent reached the backend (and was followed by a FIN), and everything the
+// backend sent reached the client (followed by close_notify). Anything else
+// (a silent peer, a stuck reader) is ended by the idle timeout.
 void Connection::maybe_finish() {
     if (!tls_.established()) return;
-    const bool outbound_flushed = tls_.outbound().empty();
-    const bool to_client_done = close_notify_sent_ && outbound_flushed;
+    const bool to_client_done = close_notify_sent_ && tls_.outbound().empty();
     const bool to_upstream_done = upstream_write_shut_ || upstream_state_ == Upstream::failed;
-    if (to_client_done && (to_upstream_done || client_eof_)) {
+    if (to_client_done && to_upstream_done) {
         if (!client_eof_) ::shutdown(client_.get(), SHUT_WR);
         finish("complete");
-        return;
     }
-    // Client vanished (FIN without close_notify, or after it) and the backend
-    // has nothing left for it: close both sides.
-    if (client_eof_ && upstream_eof_ && to_client_.empty()) finish("client gone");
 }
 
 void Connection::finish(const char* why) {

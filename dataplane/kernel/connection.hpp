@@ -111,6 +111,7 @@ private:
     bool upstream_writable_ = false;
     bool client_eof_ = false;          // TCP FIN from the client
     bool client_close_notify_ = false; // TLS close_notify from the client
+    bool client_input_drained_ = false; // FIN seen and the TLS core has no plaintext left
     bool upstream_write_shut_ = false;
     bool upstream_eof_ = false;
     bool close_notify_sent_ = false;

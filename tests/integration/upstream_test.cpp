@@ -1,0 +1,170 @@
+// The upstream side against the real daemon: PROXY v2 identity fields,
+// backend failure and recovery, backpressure, half-close.
+#include <gtest/gtest.h>
+#include <openssl/err.h>
+#include <sys/socket.h>
+
+#include <regex>
+#include <thread>
+
+#include "dataplane/socket_address.hpp"
+#include "dataplane/unique_fd.hpp"
+#include "tests/integration/environment.hpp"
+
+namespace portcullis::testing {
+namespace {
+
+std::string record_line_for(const std::filesystem::path& record, int client_port) {
+    const auto text = read_file(record);
+    const std::string key = "\"src_port\":" + std::to_string(client_port) + ",";
+    std::size_t start = 0;
+    while (start < text.size()) {
+        const auto end = text.find('\n', start);
+        const auto line = text.substr(start, end - start);
+        if (line.find(key) != std::string::npos) return line;
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return "";
+}
+
+std::string json_string(const std::string& line, const std::string& field) {
+    const std::regex pattern("\"" + field + "\":\"([^\"]*)\"");
+    std::smatch match;
+    return std::regex_search(line, match, pattern) ? match[1].str() : "<missing>";
+}
+
+long vm_rss_kib(pid_t pid) {
+    const auto status = read_file("/proc/" + std::to_string(pid) + "/status");
+    const auto at = status.find("VmRSS:");
+    return at == std::string::npos ? -1 : std::stol(status.substr(at + 6));
+}
+
+class Upstream : public ::testing::Test {
+protected:
+    void SetUp() override {
+        env = std::make_unique<TestDeployment>();
+        client = std::make_unique<IssuedCert>(env->client("upstream-client"));
+    }
+    ClientOptions good() const {
+        ClientOptions o;
+        o.cert = client->cert.get();
+        o.key = client->key.get();
+        o.chain = {env->client_ca.cert()};
+        o.trusted_server_ca = env->root.cert();
+        return o;
+    }
+    std::unique_ptr<TestDeployment> env;
+    std::unique_ptr<IssuedCert> client;
+};
+
+TEST_F(Upstream, ProxyV2CarriesTheVerifiedClientIdentity) {
+    const int port = free_port();
+    Daemon daemon(env->write_config("proxy", env->listener("edge", port, "alpn = [\"http/1.1\"]\n")));
+    auto o = good();
+    o.alpn = {"http/1.1"};
+    const auto r = run_client(port, o);
+    ASSERT_TRUE(r.exchanged) << r.error;
+    std::string line;
+    for (int i = 0; i < 100 && line.empty(); ++i) {
+        line = record_line_for(env->backend->record_path(), r.local_port);
+        if (line.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_FALSE(line.empty()) << read_file(env->backend->record_path());
+    unsigned char digest[32];
+    unsigned int length = 0;
+    X509_digest(client->cert.get(), EVP_sha256(), digest, &length);
+    std::string hex;
+    for (unsigned i = 0; i < length; ++i) {
+        char b[3];
+        std::snprintf(b, sizeof b, "%02x", digest[i]);
+        hex += b;
+    }
+    EXPECT_NE(line.find("\"family\":4"), std::string::npos) << line;
+    EXPECT_EQ(json_string(line, "src"), "127.0.0.1");
+    EXPECT_NE(line.find("\"dst_port\":" + std::to_string(port)), std::string::npos) << line;
+    EXPECT_NE(line.find("\"verified\":true"), std::string::npos) << line;
+    EXPECT_NE(line.find("\"client_flags\":3"), std::string::npos) << "SSL + CERT_CONN: " << line;
+    EXPECT_EQ(json_string(line, "version"), r.version);
+    EXPECT_EQ(json_string(line, "cipher"), r.cipher);
+    EXPECT_EQ(json_string(line, "cn"), "upstream-client");
+    EXPECT_EQ(json_string(line, "subject_dn"), "CN=upstream-client,O=Portcullis Test,C=GB");
+    EXPECT_EQ(json_string(line, "sha256"), hex);
+    EXPECT_EQ(json_string(line, "alpn"), "http/1.1");
+    EXPECT_EQ(json_string(line, "authority"), "localhost");
+}
+
+TEST_F(Upstream, BackendDownThenUp) {
+    const int port = free_port();
+    const int backend_port = free_port();
+    std::string config = env->listener("edge", port, "", "", "fail_threshold = 1\nretry_after_ms = 200\n");
+    config = std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
+                                "backends = [\"127.0.0.1:" + std::to_string(backend_port) + "\"]");
+    Daemon daemon(env->write_config("down", config));
+    const auto refused = run_client(port, good());
+    EXPECT_TRUE(refused.handshake_ok);
+    EXPECT_FALSE(refused.exchanged) << "no backend is listening, nothing can be echoed";
+    EXPECT_TRUE(daemon.wait_for_log("no backend available listener=edge")) << daemon.log();
+    EXPECT_TRUE(daemon.wait_for_log("backend=down")) << daemon.log();
+
+    Backend revived(env->dir, {"--mode", "echo", "--proxy-protocol"}, backend_port);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past retry_after_ms
+    const auto served = run_client(port, good());
+    EXPECT_TRUE(served.exchanged) << served.error << "\n" << daemon.log();
+}
+
+TEST_F(Upstream, HalfCloseIsPassedThroughAndTheEchoStillArrives) {
+    const int port = free_port();
+    Daemon daemon(env->write_config("halfclose", env->listener("edge", port)));
+    auto o = good();
+    o.send = std::string(100000, 'x');
+    o.half_close = true;
+    const auto r = run_client(port, o);
+    EXPECT_EQ(r.received.size(), o.send.size()) << r.error << "\n" << daemon.log();
+    EXPECT_TRUE(r.exchanged);
+    EXPECT_TRUE(r.eof_after_data) << "the backend's EOF must reach the client as close_notify";
+}
+
+TEST_F(Upstream, SlowBackendDoesNotGrowMemory) {
+    const int port = free_port();
+    Backend slow(env->dir, {"--mode", "echo", "--proxy-protocol", "--read-delay-ms", "100"});
+    std::string config = env->listener("edge", port);
+    config = std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
+                                "backends = [\"127.0.0.1:" + std::to_string(slow.port()) + "\"]");
+    Daemon daemon(env->write_config("slow", config));
+    const auto workers = daemon.worker_pids();
+    ASSERT_EQ(workers.size(), 1u);
+    const long rss_before = vm_rss_kib(workers[0]);
+
+    const auto address = dataplane::SocketAddress::parse("127.0.0.1:" + std::to_string(port));
+    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
+    ASSERT_EQ(::connect(fd.get(), address->sa(), address->length), 0);
+    crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
+    SSL_CTX_use_certificate(ctx.get(), client->cert.get());
+    SSL_CTX_add1_chain_cert(ctx.get(), env->client_ca.cert());
+    SSL_CTX_use_PrivateKey(ctx.get(), client->key.get());
+    crypto::UniqueSsl ssl(SSL_new(ctx.get()));
+    SSL_set_fd(ssl.get(), fd.get());
+    ASSERT_EQ(SSL_connect(ssl.get()), 1);
+    // Write until the path is full: a write that blocks for 1 s means
+    // backpressure reached us. The slow backend reads ~10 KiB/s.
+    timeval timeout{1, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    const std::string chunk(64 * 1024, 'p');
+    std::size_t written = 0;
+    const std::size_t limit = 64u * 1024 * 1024;
+    while (written < limit) {
+        std::size_t n = 0;
+        if (SSL_write_ex(ssl.get(), chunk.data(), chunk.size(), &n) != 1) break;
+        written += n;
+    }
+    const long rss_after = vm_rss_kib(workers[0]);
+    EXPECT_LT(written, 16u * 1024 * 1024) << "the client was never pushed back";
+    EXPECT_LT(rss_after - rss_before, 16 * 1024) << "worker RSS grew from " << rss_before << " KiB to " << rss_after
+                                                 << " KiB";
+    RecordProperty("bytes_accepted_before_backpressure", static_cast<int>(written));
+    RecordProperty("worker_rss_growth_kib", static_cast<int>(rss_after - rss_before));
+}
+
+}  // namespace
+}  // namespace portcullis::testing
