@@ -61,7 +61,9 @@ constexpr std::size_t kMaxListenerNameLength = 64;
 constexpr std::size_t kMaxAlpnProtocolLength = 255;
 constexpr std::string_view kPkcs11Scheme = "pkcs11:";
 // docs/portcullis.example.toml promises this default; crypto::TlsPolicy's own default is empty.
-const std::vector<std::string> kDefaultAlpn{"h2", "http/1.1"};
+// No ALPN unless asked for: Portcullis forwards bytes, so offering h2 to
+// clients of an HTTP/1.1-only backend would break them.
+const std::vector<std::string> kDefaultAlpn{};
 constexpr std::string_view kAddressForms =
     "expected \"IPv4:port\", \"[IPv6]:port\" or \"*:port\" with a numeric address "
     "(no host names) and a port in 1..65535";
