@@ -1,0 +1,218 @@
+// Limits and bad input against the real daemon: slow and garbage clients
+// cost a log line and a bounded slot, never the service.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <regex>
+#include <thread>
+
+#include "dataplane/socket_address.hpp"
+#include "dataplane/unique_fd.hpp"
+#include "tests/integration/environment.hpp"
+
+namespace portcullis::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+dataplane::UniqueFd tcp_connect(int port) {
+    const auto address = dataplane::SocketAddress::parse("127.0.0.1:" + std::to_string(port));
+    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
+    timeval timeout{5, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (::connect(fd.get(), address->sa(), address->length) != 0) return {};
+    return fd;
+}
+
+int local_port_of(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    return dataplane::SocketAddress::from(reinterpret_cast<sockaddr*>(&ss), len).port();
+}
+
+// Milliseconds until the server closes `fd` (reads until EOF or error).
+long ms_until_closed(int fd) {
+    const auto start = Clock::now();
+    char buffer[4096];
+    while (::recv(fd, buffer, sizeof buffer, 0) > 0) {
+    }
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+}
+
+class Limits : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        env = std::make_unique<TestDeployment>();
+        client = std::make_unique<IssuedCert>(env->client("limits-client"));
+        port = free_port();
+        const auto config = "[workers]\nmax_connections = 4\n\n" +
+                            env->listener("edge", port, "", "handshake_timeout_ms = 300\nidle_timeout_ms = 500\n");
+        daemon = std::make_unique<Daemon>(env->write_config("limits", config));
+    }
+    static void TearDownTestSuite() {
+        daemon.reset();
+        client.reset();
+        env.reset();
+    }
+    static ClientOptions good() {
+        ClientOptions o;
+        o.cert = client->cert.get();
+        o.key = client->key.get();
+        o.chain = {env->client_ca.cert()};
+        o.trusted_server_ca = env->root.cert();
+        return o;
+    }
+    static inline std::unique_ptr<TestDeployment> env;
+    static inline std::unique_ptr<IssuedCert> client;
+    static inline std::unique_ptr<Daemon> daemon;
+    static inline int port;
+};
+
+TEST_F(Limits, SilentClientIsDroppedAfterHandshakeTimeout) {
+    auto fd = tcp_connect(port);
+    ASSERT_TRUE(fd);
+    const int local = local_port_of(fd.get());
+    const long waited = ms_until_closed(fd.get());
+    EXPECT_GE(waited, 250);
+    EXPECT_LT(waited, 3000);
+    EXPECT_TRUE(daemon->wait_for_log(rejection_marker(local, "timeout"))) << daemon->log();
+}
+
+TEST_F(Limits, HalfAClientHelloIsDroppedAfterHandshakeTimeout) {
+    auto fd = tcp_connect(port);
+    ASSERT_TRUE(fd);
+    const unsigned char partial[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
+    ASSERT_EQ(::send(fd.get(), partial, sizeof partial, 0), static_cast<ssize_t>(sizeof partial));
+    const int local = local_port_of(fd.get());
+    const long waited = ms_until_closed(fd.get());
+    EXPECT_LT(waited, 3000);
+    EXPECT_TRUE(daemon->wait_for_log(rejection_marker(local, "timeout"))) << daemon->log();
+}
+
+TEST_F(Limits, GarbageClientHelloCostsOneLogLine) {
+    auto fd = tcp_connect(port);
+    ASSERT_TRUE(fd);
+    const std::string garbage = "GET / HTTP/1.1\r\nHost: edge\r\n\r\n";
+    ::send(fd.get(), garbage.data(), garbage.size(), 0);
+    const int local = local_port_of(fd.get());
+    EXPECT_LT(ms_until_closed(fd.get()), 1000) << "garbage must be refused at once";
+    EXPECT_TRUE(daemon->wait_for_log(rejection_marker(local, "protocol"))) << daemon->log();
+    EXPECT_TRUE(run_client(port, good()).exchanged) << "the daemon must keep serving";
+}
+
+TEST_F(Limits, PortScanIsClosedQuietly) {
+    { auto fd = tcp_connect(port); }  // connect and close at once
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(daemon->wait_for_log("connection closed before handshake")) << daemon->log();
+    EXPECT_TRUE(run_client(port, good()).exchanged);
+}
+
+TEST_F(Limits, IdleConnectionIsClosed) {
+    auto o = good();
+    o.send = "";  // handshake only, then wait
+    const auto address = dataplane::SocketAddress::parse("127.0.0.1:" + std::to_string(port));
+    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
+    ASSERT_EQ(::connect(fd.get(), address->sa(), address->length), 0);
+    timeval timeout{5, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
+    SSL_CTX_use_certificate(ctx.get(), client->cert.get());
+    SSL_CTX_add1_chain_cert(ctx.get(), env->client_ca.cert());
+    SSL_CTX_use_PrivateKey(ctx.get(), client->key.get());
+    crypto::UniqueSsl ssl(SSL_new(ctx.get()));
+    SSL_set_fd(ssl.get(), fd.get());
+    ASSERT_EQ(SSL_connect(ssl.get()), 1);
+    const auto start = Clock::now();
+    char buffer[64];
+    while (SSL_read(ssl.get(), buffer, sizeof buffer) > 0) {
+    }
+    const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    EXPECT_GE(idle, 400);
+    EXPECT_LT(idle, 3000) << "idle_timeout_ms = 500 was not enforced";
+}
+
+TEST_F(Limits, ConnectionsOverTheLimitAreRefused) {
+    std::vector<dataplane::UniqueFd> held;
+    for (int i = 0; i < 4; ++i) {
+        held.push_back(tcp_connect(port));
+        ASSERT_TRUE(held.back());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // all four accepted
+    auto extra = tcp_connect(port);
+    ASSERT_TRUE(extra);
+    EXPECT_LT(ms_until_closed(extra.get()), 1000) << "the fifth connection must be closed at once";
+    EXPECT_TRUE(daemon->wait_for_log("reason=max_connections limit=4")) << daemon->log();
+    held.clear();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(run_client(port, good()).exchanged) << "slots are free again";
+}
+
+TEST_F(Limits, KilledWorkerIsRestartedAndServiceContinues) {
+    const auto before = daemon->worker_pids();
+    ASSERT_EQ(before.size(), 1u);
+    ::kill(before[0], SIGKILL);
+    EXPECT_TRUE(daemon->wait_for_log("worker 0 died")) << daemon->log();
+    EXPECT_TRUE(daemon->wait_for_log("worker 0 ready again")) << daemon->log();
+    const auto after = daemon->worker_pids();
+    ASSERT_EQ(after.size(), 1u);
+    EXPECT_NE(after[0], before[0]);
+    EXPECT_TRUE(run_client(port, good()).exchanged);
+}
+
+// --check-config with the real binary: exit codes and messages.
+class CheckConfig : public ::testing::Test {
+protected:
+    static std::pair<int, std::string> check(const std::filesystem::path& config) {
+        ChildProcess process({binary_from_env("PORTCULLIS_BIN"), "--check-config", config.string()},
+                             config.string() + ".out");
+        const auto status = process.wait_exit(std::chrono::seconds(20));
+        return {status.value_or(-1), read_file(config.string() + ".out")};
+    }
+    TestDeployment env;
+};
+
+TEST_F(CheckConfig, GoodConfigPasses) {
+    const auto [status, output] = check(env.write_config("good", env.listener("edge", 8443)));
+    EXPECT_EQ(status, 0) << output;
+    EXPECT_NE(output.find("configuration OK"), std::string::npos) << output;
+}
+
+TEST_F(CheckConfig, BrokenConfigsNameFileLineAndKey) {
+    struct Case {
+        std::string name;
+        std::string toml;
+        std::string expected;  // ":LINE:COL: KEY: " fragment
+    };
+    const std::string good = env.listener("edge", 8443);
+    const std::vector<Case> cases = {
+        {"unknown_top", "colour = 1\n" + good, ":1:1: colour: unknown key"},
+        {"typo", std::regex_replace(good, std::regex("trust_bundle"), "trust_bundel"), "listener[0].tls.trust_bundel: unknown key"},
+        {"bad_enum", std::regex_replace(good, std::regex("\\[listener.tls\\]\n"), "[listener.tls]\nclient_auth = \"maybe\"\n"), "listener[0].tls.client_auth: expected one of"},
+        {"bad_address", std::regex_replace(good, std::regex("127.0.0.1:8443"), "localhost:8443"), ":3:11: listener[0].address:"},
+        {"bad_port", std::regex_replace(good, std::regex("127.0.0.1:8443"), "127.0.0.1:70000"), "listener[0].address:"},
+        {"missing_chain", std::regex_replace(good, std::regex("server-ec.pem"), "nope.pem"), "listener[0].tls.certificate[0].chain:"},
+        {"wrong_type", std::regex_replace(good, std::regex("proxy_protocol = true"), "proxy_protocol = \"yes\""), "listener[0].upstream.proxy_protocol:"},
+        {"syntax", good + "\n[[listener\n", ":"},
+        {"no_listener", "[workers]\ncount = 1\n", "listener"},
+    };
+    for (const auto& c : cases) {
+        const auto path = env.write_config("broken-" + c.name, c.toml);
+        const auto [status, output] = check(path);
+        EXPECT_EQ(status, 1) << c.name << ": " << output;
+        EXPECT_NE(output.find(path.string() + ":"), std::string::npos) << c.name << " must name the file: " << output;
+        EXPECT_NE(output.find(c.expected), std::string::npos) << c.name << ": expected '" << c.expected << "' in: " << output;
+    }
+}
+
+TEST_F(CheckConfig, KeyNotMatchingCertificateIsCaughtBeforeStart) {
+    std::string config = std::regex_replace(env.listener("edge", 8443), std::regex("server-ec.key"), "server-rsa.key");
+    const auto [status, output] = check(env.write_config("mismatch", config));
+    EXPECT_EQ(status, 1) << output;
+    EXPECT_NE(output.find("listener[0] (edge).tls"), std::string::npos) << output;
+    EXPECT_NE(output.find("does not match"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace portcullis::testing
