@@ -171,7 +171,10 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                            SSL_OP_NO_COMPRESSION | SSL_OP_SINGLE_ECDH_USE);
         // No SSL_MODE_RELEASE_BUFFERS: it trades memory for an allocation per record.
-        SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        // NO_AUTO_CHAIN: send exactly the configured chain, never certificates
+        // OpenSSL would borrow from the client trust store.
+        SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                        SSL_MODE_NO_AUTO_CHAIN);
         const std::string ciphers = policy.ciphers.empty() ? default_tls12_ciphers : policy.ciphers;
         if (SSL_CTX_set_cipher_list(ctx.get(), ciphers.c_str()) != 1) fail("ciphers \"" + ciphers + "\" rejected");
         if (!policy.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx.get(), policy.ciphersuites.c_str()) != 1) {

@@ -1,0 +1,125 @@
+// Real third-party clients, unchanged, against the real daemon with an HTTP
+// backend: curl, openssl s_client, Python ssl, Node https, axios. Each skips
+// loudly when its tool is not installed.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <regex>
+
+#include "tests/integration/environment.hpp"
+
+namespace portcullis::testing {
+namespace {
+
+struct Run {
+    int status = -1;
+    std::string output;
+};
+
+Run run(const std::string& command) {
+    Run result;
+    FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+    if (!pipe) return result;
+    char buffer[4096];
+    std::size_t n;
+    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+    const int status = ::pclose(pipe);
+    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+bool have(const std::string& tool) { return run("command -v " + tool).status == 0; }
+
+class RealClients : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        env = std::make_unique<TestDeployment>();
+        http = std::make_unique<Backend>(env->dir, std::vector<std::string>{"--mode", "http", "--proxy-protocol"});
+        const auto client = env->client("real-client");
+        write_file(env->dir / "client.pem", client.cert_pem() + env->client_ca.cert_pem());
+        write_file(env->dir / "client.key", client.key_pem());
+        write_file(env->dir / "client-ca.pem", env->client_ca.cert_pem());
+        port = free_port();
+        std::string config = env->listener("edge", port, "alpn = [\"http/1.1\"]\n");
+        config = std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
+                                    "backends = [\"127.0.0.1:" + std::to_string(http->port()) + "\"]");
+        daemon = std::make_unique<Daemon>(env->write_config("real", config), 2);
+    }
+    static void TearDownTestSuite() {
+        daemon.reset();
+        http.reset();
+        env.reset();
+    }
+    static std::string file(const char* name) { return (env->dir / name).string(); }
+    static std::string url() { return "https://localhost:" + std::to_string(port) + "/"; }
+    static std::string clients_dir() { return binary_from_env("CLIENTS_DIR"); }
+
+    static inline std::unique_ptr<TestDeployment> env;
+    static inline std::unique_ptr<Backend> http;
+    static inline std::unique_ptr<Daemon> daemon;
+    static inline int port;
+};
+
+TEST_F(RealClients, Curl) {
+    if (!have("curl")) GTEST_SKIP() << "SKIPPED LOUDLY: curl is not installed";
+    const auto r = run("curl -sS --max-time 10 --cacert " + file("root.pem") + " --cert " + file("client.pem") +
+                       " --key " + file("client.key") + " " + url());
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("subject=CN=real-client,O=Portcullis Test,C=GB"), std::string::npos) << r.output;
+}
+
+TEST_F(RealClients, CurlWithoutCertificateIsRefused) {
+    if (!have("curl")) GTEST_SKIP() << "SKIPPED LOUDLY: curl is not installed";
+    const auto r = run("curl -sS --max-time 10 --cacert " + file("root.pem") + " " + url());
+    EXPECT_NE(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("alert"), std::string::npos) << r.output;
+}
+
+TEST_F(RealClients, OpensslSClient) {
+    if (!have("openssl")) GTEST_SKIP() << "SKIPPED LOUDLY: openssl is not installed";
+    const auto r = run("printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | "
+                       "timeout 10 openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+                       " -servername localhost -CAfile " + file("root.pem") + " -cert " + file("client.pem") +
+                       " -key " + file("client.key") + " -cert_chain " + file("client-ca.pem") +
+                       " -verify_return_error -ign_eof");
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("Verify return code: 0 (ok)"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("HTTP/1.1 200 OK"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
+}
+
+TEST_F(RealClients, PythonSsl) {
+    if (!have("python3")) GTEST_SKIP() << "SKIPPED LOUDLY: python3 is not installed";
+    const auto r = run("timeout 20 python3 " + clients_dir() + "/python_ssl.py localhost " + std::to_string(port) + " " +
+                       file("client.pem") + " " + file("client.key") + " " + file("root.pem"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("status=200"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
+}
+
+TEST_F(RealClients, NodeHttpsModule) {
+    if (!have("node")) GTEST_SKIP() << "SKIPPED LOUDLY: node is not installed";
+    const auto r = run("timeout 20 node " + clients_dir() + "/node_https.js " + url() + " " + file("client.pem") + " " +
+                       file("client.key") + " " + file("root.pem"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("status=200"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
+}
+
+TEST_F(RealClients, AxiosWithHttpsAgent) {
+    if (!have("node")) GTEST_SKIP() << "SKIPPED LOUDLY: node is not installed";
+    if (!std::filesystem::exists(clients_dir() + "/node_modules/axios")) {
+        GTEST_SKIP() << "SKIPPED LOUDLY: axios is not installed (run npm ci in tests/clients)";
+    }
+    const auto r = run("timeout 20 node " + clients_dir() + "/node_axios.js " + url() + " " + file("client.pem") + " " +
+                       file("client.key") + " " + file("root.pem"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("status=200"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace portcullis::testing
