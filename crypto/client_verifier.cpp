@@ -23,7 +23,8 @@ bool glob_matches(const std::string& pattern, const std::string& value) {
     return ::fnmatch(pattern.c_str(), value.c_str(), 0) == 0;
 }
 
-bool any_glob_matches(const std::vector<std::string>& patterns, const std::vector<std::string>& values) {
+bool any_glob_matches(const std::vector<std::string>& patterns,
+                      const std::vector<std::string>& values) {
     for (const auto& p : patterns) {
         for (const auto& v : values) {
             if (glob_matches(p, v)) return true;
@@ -56,13 +57,16 @@ std::string sha256_hex_of(X509* cert) {
 
 std::vector<std::string> san_entries(X509* cert, int type) {
     std::vector<std::string> out;
-    using Names = std::unique_ptr<GENERAL_NAMES, decltype([](GENERAL_NAMES* n) { GENERAL_NAMES_free(n); })>;
-    Names names(static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+    using Names =
+        std::unique_ptr<GENERAL_NAMES, decltype([](GENERAL_NAMES* n) { GENERAL_NAMES_free(n); })>;
+    Names names(static_cast<GENERAL_NAMES*>(
+        X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
     if (!names) return out;
     for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
         const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);
         if (name->type != type) continue;
-        const ASN1_IA5STRING* text = type == GEN_DNS ? name->d.dNSName : name->d.uniformResourceIdentifier;
+        const ASN1_IA5STRING* text =
+            type == GEN_DNS ? name->d.dNSName : name->d.uniformResourceIdentifier;
         out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
                          static_cast<std::size_t>(ASN1_STRING_length(text)));
     }
@@ -86,10 +90,16 @@ std::string subject_rfc2253(const X509_NAME* name) {
     return std::string(data, static_cast<std::size_t>(length));
 }
 
-std::vector<std::string> subject_alt_dns(X509* cert) { return san_entries(cert, GEN_DNS); }
-std::vector<std::string> subject_alt_uris(X509* cert) { return san_entries(cert, GEN_URI); }
+std::vector<std::string> subject_alt_dns(X509* cert) {
+    return san_entries(cert, GEN_DNS);
+}
+std::vector<std::string> subject_alt_uris(X509* cert) {
+    return san_entries(cert, GEN_URI);
+}
 
-void attach_verify_state(SSL* ssl, VerifyState* state) { SSL_set_ex_data(ssl, verify_state_index(), state); }
+void attach_verify_state(SSL* ssl, VerifyState* state) {
+    SSL_set_ex_data(ssl, verify_state_index(), state);
+}
 
 bool has_client_auth_eku(X509* cert) {
     // OpenSSL's purpose check passes a leaf with no EKU extension at all; a
@@ -117,56 +127,73 @@ bool allow_list_permits(const AllowList& allow, X509* cert) {
 
 RejectReason reason_for_verify_error(int error) {
     switch (error) {
-        case X509_V_ERR_CERT_HAS_EXPIRED: return RejectReason::expired;
-        case X509_V_ERR_CERT_NOT_YET_VALID: return RejectReason::not_yet_valid;
-        case X509_V_ERR_CERT_REVOKED: return RejectReason::revoked;
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+            return RejectReason::expired;
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            return RejectReason::not_yet_valid;
+        case X509_V_ERR_CERT_REVOKED:
+            return RejectReason::revoked;
         case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
         case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
         case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        case X509_V_ERR_CERT_CHAIN_TOO_LONG: return RejectReason::unknown_ca;
+        case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+            return RejectReason::unknown_ca;
         case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: return RejectReason::self_signed;
+        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+            return RejectReason::self_signed;
         case X509_V_ERR_UNABLE_TO_GET_CRL:
         case X509_V_ERR_CRL_NOT_YET_VALID:
         case X509_V_ERR_CRL_HAS_EXPIRED:
-        case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER: return RejectReason::crl_unavailable;
+        case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+            return RejectReason::crl_unavailable;
         case X509_V_ERR_CERT_SIGNATURE_FAILURE:
         case X509_V_ERR_CRL_SIGNATURE_FAILURE:
-        case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE: return RejectReason::bad_signature;
-        case X509_V_ERR_INVALID_PURPOSE: return RejectReason::bad_eku;
-        default: return RejectReason::other;
+        case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+            return RejectReason::bad_signature;
+        case X509_V_ERR_INVALID_PURPOSE:
+            return RejectReason::bad_eku;
+        default:
+            return RejectReason::other;
     }
 }
 
 RejectReason reason_for_ssl_error(unsigned long openssl_error) {
     if (ERR_GET_LIB(openssl_error) != ERR_LIB_SSL) return RejectReason::other;
     switch (ERR_GET_REASON(openssl_error)) {
-        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE: return RejectReason::no_certificate;
-        case SSL_R_BAD_SIGNATURE: return RejectReason::bad_signature;
+        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+            return RejectReason::no_certificate;
+        case SSL_R_BAD_SIGNATURE:
+            return RejectReason::bad_signature;
 
-        case SSL_R_CERTIFICATE_VERIFY_FAILED: return RejectReason::other;
-        default: return RejectReason::protocol;
+        case SSL_R_CERTIFICATE_VERIFY_FAILED:
+            return RejectReason::other;
+        default:
+            return RejectReason::protocol;
     }
 }
 
 int verify_client_certificate(int preverified, X509_STORE_CTX* store) {
-    SSL* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    SSL* ssl =
+        static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
     auto* state = static_cast<VerifyState*>(SSL_get_ex_data(ssl, verify_state_index()));
     if (state == nullptr) return preverified;
     X509* leaf = X509_STORE_CTX_get0_cert(store);
     if (!preverified) {
         const int error = X509_STORE_CTX_get_error(store);
-        record(*state->failure, reason_for_verify_error(error), X509_verify_cert_error_string(error), leaf);
+        record(*state->failure, reason_for_verify_error(error),
+               X509_verify_cert_error_string(error), leaf);
         return 0;
     }
     if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;
     if (state->policy->require_client_auth_eku && !has_client_auth_eku(leaf)) {
-        record(*state->failure, RejectReason::bad_eku, "certificate lacks extendedKeyUsage clientAuth", leaf);
+        record(*state->failure, RejectReason::bad_eku,
+               "certificate lacks extendedKeyUsage clientAuth", leaf);
         X509_STORE_CTX_set_error(store, X509_V_ERR_INVALID_PURPOSE);
         return 0;
     }
     if (!allow_list_permits(state->policy->allow, leaf)) {
-        record(*state->failure, RejectReason::not_allowed, "client identity is not on the listener's allow-list", leaf);
+        record(*state->failure, RejectReason::not_allowed,
+               "client identity is not on the listener's allow-list", leaf);
         X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }

@@ -9,14 +9,19 @@ namespace portcullis::crypto {
 
 UniqueEvpPkey PemFileKeySource::load(const std::string& reference) {
     if (reference.starts_with("pkcs11:")) {
-        throw KeyLoadError("key " + reference + ": PKCS#11 keys are not supported by this build yet");
+        throw KeyLoadError("key " + reference +
+                           ": PKCS#11 keys are not supported by this build yet");
     }
-    std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(reference.c_str(), "rb"), &std::fclose);
+    std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(reference.c_str(), "rb"),
+                                                       &std::fclose);
     if (!file) throw KeyLoadError("key " + reference + ": cannot open file");
     // A null passphrase callback with no user data makes encrypted keys fail
     // instead of prompting on a terminal the daemon does not have.
-    UniqueEvpPkey key(PEM_read_PrivateKey(file.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr));
-    if (!key) throw KeyLoadError("key " + reference + ": not an unencrypted PEM private key (" + drain_openssl_errors() + ")");
+    UniqueEvpPkey key(PEM_read_PrivateKey(
+        file.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr));
+    if (!key)
+        throw KeyLoadError("key " + reference + ": not an unencrypted PEM private key (" +
+                           drain_openssl_errors() + ")");
     return key;
 }
 

@@ -15,7 +15,7 @@ struct KeyLoadError : std::runtime_error {
 };
 
 class KeySource {
-public:
+  public:
     virtual ~KeySource() = default;
     // Throws KeyLoadError naming the reference (never a PIN or key material).
     virtual UniqueEvpPkey load(const std::string& reference) = 0;
@@ -23,7 +23,7 @@ public:
 
 // Unencrypted PEM private keys from files.
 class PemFileKeySource final : public KeySource {
-public:
+  public:
     UniqueEvpPkey load(const std::string& reference) override;
 };
 

@@ -13,7 +13,9 @@ namespace portcullis::crypto {
 template <auto Free>
 struct OpenSslDeleter {
     template <typename T>
-    void operator()(T* p) const noexcept { Free(p); }
+    void operator()(T* p) const noexcept {
+        Free(p);
+    }
 };
 
 using UniqueSsl = std::unique_ptr<SSL, OpenSslDeleter<SSL_free>>;

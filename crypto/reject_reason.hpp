@@ -8,18 +8,18 @@ namespace portcullis::crypto {
 
 enum class RejectReason {
     none,
-    no_certificate,    // client_auth = require and no certificate sent
+    no_certificate,  // client_auth = require and no certificate sent
     expired,
     not_yet_valid,
     revoked,
-    unknown_ca,        // chain does not end at a trusted CA
+    unknown_ca,  // chain does not end at a trusted CA
     self_signed,
-    bad_eku,           // leaf lacks extendedKeyUsage clientAuth
-    not_allowed,       // verified, but not on the listener's allow-list
-    bad_signature,     // CertificateVerify or a chain signature did not verify
-    crl_unavailable,   // CRL checking configured but no CRL for an issuer
-    protocol,          // wrong version, garbage, renegotiation, no shared cipher...
-    timeout,           // handshake deadline passed
+    bad_eku,          // leaf lacks extendedKeyUsage clientAuth
+    not_allowed,      // verified, but not on the listener's allow-list
+    bad_signature,    // CertificateVerify or a chain signature did not verify
+    crl_unavailable,  // CRL checking configured but no CRL for an issuer
+    protocol,         // wrong version, garbage, renegotiation, no shared cipher...
+    timeout,          // handshake deadline passed
     other,
 };
 
@@ -27,20 +27,34 @@ inline constexpr int reject_reason_count = static_cast<int>(RejectReason::other)
 
 constexpr std::string_view to_string(RejectReason r) {
     switch (r) {
-        case RejectReason::none: return "none";
-        case RejectReason::no_certificate: return "no_certificate";
-        case RejectReason::expired: return "expired";
-        case RejectReason::not_yet_valid: return "not_yet_valid";
-        case RejectReason::revoked: return "revoked";
-        case RejectReason::unknown_ca: return "unknown_ca";
-        case RejectReason::self_signed: return "self_signed";
-        case RejectReason::bad_eku: return "bad_eku";
-        case RejectReason::not_allowed: return "not_allowed";
-        case RejectReason::bad_signature: return "bad_signature";
-        case RejectReason::crl_unavailable: return "crl_unavailable";
-        case RejectReason::protocol: return "protocol";
-        case RejectReason::timeout: return "timeout";
-        case RejectReason::other: return "other";
+        case RejectReason::none:
+            return "none";
+        case RejectReason::no_certificate:
+            return "no_certificate";
+        case RejectReason::expired:
+            return "expired";
+        case RejectReason::not_yet_valid:
+            return "not_yet_valid";
+        case RejectReason::revoked:
+            return "revoked";
+        case RejectReason::unknown_ca:
+            return "unknown_ca";
+        case RejectReason::self_signed:
+            return "self_signed";
+        case RejectReason::bad_eku:
+            return "bad_eku";
+        case RejectReason::not_allowed:
+            return "not_allowed";
+        case RejectReason::bad_signature:
+            return "bad_signature";
+        case RejectReason::crl_unavailable:
+            return "crl_unavailable";
+        case RejectReason::protocol:
+            return "protocol";
+        case RejectReason::timeout:
+            return "timeout";
+        case RejectReason::other:
+            return "other";
     }
     return "other";
 }

@@ -17,7 +17,7 @@ namespace portcullis::crypto {
 struct ServerTlsContext::SniGroup {
     std::set<std::string> names;  // lowercase; "*.example.com" matches one label
     UniqueSslCtx ctx;
-    std::set<int> key_types;      // EVP_PKEY_EC, EVP_PKEY_RSA, ...
+    std::set<int> key_types;  // EVP_PKEY_EC, EVP_PKEY_RSA, ...
 };
 
 namespace {
@@ -44,14 +44,17 @@ UniqueFile open_file(const std::string& path, const std::string& role) {
 std::vector<UniqueX509> read_certificates(const std::string& path) {
     auto file = open_file(path, "certificate chain");
     std::vector<UniqueX509> certs;
-    while (X509* cert = PEM_read_X509(file.get(), nullptr, nullptr, nullptr)) certs.emplace_back(cert);
+    while (X509* cert = PEM_read_X509(file.get(), nullptr, nullptr, nullptr))
+        certs.emplace_back(cert);
     ERR_clear_error();  // the loop ends on "no start line"
-    if (certs.empty()) throw TlsConfigError("certificate chain " + path + ": no PEM certificate in file");
+    if (certs.empty())
+        throw TlsConfigError("certificate chain " + path + ": no PEM certificate in file");
     return certs;
 }
 
 std::string lowercase(std::string text) {
-    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(text.begin(), text.end(), text.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     return text;
 }
 
@@ -77,10 +80,12 @@ bool name_matches(const std::string& pattern, const std::string& host) {
 
 UniqueX509Store build_trust_store(const TlsPolicy& policy) {
     UniqueX509Store store(X509_STORE_new());
-    if (!policy.trust_file.empty() && X509_STORE_load_file(store.get(), policy.trust_file.c_str()) != 1) {
+    if (!policy.trust_file.empty() &&
+        X509_STORE_load_file(store.get(), policy.trust_file.c_str()) != 1) {
         fail("trust bundle " + policy.trust_file + ": cannot load CA certificates");
     }
-    if (!policy.trust_dir.empty() && X509_STORE_load_path(store.get(), policy.trust_dir.c_str()) != 1) {
+    if (!policy.trust_dir.empty() &&
+        X509_STORE_load_path(store.get(), policy.trust_dir.c_str()) != 1) {
         fail("trust directory " + policy.trust_dir + ": cannot use as a hashed CA directory");
     }
     for (const auto& path : policy.crl_files) {
@@ -88,7 +93,8 @@ UniqueX509Store build_trust_store(const TlsPolicy& policy) {
         int loaded = 0;
         while (X509_CRL* raw = PEM_read_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
             UniqueX509Crl crl(raw);
-            if (X509_STORE_add_crl(store.get(), crl.get()) != 1) fail("CRL " + path + ": cannot add to trust store");
+            if (X509_STORE_add_crl(store.get(), crl.get()) != 1)
+                fail("CRL " + path + ": cannot add to trust store");
             ++loaded;
         }
         ERR_clear_error();
@@ -105,8 +111,8 @@ UniqueX509Store build_trust_store(const TlsPolicy& policy) {
 // Sessions resume only under the same client-verification policy.
 std::vector<unsigned char> session_context_of(const TlsPolicy& policy) {
     std::string material = "portcullis/";
-    material += std::to_string(static_cast<int>(policy.client_auth)) + "/" + policy.trust_file + "/" +
-                policy.trust_dir;
+    material += std::to_string(static_cast<int>(policy.client_auth)) + "/" + policy.trust_file +
+                "/" + policy.trust_dir;
     for (const auto& crl : policy.crl_files) material += "/" + crl;
     std::vector<unsigned char> digest(SHA256_DIGEST_LENGTH);
     SHA256(reinterpret_cast<const unsigned char*>(material.data()), material.size(), digest.data());
@@ -116,18 +122,20 @@ std::vector<unsigned char> session_context_of(const TlsPolicy& policy) {
 std::vector<unsigned char> alpn_wire_format(const std::vector<std::string>& protocols) {
     std::vector<unsigned char> wire;
     for (const auto& p : protocols) {
-        if (p.empty() || p.size() > 255) throw TlsConfigError("ALPN protocol name \"" + p + "\" must be 1..255 bytes");
+        if (p.empty() || p.size() > 255)
+            throw TlsConfigError("ALPN protocol name \"" + p + "\" must be 1..255 bytes");
         wire.push_back(static_cast<unsigned char>(p.size()));
         wire.insert(wire.end(), p.begin(), p.end());
     }
     return wire;
 }
 
-int select_alpn(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* offered,
-                unsigned int offered_len, void* arg) {
+int select_alpn(SSL*, const unsigned char** out, unsigned char* out_len,
+                const unsigned char* offered, unsigned int offered_len, void* arg) {
     const auto* ours = static_cast<const std::vector<unsigned char>*>(arg);
     unsigned char* selected = nullptr;
-    if (SSL_select_next_proto(&selected, out_len, ours->data(), static_cast<unsigned int>(ours->size()), offered,
+    if (SSL_select_next_proto(&selected, out_len, ours->data(),
+                              static_cast<unsigned int>(ours->size()), offered,
                               offered_len) != OPENSSL_NPN_NEGOTIATED) {
         return SSL_TLSEXT_ERR_NOACK;  // no common protocol: carry on without ALPN
     }
@@ -141,7 +149,8 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* out_len, const u
 static int switch_context_for_sni(SSL* ssl, int*, void* arg) {
     const char* requested = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     if (requested == nullptr) return SSL_TLSEXT_ERR_OK;
-    const auto* groups = static_cast<const std::vector<std::unique_ptr<ServerTlsContext::SniGroup>>*>(arg);
+    const auto* groups =
+        static_cast<const std::vector<std::unique_ptr<ServerTlsContext::SniGroup>>*>(arg);
     const std::string host = lowercase(requested);
     for (const auto& group : *groups) {
         for (const auto& pattern : group->names) {
@@ -157,11 +166,14 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
                                    std::span<const std::uint8_t> ticket_key)
     : policy_(policy), alpn_wire_(alpn_wire_format(policy.alpn)) {
     if (policy.certificates.empty()) throw TlsConfigError("no server certificate configured");
-    if (!ticket_key.empty() && ticket_key.size() != 80) throw TlsConfigError("ticket key must be 80 bytes");
+    if (!ticket_key.empty() && ticket_key.size() != 80)
+        throw TlsConfigError("ticket key must be 80 bytes");
     const auto store = policy.client_auth == ClientAuth::none ? nullptr : build_trust_store(policy);
     const auto session_context = session_context_of(policy);
-    const int min_version = policy.min_version == TlsVersion::tls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
-    const int max_version = policy.max_version == TlsVersion::tls12 ? TLS1_2_VERSION : TLS1_3_VERSION;
+    const int min_version =
+        policy.min_version == TlsVersion::tls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
+    const int max_version =
+        policy.max_version == TlsVersion::tls12 ? TLS1_2_VERSION : TLS1_3_VERSION;
 
     auto new_context = [&]() {
         UniqueSslCtx ctx(SSL_CTX_new(TLS_server_method()));
@@ -173,15 +185,19 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         // No SSL_MODE_RELEASE_BUFFERS: it trades memory for an allocation per record.
         // NO_AUTO_CHAIN: send exactly the configured chain, never certificates
         // OpenSSL would borrow from the client trust store.
-        SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+        SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                         SSL_MODE_NO_AUTO_CHAIN);
         const std::string ciphers = policy.ciphers.empty() ? default_tls12_ciphers : policy.ciphers;
-        if (SSL_CTX_set_cipher_list(ctx.get(), ciphers.c_str()) != 1) fail("ciphers \"" + ciphers + "\" rejected");
-        if (!policy.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx.get(), policy.ciphersuites.c_str()) != 1) {
+        if (SSL_CTX_set_cipher_list(ctx.get(), ciphers.c_str()) != 1)
+            fail("ciphers \"" + ciphers + "\" rejected");
+        if (!policy.ciphersuites.empty() &&
+            SSL_CTX_set_ciphersuites(ctx.get(), policy.ciphersuites.c_str()) != 1) {
             fail("ciphersuites \"" + policy.ciphersuites + "\" rejected");
         }
         const std::string groups = policy.groups.empty() ? default_groups : policy.groups;
-        if (SSL_CTX_set1_groups_list(ctx.get(), groups.c_str()) != 1) fail("groups \"" + groups + "\" rejected");
+        if (SSL_CTX_set1_groups_list(ctx.get(), groups.c_str()) != 1)
+            fail("groups \"" + groups + "\" rejected");
         SSL_CTX_set_session_id_context(ctx.get(), session_context.data(),
                                        static_cast<unsigned int>(session_context.size()));
         if (!ticket_key.empty()) {
@@ -213,7 +229,8 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
     for (const auto& spec : policy.certificates) {
         auto chain = read_certificates(spec.chain_file);
         const auto names = names_of(spec, chain.front().get());
-        auto group = std::find_if(groups_.begin(), groups_.end(), [&](const auto& g) { return g->names == names; });
+        auto group = std::find_if(groups_.begin(), groups_.end(),
+                                  [&](const auto& g) { return g->names == names; });
         if (group == groups_.end()) {
             groups_.push_back(std::make_unique<SniGroup>(SniGroup{names, new_context(), {}}));
             group = std::prev(groups_.end());
@@ -222,11 +239,15 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         auto key = keys.load(spec.key);
         const int key_type = EVP_PKEY_get_base_id(key.get());
         if (!(*group)->key_types.insert(key_type).second) {
-            throw TlsConfigError("certificate chain " + spec.chain_file + ": another certificate with the same key type already serves the same names");
+            throw TlsConfigError(
+                "certificate chain " + spec.chain_file +
+                ": another certificate with the same key type already serves the same names");
         }
-        if (SSL_CTX_use_certificate(ctx, chain.front().get()) != 1) fail("certificate chain " + spec.chain_file + ": leaf rejected");
+        if (SSL_CTX_use_certificate(ctx, chain.front().get()) != 1)
+            fail("certificate chain " + spec.chain_file + ": leaf rejected");
         for (std::size_t i = 1; i < chain.size(); ++i) {
-            if (SSL_CTX_add1_chain_cert(ctx, chain[i].get()) != 1) fail("certificate chain " + spec.chain_file + ": intermediate rejected");
+            if (SSL_CTX_add1_chain_cert(ctx, chain[i].get()) != 1)
+                fail("certificate chain " + spec.chain_file + ": intermediate rejected");
         }
         if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
             fail("key " + spec.key + " does not match certificate " + spec.chain_file);

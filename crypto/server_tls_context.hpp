@@ -23,7 +23,7 @@ struct TlsConfigError : std::runtime_error {
 };
 
 class ServerTlsContext {
-public:
+  public:
     // Throws TlsConfigError with the file and the OpenSSL reason on any problem
     // (unreadable chain, key not matching, bad cipher string, ...).
     // `ticket_key` (80 bytes: name, HMAC and AES keys), when given, is used by
@@ -41,7 +41,7 @@ public:
 
     struct SniGroup;  // implementation detail, public for the callbacks
 
-private:
+  private:
     TlsPolicy policy_;
     std::vector<unsigned char> alpn_wire_;  // policy.alpn in TLS wire format
     std::vector<std::unique_ptr<SniGroup>> groups_;

@@ -75,8 +75,10 @@ TlsConnection::Step TlsConnection::fail_from_ssl_error() {
     const unsigned long error = ERR_peek_last_error();
     if (failure_.reason == RejectReason::none) {
         failure_.reason = error != 0 ? reason_for_ssl_error(error) : RejectReason::protocol;
-        if (failure_.reason == RejectReason::other && SSL_get_verify_result(ssl_.get()) != X509_V_OK) {
-            failure_.reason = reason_for_verify_error(static_cast<int>(SSL_get_verify_result(ssl_.get())));
+        if (failure_.reason == RejectReason::other &&
+            SSL_get_verify_result(ssl_.get()) != X509_V_OK) {
+            failure_.reason =
+                reason_for_verify_error(static_cast<int>(SSL_get_verify_result(ssl_.get())));
         }
         if (X509* cert = SSL_get0_peer_certificate(ssl_.get())) {
             failure_.peer_subject = subject_rfc2253(X509_get_subject_name(cert));
@@ -93,7 +95,8 @@ void TlsConnection::capture_identity() {
     SSL* ssl = ssl_.get();
     peer_.tls_version = SSL_get_version(ssl);
     peer_.cipher = SSL_get_cipher_name(ssl);
-    if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) peer_.server_name = sni;
+    if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name))
+        peer_.server_name = sni;
     const unsigned char* alpn = nullptr;
     unsigned int alpn_len = 0;
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
@@ -120,9 +123,12 @@ TlsConnection::IoResult TlsConnection::read_plaintext(std::span<std::uint8_t> ou
     std::size_t n = 0;
     if (SSL_read_ex(ssl_.get(), out.data(), out.size(), &n) == 1) return {IoStatus::ok, n};
     switch (SSL_get_error(ssl_.get(), 0)) {
-        case SSL_ERROR_WANT_READ: return {IoStatus::need_input, 0};
-        case SSL_ERROR_WANT_WRITE: return {IoStatus::full, 0};
-        case SSL_ERROR_ZERO_RETURN: return {IoStatus::closed, 0};
+        case SSL_ERROR_WANT_READ:
+            return {IoStatus::need_input, 0};
+        case SSL_ERROR_WANT_WRITE:
+            return {IoStatus::full, 0};
+        case SSL_ERROR_ZERO_RETURN:
+            return {IoStatus::closed, 0};
         default:
             failure_.reason = RejectReason::protocol;
             failure_.detail = drain_openssl_errors();
@@ -136,8 +142,10 @@ TlsConnection::IoResult TlsConnection::write_plaintext(std::span<const std::uint
     std::size_t n = 0;
     if (SSL_write_ex(ssl_.get(), in.data(), in.size(), &n) == 1) return {IoStatus::ok, n};
     switch (SSL_get_error(ssl_.get(), 0)) {
-        case SSL_ERROR_WANT_WRITE: return {IoStatus::full, 0};
-        case SSL_ERROR_WANT_READ: return {IoStatus::need_input, 0};
+        case SSL_ERROR_WANT_WRITE:
+            return {IoStatus::full, 0};
+        case SSL_ERROR_WANT_READ:
+            return {IoStatus::need_input, 0};
         default:
             failure_.detail = drain_openssl_errors();
             return {IoStatus::failed, 0};

@@ -39,7 +39,7 @@ struct TlsFailure {
 };
 
 class TlsConnection {
-public:
+  public:
     enum class Step {
         need_input,             // handshake needs more ciphertext from the peer
         key_operation_pending,  // paused on an asynchronous private-key operation
@@ -87,7 +87,7 @@ public:
     const PeerIdentity& peer() const { return peer_; }
     const TlsFailure& failure() const { return failure_; }
 
-private:
+  private:
     Step fail_from_ssl_error();
     void capture_identity();
 

@@ -39,18 +39,18 @@ struct AllowList {
 struct TlsPolicy {
     std::vector<CertificateSpec> certificates;  // at least one
     ClientAuth client_auth = ClientAuth::require;
-    std::string trust_file;                     // PEM bundle of accepted client CAs
-    std::string trust_dir;                      // c_rehash-style directory
-    std::vector<std::string> crl_files;         // PEM CRLs
-    CrlScope crl_scope = CrlScope::leaf;        // only used when crl_files is not empty
+    std::string trust_file;               // PEM bundle of accepted client CAs
+    std::string trust_dir;                // c_rehash-style directory
+    std::vector<std::string> crl_files;   // PEM CRLs
+    CrlScope crl_scope = CrlScope::leaf;  // only used when crl_files is not empty
     int verify_depth = 4;
-    bool require_client_auth_eku = true;        // leaf must carry EKU clientAuth
+    bool require_client_auth_eku = true;  // leaf must carry EKU clientAuth
     AllowList allow;
     TlsVersion min_version = TlsVersion::tls12;
     TlsVersion max_version = TlsVersion::tls13;
-    std::string ciphers;       // TLS 1.2 cipher list; empty = built-in strong default
-    std::string ciphersuites;  // TLS 1.3 suites; empty = OpenSSL default
-    std::string groups;        // key exchange groups; empty = built-in default
+    std::string ciphers;            // TLS 1.2 cipher list; empty = built-in strong default
+    std::string ciphersuites;       // TLS 1.3 suites; empty = OpenSSL default
+    std::string groups;             // key exchange groups; empty = built-in default
     std::vector<std::string> alpn;  // server preference order; empty = no ALPN
 };
 

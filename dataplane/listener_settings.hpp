@@ -13,9 +13,9 @@ namespace portcullis::dataplane {
 struct UpstreamSettings {
     std::vector<SocketAddress> backends;  // round robin, at least one
     int connect_timeout_ms = 2000;
-    int fail_threshold = 3;      // consecutive connect failures that mark a backend down
-    int retry_after_ms = 5000;   // a down backend is tried again after this
-    bool proxy_protocol = false; // send a PROXY v2 header with the client identity
+    int fail_threshold = 3;       // consecutive connect failures that mark a backend down
+    int retry_after_ms = 5000;    // a down backend is tried again after this
+    bool proxy_protocol = false;  // send a PROXY v2 header with the client identity
 };
 
 struct ListenerSettings {

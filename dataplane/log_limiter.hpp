@@ -9,10 +9,11 @@
 namespace portcullis::dataplane {
 
 class LogLimiter {
-public:
+  public:
     using Clock = std::chrono::steady_clock;
 
-    LogLimiter(double lines_per_second, double burst) : rate_(lines_per_second), burst_(burst), tokens_(burst) {}
+    LogLimiter(double lines_per_second, double burst)
+        : rate_(lines_per_second), burst_(burst), tokens_(burst) {}
 
     // True when a line may be written now.
     bool allow(Clock::time_point now) {
@@ -34,7 +35,7 @@ public:
         return n;
     }
 
-private:
+  private:
     double rate_;
     double burst_;
     double tokens_;

@@ -13,7 +13,8 @@ std::optional<SocketAddress> SocketAddress::parse(std::string_view text) {
     bool bracketed = false;
     if (text.starts_with('[')) {
         const auto close = text.find(']');
-        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') return std::nullopt;
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+            return std::nullopt;
         host = text.substr(1, close - 1);
         port_text = text.substr(close + 2);
         bracketed = true;
@@ -24,8 +25,10 @@ std::optional<SocketAddress> SocketAddress::parse(std::string_view text) {
         port_text = text.substr(colon + 1);
     }
     unsigned port = 0;
-    const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535) {
+    const auto [end, ec] =
+        std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+        port > 65535) {
         return std::nullopt;
     }
     SocketAddress address;
@@ -59,7 +62,8 @@ SocketAddress SocketAddress::from(const sockaddr* sa, socklen_t len) {
 }
 
 std::uint16_t SocketAddress::port() const {
-    if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
+    if (family() == AF_INET6)
+        return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
     if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
     return 0;
 }
@@ -67,9 +71,11 @@ std::uint16_t SocketAddress::port() const {
 std::string SocketAddress::host() const {
     char text[INET6_ADDRSTRLEN] = {};
     if (family() == AF_INET6) {
-        ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr, text, sizeof text);
+        ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr, text,
+                    sizeof text);
     } else if (family() == AF_INET) {
-        ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr, text, sizeof text);
+        ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr, text,
+                    sizeof text);
     }
     return text;
 }

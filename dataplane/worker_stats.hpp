@@ -13,28 +13,30 @@
 namespace portcullis::dataplane {
 
 class Counter {
-public:
-    void add(std::uint64_t n = 1) { value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  public:
+    void add(std::uint64_t n = 1) {
+        value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
     void set(std::uint64_t v) { value_.store(v, std::memory_order_relaxed); }
     std::uint64_t get() const { return value_.load(std::memory_order_relaxed); }
 
-private:
+  private:
     std::atomic<std::uint64_t> value_{0};
 };
 
 struct WorkerStats {
     Counter connections_accepted;
-    Counter connections_refused;      // over workers.max_connections
-    Counter connections_active;       // gauge
+    Counter connections_refused;  // over workers.max_connections
+    Counter connections_active;   // gauge
     Counter handshakes_full;
     Counter handshakes_resumed;
     std::array<Counter, crypto::reject_reason_count> handshakes_rejected;  // by RejectReason
-    Counter handshakes_abandoned;     // client closed mid-handshake (scans, impatient clients)
+    Counter handshakes_abandoned;  // client closed mid-handshake (scans, impatient clients)
     Counter upstream_connect_failures;
-    Counter upstream_unavailable;     // no backend could take the connection
-    Counter bytes_from_clients;       // plaintext
-    Counter bytes_to_clients;         // plaintext
-    Counter restarts;                 // times this slot's worker was started again
+    Counter upstream_unavailable;  // no backend could take the connection
+    Counter bytes_from_clients;    // plaintext
+    Counter bytes_to_clients;      // plaintext
+    Counter restarts;              // times this slot's worker was started again
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);

@@ -13,12 +13,12 @@
 namespace portcullis::mgmt {
 
 struct WorkerSettings {
-    int count = 0;                 // 0 = one per online CPU
-    int max_connections = 10000;   // per worker
+    int count = 0;                // 0 = one per online CPU
+    int max_connections = 10000;  // per worker
 };
 
 struct LogSettings {
-    std::string level = "info";    // trace|debug|info|warn|error|critical|off
+    std::string level = "info";  // trace|debug|info|warn|error|critical|off
 };
 
 struct Config {
@@ -29,15 +29,15 @@ struct Config {
 };
 
 class ConfigError : public std::runtime_error {
-public:
+  public:
     ConfigError(std::string file, int line, int column, std::string key, std::string problem);
     const std::string& file() const { return file_; }
     int line() const { return line_; }
     int column() const { return column_; }
-    const std::string& key() const { return key_; }      // e.g. "listener[0].tls.client_auth"
+    const std::string& key() const { return key_; }  // e.g. "listener[0].tls.client_auth"
     const std::string& problem() const { return problem_; }
 
-private:
+  private:
     std::string file_;
     int line_;
     int column_;

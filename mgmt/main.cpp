@@ -25,8 +25,8 @@ int check_tls_material(const mgmt::Config& config) {
         try {
             crypto::ServerTlsContext context(listener.tls, keys);
         } catch (const std::exception& e) {
-            std::cerr << config.source_file << ": listener[" << i << "] (" << listener.name << ").tls: " << e.what()
-                      << "\n";
+            std::cerr << config.source_file << ": listener[" << i << "] (" << listener.name
+                      << ").tls: " << e.what() << "\n";
             return 1;
         }
     }
@@ -42,14 +42,16 @@ int main(int argc, char** argv) {
     int workers = -1;
     std::string log_level;
     auto* run_opt = app.add_option("-c,--config", config_path, "run with this configuration file");
-    auto* check_opt = app.add_option("--check-config", check_path, "validate this configuration file and exit");
+    auto* check_opt =
+        app.add_option("--check-config", check_path, "validate this configuration file and exit");
     app.add_option("--workers", workers, "override workers.count")->check(CLI::Range(0, 1024));
     app.add_option("--log-level", log_level, "override log.level");
     app.set_version_flag("--version", "portcullis " PORTCULLIS_VERSION);
     run_opt->excludes(check_opt);
     CLI11_PARSE(app, argc, argv);
     if (config_path.empty() && check_path.empty()) {
-        std::cerr << "portcullis: give --config FILE to run or --check-config FILE to validate\n" << app.help();
+        std::cerr << "portcullis: give --config FILE to run or --check-config FILE to validate\n"
+                  << app.help();
         return 2;
     }
 

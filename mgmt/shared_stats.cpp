@@ -11,7 +11,8 @@ namespace portcullis::mgmt {
 SharedStats::SharedStats(std::size_t slots) : count_(slots) {
     void* memory = ::mmap(nullptr, sizeof(dataplane::WorkerStats) * slots, PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (memory == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap shared stats");
+    if (memory == MAP_FAILED)
+        throw std::system_error(errno, std::generic_category(), "mmap shared stats");
     slots_ = static_cast<dataplane::WorkerStats*>(memory);
     for (std::size_t i = 0; i < slots; ++i) std::construct_at(&slots_[i]);
 }
@@ -32,20 +33,24 @@ std::string SharedStats::summary() const {
     std::uint64_t rejected_total = 0;
     for (int r = 1; r < crypto::reject_reason_count; ++r) {
         std::uint64_t n = 0;
-        for (std::size_t i = 0; i < count_; ++i) n += slots_[i].handshakes_rejected[static_cast<std::size_t>(r)].get();
+        for (std::size_t i = 0; i < count_; ++i)
+            n += slots_[i].handshakes_rejected[static_cast<std::size_t>(r)].get();
         if (n == 0) continue;
         rejected_total += n;
-        rejected += fmt::format(" rejected.{}={}", crypto::to_string(static_cast<crypto::RejectReason>(r)), n);
+        rejected += fmt::format(" rejected.{}={}",
+                                crypto::to_string(static_cast<crypto::RejectReason>(r)), n);
     }
     return fmt::format(
-        "accepted={} refused={} active={} handshakes_full={} handshakes_resumed={} handshakes_abandoned={} "
+        "accepted={} refused={} active={} handshakes_full={} handshakes_resumed={} "
+        "handshakes_abandoned={} "
         "rejected_total={}{} "
-        "upstream_connect_failures={} upstream_unavailable={} bytes_from_clients={} bytes_to_clients={} "
+        "upstream_connect_failures={} upstream_unavailable={} bytes_from_clients={} "
+        "bytes_to_clients={} "
         "worker_restarts={}",
         sum(&S::connections_accepted), sum(&S::connections_refused), sum(&S::connections_active),
-        sum(&S::handshakes_full), sum(&S::handshakes_resumed), sum(&S::handshakes_abandoned), rejected_total, rejected,
-        sum(&S::upstream_connect_failures), sum(&S::upstream_unavailable), sum(&S::bytes_from_clients),
-        sum(&S::bytes_to_clients), sum(&S::restarts));
+        sum(&S::handshakes_full), sum(&S::handshakes_resumed), sum(&S::handshakes_abandoned),
+        rejected_total, rejected, sum(&S::upstream_connect_failures), sum(&S::upstream_unavailable),
+        sum(&S::bytes_from_clients), sum(&S::bytes_to_clients), sum(&S::restarts));
 }
 
 }  // namespace portcullis::mgmt

@@ -10,7 +10,7 @@
 namespace portcullis::mgmt {
 
 class SharedStats {
-public:
+  public:
     explicit SharedStats(std::size_t slots);
     ~SharedStats();
     SharedStats(const SharedStats&) = delete;
@@ -22,7 +22,7 @@ public:
     // One log line with every counter summed over the slots.
     std::string summary() const;
 
-private:
+  private:
     dataplane::WorkerStats* slots_;
     std::size_t count_;
 };

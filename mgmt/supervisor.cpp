@@ -48,16 +48,18 @@ std::string describe_status(int status) {
 
 std::string listener_summary(const Config& config) {
     std::string text;
-    for (const auto& l : config.listeners) text += (text.empty() ? "" : ",") + l.name + "@" + l.address.to_string();
+    for (const auto& l : config.listeners)
+        text += (text.empty() ? "" : ",") + l.name + "@" + l.address.to_string();
     return text;
 }
 
 class Supervisor {
-public:
+  public:
     explicit Supervisor(const Config& config)
         : config_(config),
-          worker_count_(config.workers.count > 0 ? config.workers.count
-                                                 : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))),
+          worker_count_(config.workers.count > 0
+                            ? config.workers.count
+                            : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))),
           stats_(static_cast<std::size_t>(worker_count_)),
           slots_(static_cast<std::size_t>(worker_count_)) {
         sigset_t mask;
@@ -74,7 +76,8 @@ public:
         // From the kernel, not OpenSSL: the supervisor holds no OpenSSL state
         // across fork. Lives for the process; rotation comes with issue #4.
         ticket_key_.resize(80);
-        if (::getrandom(ticket_key_.data(), ticket_key_.size(), 0) != static_cast<ssize_t>(ticket_key_.size())) {
+        if (::getrandom(ticket_key_.data(), ticket_key_.size(), 0) !=
+            static_cast<ssize_t>(ticket_key_.size())) {
             throw std::system_error(errno, std::generic_category(), "getrandom ticket key");
         }
     }
@@ -94,7 +97,7 @@ public:
         return exit_code_;
     }
 
-private:
+  private:
     void start_worker(int index) {
         auto& slot = slots_[static_cast<std::size_t>(index)];
         const pid_t pid = ::fork();
@@ -137,12 +140,14 @@ private:
         }
         if (!announced_ready_ && all_ready()) {
             announced_ready_ = true;
-            spdlog::info("portcullis ready listeners={} workers={}", listener_summary(config_), worker_count_);
+            spdlog::info("portcullis ready listeners={} workers={}", listener_summary(config_),
+                         worker_count_);
         }
     }
 
     bool all_ready() const {
-        for (const auto& s : slots_) if (!s.ready) return false;
+        for (const auto& s : slots_)
+            if (!s.ready) return false;
         return true;
     }
 
@@ -152,13 +157,22 @@ private:
             switch (info.ssi_signo) {
                 case SIGTERM:
                 case SIGINT:
-                    spdlog::info("received {}, stopping", ::strsignal(static_cast<int>(info.ssi_signo)));
+                    spdlog::info("received {}, stopping",
+                                 ::strsignal(static_cast<int>(info.ssi_signo)));
                     stopping_ = true;
                     break;
-                case SIGCHLD: reap_children(); break;
-                case SIGUSR1: spdlog::info("portcullis stats {}", stats_.summary()); break;
-                case SIGHUP: spdlog::warn("SIGHUP: live reload is not implemented yet; restart to apply changes"); break;
-                default: break;
+                case SIGCHLD:
+                    reap_children();
+                    break;
+                case SIGUSR1:
+                    spdlog::info("portcullis stats {}", stats_.summary());
+                    break;
+                case SIGHUP:
+                    spdlog::warn(
+                        "SIGHUP: live reload is not implemented yet; restart to apply changes");
+                    break;
+                default:
+                    break;
             }
         }
     }
@@ -177,16 +191,20 @@ private:
         auto& slot = slots_[static_cast<std::size_t>(index)];
         slot.pid = -1;
         if (stopping_) return;
-        const bool startup_failure = WIFEXITED(status) && WEXITSTATUS(status) == dataplane::kernel::worker_exit_startup_failed;
+        const bool startup_failure =
+            WIFEXITED(status) &&
+            WEXITSTATUS(status) == dataplane::kernel::worker_exit_startup_failed;
         if (startup_failure && !slot.ready) {
-            spdlog::critical("worker {} could not start ({}); see the error above. Stopping.", index, describe_status(status));
+            spdlog::critical("worker {} could not start ({}); see the error above. Stopping.",
+                             index, describe_status(status));
             exit_code_ = 1;
             stopping_ = true;
             return;
         }
         slot.quick_deaths = Clock::now() - slot.started < quick_death ? slot.quick_deaths + 1 : 0;
         if (slot.quick_deaths >= max_quick_deaths) {
-            spdlog::critical("worker {} died {} times in a row right after starting; stopping", index, slot.quick_deaths);
+            spdlog::critical("worker {} died {} times in a row right after starting; stopping",
+                             index, slot.quick_deaths);
             exit_code_ = 1;
             stopping_ = true;
             return;
@@ -195,12 +213,14 @@ private:
         stats_.slot(static_cast<std::size_t>(index)).restarts.add();
         // The dead worker's connections are gone; its gauge must not linger.
         stats_.slot(static_cast<std::size_t>(index)).connections_active.set(0);
-        if (slot.quick_deaths > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 * slot.quick_deaths));
+        if (slot.quick_deaths > 0)
+            std::this_thread::sleep_for(std::chrono::milliseconds(200 * slot.quick_deaths));
         start_worker(index);
     }
 
     void stop_workers() {
-        for (const auto& s : slots_) if (s.pid > 0) ::kill(s.pid, SIGTERM);
+        for (const auto& s : slots_)
+            if (s.pid > 0) ::kill(s.pid, SIGTERM);
         const auto deadline = Clock::now() + stop_grace;
         while (any_alive() && Clock::now() < deadline) {
             reap_children();
@@ -217,7 +237,8 @@ private:
     }
 
     bool any_alive() const {
-        for (const auto& s : slots_) if (s.pid > 0) return true;
+        for (const auto& s : slots_)
+            if (s.pid > 0) return true;
         return false;
     }
 

@@ -72,7 +72,8 @@ std::string unescape(const std::string& text) {
 }
 
 std::string reason_name(std::string text) {
-    for (auto& c : text) c = std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(c)) : '_';
+    for (auto& c : text)
+        c = std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(c)) : '_';
     return text;
 }
 
@@ -96,12 +97,12 @@ class Slot;
 // One client thread: its own SSL_CTX (no cross-thread OpenSSL contention in
 // the client) and epoll.
 class ClientThread {
-public:
+  public:
     ClientThread(Shared& shared, int slots) : shared_(shared), slot_count_(slots) {}
     void run();
     ThreadResult result;
 
-private:
+  private:
     friend class Slot;
     void build_context();
     Shared& shared_;
@@ -116,7 +117,7 @@ int slot_index() {
 }
 
 class Slot {
-public:
+  public:
     explicit Slot(ClientThread& owner) : owner_(owner) {}
 
     void start() {
@@ -142,7 +143,8 @@ public:
             int error = 0;
             socklen_t len = sizeof error;
             ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
-            if (error != 0) return fail(error == ECONNREFUSED ? "connect_refused" : "connect_error");
+            if (error != 0)
+                return fail(error == ECONNREFUSED ? "connect_refused" : "connect_error");
             if (!(events & EPOLLOUT)) return;
             begin_tls();
         }
@@ -150,7 +152,8 @@ public:
     }
 
     void check_timeout(Clock::time_point now) {
-        if (state_ != State::idle && now - started_ > std::chrono::milliseconds(owner_.shared_.options.timeout_ms)) {
+        if (state_ != State::idle &&
+            now - started_ > std::chrono::milliseconds(owner_.shared_.options.timeout_ms)) {
             fail(state_ == State::connecting ? "connect_timeout" : "timeout");
         }
     }
@@ -162,7 +165,8 @@ public:
         auto* slot = static_cast<Slot*>(SSL_get_ex_data(ssl, slot_index()));
         if (!slot || (value >> 8) != SSL3_AL_FATAL) return;
         // OpenSSL 3.0's alert table predates TLS 1.3's certificate_required (116).
-        slot->alert_ = (value & 0xff) == 116 ? "certificate required" : SSL_alert_desc_string_long(value);
+        slot->alert_ =
+            (value & 0xff) == 116 ? "certificate required" : SSL_alert_desc_string_long(value);
     }
 
     static int on_new_session(SSL* ssl, SSL_SESSION* session) {
@@ -172,7 +176,7 @@ public:
         return 1;
     }
 
-private:
+  private:
     enum class State { idle, connecting, handshaking, writing, reading, ticket };
     using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SESSION_free>>;
 
@@ -197,7 +201,8 @@ private:
                 resumed_ = SSL_session_reused(ssl_.get()) == 1;
                 if (!owner_.shared_.request.empty()) {
                     state_ = State::writing;
-                } else if (o.mode == "resume" && SSL_version(ssl_.get()) == TLS1_3_VERSION && !resumed_) {
+                } else if (o.mode == "resume" && SSL_version(ssl_.get()) == TLS1_3_VERSION &&
+                           !resumed_) {
                     state_ = State::ticket;  // TLS 1.3 tickets arrive after the handshake
                 } else {
                     return succeed();
@@ -205,7 +210,8 @@ private:
             } else if (state_ == State::writing) {
                 const auto& request = owner_.shared_.request;
                 std::size_t written = 0;
-                const int r = SSL_write_ex(ssl_.get(), request.data() + request_offset_, request.size() - request_offset_, &written);
+                const int r = SSL_write_ex(ssl_.get(), request.data() + request_offset_,
+                                           request.size() - request_offset_, &written);
                 if (r != 1) return handle_io_error(r);
                 request_offset_ += written;
                 if (request_offset_ == request.size()) state_ = State::reading;
@@ -215,13 +221,16 @@ private:
                 const int r = SSL_read_ex(ssl_.get(), buffer, sizeof buffer, &n);
                 if (r == 1) {
                     response_bytes_ += n;
-                    if (o.response_bytes > 0 && response_bytes_ >= o.response_bytes) return succeed();
+                    if (o.response_bytes > 0 && response_bytes_ >= o.response_bytes)
+                        return succeed();
                     continue;
                 }
                 const int error = SSL_get_error(ssl_.get(), r);
-                if (state_ == State::ticket && error == SSL_ERROR_WANT_READ && session_) return succeed();
-                if (state_ == State::reading && (error == SSL_ERROR_ZERO_RETURN ||
-                                                 (error == SSL_ERROR_SYSCALL && response_bytes_ > 0))) {
+                if (state_ == State::ticket && error == SSL_ERROR_WANT_READ && session_)
+                    return succeed();
+                if (state_ == State::reading &&
+                    (error == SSL_ERROR_ZERO_RETURN ||
+                     (error == SSL_ERROR_SYSCALL && response_bytes_ > 0))) {
                     return succeed();  // the backend answered and closed
                 }
                 return handle_io_error(r);
@@ -237,14 +246,18 @@ private:
         if (!alert_.empty()) return fail("handshake_alert_" + reason_name(alert_));
         if (SSL_get_verify_result(ssl_.get()) != X509_V_OK) return fail("verify_failed");
         if (error == SSL_ERROR_SYSCALL || error == SSL_ERROR_ZERO_RETURN) {
-            return fail(errno == ECONNRESET ? "reset" : state_ == State::handshaking ? "handshake_eof" : "eof");
+            return fail(errno == ECONNRESET            ? "reset"
+                        : state_ == State::handshaking ? "handshake_eof"
+                                                       : "eof");
         }
         fail("other");
     }
 
     void succeed() {
         auto& result = owner_.result;
-        const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(handshake_done_ - started_).count();
+        const auto micros =
+            std::chrono::duration_cast<std::chrono::microseconds>(handshake_done_ - started_)
+                .count();
         result.latency.record(static_cast<std::uint64_t>(micros));
         (resumed_ ? result.resumed : result.full)++;
         owner_.shared_.completed.fetch_add(1, std::memory_order_relaxed);
@@ -294,13 +307,15 @@ void ClientThread::build_context() {
     const int version = o.tls == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
     SSL_CTX_set_min_proto_version(ctx_.get(), version);
     SSL_CTX_set_max_proto_version(ctx_.get(), version);
-    if (!o.cert.empty() && (SSL_CTX_use_certificate_chain_file(ctx_.get(), o.cert.c_str()) != 1 ||
-                            SSL_CTX_use_PrivateKey_file(ctx_.get(), o.key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+    if (!o.cert.empty() &&
+        (SSL_CTX_use_certificate_chain_file(ctx_.get(), o.cert.c_str()) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx_.get(), o.key.c_str(), SSL_FILETYPE_PEM) != 1)) {
         throw std::runtime_error("client certificate/key: " + crypto::drain_openssl_errors());
     }
     if (!o.no_verify) {
         if (o.ca.empty() || SSL_CTX_load_verify_locations(ctx_.get(), o.ca.c_str(), nullptr) != 1) {
-            throw std::runtime_error("--ca is required unless --no-verify: " + crypto::drain_openssl_errors());
+            throw std::runtime_error("--ca is required unless --no-verify: " +
+                                     crypto::drain_openssl_errors());
         }
         SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
     }
@@ -312,7 +327,8 @@ void ClientThread::build_context() {
     if (!o.sigalgs.empty()) SSL_CTX_set1_sigalgs_list(ctx_.get(), o.sigalgs.c_str());
     SSL_CTX_set_info_callback(ctx_.get(), Slot::on_alert);
     // Keep sessions ourselves, one per slot, so resumption is per connection slot.
-    SSL_CTX_set_session_cache_mode(ctx_.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_set_session_cache_mode(ctx_.get(),
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx_.get(), Slot::on_new_session);
 }
 
@@ -326,7 +342,8 @@ void ClientThread::run() {
     auto next_check = Clock::now();
     while (!shared_.stop.load(std::memory_order_relaxed)) {
         const int n = ::epoll_wait(epoll_.get(), events, 256, 50);
-        for (int i = 0; i < n; ++i) static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+        for (int i = 0; i < n; ++i)
+            static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
         const auto now = Clock::now();
         if (now >= next_check) {
             for (auto& slot : slots) slot->check_timeout(now);
@@ -359,26 +376,32 @@ double cpu_seconds() {
 int main(int argc, char** argv) {
     Options o;
     CLI::App app{"portcullis-bench: mTLS handshake load generator"};
-    app.add_option("--target", o.target, "server address, numeric HOST:PORT or [IPv6]:PORT")->required();
+    app.add_option("--target", o.target, "server address, numeric HOST:PORT or [IPv6]:PORT")
+        ->required();
     app.add_option("--sni", o.sni, "server name to send");
     app.add_option("--mode", o.mode, "full | resume")->check(CLI::IsMember({"full", "resume"}));
     app.add_option("--tls", o.tls, "1.2 | 1.3")->check(CLI::IsMember({"1.2", "1.3"}));
-    app.add_option("--conns", o.conns, "concurrent connections (all threads)")->check(CLI::Range(1, 100000));
+    app.add_option("--conns", o.conns, "concurrent connections (all threads)")
+        ->check(CLI::Range(1, 100000));
     app.add_option("--threads", o.threads, "client threads")->check(CLI::Range(1, 256));
     app.add_option("--duration", o.duration, "seconds to run");
-    app.add_option("--handshakes", o.handshakes, "stop after this many connection attempts have finished (ok or not)");
+    app.add_option("--handshakes", o.handshakes,
+                   "stop after this many connection attempts have finished (ok or not)");
     app.add_option("--cert", o.cert, "client certificate chain (PEM)");
     app.add_option("--key", o.key, "client private key (PEM)");
     app.add_option("--ca", o.ca, "CA bundle to verify the server");
     app.add_flag("--no-verify", o.no_verify, "do not verify the server certificate");
-    app.add_option("--request", o.request, "send this after the handshake (\\r \\n escapes) and read the response");
-    app.add_option("--response-bytes", o.response_bytes, "response is complete after this many bytes (default: at close)");
+    app.add_option("--request", o.request,
+                   "send this after the handshake (\\r \\n escapes) and read the response");
+    app.add_option("--response-bytes", o.response_bytes,
+                   "response is complete after this many bytes (default: at close)");
     app.add_option("--json", o.json, "write the JSON summary to this file too");
     app.add_flag("--progress", o.progress, "print a progress line every second");
     app.add_flag("--quiet", o.quiet, "print only the JSON summary");
     app.add_option("--ciphers", o.ciphers, "cipher list / TLS 1.3 suites");
     app.add_option("--groups", o.groups, "key exchange groups");
-    app.add_option("--sigalgs", o.sigalgs, "signature algorithms (e.g. RSA-PSS+SHA256 to force RSA)");
+    app.add_option("--sigalgs", o.sigalgs,
+                   "signature algorithms (e.g. RSA-PSS+SHA256 to force RSA)");
     app.add_option("--timeout-ms", o.timeout_ms, "per-connection timeout");
     try {
         app.parse(argc, argv);
@@ -391,7 +414,8 @@ int main(int argc, char** argv) {
     if (o.duration > 5 && !o.quiet) o.progress = true;
     const auto target = dataplane::SocketAddress::parse(o.target);
     if (!target) {
-        std::cerr << "portcullis-bench: --target must be numeric HOST:PORT, got " << o.target << "\n";
+        std::cerr << "portcullis-bench: --target must be numeric HOST:PORT, got " << o.target
+                  << "\n";
         return 2;
     }
     ::signal(SIGPIPE, SIG_IGN);
@@ -430,7 +454,8 @@ int main(int argc, char** argv) {
         if (o.progress && now >= next_report) {
             std::fprintf(stderr, "%6.1fs  %8llu attempts/s  total %llu\n",
                          std::chrono::duration<double>(now - start).count(),
-                         static_cast<unsigned long long>(done - last), static_cast<unsigned long long>(done));
+                         static_cast<unsigned long long>(done - last),
+                         static_cast<unsigned long long>(done));
             last = done;
             next_report += std::chrono::seconds(1);
         }
@@ -452,22 +477,30 @@ int main(int argc, char** argv) {
     std::string errors_json;
     for (const auto& [reason, count] : total.errors) {
         errors_total += count;
-        errors_json += (errors_json.empty() ? "" : ",") + std::string("\"") + json_escape(reason) + "\":" + std::to_string(count);
+        errors_json += (errors_json.empty() ? "" : ",") + std::string("\"") + json_escape(reason) +
+                       "\":" + std::to_string(count);
     }
     std::ostringstream json;
     json.setf(std::ios::fixed);
     json.precision(3);
-    json << "{\"target\":\"" << json_escape(o.target) << "\",\"mode\":\"" << o.mode << "\",\"tls\":\"" << o.tls
-         << "\",\"threads\":" << o.threads << ",\"conns\":" << o.conns << ",\"duration_s\":" << elapsed
-         << ",\"handshakes\":" << handshakes << ",\"handshakes_per_s\":" << (elapsed > 0 ? static_cast<double>(handshakes) / elapsed : 0)
-         << ",\"full\":" << total.full << ",\"resumed\":" << total.resumed << ",\"resumed_fraction\":"
-         << (handshakes ? static_cast<double>(total.resumed) / static_cast<double>(handshakes) : 0.0)
-         << ",\"latency_us\":{\"p50\":" << total.latency.quantile(0.5) << ",\"p99\":" << total.latency.quantile(0.99)
-         << ",\"p999\":" << total.latency.quantile(0.999) << ",\"max\":" << total.latency.max() << "}"
-         << ",\"errors\":{" << errors_json << "},\"errors_total\":" << errors_total << ",\"client_cpu_s\":" << client_cpu
-         << "}";
+    json << "{\"target\":\"" << json_escape(o.target) << "\",\"mode\":\"" << o.mode
+         << "\",\"tls\":\"" << o.tls << "\",\"threads\":" << o.threads << ",\"conns\":" << o.conns
+         << ",\"duration_s\":" << elapsed << ",\"handshakes\":" << handshakes
+         << ",\"handshakes_per_s\":"
+         << (elapsed > 0 ? static_cast<double>(handshakes) / elapsed : 0)
+         << ",\"full\":" << total.full << ",\"resumed\":" << total.resumed
+         << ",\"resumed_fraction\":"
+         << (handshakes ? static_cast<double>(total.resumed) / static_cast<double>(handshakes)
+                        : 0.0)
+         << ",\"latency_us\":{\"p50\":" << total.latency.quantile(0.5)
+         << ",\"p99\":" << total.latency.quantile(0.99)
+         << ",\"p999\":" << total.latency.quantile(0.999) << ",\"max\":" << total.latency.max()
+         << "}"
+         << ",\"errors\":{" << errors_json << "},\"errors_total\":" << errors_total
+         << ",\"client_cpu_s\":" << client_cpu << "}";
     std::cout << json.str() << std::endl;
     if (!o.json.empty()) std::ofstream(o.json) << json.str() << "\n";
-    const bool unreachable = handshakes == 0 && (total.errors.count("connect_refused") || total.errors.count("connect_timeout"));
+    const bool unreachable = handshakes == 0 && (total.errors.count("connect_refused") ||
+                                                 total.errors.count("connect_timeout"));
     return unreachable ? 1 : 0;
 }

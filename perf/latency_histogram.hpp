@@ -9,7 +9,7 @@
 namespace portcullis::perf {
 
 class LatencyHistogram {
-public:
+  public:
     void record(std::uint64_t micros) {
         ++counts_[index_of(micros)];
         ++total_;
@@ -37,7 +37,7 @@ public:
         return max_;
     }
 
-private:
+  private:
     static constexpr int sub_bits = 4;
     static constexpr std::size_t bucket_count = (64 - sub_bits + 1) << sub_bits;
 

@@ -11,7 +11,7 @@
 namespace portcullis::dataplane::kernel {
 
 class ByteBuffer {
-public:
+  public:
     ByteBuffer() = default;
     explicit ByteBuffer(std::size_t capacity)
         : data_(std::make_unique_for_overwrite<std::uint8_t[]>(capacity)), capacity_(capacity) {}
@@ -37,7 +37,7 @@ public:
     }
     void commit(std::size_t n) { tail_ += n; }
 
-private:
+  private:
     std::unique_ptr<std::uint8_t[]> data_;
     std::size_t capacity_ = 0;
     std::size_t head_ = 0;

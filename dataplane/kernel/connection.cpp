@@ -31,7 +31,9 @@ void set_nodelay(int fd) {
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+bool would_block(int err) {
+    return err == EAGAIN || err == EWOULDBLOCK;
+}
 
 // Log text is one line of key=value pairs; quotes inside values are escaped.
 std::string quoted(std::string_view text) {
@@ -63,7 +65,9 @@ Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueF
     worker_.stats->connections_active.add(1);
 }
 
-Connection::~Connection() { worker_.stats->connections_active.set(worker_.stats->connections_active.get() - 1); }
+Connection::~Connection() {
+    worker_.stats->connections_active.set(worker_.stats->connections_active.get() - 1);
+}
 
 void Connection::on_client_event(std::uint32_t events) {
     if (finished_) return;
@@ -80,7 +84,9 @@ void Connection::on_upstream_event(std::uint32_t events) {
         socklen_t len = sizeof error;
         ::getsockopt(upstream_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
         if (error == 0 && !(events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLOUT)) return;
-        on_upstream_connect_result(error != 0 ? error : (events & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED : 0);
+        on_upstream_connect_result(error != 0                         ? error
+                                   : (events & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED
+                                                                      : 0);
         if (finished_ || upstream_state_ != Upstream::connected) return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) upstream_readable_ = true;
@@ -94,18 +100,22 @@ void Connection::on_tick() {
     const auto& s = listener_.settings;
     if (!tls_.established()) {
         if (worker_.now - accepted_at_ >= milliseconds(s.handshake_timeout_ms)) {
-            worker_.stats->handshakes_rejected[static_cast<int>(crypto::RejectReason::timeout)].add();
+            worker_.stats->handshakes_rejected[static_cast<int>(crypto::RejectReason::timeout)]
+                .add();
             if (worker_.log_limiter.allow(worker_.now)) {
-                spdlog::info("client rejected listener={} client={} reason=timeout detail={} subject=\"\"",
-                             s.name, peer_.to_string(),
-                             quoted("handshake not finished within " + std::to_string(s.handshake_timeout_ms) + " ms"));
+                spdlog::info(
+                    "client rejected listener={} client={} reason=timeout detail={} subject=\"\"",
+                    s.name, peer_.to_string(),
+                    quoted("handshake not finished within " +
+                           std::to_string(s.handshake_timeout_ms) + " ms"));
             }
             finish("handshake timeout");
         }
         return;
     }
     if (upstream_state_ == Upstream::connecting &&
-        worker_.now - connect_started_ >= milliseconds(listener_.backends.settings().connect_timeout_ms)) {
+        worker_.now - connect_started_ >=
+            milliseconds(listener_.backends.settings().connect_timeout_ms)) {
         on_upstream_connect_result(ETIMEDOUT);
         return;
     }
@@ -185,9 +195,9 @@ void Connection::log_rejection() {
     worker_.stats->handshakes_rejected[static_cast<int>(failure.reason)].add();
     if (!worker_.log_limiter.allow(worker_.now)) return;
     const auto suppressed = worker_.log_limiter.take_suppressed();
-    spdlog::info("client rejected listener={} client={} reason={} detail={} subject={}{}", listener_.settings.name,
-                 peer_.to_string(), crypto::to_string(failure.reason), quoted(failure.detail),
-                 quoted(failure.peer_subject),
+    spdlog::info("client rejected listener={} client={} reason={} detail={} subject={}{}",
+                 listener_.settings.name, peer_.to_string(), crypto::to_string(failure.reason),
+                 quoted(failure.detail), quoted(failure.peer_subject),
                  suppressed ? " suppressed_before=" + std::to_string(suppressed) : std::string());
 }
 
@@ -206,9 +216,10 @@ void Connection::on_established() {
     } else {
         to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes);
     }
-    spdlog::debug("client accepted listener={} client={} version={} cipher={} resumed={} subject={}",
-                  listener_.settings.name, peer_.to_string(), peer.tls_version, peer.cipher, peer.resumed,
-                  quoted(peer.subject_dn));
+    spdlog::debug(
+        "client accepted listener={} client={} version={} cipher={} resumed={} subject={}",
+        listener_.settings.name, peer_.to_string(), peer.tls_version, peer.cipher, peer.resumed,
+        quoted(peer.subject_dn));
     connect_upstream();
 }
 
@@ -219,8 +230,8 @@ void Connection::connect_upstream() {
         if (!pick) {
             worker_.stats->upstream_unavailable.add();
             if (worker_.log_limiter.allow(worker_.now)) {
-                spdlog::warn("no backend available listener={} client={} tried={}", listener_.settings.name,
-                             peer_.to_string(), failed_backends_.size());
+                spdlog::warn("no backend available listener={} client={} tried={}",
+                             listener_.settings.name, peer_.to_string(), failed_backends_.size());
             }
             upstream_state_ = Upstream::failed;
             // Nothing will ever reach the client: say goodbye properly.
@@ -264,9 +275,9 @@ void Connection::on_upstream_connect_result(int error) {
     worker_.stats->upstream_connect_failures.add();
     pool.report_failure(backend_, worker_.now);
     if (worker_.log_limiter.allow(worker_.now)) {
-        spdlog::warn("upstream connect failed listener={} backend={} error={}{}", listener_.settings.name,
-                     pool.address(backend_).to_string(), std::strerror(error),
-                     pool.is_up(backend_) ? "" : " backend=down");
+        spdlog::warn("upstream connect failed listener={} backend={} error={}{}",
+                     listener_.settings.name, pool.address(backend_).to_string(),
+                     std::strerror(error), pool.is_up(backend_) ? "" : " backend=down");
     }
     failed_backends_.push_back(backend_);
     ::epoll_ctl(worker_.epoll_fd, EPOLL_CTL_DEL, upstream_.get(), nullptr);
@@ -295,7 +306,8 @@ bool Connection::move_tls_to_upstream() {
             return false;
         } else {
             // need_input with the client's FIN seen: every byte it sent is out.
-            client_input_drained_ = client_eof_ && r.status == crypto::TlsConnection::IoStatus::need_input;
+            client_input_drained_ =
+                client_eof_ && r.status == crypto::TlsConnection::IoStatus::need_input;
             break;
         }
     }
@@ -318,7 +330,8 @@ bool Connection::move_tls_to_upstream() {
     // The client is done sending and all of it reached the backend: pass the
     // half-close on. (A FIN alone is not enough: the TLS core may still hold
     // records that have not been decrypted.)
-    if ((client_close_notify_ || client_input_drained_) && to_upstream_.empty() && !upstream_write_shut_) {
+    if ((client_close_notify_ || client_input_drained_) && to_upstream_.empty() &&
+        !upstream_write_shut_) {
         ::shutdown(upstream_.get(), SHUT_WR);
         upstream_write_shut_ = true;
         moved = true;

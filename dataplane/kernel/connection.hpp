@@ -52,9 +52,9 @@ struct ListenerRuntime {
 };
 
 class Connection {
-public:
-    Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueFd client, SocketAddress peer,
-               SocketAddress local);
+  public:
+    Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueFd client,
+               SocketAddress peer, SocketAddress local);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -68,7 +68,7 @@ public:
 
     std::size_t slot = 0;  // position in the worker's connection table
 
-private:
+  private:
     enum class Upstream { none, connecting, connected, failed };
 
     void pump();
@@ -109,9 +109,9 @@ private:
     bool client_writable_ = true;
     bool upstream_readable_ = false;
     bool upstream_writable_ = false;
-    bool client_eof_ = false;          // TCP FIN from the client
-    bool client_close_notify_ = false; // TLS close_notify from the client
-    bool client_input_drained_ = false; // FIN seen and the TLS core has no plaintext left
+    bool client_eof_ = false;            // TCP FIN from the client
+    bool client_close_notify_ = false;   // TLS close_notify from the client
+    bool client_input_drained_ = false;  // FIN seen and the TLS core has no plaintext left
     bool upstream_write_shut_ = false;
     bool upstream_eof_ = false;
     bool close_notify_sent_ = false;

@@ -24,7 +24,9 @@ constexpr int tick_interval_ms = 100;
 constexpr int accept_batch = 64;
 constexpr int event_batch = 256;
 
-std::system_error os_error(const std::string& what) { return {errno, std::generic_category(), what}; }
+std::system_error os_error(const std::string& what) {
+    return {errno, std::generic_category(), what};
+}
 
 UniqueFd open_listener(const ListenerSettings& settings) {
     const auto& address = settings.address;
@@ -33,9 +35,12 @@ UniqueFd open_listener(const ListenerSettings& settings) {
     const int one = 1;
     // Every worker binds its own socket; the kernel spreads new connections.
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) throw os_error("SO_REUSEPORT");
-    if (address.family() == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (::bind(fd.get(), address.sa(), address.length) != 0) throw os_error("bind " + address.to_string());
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        throw os_error("SO_REUSEPORT");
+    if (address.family() == AF_INET6)
+        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (::bind(fd.get(), address.sa(), address.length) != 0)
+        throw os_error("bind " + address.to_string());
     if (::listen(fd.get(), settings.backlog) != 0) throw os_error("listen " + address.to_string());
     return fd;
 }
@@ -56,7 +61,7 @@ UniqueFd open_signal_fd() {
 }
 
 class Worker {
-public:
+  public:
     explicit Worker(const WorkerOptions& options) : options_(options) {
         runtime_.index = options.index;
         runtime_.stats = options.stats;
@@ -70,7 +75,8 @@ public:
         crypto::PemFileKeySource keys;
         for (const auto& settings : options.listeners) {
             auto listener = std::make_unique<ListenerRuntime>(ListenerRuntime{
-                settings, std::make_unique<crypto::ServerTlsContext>(settings.tls, keys, options.ticket_key),
+                settings,
+                std::make_unique<crypto::ServerTlsContext>(settings.tls, keys, options.ticket_key),
                 BackendPool(settings.upstream), UniqueFd(), settings.address});
             listener->socket = open_listener(settings);
             add_to_epoll(listener->socket.get(), listener.get(), EpollTag::listener, EPOLLIN);
@@ -105,7 +111,7 @@ public:
         return worker_exit_ok;
     }
 
-private:
+  private:
     void add_to_epoll(int fd, const void* owner, EpollTag tag, std::uint32_t events) {
         epoll_event ev{};
         ev.events = events;
@@ -131,8 +137,12 @@ private:
                 if (connection->finished()) finished_.push_back(connection);
                 break;
             }
-            case EpollTag::listener: accept_from(*static_cast<ListenerRuntime*>(owner)); break;
-            case EpollTag::control: handle_signals(); break;
+            case EpollTag::listener:
+                accept_from(*static_cast<ListenerRuntime*>(owner));
+                break;
+            case EpollTag::control:
+                handle_signals();
+                break;
         }
     }
 
@@ -140,24 +150,27 @@ private:
         for (int i = 0; i < accept_batch; ++i) {
             sockaddr_storage peer{};
             socklen_t peer_len = sizeof peer;
-            UniqueFd fd(::accept4(listener.socket.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len,
-                                  SOCK_NONBLOCK | SOCK_CLOEXEC));
+            UniqueFd fd(::accept4(listener.socket.get(), reinterpret_cast<sockaddr*>(&peer),
+                                  &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC));
             if (!fd) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) return;
                 if (errno == EINTR || errno == ECONNABORTED) continue;
                 // EMFILE/ENFILE/ENOBUFS: stop for this round rather than spin.
                 if (runtime_.log_limiter.allow(runtime_.now)) {
-                    spdlog::warn("accept failed listener={} error={}", listener.settings.name, std::strerror(errno));
+                    spdlog::warn("accept failed listener={} error={}", listener.settings.name,
+                                 std::strerror(errno));
                 }
                 return;
             }
             if (connections_.size() >= static_cast<std::size_t>(options_.max_connections)) {
                 runtime_.stats->connections_refused.add();
                 if (runtime_.log_limiter.allow(runtime_.now)) {
-                    spdlog::warn("connection refused listener={} client={} reason=max_connections limit={}",
-                                 listener.settings.name,
-                                 SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len).to_string(),
-                                 options_.max_connections);
+                    spdlog::warn(
+                        "connection refused listener={} client={} reason=max_connections limit={}",
+                        listener.settings.name,
+                        SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len)
+                            .to_string(),
+                        options_.max_connections);
                 }
                 continue;  // fd closes here
             }
@@ -166,7 +179,8 @@ private:
             ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
             runtime_.stats->connections_accepted.add();
             auto connection = std::make_unique<Connection>(
-                runtime_, listener, std::move(fd), SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
+                runtime_, listener, std::move(fd),
+                SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
                 SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len));
             connection->slot = connections_.size();
             connections_.push_back(std::move(connection));

@@ -8,7 +8,8 @@ BackendPool::BackendPool(const UpstreamSettings& settings) : settings_(settings)
     for (const auto& address : settings.backends) backends_.push_back(Backend{address});
 }
 
-std::optional<std::size_t> BackendPool::pick(Clock::time_point now, const std::vector<std::size_t>& exclude) {
+std::optional<std::size_t> BackendPool::pick(Clock::time_point now,
+                                             const std::vector<std::size_t>& exclude) {
     const std::size_t n = backends_.size();
     std::optional<std::size_t> trial;
     for (std::size_t step = 0; step < n; ++step) {
@@ -44,7 +45,8 @@ void BackendPool::report_failure(std::size_t index, Clock::time_point now) {
 }
 
 std::size_t BackendPool::up_count() const {
-    return static_cast<std::size_t>(std::count_if(backends_.begin(), backends_.end(), [](const Backend& b) { return b.up; }));
+    return static_cast<std::size_t>(
+        std::count_if(backends_.begin(), backends_.end(), [](const Backend& b) { return b.up; }));
 }
 
 }  // namespace portcullis::dataplane

@@ -14,14 +14,15 @@
 namespace portcullis::dataplane {
 
 class BackendPool {
-public:
+  public:
     using Clock = std::chrono::steady_clock;
 
     explicit BackendPool(const UpstreamSettings& settings);
 
     // Index of the backend the next connection should try, skipping `exclude`
     // (backends that connection already failed on); nullopt when none is usable.
-    std::optional<std::size_t> pick(Clock::time_point now, const std::vector<std::size_t>& exclude = {});
+    std::optional<std::size_t> pick(Clock::time_point now,
+                                    const std::vector<std::size_t>& exclude = {});
 
     void report_success(std::size_t index);
     void report_failure(std::size_t index, Clock::time_point now);
@@ -32,7 +33,7 @@ public:
     std::size_t up_count() const;
     const UpstreamSettings& settings() const { return settings_; }
 
-private:
+  private:
     struct Backend {
         SocketAddress address;
         bool up = true;

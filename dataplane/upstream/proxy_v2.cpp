@@ -28,7 +28,8 @@ void put_bytes(std::vector<std::uint8_t>& out, const void* data, std::size_t n) 
 }
 
 void put_tlv(std::vector<std::uint8_t>& out, std::uint8_t type, std::string_view value) {
-    if (value.size() > 0xffff) throw std::length_error("PROXY v2 TLV value longer than 65535 bytes");
+    if (value.size() > 0xffff)
+        throw std::length_error("PROXY v2 TLV value longer than 65535 bytes");
     out.push_back(type);
     put16(out, value.size());
     put_bytes(out, value.data(), value.size());
@@ -42,7 +43,8 @@ std::vector<std::uint8_t> ssl_tlv_value(const crypto::PeerIdentity& id) {
     value.push_back(client);
     // verify: 0 means the client presented a certificate that verified.
     const std::uint32_t verify = id.certificate_presented && id.verified ? 0 : 1;
-    for (int shift = 24; shift >= 0; shift -= 8) value.push_back(static_cast<std::uint8_t>(verify >> shift));
+    for (int shift = 24; shift >= 0; shift -= 8)
+        value.push_back(static_cast<std::uint8_t>(verify >> shift));
     put_tlv(value, subtlv_ssl_version, id.tls_version);
     if (!id.common_name.empty()) put_tlv(value, subtlv_ssl_cn, id.common_name);
     put_tlv(value, subtlv_ssl_cipher, id.cipher);
@@ -79,7 +81,8 @@ std::vector<std::uint8_t> encode(const SocketAddress& client, const SocketAddres
     if (identity.certificate_presented) {
         put_tlv(body, tlv_portcullis_subject_dn, identity.subject_dn);
         put_tlv(body, tlv_portcullis_sha256,
-                std::string_view(reinterpret_cast<const char*>(identity.sha256.data()), identity.sha256.size()));
+                std::string_view(reinterpret_cast<const char*>(identity.sha256.data()),
+                                 identity.sha256.size()));
     }
     if (body.size() > 0xffff) throw std::length_error("PROXY v2 header longer than 65535 bytes");
 

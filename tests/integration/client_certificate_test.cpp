@@ -8,7 +8,7 @@ namespace portcullis::testing {
 namespace {
 
 class ClientCertificateMatrix : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         env = std::make_unique<TestDeployment>();
         require_port = free_port();
@@ -21,7 +21,8 @@ protected:
             "matrix", env->listener("require", require_port) +
                           env->listener("optional", optional_port, "client_auth = \"optional\"\n") +
                           env->listener("allow", allow_port,
-                                        "[listener.tls.allow]\nsubjects = [\"CN=allowed-*,O=Portcullis Test,C=GB\"]\n"));
+                                        "[listener.tls.allow]\nsubjects = "
+                                        "[\"CN=allowed-*,O=Portcullis Test,C=GB\"]\n"));
         daemon = std::make_unique<Daemon>(config);
     }
     static void TearDownTestSuite() {
@@ -41,8 +42,10 @@ protected:
 
     void expect_rejected(const ClientResult& r, const std::string& reason) {
         EXPECT_FALSE(r.exchanged) << "client was served but should have been refused";
-        EXPECT_TRUE(daemon->wait_for_log(rejection_marker(r.local_port, reason), std::chrono::seconds(5)))
-            << "missing log line '" << rejection_marker(r.local_port, reason) << "' in:\n" << daemon->log();
+        EXPECT_TRUE(
+            daemon->wait_for_log(rejection_marker(r.local_port, reason), std::chrono::seconds(5)))
+            << "missing log line '" << rejection_marker(r.local_port, reason) << "' in:\n"
+            << daemon->log();
     }
 
     static inline std::unique_ptr<TestDeployment> env;
@@ -90,7 +93,8 @@ TEST_F(ClientCertificateMatrix, RevokedCertificateIsRefused) {
     const auto r = run_client(require_port, with(*revoked));
     expect_rejected(r, "revoked");
     EXPECT_EQ(r.alert, "certificate revoked");
-    EXPECT_NE(daemon->log().find("subject=\"CN=revoked-client,O=Portcullis Test,C=GB\""), std::string::npos);
+    EXPECT_NE(daemon->log().find("subject=\"CN=revoked-client,O=Portcullis Test,C=GB\""),
+              std::string::npos);
 }
 
 TEST_F(ClientCertificateMatrix, CertificateFromUnrelatedCaIsRefused) {
@@ -153,7 +157,8 @@ TEST_F(ClientCertificateMatrix, NoCertificateUnderOptionalIsServedAsUnverified) 
     const auto record = read_file(env->backend->record_path());
     const auto line_start = record.find("\"src_port\":" + std::to_string(r.local_port));
     ASSERT_NE(line_start, std::string::npos) << record;
-    const auto line = record.substr(record.rfind('\n', line_start) + 1, record.find('\n', line_start) - record.rfind('\n', line_start));
+    const auto line = record.substr(record.rfind('\n', line_start) + 1,
+                                    record.find('\n', line_start) - record.rfind('\n', line_start));
     EXPECT_NE(line.find("\"verified\":false"), std::string::npos) << line;
     EXPECT_NE(line.find("\"client_flags\":1"), std::string::npos) << line;
 }

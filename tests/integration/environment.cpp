@@ -18,7 +18,8 @@ TestDeployment::TestDeployment() {
     write_file(dir / "server-rsa.pem", server_rsa.cert_pem());
     write_file(dir / "server-rsa.key", server_rsa.key_pem());
     write_crls();
-    backend = std::make_unique<Backend>(dir, std::vector<std::string>{"--mode", "echo", "--proxy-protocol"});
+    backend = std::make_unique<Backend>(
+        dir, std::vector<std::string>{"--mode", "echo", "--proxy-protocol"});
 }
 
 TestDeployment::~TestDeployment() {
@@ -37,10 +38,14 @@ void TestDeployment::write_crls() const {
     write_file(dir / "client-ca.crl", client_ca.crl_pem());
 }
 
-std::string TestDeployment::listener(const std::string& name, int port, const std::string& tls_extra,
-                                     const std::string& listener_extra, const std::string& upstream_extra) const {
-    return "[[listener]]\nname = \"" + name + "\"\naddress = \"127.0.0.1:" + std::to_string(port) + "\"\n" +
-           listener_extra + "\n[listener.tls]\ntrust_bundle = \"root.pem\"\ncrl_files = [\"root.crl\", \"client-ca.crl\"]\n" +
+std::string TestDeployment::listener(const std::string& name, int port,
+                                     const std::string& tls_extra,
+                                     const std::string& listener_extra,
+                                     const std::string& upstream_extra) const {
+    return "[[listener]]\nname = \"" + name + "\"\naddress = \"127.0.0.1:" + std::to_string(port) +
+           "\"\n" + listener_extra +
+           "\n[listener.tls]\ntrust_bundle = \"root.pem\"\ncrl_files = [\"root.crl\", "
+           "\"client-ca.crl\"]\n" +
            tls_extra +
            "\n[[listener.tls.certificate]]\nchain = \"server-ec.pem\"\nkey = \"server-ec.key\"\n"
            "[[listener.tls.certificate]]\nchain = \"server-rsa.pem\"\nkey = \"server-rsa.key\"\n"
@@ -48,7 +53,8 @@ std::string TestDeployment::listener(const std::string& name, int port, const st
            std::to_string(backend->port()) + "\"]\nproxy_protocol = true\n" + upstream_extra + "\n";
 }
 
-std::filesystem::path TestDeployment::write_config(const std::string& name, const std::string& body) const {
+std::filesystem::path TestDeployment::write_config(const std::string& name,
+                                                   const std::string& body) const {
     const auto path = dir / (name + ".toml");
     write_file(path, body);
     return path;

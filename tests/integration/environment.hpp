@@ -22,14 +22,16 @@ struct TestDeployment {
     TestDeployment();
     ~TestDeployment();
 
-    IssuedCert client(const std::string& cn, CertOptions options = {}) const;  // issued by client_ca
+    IssuedCert client(const std::string& cn,
+                      CertOptions options = {}) const;  // issued by client_ca
     // Rewrites the CRL files from the CAs' current revocation lists.
     void write_crls() const;
 
     // A [[listener]] block with the deployment's certificates; `tls_extra`
     // and `listener_extra` are TOML lines added to the tls / listener tables.
     std::string listener(const std::string& name, int port, const std::string& tls_extra = "",
-                         const std::string& listener_extra = "", const std::string& upstream_extra = "") const;
+                         const std::string& listener_extra = "",
+                         const std::string& upstream_extra = "") const;
     std::filesystem::path write_config(const std::string& name, const std::string& body) const;
 };
 

@@ -26,7 +26,8 @@ using dataplane::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
 std::filesystem::path make_temp_dir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "portcullis-test.XXXXXX").string();
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "portcullis-test.XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     return pattern;
 }
@@ -61,11 +62,13 @@ std::string read_file(const std::filesystem::path& path) {
 
 std::string binary_from_env(const char* variable) {
     const char* value = std::getenv(variable);
-    if (value == nullptr) throw std::runtime_error(std::string(variable) + " is not set (run through meson test)");
+    if (value == nullptr)
+        throw std::runtime_error(std::string(variable) + " is not set (run through meson test)");
     return value;
 }
 
-ChildProcess::ChildProcess(std::vector<std::string> argv, std::filesystem::path log) : log_(std::move(log)) {
+ChildProcess::ChildProcess(std::vector<std::string> argv, std::filesystem::path log)
+    : log_(std::move(log)) {
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
@@ -136,8 +139,8 @@ int ChildProcess::stop(std::chrono::milliseconds grace) {
 Daemon::Daemon(const std::filesystem::path& config, int workers) {
     const auto log = config.parent_path() / (config.stem().string() + ".log");
     process_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{binary_from_env("PORTCULLIS_BIN"), "--config", config.string(), "--workers",
-                                 std::to_string(workers)},
+        std::vector<std::string>{binary_from_env("PORTCULLIS_BIN"), "--config", config.string(),
+                                 "--workers", std::to_string(workers)},
         log);
     if (!process_->wait_for_log("portcullis ready", std::chrono::seconds(15))) {
         throw std::runtime_error("daemon did not become ready; log:\n" + process_->log());
@@ -166,9 +169,13 @@ Backend::Backend(const std::filesystem::path& dir, std::vector<std::string> extr
     const auto tag = std::to_string(::getpid()) + "-" + std::to_string(++counter);
     record_ = dir / ("backend-" + tag + ".jsonl");
     const auto ready = dir / ("backend-" + tag + ".port");
-    std::vector<std::string> argv{binary_from_env("TEST_BACKEND_BIN"), "--listen",
-                                  "127.0.0.1:" + std::to_string(port), "--ready-file", ready.string(),
-                                  "--record", record_.string()};
+    std::vector<std::string> argv{binary_from_env("TEST_BACKEND_BIN"),
+                                  "--listen",
+                                  "127.0.0.1:" + std::to_string(port),
+                                  "--ready-file",
+                                  ready.string(),
+                                  "--record",
+                                  record_.string()};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     process_ = std::make_unique<ChildProcess>(argv, dir / ("backend-" + tag + ".log"));
     const auto deadline = Clock::now() + std::chrono::seconds(10);
@@ -198,7 +205,8 @@ void capture_alert(const SSL* ssl, int where, int value) {
     if (!(where & SSL_CB_READ_ALERT) || (value >> 8) != SSL3_AL_FATAL) return;
     if (auto* capture = static_cast<AlertCapture*>(SSL_get_ex_data(ssl, alert_index()))) {
         // OpenSSL 3.0's alert table predates TLS 1.3's certificate_required (116).
-        capture->alert = (value & 0xff) == 116 ? "certificate required" : SSL_alert_desc_string_long(value);
+        capture->alert =
+            (value & 0xff) == 116 ? "certificate required" : SSL_alert_desc_string_long(value);
     }
 }
 
@@ -215,14 +223,16 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     if (!o.sigalgs.empty()) SSL_CTX_set1_sigalgs_list(ctx.get(), o.sigalgs.c_str());
     if (o.cert) {
         SSL_CTX_use_certificate(ctx.get(), const_cast<X509*>(o.cert));
-        for (const X509* extra : o.chain) SSL_CTX_add1_chain_cert(ctx.get(), const_cast<X509*>(extra));
+        for (const X509* extra : o.chain)
+            SSL_CTX_add1_chain_cert(ctx.get(), const_cast<X509*>(extra));
         if (SSL_CTX_use_PrivateKey(ctx.get(), o.key) != 1) {
             result.error = "client key rejected: " + crypto::drain_openssl_errors();
             return result;
         }
     }
     if (o.trusted_server_ca) {
-        X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()), const_cast<X509*>(o.trusted_server_ca));
+        X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()),
+                            const_cast<X509*>(o.trusted_server_ca));
         SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     }
     if (!o.alpn.empty()) {
@@ -234,8 +244,9 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     SSL_CTX_set_info_callback(ctx.get(), capture_alert);
 
     const bool v6 = std::string(host).find(':') != std::string::npos;
-    auto address = dataplane::SocketAddress::parse(v6 ? "[" + std::string(host) + "]:" + std::to_string(port)
-                                                      : std::string(host) + ":" + std::to_string(port));
+    auto address =
+        dataplane::SocketAddress::parse(v6 ? "[" + std::string(host) + "]:" + std::to_string(port)
+                                           : std::string(host) + ":" + std::to_string(port));
     UniqueFd fd(::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     timeval timeout{5, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
@@ -247,7 +258,8 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     sockaddr_storage local{};
     socklen_t local_len = sizeof local;
     ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
-    result.local_port = dataplane::SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len).port();
+    result.local_port =
+        dataplane::SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len).port();
 
     AlertCapture capture;
     crypto::UniqueSsl ssl(SSL_new(ctx.get()));

@@ -23,7 +23,7 @@ std::string binary_from_env(const char* variable);
 
 // A child process with stdout+stderr captured to a file.
 class ChildProcess {
-public:
+  public:
     ChildProcess(std::vector<std::string> argv, std::filesystem::path log);
     ~ChildProcess();
     ChildProcess(const ChildProcess&) = delete;
@@ -33,42 +33,44 @@ public:
     const std::filesystem::path& log_path() const { return log_; }
     std::string log() const { return read_file(log_); }
     // Waits until the log contains `text`.
-    bool wait_for_log(const std::string& text, std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+    bool wait_for_log(const std::string& text,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
     // SIGTERM and wait; returns the exit status (or -1).
     int stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
     // Waits for the process to exit by itself.
     std::optional<int> wait_exit(std::chrono::milliseconds timeout);
     bool running();
 
-private:
+  private:
     pid_t pid_ = -1;
     std::filesystem::path log_;
 };
 
 // portcullis --config FILE, ready when it logs "portcullis ready".
 class Daemon {
-public:
+  public:
     Daemon(const std::filesystem::path& config, int workers = 1);
     ChildProcess& process() { return *process_; }
     std::string log() const { return process_->log(); }
-    bool wait_for_log(const std::string& text, std::chrono::milliseconds timeout = std::chrono::seconds(10)) const {
+    bool wait_for_log(const std::string& text,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const {
         return process_->wait_for_log(text, timeout);
     }
     std::vector<pid_t> worker_pids() const;
 
-private:
+  private:
     std::unique_ptr<ChildProcess> process_;
 };
 
 // portcullis-test-backend on an ephemeral port.
 class Backend {
-public:
+  public:
     Backend(const std::filesystem::path& dir, std::vector<std::string> extra_args, int port = 0);
     int port() const { return port_; }
     std::filesystem::path record_path() const { return record_; }
     void stop() { process_.reset(); }
 
-private:
+  private:
     std::filesystem::path record_;
     std::unique_ptr<ChildProcess> process_;
     int port_ = 0;
@@ -76,30 +78,30 @@ private:
 
 struct ClientOptions {
     std::string sni = "localhost";
-    const X509* cert = nullptr;             // leaf to present
-    std::vector<const X509*> chain;         // intermediates sent after the leaf
+    const X509* cert = nullptr;      // leaf to present
+    std::vector<const X509*> chain;  // intermediates sent after the leaf
     EVP_PKEY* key = nullptr;
     const X509* trusted_server_ca = nullptr;  // verify the server when set
-    int min_version = 0;                    // TLS1_2_VERSION...; 0 = library default
+    int min_version = 0;                      // TLS1_2_VERSION...; 0 = library default
     int max_version = 0;
-    bool security_level_zero = false;       // needed to really offer TLS 1.0/1.1
+    bool security_level_zero = false;  // needed to really offer TLS 1.0/1.1
     std::string sigalgs;
     std::vector<std::string> alpn;
-    std::string send = "ping\n";            // written after the handshake; echo expected
-    bool half_close = false;                // shutdown(SHUT_WR) after sending
+    std::string send = "ping\n";  // written after the handshake; echo expected
+    bool half_close = false;      // shutdown(SHUT_WR) after sending
 };
 
 struct ClientResult {
-    bool handshake_ok = false;   // client side completed the handshake
-    bool exchanged = false;      // got the echo of `send` back: the server accepted us
+    bool handshake_ok = false;  // client side completed the handshake
+    bool exchanged = false;     // got the echo of `send` back: the server accepted us
     std::string received;
-    std::string alert;           // fatal alert received, e.g. "certificate revoked"
+    std::string alert;  // fatal alert received, e.g. "certificate revoked"
     std::string error;
     int local_port = 0;
     std::string version, cipher, alpn;
     std::string server_leaf_cn;
-    int server_key_type = 0;     // EVP_PKEY_EC / EVP_PKEY_RSA of the server leaf
-    bool eof_after_data = false; // the connection ended cleanly after the echo
+    int server_key_type = 0;      // EVP_PKEY_EC / EVP_PKEY_RSA of the server leaf
+    bool eof_after_data = false;  // the connection ended cleanly after the echo
 };
 
 ClientResult run_client(int port, const ClientOptions& options, const char* host = "127.0.0.1");

@@ -42,13 +42,14 @@ long ms_until_closed(int fd) {
 }
 
 class Limits : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         env = std::make_unique<TestDeployment>();
         client = std::make_unique<IssuedCert>(env->client("limits-client"));
         port = free_port();
-        const auto config = "[workers]\nmax_connections = 4\n\n" +
-                            env->listener("edge", port, "", "handshake_timeout_ms = 300\nidle_timeout_ms = 500\n");
+        const auto config =
+            "[workers]\nmax_connections = 4\n\n" +
+            env->listener("edge", port, "", "handshake_timeout_ms = 300\nidle_timeout_ms = 500\n");
         daemon = std::make_unique<Daemon>(env->write_config("limits", config));
     }
     static void TearDownTestSuite() {
@@ -83,7 +84,8 @@ TEST_F(Limits, SilentClientIsDroppedAfterHandshakeTimeout) {
 TEST_F(Limits, HalfAClientHelloIsDroppedAfterHandshakeTimeout) {
     auto fd = tcp_connect(port);
     ASSERT_TRUE(fd);
-    const unsigned char partial[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
+    const unsigned char partial[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01,
+                                     0x00, 0x01, 0xfc, 0x03, 0x03};
     ASSERT_EQ(::send(fd.get(), partial, sizeof partial, 0), static_cast<ssize_t>(sizeof partial));
     const int local = local_port_of(fd.get());
     const long waited = ms_until_closed(fd.get());
@@ -128,7 +130,8 @@ TEST_F(Limits, IdleConnectionIsClosed) {
     char buffer[64];
     while (SSL_read(ssl.get(), buffer, sizeof buffer) > 0) {
     }
-    const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    const auto idle =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
     EXPECT_GE(idle, 400);
     EXPECT_LT(idle, 3000) << "idle_timeout_ms = 500 was not enforced";
 }
@@ -163,7 +166,7 @@ TEST_F(Limits, KilledWorkerIsRestartedAndServiceContinues) {
 
 // --check-config with the real binary: exit codes and messages.
 class CheckConfig : public ::testing::Test {
-protected:
+  protected:
     static std::pair<int, std::string> check(const std::filesystem::path& config) {
         ChildProcess process({binary_from_env("PORTCULLIS_BIN"), "--check-config", config.string()},
                              config.string() + ".out");
@@ -188,12 +191,21 @@ TEST_F(CheckConfig, BrokenConfigsNameFileLineAndKey) {
     const std::string good = env.listener("edge", 8443);
     const std::vector<Case> cases = {
         {"unknown_top", "colour = 1\n" + good, ":1:1: colour: unknown key"},
-        {"typo", std::regex_replace(good, std::regex("trust_bundle"), "trust_bundel"), "listener[0].tls.trust_bundel: unknown key"},
-        {"bad_enum", std::regex_replace(good, std::regex("\\[listener.tls\\]\n"), "[listener.tls]\nclient_auth = \"maybe\"\n"), "listener[0].tls.client_auth: expected one of"},
-        {"bad_address", std::regex_replace(good, std::regex("127.0.0.1:8443"), "localhost:8443"), ":3:11: listener[0].address:"},
-        {"bad_port", std::regex_replace(good, std::regex("127.0.0.1:8443"), "127.0.0.1:70000"), "listener[0].address:"},
-        {"missing_chain", std::regex_replace(good, std::regex("server-ec.pem"), "nope.pem"), "listener[0].tls.certificate[0].chain:"},
-        {"wrong_type", std::regex_replace(good, std::regex("proxy_protocol = true"), "proxy_protocol = \"yes\""), "listener[0].upstream.proxy_protocol:"},
+        {"typo", std::regex_replace(good, std::regex("trust_bundle"), "trust_bundel"),
+         "listener[0].tls.trust_bundel: unknown key"},
+        {"bad_enum",
+         std::regex_replace(good, std::regex("\\[listener.tls\\]\n"),
+                            "[listener.tls]\nclient_auth = \"maybe\"\n"),
+         "listener[0].tls.client_auth: expected one of"},
+        {"bad_address", std::regex_replace(good, std::regex("127.0.0.1:8443"), "localhost:8443"),
+         ":3:11: listener[0].address:"},
+        {"bad_port", std::regex_replace(good, std::regex("127.0.0.1:8443"), "127.0.0.1:70000"),
+         "listener[0].address:"},
+        {"missing_chain", std::regex_replace(good, std::regex("server-ec.pem"), "nope.pem"),
+         "listener[0].tls.certificate[0].chain:"},
+        {"wrong_type",
+         std::regex_replace(good, std::regex("proxy_protocol = true"), "proxy_protocol = \"yes\""),
+         "listener[0].upstream.proxy_protocol:"},
         {"syntax", good + "\n[[listener\n", ":"},
         {"no_listener", "[workers]\ncount = 1\n", "listener"},
     };
@@ -201,13 +213,16 @@ TEST_F(CheckConfig, BrokenConfigsNameFileLineAndKey) {
         const auto path = env.write_config("broken-" + c.name, c.toml);
         const auto [status, output] = check(path);
         EXPECT_EQ(status, 1) << c.name << ": " << output;
-        EXPECT_NE(output.find(path.string() + ":"), std::string::npos) << c.name << " must name the file: " << output;
-        EXPECT_NE(output.find(c.expected), std::string::npos) << c.name << ": expected '" << c.expected << "' in: " << output;
+        EXPECT_NE(output.find(path.string() + ":"), std::string::npos)
+            << c.name << " must name the file: " << output;
+        EXPECT_NE(output.find(c.expected), std::string::npos)
+            << c.name << ": expected '" << c.expected << "' in: " << output;
     }
 }
 
 TEST_F(CheckConfig, KeyNotMatchingCertificateIsCaughtBeforeStart) {
-    std::string config = std::regex_replace(env.listener("edge", 8443), std::regex("server-ec.key"), "server-rsa.key");
+    std::string config = std::regex_replace(env.listener("edge", 8443), std::regex("server-ec.key"),
+                                            "server-rsa.key");
     const auto [status, output] = check(env.write_config("mismatch", config));
     EXPECT_EQ(status, 1) << output;
     EXPECT_NE(output.find("listener[0] (edge).tls"), std::string::npos) << output;

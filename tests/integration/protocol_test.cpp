@@ -12,7 +12,7 @@ namespace portcullis::testing {
 namespace {
 
 class ProtocolPolicy : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         env = std::make_unique<TestDeployment>();
         CertOptions api;
@@ -26,12 +26,13 @@ protected:
         client = std::make_unique<IssuedCert>(env->client("protocol-client"));
         port = free_port();
         ipv6_port = free_port("::1");
-        std::string config = env->listener("edge", port, "alpn = [\"h2\", \"http/1.1\"]\n") +
-                             "[[listener.tls.certificate]]\nchain = \"api.pem\"\nkey = \"api.key\"\n";
+        std::string config =
+            env->listener("edge", port, "alpn = [\"h2\", \"http/1.1\"]\n") +
+            "[[listener.tls.certificate]]\nchain = \"api.pem\"\nkey = \"api.key\"\n";
         if (ipv6_port > 0) {
             std::string v6 = env->listener("edge6", ipv6_port);
-            v6.replace(v6.find("127.0.0.1:" + std::to_string(ipv6_port)), 10 + std::to_string(ipv6_port).size(),
-                       "[::1]:" + std::to_string(ipv6_port));
+            v6.replace(v6.find("127.0.0.1:" + std::to_string(ipv6_port)),
+                       10 + std::to_string(ipv6_port).size(), "[::1]:" + std::to_string(ipv6_port));
             config += v6;
         }
         daemon = std::make_unique<Daemon>(env->write_config("protocol", config));
@@ -76,7 +77,8 @@ TEST_F(ProtocolPolicy, Tls10AndTls11AreRefused) {
         const auto r = run_client(port, o);
         EXPECT_FALSE(r.handshake_ok) << "version " << version << " was accepted";
         EXPECT_EQ(r.alert, "protocol version");
-        EXPECT_TRUE(daemon->wait_for_log(rejection_marker(r.local_port, "protocol"))) << daemon->log();
+        EXPECT_TRUE(daemon->wait_for_log(rejection_marker(r.local_port, "protocol")))
+            << daemon->log();
     }
 }
 
@@ -140,7 +142,8 @@ TEST_F(ProtocolPolicy, EcdsaPreferredRsaForRsaOnlyClients) {
         const auto rsa_client = env->client("rsa-client", rsa);
         o.cert = rsa_client.cert.get();
         o.key = rsa_client.key.get();
-        o.sigalgs = version == TLS1_3_VERSION ? "rsa_pss_rsae_sha256" : "RSA+SHA256:rsa_pss_rsae_sha256";
+        o.sigalgs =
+            version == TLS1_3_VERSION ? "rsa_pss_rsae_sha256" : "RSA+SHA256:rsa_pss_rsae_sha256";
         r = run_client(port, o);
         ASSERT_TRUE(r.exchanged) << r.error << " alert=" << r.alert;
         EXPECT_EQ(r.server_key_type, EVP_PKEY_RSA) << "version " << version;

@@ -30,21 +30,25 @@ Run run(const std::string& command) {
     return result;
 }
 
-bool have(const std::string& tool) { return run("command -v " + tool).status == 0; }
+bool have(const std::string& tool) {
+    return run("command -v " + tool).status == 0;
+}
 
 class RealClients : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         env = std::make_unique<TestDeployment>();
-        http = std::make_unique<Backend>(env->dir, std::vector<std::string>{"--mode", "http", "--proxy-protocol"});
+        http = std::make_unique<Backend>(
+            env->dir, std::vector<std::string>{"--mode", "http", "--proxy-protocol"});
         const auto client = env->client("real-client");
         write_file(env->dir / "client.pem", client.cert_pem() + env->client_ca.cert_pem());
         write_file(env->dir / "client.key", client.key_pem());
         write_file(env->dir / "client-ca.pem", env->client_ca.cert_pem());
         port = free_port();
         std::string config = env->listener("edge", port, "alpn = [\"http/1.1\"]\n");
-        config = std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
-                                    "backends = [\"127.0.0.1:" + std::to_string(http->port()) + "\"]");
+        config =
+            std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
+                               "backends = [\"127.0.0.1:" + std::to_string(http->port()) + "\"]");
         daemon = std::make_unique<Daemon>(env->write_config("real", config), 2);
     }
     static void TearDownTestSuite() {
@@ -64,11 +68,12 @@ protected:
 
 TEST_F(RealClients, Curl) {
     if (!have("curl")) GTEST_SKIP() << "SKIPPED LOUDLY: curl is not installed";
-    const auto r = run("curl -sS --max-time 10 --cacert " + file("root.pem") + " --cert " + file("client.pem") +
-                       " --key " + file("client.key") + " " + url());
+    const auto r = run("curl -sS --max-time 10 --cacert " + file("root.pem") + " --cert " +
+                       file("client.pem") + " --key " + file("client.key") + " " + url());
     EXPECT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
-    EXPECT_NE(r.output.find("subject=CN=real-client,O=Portcullis Test,C=GB"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("subject=CN=real-client,O=Portcullis Test,C=GB"), std::string::npos)
+        << r.output;
 }
 
 TEST_F(RealClients, CurlWithoutCertificateIsRefused) {
@@ -80,11 +85,12 @@ TEST_F(RealClients, CurlWithoutCertificateIsRefused) {
 
 TEST_F(RealClients, OpensslSClient) {
     if (!have("openssl")) GTEST_SKIP() << "SKIPPED LOUDLY: openssl is not installed";
-    const auto r = run("printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | "
-                       "timeout 10 openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
-                       " -servername localhost -CAfile " + file("root.pem") + " -cert " + file("client.pem") +
-                       " -key " + file("client.key") + " -cert_chain " + file("client-ca.pem") +
-                       " -verify_return_error -ign_eof");
+    const auto r =
+        run("printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | "
+            "timeout 10 openssl s_client -connect 127.0.0.1:" +
+            std::to_string(port) + " -servername localhost -CAfile " + file("root.pem") +
+            " -cert " + file("client.pem") + " -key " + file("client.key") + " -cert_chain " +
+            file("client-ca.pem") + " -verify_return_error -ign_eof");
     EXPECT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("Verify return code: 0 (ok)"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("HTTP/1.1 200 OK"), std::string::npos) << r.output;
@@ -93,8 +99,9 @@ TEST_F(RealClients, OpensslSClient) {
 
 TEST_F(RealClients, PythonSsl) {
     if (!have("python3")) GTEST_SKIP() << "SKIPPED LOUDLY: python3 is not installed";
-    const auto r = run("timeout 20 python3 " + clients_dir() + "/python_ssl.py localhost " + std::to_string(port) + " " +
-                       file("client.pem") + " " + file("client.key") + " " + file("root.pem"));
+    const auto r = run("timeout 20 python3 " + clients_dir() + "/python_ssl.py localhost " +
+                       std::to_string(port) + " " + file("client.pem") + " " + file("client.key") +
+                       " " + file("root.pem"));
     EXPECT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("status=200"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
@@ -102,8 +109,8 @@ TEST_F(RealClients, PythonSsl) {
 
 TEST_F(RealClients, NodeHttpsModule) {
     if (!have("node")) GTEST_SKIP() << "SKIPPED LOUDLY: node is not installed";
-    const auto r = run("timeout 20 node " + clients_dir() + "/node_https.js " + url() + " " + file("client.pem") + " " +
-                       file("client.key") + " " + file("root.pem"));
+    const auto r = run("timeout 20 node " + clients_dir() + "/node_https.js " + url() + " " +
+                       file("client.pem") + " " + file("client.key") + " " + file("root.pem"));
     EXPECT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("status=200"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
@@ -114,8 +121,8 @@ TEST_F(RealClients, AxiosWithHttpsAgent) {
     if (!std::filesystem::exists(clients_dir() + "/node_modules/axios")) {
         GTEST_SKIP() << "SKIPPED LOUDLY: axios is not installed (run npm ci in tests/clients)";
     }
-    const auto r = run("timeout 20 node " + clients_dir() + "/node_axios.js " + url() + " " + file("client.pem") + " " +
-                       file("client.key") + " " + file("root.pem"));
+    const auto r = run("timeout 20 node " + clients_dir() + "/node_axios.js " + url() + " " +
+                       file("client.pem") + " " + file("client.key") + " " + file("root.pem"));
     EXPECT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("status=200"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;

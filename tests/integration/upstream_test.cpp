@@ -41,7 +41,7 @@ long vm_rss_kib(pid_t pid) {
 }
 
 class Upstream : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         env = std::make_unique<TestDeployment>();
         client = std::make_unique<IssuedCert>(env->client("upstream-client"));
@@ -60,7 +60,8 @@ protected:
 
 TEST_F(Upstream, ProxyV2CarriesTheVerifiedClientIdentity) {
     const int port = free_port();
-    Daemon daemon(env->write_config("proxy", env->listener("edge", port, "alpn = [\"http/1.1\"]\n")));
+    Daemon daemon(
+        env->write_config("proxy", env->listener("edge", port, "alpn = [\"http/1.1\"]\n")));
     auto o = good();
     o.alpn = {"http/1.1"};
     const auto r = run_client(port, o);
@@ -97,7 +98,8 @@ TEST_F(Upstream, ProxyV2CarriesTheVerifiedClientIdentity) {
 TEST_F(Upstream, BackendDownThenUp) {
     const int port = free_port();
     const int backend_port = free_port();
-    std::string config = env->listener("edge", port, "", "", "fail_threshold = 1\nretry_after_ms = 200\n");
+    std::string config =
+        env->listener("edge", port, "", "", "fail_threshold = 1\nretry_after_ms = 200\n");
     config = std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
                                 "backends = [\"127.0.0.1:" + std::to_string(backend_port) + "\"]");
     Daemon daemon(env->write_config("down", config));
@@ -160,8 +162,8 @@ TEST_F(Upstream, SlowBackendDoesNotGrowMemory) {
     }
     const long rss_after = vm_rss_kib(workers[0]);
     EXPECT_LT(written, 16u * 1024 * 1024) << "the client was never pushed back";
-    EXPECT_LT(rss_after - rss_before, 16 * 1024) << "worker RSS grew from " << rss_before << " KiB to " << rss_after
-                                                 << " KiB";
+    EXPECT_LT(rss_after - rss_before, 16 * 1024)
+        << "worker RSS grew from " << rss_before << " KiB to " << rss_after << " KiB";
     RecordProperty("bytes_accepted_before_backpressure", static_cast<int>(written));
     RecordProperty("worker_rss_growth_kib", static_cast<int>(rss_after - rss_before));
 }

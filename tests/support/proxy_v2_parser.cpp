@@ -9,9 +9,13 @@ namespace {
 
 const std::uint8_t magic[12] = {'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q', 'U', 'I', 'T', '\n'};
 
-std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
+std::uint16_t be16(const std::uint8_t* p) {
+    return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
+}
 
-std::string text(const std::uint8_t* p, std::size_t n) { return std::string(reinterpret_cast<const char*>(p), n); }
+std::string text(const std::uint8_t* p, std::size_t n) {
+    return std::string(reinterpret_cast<const char*>(p), n);
+}
 
 std::string escape_json(const std::string& s) {
     std::string out;
@@ -131,36 +135,47 @@ ParseOutcome parse_proxy_v2(std::span<const std::uint8_t> bytes) {
         out.error = "unsupported address family byte";
         return out;
     }
-    const bool ok = for_each_tlv(body, end, [&h](std::uint8_t type, const std::uint8_t* v, std::size_t n) {
-        switch (type) {
-            case 0x01: h.alpn = text(v, n); return true;
-            case 0x02: h.authority = text(v, n); return true;
-            case 0xE0: h.subject_dn = text(v, n); return true;
-            case 0xE1: {
-                if (n != 32) return false;
-                static const char* digits = "0123456789abcdef";
-                for (std::size_t i = 0; i < n; ++i) {
-                    h.sha256_hex += digits[v[i] >> 4];
-                    h.sha256_hex += digits[v[i] & 15];
-                }
-                return true;
-            }
-            case 0x20: {
-                if (n < 5) return false;
-                h.has_ssl = true;
-                h.ssl_client = v[0];
-                h.ssl_verify = static_cast<std::uint32_t>(v[1]) << 24 | static_cast<std::uint32_t>(v[2]) << 16 |
-                               static_cast<std::uint32_t>(v[3]) << 8 | v[4];
-                return for_each_tlv(v + 5, v + n, [&h](std::uint8_t sub, const std::uint8_t* sv, std::size_t sn) {
-                    if (sub == 0x21) h.ssl_version = text(sv, sn);
-                    if (sub == 0x22) h.ssl_cn = text(sv, sn);
-                    if (sub == 0x23) h.ssl_cipher = text(sv, sn);
+    const bool ok =
+        for_each_tlv(body, end, [&h](std::uint8_t type, const std::uint8_t* v, std::size_t n) {
+            switch (type) {
+                case 0x01:
+                    h.alpn = text(v, n);
                     return true;
-                });
+                case 0x02:
+                    h.authority = text(v, n);
+                    return true;
+                case 0xE0:
+                    h.subject_dn = text(v, n);
+                    return true;
+                case 0xE1: {
+                    if (n != 32) return false;
+                    static const char* digits = "0123456789abcdef";
+                    for (std::size_t i = 0; i < n; ++i) {
+                        h.sha256_hex += digits[v[i] >> 4];
+                        h.sha256_hex += digits[v[i] & 15];
+                    }
+                    return true;
+                }
+                case 0x20: {
+                    if (n < 5) return false;
+                    h.has_ssl = true;
+                    h.ssl_client = v[0];
+                    h.ssl_verify = static_cast<std::uint32_t>(v[1]) << 24 |
+                                   static_cast<std::uint32_t>(v[2]) << 16 |
+                                   static_cast<std::uint32_t>(v[3]) << 8 | v[4];
+                    return for_each_tlv(
+                        v + 5, v + n,
+                        [&h](std::uint8_t sub, const std::uint8_t* sv, std::size_t sn) {
+                            if (sub == 0x21) h.ssl_version = text(sv, sn);
+                            if (sub == 0x22) h.ssl_cn = text(sv, sn);
+                            if (sub == 0x23) h.ssl_cipher = text(sv, sn);
+                            return true;
+                        });
+                }
+                default:
+                    return true;  // other TLVs are allowed and ignored
             }
-            default: return true;  // other TLVs are allowed and ignored
-        }
-    });
+        });
     if (!ok) {
         out.error = "malformed TLV";
         return out;

@@ -19,8 +19,8 @@ struct ProxyHeader {
     std::uint32_t ssl_verify = 0;
     std::string ssl_version, ssl_cn, ssl_cipher;
     std::string alpn, authority;
-    std::string subject_dn;   // 0xE0
-    std::string sha256_hex;   // 0xE1, lowercase hex
+    std::string subject_dn;  // 0xE0
+    std::string sha256_hex;  // 0xE1, lowercase hex
 
     std::string to_json() const;
 };

@@ -57,7 +57,8 @@ bool send_all(int fd, const char* data, std::size_t n) {
 ssize_t read_some(int fd, std::string& buffer, const Options& options) {
     char chunk[16384];
     const std::size_t limit = options.read_delay_ms > 0 ? 1024 : sizeof chunk;
-    if (options.read_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options.read_delay_ms));
+    if (options.read_delay_ms > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(options.read_delay_ms));
     ssize_t n;
     do n = ::recv(fd, chunk, limit, 0);
     while (n < 0 && errno == EINTR);
@@ -77,7 +78,8 @@ void serve_echo(int fd, std::string pending, const Options& options) {
     ::shutdown(fd, SHUT_WR);  // echo of a half-closed stream: finish, then FIN
 }
 
-void serve_http(int fd, std::string buffer, const Options& options, const portcullis::testing::ProxyHeader* proxy) {
+void serve_http(int fd, std::string buffer, const Options& options,
+                const portcullis::testing::ProxyHeader* proxy) {
     while (true) {
         std::size_t header_end;
         while ((header_end = buffer.find("\r\n\r\n")) == std::string::npos) {
@@ -96,14 +98,18 @@ void serve_http(int fd, std::string buffer, const Options& options, const portcu
         const bool close = head.find("connection: close") != std::string::npos;
         std::string body = "hello from the portcullis test backend\n";
         if (proxy) {
-            body += "client=" + proxy->source_address + ":" + std::to_string(proxy->source_port) + "\n";
-            body += "verified=" + std::string(proxy->has_ssl && proxy->ssl_verify == 0 ? "yes" : "no") + "\n";
+            body +=
+                "client=" + proxy->source_address + ":" + std::to_string(proxy->source_port) + "\n";
+            body +=
+                "verified=" + std::string(proxy->has_ssl && proxy->ssl_verify == 0 ? "yes" : "no") +
+                "\n";
             body += "subject=" + proxy->subject_dn + "\n";
             body += "tls=" + proxy->ssl_version + " " + proxy->ssl_cipher + "\n";
         }
-        const std::string response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
-                                     std::to_string(body.size()) + "\r\nConnection: " + (close ? "close" : "keep-alive") +
-                                     "\r\n\r\n" + body;
+        const std::string response =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\nConnection: " + (close ? "close" : "keep-alive") +
+            "\r\n\r\n" + body;
         if (!send_all(fd, response.data(), response.size()) || close) return;
     }
 }
@@ -147,9 +153,11 @@ int main(int argc, char** argv) {
     app.add_option("--listen", options.listen, "numeric address:port (port 0 = any)");
     app.add_option("--mode", options.mode, "echo or http")->check(CLI::IsMember({"echo", "http"}));
     app.add_flag("--proxy-protocol", options.proxy_protocol, "expect a PROXY v2 header first");
-    app.add_option("--record", options.record, "append one JSON line per connection with the PROXY fields");
+    app.add_option("--record", options.record,
+                   "append one JSON line per connection with the PROXY fields");
     app.add_option("--ready-file", options.ready_file, "write the bound port here once listening");
-    app.add_option("--read-delay-ms", options.read_delay_ms, "sleep this long before each read of at most 1 KiB");
+    app.add_option("--read-delay-ms", options.read_delay_ms,
+                   "sleep this long before each read of at most 1 KiB");
     CLI11_PARSE(app, argc, argv);
 
     ::signal(SIGPIPE, SIG_IGN);
@@ -162,12 +170,14 @@ int main(int argc, char** argv) {
         std::cerr << "test-backend: bad --listen " << options.listen << "\n";
         return 2;
     }
-    if (any_port) reinterpret_cast<sockaddr_in*>(&address->storage)->sin_port = 0;  // same offset for v6
+    if (any_port)
+        reinterpret_cast<sockaddr_in*>(&address->storage)->sin_port = 0;  // same offset for v6
 
     UniqueFd listener(::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     const int one = 1;
     ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(listener.get(), address->sa(), address->length) != 0 || ::listen(listener.get(), 1024) != 0) {
+    if (::bind(listener.get(), address->sa(), address->length) != 0 ||
+        ::listen(listener.get(), 1024) != 0) {
         std::perror("test-backend: bind/listen");
         return 1;
     }

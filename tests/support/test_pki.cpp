@@ -18,16 +18,26 @@ using crypto::UniqueEvpPkey;
 using crypto::UniqueX509;
 
 void check(bool ok, const char* what) {
-    if (!ok) throw std::runtime_error(std::string("test PKI: ") + what + ": " + crypto::drain_openssl_errors());
+    if (!ok)
+        throw std::runtime_error(std::string("test PKI: ") + what + ": " +
+                                 crypto::drain_openssl_errors());
 }
 
 UniqueEvpPkey make_key(KeyKind kind) {
     EVP_PKEY* key = nullptr;
     switch (kind) {
-        case KeyKind::ec_p256: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
-        case KeyKind::ec_p384: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
-        case KeyKind::rsa2048: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(2048)); break;
-        case KeyKind::rsa3072: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(3072)); break;
+        case KeyKind::ec_p256:
+            key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+            break;
+        case KeyKind::ec_p384:
+            key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+            break;
+        case KeyKind::rsa2048:
+            key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(2048));
+            break;
+        case KeyKind::rsa3072:
+            key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(3072));
+            break;
     }
     check(key != nullptr, "key generation");
     return UniqueEvpPkey(key);
@@ -44,14 +54,17 @@ void add_extension(X509* cert, X509* issuer, int nid, const std::string& value) 
 }
 
 void set_name(X509_NAME* name, const std::string& cn, const std::string& org) {
-    X509_NAME_add_entry_by_txt(name, "C", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("GB"), -1, -1, 0);
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(org.c_str()), -1, -1, 0);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "C", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>("GB"), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(org.c_str()), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
 }
 
 // Builds and signs a certificate. `issuer`/`issuer_key` null = self-signed.
-UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key, long serial,
-                 bool is_ca) {
+UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_PKEY* issuer_key,
+                 long serial, bool is_ca) {
     UniqueX509 cert(X509_new());
     X509_set_version(cert.get(), 2);
     ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial);
@@ -69,8 +82,9 @@ UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_
     } else {
         add_extension(cert.get(), signer, NID_basic_constraints, "critical,CA:FALSE");
         const bool rsa = EVP_PKEY_get_base_id(subject_key) == EVP_PKEY_RSA;
-        add_extension(cert.get(), signer, NID_key_usage,
-                      rsa ? "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature");
+        add_extension(
+            cert.get(), signer, NID_key_usage,
+            rsa ? "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature");
         if (o.include_eku && (o.client_auth || o.server_auth)) {
             std::string eku;
             if (o.client_auth) eku = "clientAuth";
@@ -84,7 +98,8 @@ UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_
         for (const auto& u : o.uris) san += (san.empty() ? "" : ",") + std::string("URI:") + u;
         if (!san.empty()) add_extension(cert.get(), signer, NID_subject_alt_name, san);
     }
-    check(X509_sign(cert.get(), issuer_key ? issuer_key : subject_key, EVP_sha256()) > 0, "sign certificate");
+    check(X509_sign(cert.get(), issuer_key ? issuer_key : subject_key, EVP_sha256()) > 0,
+          "sign certificate");
     return cert;
 }
 
@@ -106,11 +121,16 @@ std::string pem_of(auto write, auto* object) {
 
 }  // namespace
 
-std::string IssuedCert::cert_pem() const { return pem_of([](BIO* b, X509* x) { PEM_write_bio_X509(b, x); }, cert.get()); }
+std::string IssuedCert::cert_pem() const {
+    return pem_of([](BIO* b, X509* x) { PEM_write_bio_X509(b, x); }, cert.get());
+}
 
 std::string IssuedCert::key_pem() const {
-    return pem_of([](BIO* b, EVP_PKEY* k) { PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr); },
-                  key.get());
+    return pem_of(
+        [](BIO* b, EVP_PKEY* k) {
+            PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr);
+        },
+        key.get());
 }
 
 CertificateAuthority CertificateAuthority::root(const std::string& common_name, KeyKind key) {
@@ -123,7 +143,8 @@ CertificateAuthority CertificateAuthority::root(const std::string& common_name, 
     return ca;
 }
 
-CertificateAuthority CertificateAuthority::intermediate(const std::string& common_name, KeyKind key) const {
+CertificateAuthority CertificateAuthority::intermediate(const std::string& common_name,
+                                                        KeyKind key) const {
     CertificateAuthority ca;
     ca.key_ = make_key(key);
     CertOptions o;
@@ -152,8 +173,10 @@ std::string CertificateAuthority::crl_pem() const {
     std::unique_ptr<X509_CRL, crypto::OpenSslDeleter<X509_CRL_free>> crl(X509_CRL_new());
     X509_CRL_set_version(crl.get(), 1);
     X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(cert_.get()));
-    std::unique_ptr<ASN1_TIME, crypto::OpenSslDeleter<ASN1_TIME_free>> this_update(X509_gmtime_adj(nullptr, -3600));
-    std::unique_ptr<ASN1_TIME, crypto::OpenSslDeleter<ASN1_TIME_free>> next_update(X509_gmtime_adj(nullptr, 86400));
+    std::unique_ptr<ASN1_TIME, crypto::OpenSslDeleter<ASN1_TIME_free>> this_update(
+        X509_gmtime_adj(nullptr, -3600));
+    std::unique_ptr<ASN1_TIME, crypto::OpenSslDeleter<ASN1_TIME_free>> next_update(
+        X509_gmtime_adj(nullptr, 86400));
     X509_CRL_set1_lastUpdate(crl.get(), this_update.get());
     X509_CRL_set1_nextUpdate(crl.get(), next_update.get());
     for (const auto& hex : revoked_serials_hex_) {
@@ -201,7 +224,8 @@ UniqueEvpPkey mismatched_rsa_key(const X509* rsa_cert) {
     OSSL_PARAM* params = OSSL_PARAM_BLD_to_param(builder);
     EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr);
     EVP_PKEY* key = nullptr;
-    const bool ok = EVP_PKEY_fromdata_init(ctx) == 1 && EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_KEYPAIR, params) == 1;
+    const bool ok = EVP_PKEY_fromdata_init(ctx) == 1 &&
+                    EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_KEYPAIR, params) == 1;
     EVP_PKEY_CTX_free(ctx);
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(builder);

@@ -20,11 +20,11 @@ struct CertOptions {
     KeyKind key = KeyKind::ec_p256;
     std::vector<std::string> dns_names;
     std::vector<std::string> uris;
-    bool include_eku = true;    // false: no extendedKeyUsage extension at all
-    bool client_auth = true;    // EKU clientAuth (when include_eku)
-    bool server_auth = false;   // EKU serverAuth (when include_eku)
-    long not_before_offset_s = -3600;         // relative to now
-    long not_after_offset_s = 30L * 86400;    // relative to now
+    bool include_eku = true;                // false: no extendedKeyUsage extension at all
+    bool client_auth = true;                // EKU clientAuth (when include_eku)
+    bool server_auth = false;               // EKU serverAuth (when include_eku)
+    long not_before_offset_s = -3600;       // relative to now
+    long not_after_offset_s = 30L * 86400;  // relative to now
 };
 
 struct IssuedCert {
@@ -35,8 +35,9 @@ struct IssuedCert {
 };
 
 class CertificateAuthority {
-public:
-    static CertificateAuthority root(const std::string& common_name, KeyKind key = KeyKind::ec_p256);
+  public:
+    static CertificateAuthority root(const std::string& common_name,
+                                     KeyKind key = KeyKind::ec_p256);
     CertificateAuthority intermediate(const std::string& common_name,
                                       KeyKind key = KeyKind::ec_p256) const;
 
@@ -51,7 +52,7 @@ public:
     X509* cert() const { return cert_.get(); }
     EVP_PKEY* key() const { return key_.get(); }
 
-private:
+  private:
     crypto::UniqueX509 cert_;
     crypto::UniqueEvpPkey key_;
     std::vector<std::string> revoked_serials_hex_;

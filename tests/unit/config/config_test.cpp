@@ -555,7 +555,8 @@ TEST(ConfigError, LeavesOutPositionAndKeyWhenThereAreNone) {
 TEST(ExampleConfig, ParsesToTheDocumentedValues) {
     const PkiDirectory pki;
     const std::string text = read_file(source_file_from_env("PORTCULLIS_EXAMPLE_CONFIG"));
-    ASSERT_NE(text.find(kFingerprint), std::string::npos) << "the example's sha256 value changed; update this test";
+    ASSERT_NE(text.find(kFingerprint), std::string::npos)
+        << "the example's sha256 value changed; update this test";
 
     const Config config = parse_in(pki, text);
 

@@ -1,7 +1,8 @@
 // Allow-list, EKU and reason mapping on real certificates from the test PKI.
+#include "crypto/client_verifier.hpp"
+
 #include <gtest/gtest.h>
 
-#include "crypto/client_verifier.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace portcullis::crypto {
@@ -11,8 +12,10 @@ using testing::CertificateAuthority;
 using testing::CertOptions;
 
 class ClientVerifier : public ::testing::Test {
-protected:
-    static void SetUpTestSuite() { ca = std::make_unique<CertificateAuthority>(CertificateAuthority::root("Unit CA")); }
+  protected:
+    static void SetUpTestSuite() {
+        ca = std::make_unique<CertificateAuthority>(CertificateAuthority::root("Unit CA"));
+    }
     static void TearDownTestSuite() { ca.reset(); }
     static testing::IssuedCert partner() {
         CertOptions o;
@@ -31,7 +34,8 @@ TEST_F(ClientVerifier, EmptyAllowListAdmitsEveryone) {
 
 TEST_F(ClientVerifier, SubjectGlobMatchesRfc2253Form) {
     const auto cert = partner();
-    EXPECT_EQ(subject_rfc2253(X509_get_subject_name(cert.cert.get())), "CN=partner-a,O=Partner Bank,C=GB");
+    EXPECT_EQ(subject_rfc2253(X509_get_subject_name(cert.cert.get())),
+              "CN=partner-a,O=Partner Bank,C=GB");
     AllowList allow;
     allow.subject_patterns = {"CN=partner-*,O=Partner Bank,C=GB"};
     EXPECT_TRUE(allow_list_permits(allow, cert.cert.get()));
@@ -75,7 +79,8 @@ TEST_F(ClientVerifier, ClientAuthEkuIsRequiredNotJustAllowed) {
     EXPECT_TRUE(has_client_auth_eku(partner().cert.get()));
     CertOptions none;
     none.include_eku = false;
-    EXPECT_FALSE(has_client_auth_eku(ca->issue(none).cert.get())) << "a leaf without EKU must not pass";
+    EXPECT_FALSE(has_client_auth_eku(ca->issue(none).cert.get()))
+        << "a leaf without EKU must not pass";
     CertOptions server_only;
     server_only.client_auth = false;
     server_only.server_auth = true;
@@ -86,11 +91,14 @@ TEST_F(ClientVerifier, VerifyErrorsMapToStableReasons) {
     EXPECT_EQ(reason_for_verify_error(X509_V_ERR_CERT_HAS_EXPIRED), RejectReason::expired);
     EXPECT_EQ(reason_for_verify_error(X509_V_ERR_CERT_NOT_YET_VALID), RejectReason::not_yet_valid);
     EXPECT_EQ(reason_for_verify_error(X509_V_ERR_CERT_REVOKED), RejectReason::revoked);
-    EXPECT_EQ(reason_for_verify_error(X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY), RejectReason::unknown_ca);
-    EXPECT_EQ(reason_for_verify_error(X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT), RejectReason::self_signed);
+    EXPECT_EQ(reason_for_verify_error(X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY),
+              RejectReason::unknown_ca);
+    EXPECT_EQ(reason_for_verify_error(X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT),
+              RejectReason::self_signed);
     EXPECT_EQ(reason_for_verify_error(X509_V_ERR_UNABLE_TO_GET_CRL), RejectReason::crl_unavailable);
     EXPECT_EQ(reason_for_verify_error(X509_V_ERR_CRL_HAS_EXPIRED), RejectReason::crl_unavailable);
-    EXPECT_EQ(reason_for_verify_error(X509_V_ERR_CERT_SIGNATURE_FAILURE), RejectReason::bad_signature);
+    EXPECT_EQ(reason_for_verify_error(X509_V_ERR_CERT_SIGNATURE_FAILURE),
+              RejectReason::bad_signature);
     EXPECT_EQ(to_string(RejectReason::not_allowed), "not_allowed");
 }
 

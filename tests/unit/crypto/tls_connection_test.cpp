@@ -1,6 +1,8 @@
 // TlsConnection driven by a real OpenSSL client in the same thread: bytes are
 // shuttled between the client's memory BIOs and the connection's buffers, so
 // the TLS core is exercised with no socket at all (as the DPDK path will).
+#include "crypto/tls_connection.hpp"
+
 #include <gtest/gtest.h>
 #include <openssl/err.h>
 
@@ -8,7 +10,6 @@
 #include <filesystem>
 
 #include "crypto/server_tls_context.hpp"
-#include "crypto/tls_connection.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace portcullis::crypto {
@@ -32,7 +33,7 @@ struct Files {
 };
 
 class TlsCore : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         CertOptions server;
         server.common_name = "localhost";
@@ -40,7 +41,9 @@ protected:
         server.client_auth = false;
         server.server_auth = true;
         const auto cert = root.issue(server);
-        policy.certificates = {{files.put("server.pem", cert.cert_pem()), files.put("server.key", cert.key_pem()), {}}};
+        policy.certificates = {{files.put("server.pem", cert.cert_pem()),
+                                files.put("server.key", cert.key_pem()),
+                                {}}};
         policy.trust_file = files.put("root.pem", root.cert_pem());
         policy.alpn = {"http/1.1"};
     }
@@ -149,7 +152,8 @@ TEST_F(TlsCore, PlaintextFlowsBothWaysThroughTheBuffers) {
     ASSERT_EQ(r.status, TlsConnection::IoStatus::ok);
     EXPECT_EQ(std::string(reinterpret_cast<char*>(plain), r.bytes), "hello");
     const std::string reply = "world";
-    const auto w = server.write_plaintext({reinterpret_cast<const std::uint8_t*>(reply.data()), reply.size()});
+    const auto w =
+        server.write_plaintext({reinterpret_cast<const std::uint8_t*>(reply.data()), reply.size()});
     ASSERT_EQ(w.status, TlsConnection::IoStatus::ok);
     EXPECT_EQ(w.bytes, reply.size());
     auto out = server.outbound();
@@ -158,7 +162,8 @@ TEST_F(TlsCore, PlaintextFlowsBothWaysThroughTheBuffers) {
     char got[16] = {};
     int total = 0;
     while (total < 5) {
-        const int k = SSL_read(client.get(), got + total, sizeof got - 1 - static_cast<std::size_t>(total));
+        const int k =
+            SSL_read(client.get(), got + total, sizeof got - 1 - static_cast<std::size_t>(total));
         if (k <= 0) break;
         total += k;
     }

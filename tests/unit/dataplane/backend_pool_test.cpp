@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "dataplane/upstream/backend_pool.hpp"
+
+#include <gtest/gtest.h>
 
 namespace portcullis::dataplane {
 namespace {
@@ -9,7 +9,8 @@ using std::chrono::milliseconds;
 
 UpstreamSettings three_backends() {
     UpstreamSettings s;
-    for (const char* a : {"192.0.2.1:80", "192.0.2.2:80", "192.0.2.3:80"}) s.backends.push_back(*SocketAddress::parse(a));
+    for (const char* a : {"192.0.2.1:80", "192.0.2.2:80", "192.0.2.3:80"})
+        s.backends.push_back(*SocketAddress::parse(a));
     s.fail_threshold = 2;
     s.retry_after_ms = 1000;
     return s;

@@ -1,8 +1,9 @@
 // PROXY v2 encoder, checked byte-wise against the specification and
 // round-tripped through the independent test parser.
+#include "dataplane/upstream/proxy_v2.hpp"
+
 #include <gtest/gtest.h>
 
-#include "dataplane/upstream/proxy_v2.hpp"
 #include "tests/support/proxy_v2_parser.hpp"
 
 namespace portcullis::dataplane {
@@ -14,7 +15,8 @@ crypto::PeerIdentity verified_identity() {
     id.verified = true;
     id.subject_dn = "CN=partner-a,O=Partner Bank,C=GB";
     id.common_name = "partner-a";
-    for (std::size_t i = 0; i < id.sha256.size(); ++i) id.sha256[i] = static_cast<std::uint8_t>(i * 7);
+    for (std::size_t i = 0; i < id.sha256.size(); ++i)
+        id.sha256[i] = static_cast<std::uint8_t>(i * 7);
     id.tls_version = "TLSv1.3";
     id.cipher = "TLS_AES_128_GCM_SHA256";
     id.server_name = "edge.example";
@@ -22,7 +24,9 @@ crypto::PeerIdentity verified_identity() {
     return id;
 }
 
-SocketAddress addr(const char* text) { return *SocketAddress::parse(text); }
+SocketAddress addr(const char* text) {
+    return *SocketAddress::parse(text);
+}
 
 testing::ProxyHeader parse(const std::vector<std::uint8_t>& bytes) {
     const auto outcome = testing::parse_proxy_v2(bytes);
@@ -31,8 +35,10 @@ testing::ProxyHeader parse(const std::vector<std::uint8_t>& bytes) {
 }
 
 TEST(ProxyV2, FixedPrefixFollowsTheSpecification) {
-    const auto bytes = proxy_v2::encode(addr("192.0.2.10:40000"), addr("198.51.100.1:443"), verified_identity());
-    const std::vector<std::uint8_t> signature = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    const auto bytes =
+        proxy_v2::encode(addr("192.0.2.10:40000"), addr("198.51.100.1:443"), verified_identity());
+    const std::vector<std::uint8_t> signature = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                                 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
     ASSERT_GE(bytes.size(), 16u);
     EXPECT_TRUE(std::equal(signature.begin(), signature.end(), bytes.begin()));
     EXPECT_EQ(bytes[12], 0x21) << "version 2, command PROXY";
@@ -67,7 +73,8 @@ TEST(ProxyV2, Ipv4RoundTripCarriesEveryField) {
 }
 
 TEST(ProxyV2, Ipv6RoundTrip) {
-    const auto h = parse(proxy_v2::encode(addr("[2001:db8::10]:50000"), addr("[2001:db8::1]:8443"), verified_identity()));
+    const auto h = parse(proxy_v2::encode(addr("[2001:db8::10]:50000"), addr("[2001:db8::1]:8443"),
+                                          verified_identity()));
     EXPECT_EQ(h.family, 6);
     EXPECT_EQ(h.source_address, "2001:db8::10");
     EXPECT_EQ(h.source_port, 50000);
@@ -77,7 +84,8 @@ TEST(ProxyV2, Ipv6RoundTrip) {
 }
 
 TEST(ProxyV2, MixedFamiliesSendUnspecWithTlvsKept) {
-    const auto bytes = proxy_v2::encode(addr("192.0.2.10:40000"), addr("[2001:db8::1]:443"), verified_identity());
+    const auto bytes =
+        proxy_v2::encode(addr("192.0.2.10:40000"), addr("[2001:db8::1]:443"), verified_identity());
     EXPECT_EQ(bytes[13], 0x00);
     const auto h = parse(bytes);
     EXPECT_EQ(h.family, 0);
@@ -101,7 +109,8 @@ TEST(ProxyV2, ResumedSessionSetsCertSessFlag) {
     auto id = verified_identity();
     id.resumed = true;
     const auto h = parse(proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), id));
-    EXPECT_EQ(h.ssl_client, proxy_v2::ssl_client_ssl | proxy_v2::ssl_client_cert_conn | proxy_v2::ssl_client_cert_sess);
+    EXPECT_EQ(h.ssl_client, proxy_v2::ssl_client_ssl | proxy_v2::ssl_client_cert_conn |
+                                proxy_v2::ssl_client_cert_sess);
 }
 
 TEST(ProxyV2, LongSubjectIsCarriedWhole) {
@@ -114,11 +123,13 @@ TEST(ProxyV2, LongSubjectIsCarriedWhole) {
 TEST(ProxyV2, HeaderThatCannotFitIsRefused) {
     auto id = verified_identity();
     id.subject_dn = std::string(70000, 'x');
-    EXPECT_THROW(proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), id), std::length_error);
+    EXPECT_THROW(proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), id),
+                 std::length_error);
 }
 
 TEST(ProxyV2Parser, RejectsBadSignatureAndWaitsForMore) {
-    const auto bytes = proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), verified_identity());
+    const auto bytes =
+        proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), verified_identity());
     const std::vector<std::uint8_t> half(bytes.begin(), bytes.begin() + 20);
     EXPECT_TRUE(testing::parse_proxy_v2(half).incomplete);
     std::vector<std::uint8_t> bad = bytes;

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "dataplane/socket_address.hpp"
+
+#include <gtest/gtest.h>
 
 namespace portcullis::dataplane {
 namespace {
@@ -13,11 +13,12 @@ TEST(SocketAddress, ParsesNumericForms) {
         int port;
         const char* printed;
     };
-    for (const auto& c : {Case{"192.0.2.1:443", AF_INET, "192.0.2.1", 443, "192.0.2.1:443"},
-                          Case{"*:8443", AF_INET, "0.0.0.0", 8443, "0.0.0.0:8443"},
-                          Case{"[2001:db8::1]:443", AF_INET6, "2001:db8::1", 443, "[2001:db8::1]:443"},
-                          Case{"[::]:1", AF_INET6, "::", 1, "[::]:1"},
-                          Case{"127.0.0.1:65535", AF_INET, "127.0.0.1", 65535, "127.0.0.1:65535"}}) {
+    for (const auto& c :
+         {Case{"192.0.2.1:443", AF_INET, "192.0.2.1", 443, "192.0.2.1:443"},
+          Case{"*:8443", AF_INET, "0.0.0.0", 8443, "0.0.0.0:8443"},
+          Case{"[2001:db8::1]:443", AF_INET6, "2001:db8::1", 443, "[2001:db8::1]:443"},
+          Case{"[::]:1", AF_INET6, "::", 1, "[::]:1"},
+          Case{"127.0.0.1:65535", AF_INET, "127.0.0.1", 65535, "127.0.0.1:65535"}}) {
         const auto a = SocketAddress::parse(c.text);
         ASSERT_TRUE(a) << c.text;
         EXPECT_EQ(a->family(), c.family) << c.text;
@@ -28,9 +29,10 @@ TEST(SocketAddress, ParsesNumericForms) {
 }
 
 TEST(SocketAddress, RejectsEverythingElse) {
-    for (const char* text : {"", "443", "192.0.2.1", "192.0.2.1:", "192.0.2.1:0", "192.0.2.1:65536", "192.0.2.1:44x",
-                             "localhost:443", "2001:db8::1:443", "[2001:db8::1]", "[2001:db8::1]443", "[nope]:443",
-                             "256.0.0.1:443", "[192.0.2.1]:443", " 192.0.2.1:443"}) {
+    for (const char* text :
+         {"", "443", "192.0.2.1", "192.0.2.1:", "192.0.2.1:0", "192.0.2.1:65536", "192.0.2.1:44x",
+          "localhost:443", "2001:db8::1:443", "[2001:db8::1]", "[2001:db8::1]443", "[nope]:443",
+          "256.0.0.1:443", "[192.0.2.1]:443", " 192.0.2.1:443"}) {
         EXPECT_FALSE(SocketAddress::parse(text)) << "accepted '" << text << "'";
     }
 }
