@@ -216,10 +216,13 @@ void Connection::on_established() {
     } else {
         to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes);
     }
-    spdlog::debug(
-        "client accepted listener={} client={} version={} cipher={} resumed={} subject={}",
-        listener_.settings.name, peer_.to_string(), peer.tls_version, peer.cipher, peer.resumed,
-        quoted(peer.subject_dn));
+    // Guarded: the arguments allocate even when the line would be dropped.
+    if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug(
+            "client accepted listener={} client={} version={} cipher={} resumed={} subject={}",
+            listener_.settings.name, peer_.to_string(), peer.tls_version, peer.cipher, peer.resumed,
+            quoted(peer.subject_dn));
+    }
     connect_upstream();
 }
 
@@ -416,8 +419,10 @@ void Connection::maybe_finish() {
 void Connection::finish(const char* why) {
     if (finished_) return;
     finished_ = true;
-    spdlog::debug("connection closed listener={} client={} reason=\"{}\"", listener_.settings.name,
-                  peer_.to_string(), why);
+    if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug("connection closed listener={} client={} reason=\"{}\"",
+                      listener_.settings.name, peer_.to_string(), why);
+    }
     // Closing the fds removes them from the epoll set.
     upstream_.reset();
     client_.reset();
