@@ -16,18 +16,30 @@ class ClientCertificateMatrix : public ::testing::Test {
         allow_port = free_port();
         revoked = std::make_unique<IssuedCert>(env->client("revoked-client"));
         env->client_ca.revoke(revoked->cert.get());
+        // An intermediate the root has revoked, with a (valid, empty) CRL of its own.
+        revoked_ca =
+            std::make_unique<CertificateAuthority>(env->root.intermediate("Revoked Intermediate"));
+        env->root.revoke(revoked_ca->cert());
+        write_file(env->dir / "revoked-ca.crl", revoked_ca->crl_pem());
         env->write_crls();
+        chain_port = free_port();
+        std::string chain = env->listener("chain", chain_port, "crl_scope = \"chain\"\n");
+        const std::string crls = "crl_files = [\"root.crl\", \"client-ca.crl\"]";
+        chain.replace(chain.find(crls), crls.size(),
+                      "crl_files = [\"root.crl\", \"client-ca.crl\", \"revoked-ca.crl\"]");
         const auto config = env->write_config(
             "matrix", env->listener("require", require_port) +
                           env->listener("optional", optional_port, "client_auth = \"optional\"\n") +
                           env->listener("allow", allow_port,
                                         "[listener.tls.allow]\nsubjects = "
-                                        "[\"CN=allowed-*,O=Portcullis Test,C=GB\"]\n"));
+                                        "[\"CN=allowed-*,O=Portcullis Test,C=GB\"]\n") +
+                          chain);
         daemon = std::make_unique<Daemon>(config);
     }
     static void TearDownTestSuite() {
         daemon.reset();
         revoked.reset();
+        revoked_ca.reset();
         env.reset();
     }
 
@@ -51,7 +63,8 @@ class ClientCertificateMatrix : public ::testing::Test {
     static inline std::unique_ptr<TestDeployment> env;
     static inline std::unique_ptr<Daemon> daemon;
     static inline std::unique_ptr<IssuedCert> revoked;
-    static inline int require_port, optional_port, allow_port;
+    static inline std::unique_ptr<CertificateAuthority> revoked_ca;
+    static inline int require_port, optional_port, allow_port, chain_port;
 };
 
 TEST_F(ClientCertificateMatrix, GoodClientIssuedByRootIsServed) {
@@ -177,6 +190,31 @@ TEST_F(ClientCertificateMatrix, AllowListAdmitsMatchingSubject) {
 TEST_F(ClientCertificateMatrix, VerifiedClientNotOnAllowListIsRefused) {
     const auto r = run_client(allow_port, with(env->client("stranger")));
     expect_rejected(r, "not_allowed");
+}
+
+TEST_F(ClientCertificateMatrix, RevokedIntermediateIsRefusedUnderChainScope) {
+    CertOptions o;
+    o.common_name = "under-revoked-ca";
+    const auto cert = revoked_ca->issue(o);
+    auto options = with(cert, false);
+    options.chain = {revoked_ca->cert()};
+    expect_rejected(run_client(chain_port, options), "revoked");
+}
+
+TEST_F(ClientCertificateMatrix, ChainScopeStillServesGoodClients) {
+    const auto r = run_client(chain_port, with(env->client("chain-good")));
+    EXPECT_TRUE(r.exchanged) << r.error << " alert=" << r.alert;
+}
+
+TEST_F(ClientCertificateMatrix, MissingCrlForTheIssuerFailsClosed) {
+    // The leaf-scope listener has no CRL from that intermediate: a missing CRL
+    // must never read as "not revoked".
+    CertOptions o;
+    o.common_name = "issuer-without-crl";
+    const auto cert = revoked_ca->issue(o);
+    auto options = with(cert, false);
+    options.chain = {revoked_ca->cert()};
+    expect_rejected(run_client(require_port, options), "crl_unavailable");
 }
 
 }  // namespace
