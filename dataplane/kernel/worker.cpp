@@ -123,20 +123,14 @@ class Worker {
         const auto tag = static_cast<EpollTag>(event.data.u64 & epoll_tag_mask);
         void* owner = reinterpret_cast<void*>(event.data.u64 & ~epoll_tag_mask);
         switch (tag) {
-            case EpollTag::client: {
-                auto* connection = static_cast<Connection*>(owner);
-                if (connection->finished()) break;
-                connection->on_client_event(event.events);
-                if (connection->finished()) finished_.push_back(connection);
+            case EpollTag::client:
+                on_connection_event(static_cast<Connection*>(owner), &Connection::on_client_event,
+                                    event.events);
                 break;
-            }
-            case EpollTag::upstream: {
-                auto* connection = static_cast<Connection*>(owner);
-                if (connection->finished()) break;
-                connection->on_upstream_event(event.events);
-                if (connection->finished()) finished_.push_back(connection);
+            case EpollTag::upstream:
+                on_connection_event(static_cast<Connection*>(owner), &Connection::on_upstream_event,
+                                    event.events);
                 break;
-            }
             case EpollTag::listener:
                 accept_from(*static_cast<ListenerRuntime*>(owner));
                 break;
@@ -144,6 +138,13 @@ class Worker {
                 handle_signals();
                 break;
         }
+    }
+
+    void on_connection_event(Connection* connection, void (Connection::*handler)(std::uint32_t),
+                             std::uint32_t events) {
+        if (connection->finished()) return;  // closed earlier in this batch
+        (connection->*handler)(events);
+        if (connection->finished()) finished_.push_back(connection);
     }
 
     void accept_from(ListenerRuntime& listener) {

@@ -44,11 +44,8 @@ class ClientCertificateMatrix : public ::testing::Test {
     }
 
     ClientOptions with(const IssuedCert& cert, bool send_intermediate = true) const {
-        ClientOptions o;
-        o.cert = cert.cert.get();
-        o.key = cert.key.get();
-        if (send_intermediate) o.chain = {env->client_ca.cert()};
-        o.trusted_server_ca = env->root.cert();
+        auto o = env->options_for(cert);
+        if (!send_intermediate) o.chain.clear();
         return o;
     }
 

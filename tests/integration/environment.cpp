@@ -33,6 +33,15 @@ IssuedCert TestDeployment::client(const std::string& cn, CertOptions options) co
     return client_ca.issue(options);
 }
 
+ClientOptions TestDeployment::options_for(const IssuedCert& cert) const {
+    ClientOptions o;
+    o.cert = cert.cert.get();
+    o.key = cert.key.get();
+    o.chain = {client_ca.cert()};
+    o.trusted_server_ca = root.cert();
+    return o;
+}
+
 void TestDeployment::write_crls() const {
     write_file(dir / "root.crl", root.crl_pem());
     write_file(dir / "client-ca.crl", client_ca.crl_pem());

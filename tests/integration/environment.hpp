@@ -22,8 +22,11 @@ struct TestDeployment {
     TestDeployment();
     ~TestDeployment();
 
-    IssuedCert client(const std::string& cn,
-                      CertOptions options = {}) const;  // issued by client_ca
+    // A client certificate issued by client_ca.
+    IssuedCert client(const std::string& cn, CertOptions options = {}) const;
+    // A client presenting `cert` with the client CA as its chain and
+    // verifying the server against the root.
+    ClientOptions options_for(const IssuedCert& cert) const;
     // Rewrites the CRL files from the CAs' current revocation lists.
     void write_crls() const;
 

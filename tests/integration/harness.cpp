@@ -212,9 +212,9 @@ void capture_alert(const SSL* ssl, int where, int value) {
 
 }  // namespace
 
-ClientResult run_client(int port, const ClientOptions& o, const char* host) {
-    ::signal(SIGPIPE, SIG_IGN);  // a server that closes must fail the test, not kill it
-    ClientResult result;
+namespace {
+
+crypto::UniqueSslCtx make_client_context(const ClientOptions& o, std::string& error) {
     crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
     if (o.security_level_zero) SSL_CTX_set_security_level(ctx.get(), 0);
     if (o.min_version) SSL_CTX_set_min_proto_version(ctx.get(), o.min_version);
@@ -226,8 +226,8 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
         for (const X509* extra : o.chain)
             SSL_CTX_add1_chain_cert(ctx.get(), const_cast<X509*>(extra));
         if (SSL_CTX_use_PrivateKey(ctx.get(), o.key) != 1) {
-            result.error = "client key rejected: " + crypto::drain_openssl_errors();
-            return result;
+            error = "client key rejected: " + crypto::drain_openssl_errors();
+            return {};
         }
     }
     if (o.trusted_server_ca) {
@@ -242,7 +242,11 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
                                 static_cast<unsigned>(wire.size()));
     }
     SSL_CTX_set_info_callback(ctx.get(), capture_alert);
+    return ctx;
+}
 
+// Blocking TCP connection with 5 s send/receive timeouts.
+UniqueFd connect_tcp(int port, const char* host, std::string& error) {
     const bool v6 = std::string(host).find(':') != std::string::npos;
     auto address =
         dataplane::SocketAddress::parse(v6 ? "[" + std::string(host) + "]:" + std::to_string(port)
@@ -252,9 +256,36 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     if (::connect(fd.get(), address->sa(), address->length) != 0) {
-        result.error = std::string("connect: ") + std::strerror(errno);
-        return result;
+        error = std::string("connect: ") + std::strerror(errno);
+        return {};
     }
+    return fd;
+}
+
+}  // namespace
+
+TlsSession open_tls_session(int port, const ClientOptions& options) {
+    ::signal(SIGPIPE, SIG_IGN);
+    TlsSession session;
+    std::string error;
+    session.ctx = make_client_context(options, error);
+    if (!session.ctx) return session;
+    session.fd = connect_tcp(port, "127.0.0.1", error);
+    if (!session.fd) return session;
+    session.ssl.reset(SSL_new(session.ctx.get()));
+    SSL_set_fd(session.ssl.get(), session.fd.get());
+    if (!options.sni.empty()) SSL_set_tlsext_host_name(session.ssl.get(), options.sni.c_str());
+    session.ok = SSL_connect(session.ssl.get()) == 1;
+    return session;
+}
+
+ClientResult run_client(int port, const ClientOptions& o, const char* host) {
+    ::signal(SIGPIPE, SIG_IGN);  // a server that closes must fail the test, not kill it
+    ClientResult result;
+    auto ctx = make_client_context(o, result.error);
+    if (!ctx) return result;
+    UniqueFd fd = connect_tcp(port, host, result.error);
+    if (!fd) return result;
     sockaddr_storage local{};
     socklen_t local_len = sizeof local;
     ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);

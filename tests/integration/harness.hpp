@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "crypto/openssl_handles.hpp"
+#include "dataplane/unique_fd.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace portcullis::testing {
@@ -105,6 +106,17 @@ struct ClientResult {
 };
 
 ClientResult run_client(int port, const ClientOptions& options, const char* host = "127.0.0.1");
+
+// A blocking client connection after its handshake, for tests that drive the
+// TLS session by hand (renegotiation, backpressure, idle). Socket reads and
+// writes time out after 5 s; `ok` is false when connect or the handshake failed.
+struct TlsSession {
+    crypto::UniqueSslCtx ctx;
+    dataplane::UniqueFd fd;
+    crypto::UniqueSsl ssl;
+    bool ok = false;
+};
+TlsSession open_tls_session(int port, const ClientOptions& options);
 
 // The log line for a rejected client on `local_port` with `reason`.
 std::string rejection_marker(int local_port, const std::string& reason);

@@ -57,14 +57,7 @@ class Limits : public ::testing::Test {
         client.reset();
         env.reset();
     }
-    static ClientOptions good() {
-        ClientOptions o;
-        o.cert = client->cert.get();
-        o.key = client->key.get();
-        o.chain = {env->client_ca.cert()};
-        o.trusted_server_ca = env->root.cert();
-        return o;
-    }
+    static ClientOptions good() { return env->options_for(*client); }
     static inline std::unique_ptr<TestDeployment> env;
     static inline std::unique_ptr<IssuedCert> client;
     static inline std::unique_ptr<Daemon> daemon;
@@ -112,23 +105,13 @@ TEST_F(Limits, PortScanIsClosedQuietly) {
 }
 
 TEST_F(Limits, IdleConnectionIsClosed) {
-    auto o = good();
-    o.send = "";  // handshake only, then wait
-    const auto address = dataplane::SocketAddress::parse("127.0.0.1:" + std::to_string(port));
-    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
-    ASSERT_EQ(::connect(fd.get(), address->sa(), address->length), 0);
-    timeval timeout{5, 0};
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
-    SSL_CTX_use_certificate(ctx.get(), client->cert.get());
-    SSL_CTX_add1_chain_cert(ctx.get(), env->client_ca.cert());
-    SSL_CTX_use_PrivateKey(ctx.get(), client->key.get());
-    crypto::UniqueSsl ssl(SSL_new(ctx.get()));
-    SSL_set_fd(ssl.get(), fd.get());
-    ASSERT_EQ(SSL_connect(ssl.get()), 1);
+    auto options = good();
+    auto session = open_tls_session(port, options);
+    ASSERT_TRUE(session.ok);
+    SSL* ssl = session.ssl.get();
     const auto start = Clock::now();
     char buffer[64];
-    while (SSL_read(ssl.get(), buffer, sizeof buffer) > 0) {
+    while (SSL_read(ssl, buffer, sizeof buffer) > 0) {
     }
     const auto idle =
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();

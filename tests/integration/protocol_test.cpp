@@ -44,14 +44,7 @@ class ProtocolPolicy : public ::testing::Test {
         env.reset();
     }
 
-    ClientOptions good() const {
-        ClientOptions o;
-        o.cert = client->cert.get();
-        o.key = client->key.get();
-        o.chain = {env->client_ca.cert()};
-        o.trusted_server_ca = env->root.cert();
-        return o;
-    }
+    ClientOptions good() const { return env->options_for(*client); }
 
     static inline std::unique_ptr<TestDeployment> env;
     static inline std::unique_ptr<IssuedCert> api_cert, client;
@@ -83,30 +76,22 @@ TEST_F(ProtocolPolicy, Tls10AndTls11AreRefused) {
 }
 
 TEST_F(ProtocolPolicy, ClientInitiatedRenegotiationIsRefused) {
-    const auto address = dataplane::SocketAddress::parse("127.0.0.1:" + std::to_string(port));
-    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
-    timeval timeout{3, 0};
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    ASSERT_EQ(::connect(fd.get(), address->sa(), address->length), 0);
-    crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
-    SSL_CTX_set_max_proto_version(ctx.get(), TLS1_2_VERSION);
-    SSL_CTX_use_certificate(ctx.get(), client->cert.get());
-    SSL_CTX_add1_chain_cert(ctx.get(), env->client_ca.cert());
-    SSL_CTX_use_PrivateKey(ctx.get(), client->key.get());
-    crypto::UniqueSsl ssl(SSL_new(ctx.get()));
-    SSL_set_fd(ssl.get(), fd.get());
-    ASSERT_EQ(SSL_connect(ssl.get()), 1);
-    ASSERT_EQ(SSL_write(ssl.get(), "a\n", 2), 2);
+    auto options = good();
+    options.max_version = TLS1_2_VERSION;
+    auto session = open_tls_session(port, options);
+    ASSERT_TRUE(session.ok);
+    SSL* ssl = session.ssl.get();
+    ASSERT_EQ(SSL_write(ssl, "a\n", 2), 2);
     char buffer[16];
-    ASSERT_EQ(SSL_read(ssl.get(), buffer, sizeof buffer), 2);
-    ASSERT_EQ(SSL_renegotiate(ssl.get()), 1);
+    ASSERT_EQ(SSL_read(ssl, buffer, sizeof buffer), 2);
+    ASSERT_EQ(SSL_renegotiate(ssl), 1);
     ERR_clear_error();
     // The server answers the new ClientHello with no_renegotiation; the
     // renegotiation never completes.
-    int ret = SSL_do_handshake(ssl.get());
-    if (ret == 1) ret = SSL_read(ssl.get(), buffer, sizeof buffer);
+    int ret = SSL_do_handshake(ssl);
+    if (ret == 1) ret = SSL_read(ssl, buffer, sizeof buffer);
     EXPECT_LE(ret, 0);
-    EXPECT_EQ(SSL_renegotiate_pending(ssl.get()), 1) << "renegotiation completed";
+    EXPECT_EQ(SSL_renegotiate_pending(ssl), 1) << "renegotiation completed";
     // The daemon keeps serving.
     EXPECT_TRUE(run_client(port, good()).exchanged);
 }

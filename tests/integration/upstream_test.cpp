@@ -46,14 +46,7 @@ class Upstream : public ::testing::Test {
         env = std::make_unique<TestDeployment>();
         client = std::make_unique<IssuedCert>(env->client("upstream-client"));
     }
-    ClientOptions good() const {
-        ClientOptions o;
-        o.cert = client->cert.get();
-        o.key = client->key.get();
-        o.chain = {env->client_ca.cert()};
-        o.trusted_server_ca = env->root.cert();
-        return o;
-    }
+    ClientOptions good() const { return env->options_for(*client); }
     std::unique_ptr<TestDeployment> env;
     std::unique_ptr<IssuedCert> client;
 };
@@ -138,26 +131,21 @@ TEST_F(Upstream, SlowBackendDoesNotGrowMemory) {
     ASSERT_EQ(workers.size(), 1u);
     const long rss_before = vm_rss_kib(workers[0]);
 
-    const auto address = dataplane::SocketAddress::parse("127.0.0.1:" + std::to_string(port));
-    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
-    ASSERT_EQ(::connect(fd.get(), address->sa(), address->length), 0);
-    crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
-    SSL_CTX_use_certificate(ctx.get(), client->cert.get());
-    SSL_CTX_add1_chain_cert(ctx.get(), env->client_ca.cert());
-    SSL_CTX_use_PrivateKey(ctx.get(), client->key.get());
-    crypto::UniqueSsl ssl(SSL_new(ctx.get()));
-    SSL_set_fd(ssl.get(), fd.get());
-    ASSERT_EQ(SSL_connect(ssl.get()), 1);
+    auto options = good();
+    auto session = open_tls_session(port, options);
+    ASSERT_TRUE(session.ok);
+    SSL* ssl = session.ssl.get();
+    const int fd = session.fd.get();
     // Write until the path is full: a write that blocks for 1 s means
     // backpressure reached us. The slow backend reads ~10 KiB/s.
     timeval timeout{1, 0};
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     const std::string chunk(64 * 1024, 'p');
     std::size_t written = 0;
     const std::size_t limit = 64u * 1024 * 1024;
     while (written < limit) {
         std::size_t n = 0;
-        if (SSL_write_ex(ssl.get(), chunk.data(), chunk.size(), &n) != 1) break;
+        if (SSL_write_ex(ssl, chunk.data(), chunk.size(), &n) != 1) break;
         written += n;
     }
     const long rss_after = vm_rss_kib(workers[0]);
