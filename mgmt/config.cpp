@@ -33,7 +33,7 @@ using namespace std::string_view_literals;
 // The keys each table accepts. The reader rejects anything else, and
 // known_config_keys() is built from these same lists so the two cannot drift.
 constexpr std::array kTopLevelTables{"workers"sv, "log"sv, "listener"sv};
-constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv};
+constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv};
 constexpr std::array kLogKeys{"level"sv};
 constexpr std::array kListenerKeys{
     "name"sv,        "address"sv, "backlog"sv, "handshake_timeout_ms"sv, "idle_timeout_ms"sv,
@@ -551,6 +551,8 @@ WorkerSettings read_workers(const Section& section) {
     workers.count = section.integer_or("count", workers.count, 0, kMaxWorkers);
     workers.max_connections =
         section.integer_or("max_connections", workers.max_connections, 1, kMaxConnectionsPerWorker);
+    workers.drain_timeout_ms =
+        section.integer_or("drain_timeout_ms", workers.drain_timeout_ms, 0, kIntMax);
     return workers;
 }
 

@@ -13,8 +13,9 @@
 namespace portcullis::mgmt {
 
 struct WorkerSettings {
-    int count = 0;                // 0 = one per online CPU
-    int max_connections = 10000;  // per worker
+    int count = 0;                 // 0 = one per online CPU
+    int max_connections = 10000;   // per worker
+    int drain_timeout_ms = 10000;  // on SIGTERM: how long established connections may finish
 };
 
 struct LogSettings {

@@ -110,6 +110,7 @@ class Supervisor {
             dataplane::kernel::WorkerOptions options;
             options.index = index;
             options.max_connections = config_.workers.max_connections;
+            options.drain_timeout_ms = config_.workers.drain_timeout_ms;
             options.listeners = config_.listeners;
             options.stats = &stats_.slot(static_cast<std::size_t>(index));
             options.ready_fd = ready_write_.get();
@@ -221,7 +222,9 @@ class Supervisor {
     void stop_workers() {
         for (const auto& s : slots_)
             if (s.pid > 0) ::kill(s.pid, SIGTERM);
-        const auto deadline = Clock::now() + stop_grace;
+        // Workers drain first; the grace covers their own shutdown after it.
+        const auto deadline =
+            Clock::now() + std::chrono::milliseconds(config_.workers.drain_timeout_ms) + stop_grace;
         while (any_alive() && Clock::now() < deadline) {
             reap_children();
             std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -92,7 +92,7 @@ class Worker {
         }
         std::array<epoll_event, event_batch> events{};
         auto next_tick = Clock::now();
-        while (!stopping_) {
+        while (!drained()) {
             const int n = ::epoll_wait(epoll_.get(), events.data(), event_batch, tick_interval_ms);
             if (n < 0 && errno != EINTR) throw os_error("epoll_wait");
             runtime_.now = Clock::now();
@@ -107,11 +107,34 @@ class Worker {
             }
             reap_finished();
         }
-        spdlog::info("worker {} stopping with {} connections", options_.index, connections_.size());
+        if (!connections_.empty()) {
+            spdlog::warn("worker {} drain deadline passed; closing {} connections", options_.index,
+                         connections_.size());
+        }
+        spdlog::info("worker {} stopped", options_.index);
         return worker_exit_ok;
     }
 
   private:
+    // After SIGTERM: accept nothing more, let established connections finish
+    // until the drain deadline. A second signal ends the drain at once.
+    void begin_drain() {
+        const auto now = Clock::now();
+        if (draining_) {
+            drain_deadline_ = now;
+            return;
+        }
+        draining_ = true;
+        drain_deadline_ = now + std::chrono::milliseconds(options_.drain_timeout_ms);
+        for (auto& listener : listeners_) listener->socket.reset();  // closing leaves the epoll set
+        spdlog::info("worker {} draining {} connections for up to {} ms", options_.index,
+                     connections_.size(), options_.drain_timeout_ms);
+    }
+
+    bool drained() const {
+        return draining_ && (connections_.empty() || Clock::now() >= drain_deadline_);
+    }
+
     void add_to_epoll(int fd, const void* owner, EpollTag tag, std::uint32_t events) {
         epoll_event ev{};
         ev.events = events;
@@ -196,7 +219,7 @@ class Worker {
     void handle_signals() {
         signalfd_siginfo info{};
         while (::read(signals_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-            if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) stopping_ = true;
+            if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) begin_drain();
             // SIGHUP, SIGUSR1, SIGUSR2 are the supervisor's to act on.
         }
     }
@@ -220,7 +243,8 @@ class Worker {
     std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
     std::vector<std::unique_ptr<Connection>> connections_;
     std::vector<Connection*> finished_;  // reaped after each event batch
-    bool stopping_ = false;
+    bool draining_ = false;
+    Clock::time_point drain_deadline_;
 };
 
 void pin_to_cpu(int cpu) {

@@ -15,6 +15,7 @@ namespace portcullis::dataplane::kernel {
 struct WorkerOptions {
     int index = 0;
     int max_connections = 10000;
+    int drain_timeout_ms = 10000;  // after SIGTERM, established connections get this long
     std::vector<ListenerSettings> listeners;
     WorkerStats* stats = nullptr;  // this worker's shared-memory slot
     int ready_fd = -1;             // gets one byte once every listener accepts

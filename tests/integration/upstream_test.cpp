@@ -2,6 +2,7 @@
 // backend failure and recovery, backpressure, half-close.
 #include <gtest/gtest.h>
 #include <openssl/err.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <regex>
@@ -154,6 +155,32 @@ TEST_F(Upstream, SlowBackendDoesNotGrowMemory) {
         << "worker RSS grew from " << rss_before << " KiB to " << rss_after << " KiB";
     RecordProperty("bytes_accepted_before_backpressure", static_cast<int>(written));
     RecordProperty("worker_rss_growth_kib", static_cast<int>(rss_after - rss_before));
+}
+
+TEST_F(Upstream, SigtermDrainsEstablishedConnectionsAndRefusesNewOnes) {
+    const int port = free_port();
+    Backend slow(env->dir, {"--mode", "echo", "--proxy-protocol", "--read-delay-ms", "100"});
+    std::string config = "[workers]\ndrain_timeout_ms = 5000\n\n" + env->listener("edge", port);
+    config = std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
+                                "backends = [\"127.0.0.1:" + std::to_string(slow.port()) + "\"]");
+    Daemon daemon(env->write_config("drain", config));
+    // 8 KiB through a backend that reads 1 KiB per 100 ms: about a second.
+    auto options = good();
+    options.send = std::string(8 * 1024, 'd');
+    options.half_close = true;
+    ClientResult in_flight;
+    std::thread transfer([&] { in_flight = run_client(port, options); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::kill(daemon.process().pid(), SIGTERM);
+    EXPECT_TRUE(daemon.wait_for_log("draining")) << daemon.log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto refused = run_client(port, good());
+    EXPECT_FALSE(refused.handshake_ok) << "a draining daemon must not accept";
+    EXPECT_NE(refused.error.find("connect"), std::string::npos) << refused.error;
+    transfer.join();
+    EXPECT_TRUE(in_flight.exchanged) << in_flight.error << "\n" << daemon.log();
+    EXPECT_EQ(in_flight.received.size(), options.send.size());
+    EXPECT_EQ(daemon.process().wait_exit(std::chrono::seconds(10)), 0) << daemon.log();
 }
 
 }  // namespace

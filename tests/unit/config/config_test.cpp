@@ -180,7 +180,7 @@ std::vector<BrokenCase> broken_cases() {
         {"UnknownTopLevelTable", with_top("[<@>listners]\nname = \"x\"\n"), "listners",
          "unknown key; expected one of: workers, log, listener"},
         {"UnknownWorkersKey", with_top("[workers]\n<@>threads = 4\n"), "workers.threads",
-         "unknown key; expected one of: count, max_connections"},
+         "unknown key; expected one of: count, max_connections, drain_timeout_ms"},
         {"TypoClientAuht", with_tls("  <@>client_auht = \"none\"\n"), "listener[0].tls.client_auht",
          "unknown key; expected one of: client_auth, trust_bundle, trust_dir"},
         {"TypoSuggestsTheKnownKey", with_tls("  <@>client_auht = \"none\"\n"),
@@ -616,6 +616,7 @@ TEST(GoodConfig, EveryKeyReachesItsField) {
 [workers]
 count = 3
 max_connections = 250
+drain_timeout_ms = 1500
 
 [log]
 level = "debug"
@@ -674,6 +675,7 @@ buffer_bytes = 16777216
 
     EXPECT_EQ(config.workers.count, 3);
     EXPECT_EQ(config.workers.max_connections, 250);
+    EXPECT_EQ(config.workers.drain_timeout_ms, 1500);
     EXPECT_EQ(config.log.level, "debug");
     ASSERT_EQ(config.listeners.size(), 2u);
 
