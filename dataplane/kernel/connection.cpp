@@ -162,14 +162,6 @@ bool Connection::move_client_to_tls() {
             return false;
         }
     }
-    if (client_eof_ && !tls_.established() && !finished_) {
-        worker_.stats->handshakes_abandoned.add();
-        if (worker_.log_limiter.allow(worker_.now)) {
-            spdlog::info("connection closed before handshake listener={} client={} bytes={}",
-                         listener_.settings.name, peer_.to_string(), ciphertext_received_);
-        }
-        finish("closed during handshake");
-    }
     return moved;
 }
 
@@ -184,6 +176,18 @@ bool Connection::advance_handshake() {
             finish("handshake failed");
             return false;
         case crypto::TlsConnection::Step::need_input:
+            // Only now is a FIN final: buffered records (even the client's
+            // Finished followed by data and FIN in one burst) were consumed first.
+            if (client_eof_) {
+                worker_.stats->handshakes_abandoned.add();
+                if (worker_.log_limiter.allow(worker_.now)) {
+                    spdlog::info(
+                        "connection closed before handshake listener={} client={} bytes={}",
+                        listener_.settings.name, peer_.to_string(), ciphertext_received_);
+                }
+                finish("closed during handshake");
+            }
+            return false;
         case crypto::TlsConnection::Step::key_operation_pending:
             return false;
     }

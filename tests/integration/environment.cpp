@@ -50,7 +50,7 @@ void TestDeployment::write_crls() const {
 std::string TestDeployment::listener(const std::string& name, int port,
                                      const std::string& tls_extra,
                                      const std::string& listener_extra,
-                                     const std::string& upstream_extra) const {
+                                     const std::string& upstream_extra, int backend_port) const {
     return "[[listener]]\nname = \"" + name + "\"\naddress = \"127.0.0.1:" + std::to_string(port) +
            "\"\n" + listener_extra +
            "\n[listener.tls]\ntrust_bundle = \"root.pem\"\ncrl_files = [\"root.crl\", "
@@ -59,7 +59,8 @@ std::string TestDeployment::listener(const std::string& name, int port,
            "\n[[listener.tls.certificate]]\nchain = \"server-ec.pem\"\nkey = \"server-ec.key\"\n"
            "[[listener.tls.certificate]]\nchain = \"server-rsa.pem\"\nkey = \"server-rsa.key\"\n"
            "[listener.upstream]\nbackends = [\"127.0.0.1:" +
-           std::to_string(backend->port()) + "\"]\nproxy_protocol = true\n" + upstream_extra + "\n";
+           std::to_string(backend_port ? backend_port : backend->port()) +
+           "\"]\nproxy_protocol = true\n" + upstream_extra + "\n";
 }
 
 std::filesystem::path TestDeployment::write_config(const std::string& name,

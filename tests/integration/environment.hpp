@@ -32,9 +32,10 @@ struct TestDeployment {
 
     // A [[listener]] block with the deployment's certificates; `tls_extra`
     // and `listener_extra` are TOML lines added to the tls / listener tables.
+    // The upstream is the deployment's echo backend unless `backend_port` is set.
     std::string listener(const std::string& name, int port, const std::string& tls_extra = "",
                          const std::string& listener_extra = "",
-                         const std::string& upstream_extra = "") const;
+                         const std::string& upstream_extra = "", int backend_port = 0) const;
     std::filesystem::path write_config(const std::string& name, const std::string& body) const;
 };
 

@@ -60,6 +60,13 @@ std::string read_file(const std::filesystem::path& path) {
     return s.str();
 }
 
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+    for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+        text.replace(at, from.size(), to);
+    }
+    return text;
+}
+
 std::string binary_from_env(const char* variable) {
     const char* value = std::getenv(variable);
     if (value == nullptr)

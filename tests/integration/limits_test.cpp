@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <sys/socket.h>
 
-#include <regex>
 #include <thread>
 
 #include "dataplane/socket_address.hpp"
@@ -174,20 +173,18 @@ TEST_F(CheckConfig, BrokenConfigsNameFileLineAndKey) {
     const std::string good = env.listener("edge", 8443);
     const std::vector<Case> cases = {
         {"unknown_top", "colour = 1\n" + good, ":1:1: colour: unknown key"},
-        {"typo", std::regex_replace(good, std::regex("trust_bundle"), "trust_bundel"),
+        {"typo", replace_all(good, "trust_bundle", "trust_bundel"),
          "listener[0].tls.trust_bundel: unknown key"},
         {"bad_enum",
-         std::regex_replace(good, std::regex("\\[listener.tls\\]\n"),
-                            "[listener.tls]\nclient_auth = \"maybe\"\n"),
+         replace_all(good, "[listener.tls]\n", "[listener.tls]\nclient_auth = \"maybe\"\n"),
          "listener[0].tls.client_auth: expected one of"},
-        {"bad_address", std::regex_replace(good, std::regex("127.0.0.1:8443"), "localhost:8443"),
+        {"bad_address", replace_all(good, "127.0.0.1:8443", "localhost:8443"),
          ":3:11: listener[0].address:"},
-        {"bad_port", std::regex_replace(good, std::regex("127.0.0.1:8443"), "127.0.0.1:70000"),
+        {"bad_port", replace_all(good, "127.0.0.1:8443", "127.0.0.1:70000"),
          "listener[0].address:"},
-        {"missing_chain", std::regex_replace(good, std::regex("server-ec.pem"), "nope.pem"),
+        {"missing_chain", replace_all(good, "server-ec.pem", "nope.pem"),
          "listener[0].tls.certificate[0].chain:"},
-        {"wrong_type",
-         std::regex_replace(good, std::regex("proxy_protocol = true"), "proxy_protocol = \"yes\""),
+        {"wrong_type", replace_all(good, "proxy_protocol = true", "proxy_protocol = \"yes\""),
          "listener[0].upstream.proxy_protocol:"},
         {"syntax", good + "\n[[listener\n", ":"},
         {"no_listener", "[workers]\ncount = 1\n", "listener"},
@@ -204,8 +201,7 @@ TEST_F(CheckConfig, BrokenConfigsNameFileLineAndKey) {
 }
 
 TEST_F(CheckConfig, KeyNotMatchingCertificateIsCaughtBeforeStart) {
-    std::string config = std::regex_replace(env.listener("edge", 8443), std::regex("server-ec.key"),
-                                            "server-rsa.key");
+    std::string config = replace_all(env.listener("edge", 8443), "server-ec.key", "server-rsa.key");
     const auto [status, output] = check(env.write_config("mismatch", config));
     EXPECT_EQ(status, 1) << output;
     EXPECT_NE(output.find("listener[0] (edge).tls"), std::string::npos) << output;

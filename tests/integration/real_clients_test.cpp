@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <regex>
 
 #include "tests/integration/environment.hpp"
 
@@ -45,10 +44,8 @@ class RealClients : public ::testing::Test {
         write_file(env->dir / "client.key", client.key_pem());
         write_file(env->dir / "client-ca.pem", env->client_ca.cert_pem());
         port = free_port();
-        std::string config = env->listener("edge", port, "alpn = [\"http/1.1\"]\n");
-        config =
-            std::regex_replace(config, std::regex("backends = \\[\"127.0.0.1:[0-9]+\"\\]"),
-                               "backends = [\"127.0.0.1:" + std::to_string(http->port()) + "\"]");
+        const std::string config =
+            env->listener("edge", port, "alpn = [\"http/1.1\"]\n", "", "", http->port());
         daemon = std::make_unique<Daemon>(env->write_config("real", config), 2);
     }
     static void TearDownTestSuite() {
