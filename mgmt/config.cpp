@@ -34,7 +34,7 @@ using namespace std::string_view_literals;
 // known_config_keys() is built from these same lists so the two cannot drift.
 constexpr std::array kTopLevelTables{"workers"sv, "log"sv, "listener"sv};
 constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv};
-constexpr std::array kLogKeys{"level"sv};
+constexpr std::array kLogKeys{"level"sv, "access_log"sv};
 constexpr std::array kListenerKeys{
     "name"sv,        "address"sv, "backlog"sv, "handshake_timeout_ms"sv, "idle_timeout_ms"sv,
     "buffer_bytes"sv};
@@ -475,6 +475,23 @@ enum class PathKind { file, directory };
 
 // Resolves against the configuration's directory and proves the path can be opened now, so a
 // typo fails at start-up with the key that holds it rather than in a worker later.
+// A log file: it must open for appending (it is created if missing), so a
+// typo fails at --check-config rather than when the first client arrives.
+std::string writable_log_path(const Section& section, const StringField& field) {
+    const fs::path written(field.value);
+    const fs::path resolved =
+        (written.is_absolute() ? written : section.source().base_directory() / written)
+            .lexically_normal();
+    const dataplane::UniqueFd opened(
+        ::open(resolved.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!opened) {
+        section.source().fail(*field.node, field.key,
+                              "cannot open " + in_quotes(resolved.string()) +
+                                  " for appending: " + std::strerror(errno));
+    }
+    return resolved.string();
+}
+
 std::string existing_path(const Section& section, const StringField& field, PathKind kind) {
     require_non_empty(section, field, kind == PathKind::file ? "a file path" : "a directory path");
     const fs::path written(field.value);
@@ -561,6 +578,9 @@ LogSettings read_log(const Section& section) {
     LogSettings log;
     log.level =
         std::string(section.choice_or("level", std::string_view(log.level), kLogLevelChoices));
+    if (const auto access = section.string("access_log"); access && !access->value.empty()) {
+        log.access_log = access->value == "-" ? "-" : writable_log_path(section, *access);
+    }
     return log;
 }
 

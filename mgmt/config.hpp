@@ -20,6 +20,7 @@ struct WorkerSettings {
 
 struct LogSettings {
     std::string level = "info";  // trace|debug|info|warn|error|critical|off
+    std::string access_log;      // "" = off, "-" = stderr, else a file appended to
 };
 
 struct Config {

@@ -111,6 +111,7 @@ class Supervisor {
             options.index = index;
             options.max_connections = config_.workers.max_connections;
             options.drain_timeout_ms = config_.workers.drain_timeout_ms;
+            options.access_log = config_.log.access_log;
             options.listeners = config_.listeners;
             options.stats = &stats_.slot(static_cast<std::size_t>(index));
             options.ready_fd = ready_write_.get();

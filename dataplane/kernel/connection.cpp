@@ -1,5 +1,6 @@
 #include "dataplane/kernel/connection.hpp"
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
@@ -8,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <string>
 
 #include "dataplane/upstream/proxy_v2.hpp"
@@ -274,6 +276,7 @@ void Connection::on_upstream_connect_result(int error) {
     auto& pool = listener_.backends;
     if (error == 0) {
         upstream_state_ = Upstream::connected;
+        backend_connected_ = true;
         pool.report_success(backend_);
         upstream_writable_ = true;
         touch();
@@ -304,6 +307,7 @@ bool Connection::move_tls_to_upstream() {
         if (r.status == crypto::TlsConnection::IoStatus::ok) {
             to_upstream_.commit(r.bytes);
             worker_.stats->bytes_from_clients.add(r.bytes);
+            plaintext_from_client_ += r.bytes;
             moved = true;
         } else if (r.status == crypto::TlsConnection::IoStatus::closed) {
             client_close_notify_ = true;
@@ -371,6 +375,7 @@ bool Connection::move_upstream_to_tls() {
         if (r.status == crypto::TlsConnection::IoStatus::ok && r.bytes > 0) {
             to_client_.consume(r.bytes);
             worker_.stats->bytes_to_clients.add(r.bytes);
+            plaintext_to_client_ += r.bytes;
             moved = true;
         } else if (r.status == crypto::TlsConnection::IoStatus::failed) {
             finish("tls write error");
@@ -420,9 +425,42 @@ void Connection::maybe_finish() {
     }
 }
 
+// One line per connection, accepted or refused: who, with what identity and
+// protocol, to which backend, how much, how long, and how it ended.
+void Connection::write_access_log(const char* result) {
+    if (worker_.access_log == nullptr || !worker_.access_log->enabled()) return;
+    const auto wall = std::chrono::system_clock::now();
+    const auto seconds = std::chrono::system_clock::to_time_t(wall);
+    const auto millis =
+        std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count() %
+        1000;
+    std::tm utc{};
+    ::gmtime_r(&seconds, &utc);
+    const auto& peer = tls_.peer();
+    const bool established = tls_.established();
+    std::string outcome(result);
+    for (auto& c : outcome) c = c == ' ' ? '_' : c;
+    const auto line = fmt::format(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z listener={} client={} result={} reason={} "
+        "version={} "
+        "cipher={} resumed={} subject={} sha256={} backend={} bytes_in={} bytes_out={} "
+        "duration_ms={}\n",
+        utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+        millis, listener_.settings.name, peer_.to_string(), outcome,
+        crypto::to_string(tls_.failure().reason), established ? peer.tls_version : "-",
+        established ? peer.cipher : "-", established && peer.resumed,
+        quoted(established ? peer.subject_dn : tls_.failure().peer_subject),
+        established && peer.certificate_presented ? peer.sha256_hex() : "-",
+        backend_connected_ ? listener_.backends.address(backend_).to_string() : "-",
+        plaintext_from_client_, plaintext_to_client_,
+        std::chrono::duration_cast<std::chrono::milliseconds>(worker_.now - accepted_at_).count());
+    worker_.access_log->write(line);
+}
+
 void Connection::finish(const char* why) {
     if (finished_) return;
     finished_ = true;
+    write_access_log(why);
     if (spdlog::should_log(spdlog::level::debug)) {
         spdlog::debug("connection closed listener={} client={} reason=\"{}\"",
                       listener_.settings.name, peer_.to_string(), why);

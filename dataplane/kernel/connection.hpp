@@ -17,6 +17,7 @@
 
 #include "crypto/server_tls_context.hpp"
 #include "crypto/tls_connection.hpp"
+#include "dataplane/access_log.hpp"
 #include "dataplane/kernel/byte_buffer.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "dataplane/log_limiter.hpp"
@@ -40,6 +41,7 @@ struct WorkerRuntime {
     Clock::time_point now;  // refreshed once per loop iteration
     WorkerStats* stats = nullptr;
     LogLimiter log_limiter{20.0, 50.0};
+    AccessLog* access_log = nullptr;
 };
 
 // One listener inside one worker.
@@ -83,6 +85,7 @@ class Connection {
     void maybe_finish();
     void finish(const char* why);
     void log_rejection();
+    void write_access_log(const char* result);
     void touch() { last_activity_ = worker_.now; }
 
     WorkerRuntime& worker_;
@@ -104,6 +107,9 @@ class Connection {
     Clock::time_point accepted_at_;
     Clock::time_point last_activity_;
     std::uint64_t ciphertext_received_ = 0;
+    std::uint64_t plaintext_from_client_ = 0;
+    std::uint64_t plaintext_to_client_ = 0;
+    bool backend_connected_ = false;
 
     bool client_readable_ = false;
     bool client_writable_ = true;

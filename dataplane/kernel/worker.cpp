@@ -66,6 +66,8 @@ class Worker {
         runtime_.index = options.index;
         runtime_.stats = options.stats;
         runtime_.now = Clock::now();
+        access_log_ = AccessLog(options.access_log);
+        runtime_.access_log = &access_log_;
         epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
         if (!epoll_) throw os_error("epoll_create1");
         runtime_.epoll_fd = epoll_.get();
@@ -238,6 +240,7 @@ class Worker {
 
     const WorkerOptions& options_;
     WorkerRuntime runtime_;
+    AccessLog access_log_;
     UniqueFd epoll_;
     UniqueFd signals_;
     std::vector<std::unique_ptr<ListenerRuntime>> listeners_;

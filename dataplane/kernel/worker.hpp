@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "dataplane/listener_settings.hpp"
@@ -20,6 +21,7 @@ struct WorkerOptions {
     WorkerStats* stats = nullptr;  // this worker's shared-memory slot
     int ready_fd = -1;             // gets one byte once every listener accepts
     int cpu = -1;                  // pin to this CPU; -1 = leave to the scheduler
+    std::string access_log;        // "" off, "-" stderr, else a file (see AccessLog)
     // Session-ticket key shared by all workers (80 bytes, empty = per-worker
     // random): a returning client resumes whichever worker accepts it.
     std::vector<std::uint8_t> ticket_key;

@@ -179,5 +179,47 @@ TEST_F(Upstream, SigtermDrainsEstablishedConnectionsAndRefusesNewOnes) {
     EXPECT_EQ(daemon.process().wait_exit(std::chrono::seconds(10)), 0) << daemon.log();
 }
 
+TEST_F(Upstream, AccessLogHasOneLinePerConnection) {
+    const int port = free_port();
+    Daemon daemon(env->write_config(
+        "access", "[log]\naccess_log = \"audit.log\"\n\n" + env->listener("edge", port)));
+    const auto served = run_client(port, good());
+    ASSERT_TRUE(served.exchanged) << served.error;
+    ClientOptions anonymous;
+    anonymous.trusted_server_ca = env->root.cert();
+    const auto refused = run_client(port, anonymous);
+    ASSERT_FALSE(refused.exchanged);
+
+    const auto line_for = [&](int client_port) {
+        const std::string needle = "client=127.0.0.1:" + std::to_string(client_port) + " ";
+        for (int i = 0; i < 100; ++i) {
+            const auto text = read_file(env->dir / "audit.log");
+            if (const auto at = text.find(needle); at != std::string::npos) {
+                const auto start =
+                    text.rfind('\n', at) == std::string::npos ? 0 : text.rfind('\n', at) + 1;
+                return text.substr(start, text.find('\n', at) - start);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        return std::string("<no line for port ") + std::to_string(client_port) + ">\n" +
+               read_file(env->dir / "audit.log");
+    };
+    const auto ok = line_for(served.local_port);
+    EXPECT_NE(ok.find("listener=edge"), std::string::npos) << ok;
+    EXPECT_NE(ok.find("result=complete reason=none"), std::string::npos) << ok;
+    EXPECT_NE(ok.find("version=" + served.version + " cipher=" + served.cipher), std::string::npos)
+        << ok;
+    EXPECT_NE(ok.find("subject=\"CN=upstream-client,O=Portcullis Test,C=GB\""), std::string::npos)
+        << ok;
+    EXPECT_NE(ok.find("backend=127.0.0.1:" + std::to_string(env->backend->port())),
+              std::string::npos)
+        << ok;
+    EXPECT_NE(ok.find("bytes_in=5 bytes_out=5"), std::string::npos) << ok;
+    EXPECT_EQ(ok.find("sha256=-"), std::string::npos) << ok;
+    const auto no = line_for(refused.local_port);
+    EXPECT_NE(no.find("result=handshake_failed reason=no_certificate"), std::string::npos) << no;
+    EXPECT_NE(no.find("backend=-"), std::string::npos) << no;
+}
+
 }  // namespace
 }  // namespace portcullis::testing

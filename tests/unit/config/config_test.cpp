@@ -620,6 +620,7 @@ drain_timeout_ms = 1500
 
 [log]
 level = "debug"
+access_log = "access.log"
 
 [[listener]]
 name = "partners-v4"
@@ -677,6 +678,7 @@ buffer_bytes = 16777216
     EXPECT_EQ(config.workers.max_connections, 250);
     EXPECT_EQ(config.workers.drain_timeout_ms, 1500);
     EXPECT_EQ(config.log.level, "debug");
+    EXPECT_EQ(config.log.access_log, pki.at("access.log"));
     ASSERT_EQ(config.listeners.size(), 2u);
 
     const auto& first = config.listeners[0];
