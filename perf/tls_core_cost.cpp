@@ -1,0 +1,164 @@
+// portcullis-tls-core-cost: server CPU per full handshake of the TLS core alone.
+// An OpenSSL client and a TlsConnection talk through memory in one thread;
+// only the server's calls are timed (thread CPU clock), so the number is what
+// crypto/ costs before any socket, epoll or backend is involved. Compare it
+// with kernel_scaling.py's server CPU per handshake to see what the transport adds.
+#include <openssl/err.h>
+#include <time.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "crypto/server_tls_context.hpp"
+#include "crypto/tls_connection.hpp"
+#include "tests/support/test_pki.hpp"
+
+namespace {
+
+using namespace portcullis;
+namespace fs = std::filesystem;
+
+double thread_cpu_us() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
+}
+
+struct Timer {
+    double total_us = 0;
+    template <typename F>
+    auto operator()(F&& f) {
+        const double start = thread_cpu_us();
+        auto result = f();
+        total_us += thread_cpu_us() - start;
+        return result;
+    }
+};
+
+// One handshake; returns true when both sides finished. Server time goes to `server`.
+bool handshake(crypto::TlsConnection& conn, SSL* client, Timer& server) {
+    for (int round = 0; round < 20; ++round) {
+        SSL_do_handshake(client);
+        char buffer[16384];
+        int n;
+        while ((n = BIO_read(SSL_get_wbio(client), buffer, sizeof buffer)) > 0) {
+            server([&] {
+                auto space = conn.inbound_space();
+                std::memcpy(space.data(), buffer, static_cast<std::size_t>(n));
+                conn.commit_inbound(static_cast<std::size_t>(n));
+                return 0;
+            });
+        }
+        const auto step = server([&] { return conn.handshake(); });
+        server([&] {
+            auto out = conn.outbound();
+            while (!out.empty()) {
+                BIO_write(SSL_get_rbio(client), out.data(), static_cast<int>(out.size()));
+                conn.consume_outbound(out.size());
+                out = conn.outbound();
+            }
+            return 0;
+        });
+        if (step == crypto::TlsConnection::Step::failed) return false;
+        if (step == crypto::TlsConnection::Step::done && SSL_is_init_finished(client)) {
+            // OpenSSL writes TLS 1.3 tickets on the server's first read after
+            // the handshake, as the daemon's pump does: part of the cost.
+            server([&] {
+                std::uint8_t plain[64];
+                conn.read_plaintext(plain);
+                auto out = conn.outbound();
+                while (!out.empty()) {
+                    BIO_write(SSL_get_rbio(client), out.data(), static_cast<int>(out.size()));
+                    conn.consume_outbound(out.size());
+                    out = conn.outbound();
+                }
+                return 0;
+            });
+            char sink[64];
+            SSL_read(client, sink, sizeof sink);  // the client takes its tickets
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"server CPU per handshake of the Portcullis TLS core (no sockets)"};
+    int count = 300;
+    bool crl = true;
+    std::string tls = "1.3";
+    std::string json;
+    app.add_option("--handshakes", count, "handshakes per mode");
+    app.add_option("--crl", crl, "check client certificates against a CRL (default true)");
+    app.add_option("--tls", tls, "1.2 | 1.3")->check(CLI::IsMember({"1.2", "1.3"}));
+    app.add_option("--json", json, "write the result here too");
+    CLI11_PARSE(app, argc, argv);
+
+    // The same shape as the quickstart: ECDSA P-256 server, client leaf under an intermediate.
+    const auto root = testing::CertificateAuthority::root("Bench Root");
+    const auto intermediate = root.intermediate("Bench Client CA");
+    testing::CertOptions server_options;
+    server_options.common_name = "localhost";
+    server_options.dns_names = {"localhost"};
+    server_options.client_auth = false;
+    server_options.server_auth = true;
+    const auto server_cert = root.issue(server_options);
+    const auto client_cert = intermediate.issue(testing::CertOptions{});
+    const fs::path dir =
+        fs::temp_directory_path() / ("portcullis-cost-" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    testing::write_file(dir / "server.pem", server_cert.cert_pem());
+    testing::write_file(dir / "server.key", server_cert.key_pem());
+    testing::write_file(dir / "root.pem", root.cert_pem());
+    testing::write_file(dir / "root.crl", root.crl_pem());
+    testing::write_file(dir / "intermediate.crl", intermediate.crl_pem());
+
+    crypto::TlsPolicy policy;
+    policy.certificates = {{(dir / "server.pem").string(), (dir / "server.key").string(), {}}};
+    policy.trust_file = (dir / "root.pem").string();
+    if (crl) policy.crl_files = {(dir / "root.crl").string(), (dir / "intermediate.crl").string()};
+    crypto::PemFileKeySource keys;
+    std::vector<std::uint8_t> ticket_key(80, 7);
+    crypto::ServerTlsContext context(policy, keys, ticket_key);
+
+    crypto::UniqueSslCtx client_ctx(SSL_CTX_new(TLS_client_method()));
+    const int version = tls == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
+    SSL_CTX_set_min_proto_version(client_ctx.get(), version);
+    SSL_CTX_set_max_proto_version(client_ctx.get(), version);
+    SSL_CTX_use_certificate(client_ctx.get(), client_cert.cert.get());
+    SSL_CTX_add1_chain_cert(client_ctx.get(), intermediate.cert());
+    SSL_CTX_use_PrivateKey(client_ctx.get(), client_cert.key.get());
+
+    double full_us = 0;
+    int full_ok = 0;
+    for (int i = 0; i < count; ++i) {
+        crypto::TlsConnection conn(context);
+        crypto::UniqueSsl client(SSL_new(client_ctx.get()));
+        SSL_set_bio(client.get(), BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+        SSL_set_connect_state(client.get());
+        SSL_set_tlsext_host_name(client.get(), "localhost");
+        Timer server;
+        if (!handshake(conn, client.get(), server)) {
+            std::cerr << "handshake failed: " << conn.failure().detail << "\n";
+            return 1;
+        }
+        full_us += server.total_us;
+        ++full_ok;
+    }
+    fs::remove_all(dir);
+    char text[512];
+    std::snprintf(
+        text, sizeof text,
+        "{\"tls\":\"%s\",\"crl\":%s,\"full_handshakes\":%d,\"server_cpu_us_per_full\":%.1f}",
+        tls.c_str(), crl ? "true" : "false", full_ok, full_ok ? full_us / full_ok : 0.0);
+    std::cout << text << std::endl;
+    if (!json.empty()) std::ofstream(json) << text << "\n";
+    return 0;
+}
