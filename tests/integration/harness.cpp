@@ -304,6 +304,7 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     SSL_set_ex_data(ssl.get(), alert_index(), &capture);
     SSL_set_fd(ssl.get(), fd.get());
     if (!o.sni.empty()) SSL_set_tlsext_host_name(ssl.get(), o.sni.c_str());
+    if (o.resume_from) SSL_set_session(ssl.get(), o.resume_from);
     ERR_clear_error();
     if (SSL_connect(ssl.get()) != 1) {
         result.alert = capture.alert;
@@ -311,6 +312,7 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
         return result;
     }
     result.handshake_ok = true;
+    result.resumed = SSL_session_reused(ssl.get()) == 1;
     result.version = SSL_get_version(ssl.get());
     result.cipher = SSL_get_cipher_name(ssl.get());
     const unsigned char* alpn = nullptr;
@@ -346,6 +348,8 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
         result.received.append(buffer, n);
     }
     result.exchanged = result.received.starts_with(o.send);
+    // After the exchange, TLS 1.3 tickets have arrived.
+    result.session.reset(SSL_get1_session(ssl.get()));
     SSL_shutdown(ssl.get());
     return result;
 }

@@ -90,9 +90,12 @@ struct ClientOptions {
     bool security_level_zero = false;  // needed to really offer TLS 1.0/1.1
     std::string sigalgs;
     std::vector<std::string> alpn;
-    std::string send = "ping\n";  // written after the handshake; echo expected
-    bool half_close = false;      // shutdown(SHUT_WR) after sending
+    std::string send = "ping\n";         // written after the handshake; echo expected
+    bool half_close = false;             // shutdown(SHUT_WR) after sending
+    SSL_SESSION* resume_from = nullptr;  // offer this session
 };
+
+using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SESSION_free>>;
 
 struct ClientResult {
     bool handshake_ok = false;  // client side completed the handshake
@@ -105,6 +108,8 @@ struct ClientResult {
     std::string server_leaf_cn;
     int server_key_type = 0;      // EVP_PKEY_EC / EVP_PKEY_RSA of the server leaf
     bool eof_after_data = false;  // the connection ended cleanly after the echo
+    bool resumed = false;         // SSL_session_reused on the client
+    UniqueSession session;        // the session to resume next time (after the exchange)
 };
 
 ClientResult run_client(int port, const ClientOptions& options, const char* host = "127.0.0.1");

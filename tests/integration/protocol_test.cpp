@@ -153,5 +153,33 @@ TEST_F(ProtocolPolicy, Ipv6ListenerServes) {
     EXPECT_TRUE(r.exchanged) << r.error;
 }
 
+TEST(Resumption, ReturningClientsResumeOnAnyWorker) {
+    TestDeployment env;
+    const auto client = env.client("returning-client");
+    const int port = free_port();
+    Daemon daemon(env.write_config("resume", env.listener("edge", port)), 2);
+    ASSERT_EQ(daemon.worker_pids().size(), 2u);
+    for (const int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+        auto options = env.options_for(client);
+        options.min_version = options.max_version = version;
+        auto first = run_client(port, options);
+        ASSERT_TRUE(first.exchanged) << first.error;
+        EXPECT_FALSE(first.resumed);
+        ASSERT_TRUE(first.session);
+        int resumed = 0;
+        UniqueSession session = std::move(first.session);
+        // The kernel spreads connections over both workers; with one shared
+        // ticket key every one of them must resume.
+        for (int i = 0; i < 12; ++i) {
+            options.resume_from = session.get();
+            auto next = run_client(port, options);
+            ASSERT_TRUE(next.exchanged) << next.error;
+            resumed += next.resumed ? 1 : 0;
+            if (next.session) session = std::move(next.session);
+        }
+        EXPECT_EQ(resumed, 12) << "version " << version;
+    }
+}
+
 }  // namespace
 }  // namespace portcullis::testing
