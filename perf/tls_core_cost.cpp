@@ -40,6 +40,15 @@ struct Timer {
     }
 };
 
+// Moves the server's ciphertext into the client's input.
+int flush_to_client(crypto::TlsConnection& conn, SSL* client) {
+    for (auto out = conn.outbound(); !out.empty(); out = conn.outbound()) {
+        BIO_write(SSL_get_rbio(client), out.data(), static_cast<int>(out.size()));
+        conn.consume_outbound(out.size());
+    }
+    return 0;
+}
+
 // One handshake; returns true when both sides finished. Server time goes to `server`.
 bool handshake(crypto::TlsConnection& conn, SSL* client, Timer& server) {
     for (int round = 0; round < 20; ++round) {
@@ -55,15 +64,7 @@ bool handshake(crypto::TlsConnection& conn, SSL* client, Timer& server) {
             });
         }
         const auto step = server([&] { return conn.handshake(); });
-        server([&] {
-            auto out = conn.outbound();
-            while (!out.empty()) {
-                BIO_write(SSL_get_rbio(client), out.data(), static_cast<int>(out.size()));
-                conn.consume_outbound(out.size());
-                out = conn.outbound();
-            }
-            return 0;
-        });
+        server([&] { return flush_to_client(conn, client); });
         if (step == crypto::TlsConnection::Step::failed) return false;
         if (step == crypto::TlsConnection::Step::done && SSL_is_init_finished(client)) {
             // OpenSSL writes TLS 1.3 tickets on the server's first read after
@@ -71,13 +72,7 @@ bool handshake(crypto::TlsConnection& conn, SSL* client, Timer& server) {
             server([&] {
                 std::uint8_t plain[64];
                 conn.read_plaintext(plain);
-                auto out = conn.outbound();
-                while (!out.empty()) {
-                    BIO_write(SSL_get_rbio(client), out.data(), static_cast<int>(out.size()));
-                    conn.consume_outbound(out.size());
-                    out = conn.outbound();
-                }
-                return 0;
+                return flush_to_client(conn, client);
             });
             char sink[64];
             SSL_read(client, sink, sizeof sink);  // the client takes its tickets
