@@ -1,16 +1,20 @@
 #include "crypto/server_tls_context.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <strings.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <set>
 
 #include "crypto/client_verifier.hpp"
+#include "crypto/session_cache.hpp"
 
 namespace portcullis::crypto {
 
@@ -78,7 +82,7 @@ bool name_matches(const std::string& pattern, const std::string& host) {
     return dot != std::string::npos && host.substr(dot) == pattern.substr(1);
 }
 
-UniqueX509Store build_trust_store(const TlsPolicy& policy) {
+UniqueX509Store build_trust_store(const TlsPolicy& policy, std::vector<UniqueX509Crl>& crls) {
     UniqueX509Store store(X509_STORE_new());
     if (!policy.trust_file.empty() &&
         X509_STORE_load_file(store.get(), policy.trust_file.c_str()) != 1) {
@@ -95,6 +99,7 @@ UniqueX509Store build_trust_store(const TlsPolicy& policy) {
             UniqueX509Crl crl(raw);
             if (X509_STORE_add_crl(store.get(), crl.get()) != 1)
                 fail("CRL " + path + ": cannot add to trust store");
+            crls.push_back(std::move(crl));
             ++loaded;
         }
         ERR_clear_error();
@@ -108,12 +113,28 @@ UniqueX509Store build_trust_store(const TlsPolicy& policy) {
     return store;
 }
 
-// Sessions resume only under the same client-verification policy.
+std::string file_contents(const std::string& path) {
+    std::string text;
+    if (path.empty()) return text;
+    auto file = open_file(path, "trust bundle");
+    char chunk[4096];
+    std::size_t n;
+    while ((n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0) text.append(chunk, n);
+    return text;
+}
+
+// Sessions resume only under the same client-verification policy and the
+// same trusted CAs (by content: a reload that drops a CA ends its sessions).
+// CRL changes are handled per session instead (session_still_trusted).
 std::vector<unsigned char> session_context_of(const TlsPolicy& policy) {
     std::string material = "portcullis/";
-    material += std::to_string(static_cast<int>(policy.client_auth)) + "/" + policy.trust_file +
-                "/" + policy.trust_dir;
-    for (const auto& crl : policy.crl_files) material += "/" + crl;
+    material += std::to_string(static_cast<int>(policy.client_auth)) + "/" + policy.trust_dir +
+                "/" + file_contents(policy.trust_file);
+    // An allow-list change ends sessions too: who may resume is who may connect.
+    for (const auto& p : policy.allow.subject_patterns) material += "/s:" + p;
+    for (const auto& p : policy.allow.san_uris) material += "/u:" + p;
+    for (const auto& p : policy.allow.san_dns) material += "/d:" + p;
+    for (const auto& p : policy.allow.sha256_fingerprints) material += "/f:" + p;
     std::vector<unsigned char> digest(SHA256_DIGEST_LENGTH);
     SHA256(reinterpret_cast<const unsigned char*>(material.data()), material.size(), digest.data());
     return digest;
@@ -162,13 +183,116 @@ static int switch_context_for_sni(SSL* ssl, int*, void* arg) {
     return SSL_TLSEXT_ERR_OK;  // unknown name: the default (first) group answers
 }
 
+namespace {
+
+int context_index() {
+    static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+const ServerTlsContext& context_of(SSL* ssl) {
+    return *static_cast<const ServerTlsContext*>(
+        SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index()));
+}
+
+// Fetched once per process: an implicit fetch per ticket would take
+// OpenSSL 3.0's global name-lookup lock on every handshake.
+const EVP_CIPHER* ticket_cipher() {
+    static const std::unique_ptr<EVP_CIPHER, decltype(&EVP_CIPHER_free)> cipher(
+        EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr), &EVP_CIPHER_free);
+    return cipher.get();
+}
+
+bool set_ticket_mac_key(EVP_MAC_CTX* mac, const TicketKey& key) {
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_octet_string(
+                               OSSL_MAC_PARAM_KEY, const_cast<std::uint8_t*>(key.hmac_key.data()),
+                               key.hmac_key.size()),
+                           OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    return EVP_MAC_CTX_set_params(mac, params) == 1;
+}
+
+// RFC 5077 layout as OpenSSL's default: key name, AES-256-CBC, HMAC-SHA256.
+// Returns 2 for the previous key so OpenSSL re-issues under the current one.
+int ticket_key_callback(SSL* ssl, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                        EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int encrypt) {
+    const auto& self = context_of(ssl);
+    const TicketKeyring& ring = *self.options().tickets;
+    if (encrypt) {
+        if (ring.empty()) return 0;  // no key yet: issue no ticket
+        const TicketKey& key = ring.current();
+        std::memcpy(name, key.name.data(), key.name.size());
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(ticket_cipher())) != 1) return -1;
+        if (EVP_EncryptInit_ex(cipher, ticket_cipher(), nullptr, key.aes_key.data(), iv) != 1)
+            return -1;
+        return set_ticket_mac_key(mac, key) ? 1 : -1;
+    }
+    TicketKeyring::Match match;
+    const TicketKey* key = ring.find(std::span<const std::uint8_t, 16>(name, 16), match);
+    if (self.options().events) self.options().events->ticket_decrypted(match);
+    if (key == nullptr) return 0;  // unknown or retired key: full handshake
+    if (EVP_DecryptInit_ex(cipher, ticket_cipher(), nullptr, key->aes_key.data(), iv) != 1)
+        return -1;
+    if (!set_ticket_mac_key(mac, *key)) return -1;
+    return match == TicketKeyring::Match::current ? 1 : 2;
+}
+
+SSL_TICKET_RETURN check_ticket_session(SSL* ssl, SSL_SESSION* session, const unsigned char*, size_t,
+                                       SSL_TICKET_STATUS status, void*) {
+    switch (status) {
+        case SSL_TICKET_SUCCESS:
+        case SSL_TICKET_SUCCESS_RENEW:
+            if (!context_of(ssl).session_still_trusted(session))
+                return SSL_TICKET_RETURN_IGNORE_RENEW;
+            return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE
+                                                : SSL_TICKET_RETURN_USE_RENEW;
+        case SSL_TICKET_EMPTY:
+        case SSL_TICKET_NO_DECRYPT:
+            return SSL_TICKET_RETURN_IGNORE_RENEW;
+        default:
+            return SSL_TICKET_RETURN_IGNORE;
+    }
+}
+
+// Session-ID resumption gets the same re-checks as tickets.
+SSL_SESSION* get_trusted_cached_session(SSL* ssl, const unsigned char* id, int id_length,
+                                        int* copy) {
+    SSL_SESSION* session = get_cached_session(ssl, id, id_length, copy);
+    if (session != nullptr && !context_of(ssl).session_still_trusted(session)) {
+        SSL_SESSION_free(session);
+        return nullptr;
+    }
+    return session;
+}
+
+}  // namespace
+
+bool ServerTlsContext::session_still_trusted(SSL_SESSION* session) const {
+    X509* client = SSL_SESSION_get0_peer(session);
+    if (client == nullptr) return true;  // no client certificate: nothing to re-check
+    if (X509_cmp_time(X509_get0_notAfter(client), nullptr) < 0) {
+        if (options_.events) options_.events->resumption_refused(ResumptionRefusal::expired);
+        return false;
+    }
+    const X509_NAME* issuer = X509_get_issuer_name(client);
+    for (const auto& crl : crls_) {
+        if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), issuer) != 0) continue;
+        X509_REVOKED* entry = nullptr;
+        if (X509_CRL_get0_by_cert(crl.get(), &entry, client) == 1) {
+            if (options_.events) options_.events->resumption_refused(ResumptionRefusal::revoked);
+            return false;
+        }
+    }
+    return true;
+}
+
 ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
-                                   std::span<const std::uint8_t> ticket_key)
-    : policy_(policy), alpn_wire_(alpn_wire_format(policy.alpn)) {
+                                   ServerTlsOptions options)
+    : policy_(policy), options_(options), alpn_wire_(alpn_wire_format(policy.alpn)) {
     if (policy.certificates.empty()) throw TlsConfigError("no server certificate configured");
-    if (!ticket_key.empty() && ticket_key.size() != 80)
-        throw TlsConfigError("ticket key must be 80 bytes");
-    const auto store = policy.client_auth == ClientAuth::none ? nullptr : build_trust_store(policy);
+    const auto store =
+        policy.client_auth == ClientAuth::none ? nullptr : build_trust_store(policy, crls_);
     const auto session_context = session_context_of(policy);
     const int min_version =
         policy.min_version == TlsVersion::tls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
@@ -202,11 +326,17 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         // OpenSSL 3.0 each ticket re-decodes the session and the client's
         // certificates (~1.6M instructions per ticket, measured with callgrind).
         SSL_CTX_set_num_tickets(ctx.get(), 1);
+        SSL_CTX_set_timeout(ctx.get(), policy.session_lifetime_s);
+        if (policy.allow_psk_ke) SSL_CTX_set_options(ctx.get(), SSL_OP_ALLOW_NO_DHE_KEX);
         SSL_CTX_set_session_id_context(ctx.get(), session_context.data(),
                                        static_cast<unsigned int>(session_context.size()));
-        if (!ticket_key.empty()) {
-            SSL_CTX_set_tlsext_ticket_keys(ctx.get(), const_cast<std::uint8_t*>(ticket_key.data()),
-                                           static_cast<long>(ticket_key.size()));
+        SSL_CTX_set_ex_data(ctx.get(), context_index(), this);
+        if (options_.tickets != nullptr)
+            SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx.get(), ticket_key_callback);
+        SSL_CTX_set_session_ticket_cb(ctx.get(), nullptr, check_ticket_session, nullptr);
+        if (options_.session_cache != nullptr) {
+            attach_session_cache(ctx.get(), *options_.session_cache);
+            SSL_CTX_sess_set_get_cb(ctx.get(), get_trusted_cached_session);
         }
         if (store) {
             const int mode = policy.client_auth == ClientAuth::require

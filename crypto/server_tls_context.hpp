@@ -14,6 +14,7 @@
 
 #include "crypto/key_source.hpp"
 #include "crypto/openssl_handles.hpp"
+#include "crypto/ticket_keys.hpp"
 #include "crypto/tls_policy.hpp"
 
 namespace portcullis::crypto {
@@ -22,14 +23,33 @@ struct TlsConfigError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+class SharedSessionCache;
+
+enum class ResumptionRefusal { revoked, expired };
+
+// What the TLS core reports to its owner's counters (called on the owner's thread).
+class TlsEventSink {
+  public:
+    virtual ~TlsEventSink() = default;
+    virtual void ticket_decrypted(TicketKeyring::Match key_age) = 0;
+    virtual void resumption_refused(ResumptionRefusal reason) = 0;
+};
+
+struct ServerTlsOptions {
+    // Shared by all workers (and appliances with one key file), so a returning
+    // client resumes wherever it lands. Null: OpenSSL's per-context random key.
+    const TicketKeyring* tickets = nullptr;
+    TlsEventSink* events = nullptr;
+    // TLS 1.2 session IDs across worker processes. Null: no session-ID cache.
+    SharedSessionCache* session_cache = nullptr;
+};
+
 class ServerTlsContext {
   public:
     // Throws TlsConfigError with the file and the OpenSSL reason on any problem
     // (unreadable chain, key not matching, bad cipher string, ...).
-    // `ticket_key` (80 bytes: name, HMAC and AES keys), when given, is used by
-    // every worker so a returning client resumes whichever worker it reaches.
-    ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
-                     std::span<const std::uint8_t> ticket_key = {});
+    // The objects in `options` must outlive the context.
+    ServerTlsContext(const TlsPolicy& policy, KeySource& keys, ServerTlsOptions options = {});
     ~ServerTlsContext();
     ServerTlsContext(const ServerTlsContext&) = delete;
     ServerTlsContext& operator=(const ServerTlsContext&) = delete;
@@ -39,10 +59,17 @@ class ServerTlsContext {
 
     const TlsPolicy& policy() const { return policy_; }
 
+    // Whether a session may still be resumed: its client certificate has not
+    // expired and is not on a CRL loaded since (resumption skips verification).
+    bool session_still_trusted(SSL_SESSION* session) const;
+    const ServerTlsOptions& options() const { return options_; }
+
     struct SniGroup;  // implementation detail, public for the callbacks
 
   private:
     TlsPolicy policy_;
+    ServerTlsOptions options_;
+    std::vector<UniqueX509Crl> crls_;       // for re-checking resumed sessions
     std::vector<unsigned char> alpn_wire_;  // policy.alpn in TLS wire format
     std::vector<std::unique_ptr<SniGroup>> groups_;
 };

@@ -52,6 +52,10 @@ struct TlsPolicy {
     std::string ciphersuites;       // TLS 1.3 suites; empty = OpenSSL default
     std::string groups;             // key exchange groups; empty = built-in default
     std::vector<std::string> alpn;  // server preference order; empty = no ALPN
+    // TLS 1.3 resumption without a fresh ECDHE (psk_ke): cheaper, but no
+    // forward secrecy for the resumed session. Off unless configured.
+    bool allow_psk_ke = false;
+    int session_lifetime_s = 7200;  // tickets and cached sessions
 };
 
 }  // namespace portcullis::crypto

@@ -1,11 +1,13 @@
 // Counters of one worker, living in a shared-memory slot that the supervisor
 // maps before fork. Exactly one writer (the worker) per slot, so updates are
-// relaxed load+store, never a locked read-modify-write; readers sum the slots
-// (the supervisor's summary today, the /metrics scrape later).
+// relaxed load+store, never a locked read-modify-write; readers (the admin
+// process's /metrics scrape, the supervisor's summary line) sum the slots.
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 #include "crypto/reject_reason.hpp"
@@ -17,6 +19,9 @@ class Counter {
     void add(std::uint64_t n = 1) {
         value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     }
+    void sub(std::uint64_t n = 1) {
+        value_.store(value_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+    }
     void set(std::uint64_t v) { value_.store(v, std::memory_order_relaxed); }
     std::uint64_t get() const { return value_.load(std::memory_order_relaxed); }
 
@@ -24,7 +29,35 @@ class Counter {
     std::atomic<std::uint64_t> value_{0};
 };
 
-struct WorkerStats {
+// Fixed-size slots: the layout must not depend on the configuration, because
+// a reload may change listeners' settings while the mapping stays.
+inline constexpr std::size_t max_listeners = 16;
+inline constexpr std::size_t max_backends_per_listener = 32;
+
+// Upper bounds in seconds; the last bucket is +Inf. Spans a resumed handshake
+// on loopback (~1 ms) to a slow mobile client (seconds).
+inline constexpr std::array<double, 12> handshake_duration_buckets = {
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
+
+class DurationHistogram {
+  public:
+    void observe(std::chrono::nanoseconds duration) {
+        const double seconds = std::chrono::duration<double>(duration).count();
+        std::size_t bucket = 0;
+        while (bucket < handshake_duration_buckets.size() &&
+               seconds > handshake_duration_buckets[bucket]) {
+            ++bucket;
+        }
+        counts[bucket].add();
+        sum_ns.add(static_cast<std::uint64_t>(duration.count()));
+    }
+    std::array<Counter, handshake_duration_buckets.size() + 1> counts;  // not cumulative
+    Counter sum_ns;
+};
+
+enum class HandshakeKind : std::size_t { full = 0, resumed = 1 };
+
+struct ListenerStats {
     Counter connections_accepted;
     Counter connections_refused;  // over workers.max_connections
     Counter connections_active;   // gauge
@@ -32,11 +65,27 @@ struct WorkerStats {
     Counter handshakes_resumed;
     std::array<Counter, crypto::reject_reason_count> handshakes_rejected;  // by RejectReason
     Counter handshakes_abandoned;  // client closed mid-handshake (scans, impatient clients)
+    std::array<DurationHistogram, 2> handshake_duration;  // by HandshakeKind
+    Counter resumptions_refused_revoked;  // session's client certificate revoked since
+    Counter resumptions_refused_expired;  // session's client certificate expired since
     Counter upstream_connect_failures;
     Counter upstream_unavailable;  // no backend could take the connection
     Counter bytes_from_clients;    // plaintext
     Counter bytes_to_clients;      // plaintext
-    Counter restarts;              // times this slot's worker was started again
+    std::array<Counter, max_backends_per_listener>
+        backend_down;  // gauge 0/1 as this worker sees it
+};
+
+enum class TicketKeyAge : std::size_t { current = 0, previous = 1, unknown = 2 };
+
+struct WorkerStats {
+    std::array<ListenerStats, max_listeners> listeners;
+    std::array<Counter, 3> ticket_decryptions;  // by TicketKeyAge
+    Counter busy_ns;            // time outside epoll_wait: rate() is the core's busy fraction
+    Counter restarts;           // times this slot's worker was started again
+    Counter config_generation;  // the configuration generation this worker serves
+    Counter reload_failures;    // reloads the supervisor validated but this worker could not apply
+    Counter ticket_key_generation;  // the ticket key generation this worker uses
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "dataplane/unique_fd.hpp"
+#include "dataplane/worker_stats.hpp"
 
 namespace portcullis::mgmt {
 namespace {
@@ -32,7 +33,10 @@ using namespace std::string_view_literals;
 
 // The keys each table accepts. The reader rejects anything else, and
 // known_config_keys() is built from these same lists so the two cannot drift.
-constexpr std::array kTopLevelTables{"workers"sv, "log"sv, "listener"sv};
+constexpr std::array kTopLevelTables{"workers"sv, "log"sv, "admin"sv, "resumption"sv, "listener"sv};
+constexpr std::array kAdminKeys{"address"sv};
+constexpr std::array kResumptionKeys{"ticket_key_file"sv, "ticket_rotation_s"sv,
+                                     "session_lifetime_s"sv, "session_cache_entries"sv};
 constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv};
 constexpr std::array kLogKeys{"level"sv, "access_log"sv};
 constexpr std::array kListenerKeys{
@@ -43,7 +47,7 @@ constexpr std::array kTlsKeys{
     "client_auth"sv, "trust_bundle"sv, "trust_dir"sv,          "crl_files"sv,
     "crl_scope"sv,   "verify_depth"sv, "require_client_eku"sv, "min_version"sv,
     "max_version"sv, "ciphers"sv,      "ciphersuites"sv,       "groups"sv,
-    "alpn"sv};
+    "alpn"sv,        "allow_psk_ke"sv};
 constexpr std::array kTlsTables{"certificate"sv, "allow"sv};
 constexpr std::array kCertificateKeys{"chain"sv, "key"sv, "server_names"sv};
 constexpr std::array kAllowKeys{"subjects"sv, "san_uris"sv, "san_dns"sv, "sha256"sv};
@@ -57,6 +61,10 @@ constexpr std::int64_t kMaxWorkers = 1024;
 // Workers reserve their connection table up front; beyond this it is a typo, not a plan.
 constexpr std::int64_t kMaxConnectionsPerWorker = 10'000'000;
 constexpr std::int64_t kMaxVerifyDepth = 16;
+constexpr std::int64_t kMaxTicketRotationSeconds = 7 * 86400;
+// RFC 8446 4.6.1: a ticket lifetime above seven days is not allowed.
+constexpr std::int64_t kMaxSessionLifetimeSeconds = 7 * 86400;
+constexpr std::int64_t kMaxSessionCacheEntries = 16 * 1024 * 1024;
 constexpr std::size_t kMaxListenerNameLength = 64;
 constexpr std::size_t kMaxAlpnProtocolLength = 255;
 constexpr std::string_view kPkcs11Scheme = "pkcs11:";
@@ -584,6 +592,30 @@ LogSettings read_log(const Section& section) {
     return log;
 }
 
+AdminSettings read_admin(const Section& section) {
+    section.reject_unknown_keys(kAdminKeys);
+    AdminSettings admin;
+    if (const auto address = section.string("address")) {
+        admin.address = address->value.empty() ? std::nullopt
+                                               : std::optional(address_of(section, *address, true));
+    }
+    return admin;
+}
+
+ResumptionSettings read_resumption(const Section& section) {
+    section.reject_unknown_keys(kResumptionKeys);
+    ResumptionSettings resumption;
+    if (const auto file = section.string("ticket_key_file"); file && !file->value.empty())
+        resumption.ticket_key_file = existing_path(section, *file, PathKind::file);
+    resumption.ticket_rotation_s = section.integer_or(
+        "ticket_rotation_s", resumption.ticket_rotation_s, 1, kMaxTicketRotationSeconds);
+    resumption.session_lifetime_s = section.integer_or(
+        "session_lifetime_s", resumption.session_lifetime_s, 1, kMaxSessionLifetimeSeconds);
+    resumption.session_cache_entries = section.integer_or(
+        "session_cache_entries", resumption.session_cache_entries, 0, kMaxSessionCacheEntries);
+    return resumption;
+}
+
 crypto::CertificateSpec read_certificate(const Section& section) {
     section.reject_unknown_keys(kCertificateKeys);
     crypto::CertificateSpec certificate;
@@ -660,6 +692,7 @@ crypto::TlsPolicy read_tls(const Section& section) {
     tls.verify_depth = section.integer_or("verify_depth", tls.verify_depth, 0, kMaxVerifyDepth);
     tls.require_client_auth_eku =
         section.boolean_or("require_client_eku", tls.require_client_auth_eku);
+    tls.allow_psk_ke = section.boolean_or("allow_psk_ke", tls.allow_psk_ke);
 
     tls.min_version = section.choice_or("min_version", tls.min_version, kVersionChoices);
     tls.max_version = section.choice_or("max_version", tls.max_version, kVersionChoices);
@@ -724,6 +757,11 @@ dataplane::UpstreamSettings read_upstream(const Section& section) {
     if (backends->items.empty()) {
         section.source().fail(*backends->node, backends->key,
                               "expected at least one backend address, got []");
+    }
+    if (backends->items.size() > dataplane::max_backends_per_listener) {
+        section.source().fail(*backends->node, backends->key,
+                              "at most " + std::to_string(dataplane::max_backends_per_listener) +
+                                  " backends per listener (per-backend metrics are fixed slots)");
     }
     for (const auto& backend : backends->items) {
         upstream.backends.push_back(address_of(section, backend, false));
@@ -811,13 +849,23 @@ Config read_config(const toml::table& root, const Source& source) {
     Config config;
     if (const auto workers = top.subtable("workers")) config.workers = read_workers(*workers);
     if (const auto log = top.subtable("log")) config.log = read_log(*log);
+    if (const auto admin = top.subtable("admin")) config.admin = read_admin(*admin);
+    if (const auto resumption = top.subtable("resumption"))
+        config.resumption = read_resumption(*resumption);
 
     const auto listeners = top.table_array("listener");
     if (listeners.empty()) {
         top.fail_missing("listener", "at least one [[listener]] table");
     }
+    if (listeners.size() > dataplane::max_listeners) {
+        listeners[dataplane::max_listeners].source().fail(
+            listeners[dataplane::max_listeners].table_position(), "listener",
+            "at most " + std::to_string(dataplane::max_listeners) +
+                " listeners (per-listener metrics are fixed slots)");
+    }
     for (std::size_t i = 0; i < listeners.size(); ++i) {
         auto listener = read_listener(listeners[i], i);
+        listener.tls.session_lifetime_s = config.resumption.session_lifetime_s;
         check_unique(listeners[i], listener, config.listeners);
         config.listeners.push_back(std::move(listener));
     }
@@ -883,6 +931,7 @@ Config parse_config(std::string_view toml_text, const std::string& source_name,
     const Source source(source_name, absolute_directory(base_directory));
     Config config = read_config(root, source);
     config.source_file = source_name;
+    config.text = std::string(toml_text);
     return config;
 }
 
@@ -890,6 +939,8 @@ std::vector<std::string> known_config_keys() {
     std::vector<std::string> keys;
     append_keys(keys, "workers.", kWorkersKeys);
     append_keys(keys, "log.", kLogKeys);
+    append_keys(keys, "admin.", kAdminKeys);
+    append_keys(keys, "resumption.", kResumptionKeys);
     append_keys(keys, "listener[].", kListenerKeys);
     append_keys(keys, "listener[].tls.", kTlsKeys);
     append_keys(keys, "listener[].tls.certificate[].", kCertificateKeys);

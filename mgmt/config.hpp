@@ -3,6 +3,7 @@
 // unknown keys are errors (a typo must never silently weaken a bank's policy).
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -23,10 +24,27 @@ struct LogSettings {
     std::string access_log;      // "" = off, "-" = stderr, else a file appended to
 };
 
+struct AdminSettings {
+    // /metrics, /healthz, /readyz, /status, POST /reload. Loopback by default:
+    // reload is unauthenticated, so expose it only on a management network.
+    std::optional<dataplane::SocketAddress> address =
+        dataplane::SocketAddress::parse("127.0.0.1:9443");  // nullopt = no admin listener
+};
+
+struct ResumptionSettings {
+    std::string ticket_key_file;   // "" = keys generated in memory and rotated
+    int ticket_rotation_s = 3600;  // the previous key still decrypts for one more period
+    int session_lifetime_s = 7200;
+    int session_cache_entries = 20480;  // TLS 1.2 session-ID cache shared by workers; 0 = off
+};
+
 struct Config {
     std::string source_file;
+    std::string text;  // the TOML as read: reloads hand exactly this to the workers
     WorkerSettings workers;
     LogSettings log;
+    AdminSettings admin;
+    ResumptionSettings resumption;
     std::vector<dataplane::ListenerSettings> listeners;  // at least one
 };
 

@@ -10,6 +10,7 @@
 #include "crypto/server_tls_context.hpp"
 #include "mgmt/config.hpp"
 #include "mgmt/logging.hpp"
+#include "mgmt/reload.hpp"
 #include "mgmt/supervisor.hpp"
 
 namespace {
@@ -18,19 +19,11 @@ using namespace portcullis;
 
 // Loads every listener's certificates and keys the way a worker will, so a
 // config that passes --check-config also starts.
-int check_tls_material(const mgmt::Config& config) {
-    crypto::PemFileKeySource keys;
-    for (std::size_t i = 0; i < config.listeners.size(); ++i) {
-        const auto& listener = config.listeners[i];
-        try {
-            crypto::ServerTlsContext context(listener.tls, keys);
-        } catch (const std::exception& e) {
-            std::cerr << config.source_file << ": listener[" << i << "] (" << listener.name
-                      << ").tls: " << e.what() << "\n";
-            return 1;
-        }
-    }
-    return 0;
+int report_tls_material(const mgmt::Config& config) {
+    const auto problem = mgmt::check_tls_material(config);
+    if (problem.empty()) return 0;
+    std::cerr << problem << "\n";
+    return 1;
 }
 
 }  // namespace
@@ -74,12 +67,12 @@ int main(int argc, char** argv) {
     }
 
     if (checking) {
-        const int rc = check_tls_material(config);
+        const int rc = report_tls_material(config);
         if (rc == 0) std::cout << "configuration OK\n";
         return rc;
     }
     try {
-        return mgmt::run_supervisor(config);
+        return mgmt::run_supervisor(config, mgmt::Overrides{workers, log_level});
     } catch (const std::exception& e) {
         std::cerr << "portcullis: " << e.what() << "\n";
         return 1;

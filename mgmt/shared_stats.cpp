@@ -23,23 +23,27 @@ SharedStats::~SharedStats() {
 }
 
 std::string SharedStats::summary() const {
+    using L = dataplane::ListenerStats;
     auto sum = [this](auto member) {
         std::uint64_t total = 0;
-        for (std::size_t i = 0; i < count_; ++i) total += (slots_[i].*member).get();
+        for (std::size_t i = 0; i < count_; ++i)
+            for (const auto& l : slots_[i].listeners) total += (l.*member).get();
         return total;
     };
-    using S = dataplane::WorkerStats;
     std::string rejected;
     std::uint64_t rejected_total = 0;
     for (int r = 1; r < crypto::reject_reason_count; ++r) {
         std::uint64_t n = 0;
         for (std::size_t i = 0; i < count_; ++i)
-            n += slots_[i].handshakes_rejected[static_cast<std::size_t>(r)].get();
+            for (const auto& l : slots_[i].listeners)
+                n += l.handshakes_rejected[static_cast<std::size_t>(r)].get();
         if (n == 0) continue;
         rejected_total += n;
         rejected += fmt::format(" rejected.{}={}",
                                 crypto::to_string(static_cast<crypto::RejectReason>(r)), n);
     }
+    std::uint64_t restarts = 0;
+    for (std::size_t i = 0; i < count_; ++i) restarts += slots_[i].restarts.get();
     return fmt::format(
         "accepted={} refused={} active={} handshakes_full={} handshakes_resumed={} "
         "handshakes_abandoned={} "
@@ -47,10 +51,10 @@ std::string SharedStats::summary() const {
         "upstream_connect_failures={} upstream_unavailable={} bytes_from_clients={} "
         "bytes_to_clients={} "
         "worker_restarts={}",
-        sum(&S::connections_accepted), sum(&S::connections_refused), sum(&S::connections_active),
-        sum(&S::handshakes_full), sum(&S::handshakes_resumed), sum(&S::handshakes_abandoned),
-        rejected_total, rejected, sum(&S::upstream_connect_failures), sum(&S::upstream_unavailable),
-        sum(&S::bytes_from_clients), sum(&S::bytes_to_clients), sum(&S::restarts));
+        sum(&L::connections_accepted), sum(&L::connections_refused), sum(&L::connections_active),
+        sum(&L::handshakes_full), sum(&L::handshakes_resumed), sum(&L::handshakes_abandoned),
+        rejected_total, rejected, sum(&L::upstream_connect_failures), sum(&L::upstream_unavailable),
+        sum(&L::bytes_from_clients), sum(&L::bytes_to_clients), restarts);
 }
 
 }  // namespace portcullis::mgmt

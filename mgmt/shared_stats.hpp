@@ -17,6 +17,7 @@ class SharedStats {
     SharedStats& operator=(const SharedStats&) = delete;
 
     dataplane::WorkerStats& slot(std::size_t index) { return slots_[index]; }
+    const dataplane::WorkerStats& slot(std::size_t index) const { return slots_[index]; }
     std::size_t size() const { return count_; }
 
     // One log line with every counter summed over the slots.

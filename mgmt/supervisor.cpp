@@ -9,17 +9,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
+#include "crypto/session_cache.hpp"
+#include "crypto/ticket_keys.hpp"
 #include "dataplane/kernel/worker.hpp"
 #include "dataplane/unique_fd.hpp"
+#include "mgmt/admin_server.hpp"
+#include "mgmt/control_block.hpp"
 #include "mgmt/logging.hpp"
+#include "mgmt/reload.hpp"
 #include "mgmt/shared_stats.hpp"
 
 namespace portcullis::mgmt {
@@ -32,6 +40,19 @@ using Clock = std::chrono::steady_clock;
 constexpr auto quick_death = std::chrono::seconds(2);
 constexpr int max_quick_deaths = 5;
 constexpr auto stop_grace = std::chrono::seconds(10);
+// Generated ticket keys kept: current + previous (one more period of decryption).
+constexpr std::size_t generated_ticket_keys = 2;
+
+std::int64_t unix_now() {
+    return static_cast<std::int64_t>(::time(nullptr));
+}
+
+bool same_keys(const std::vector<crypto::TicketKey>& a, const std::vector<crypto::TicketKey>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i].bytes() != b[i].bytes()) return false;
+    return true;
+}
 
 struct WorkerSlot {
     pid_t pid = -1;
@@ -55,13 +76,22 @@ std::string listener_summary(const Config& config) {
 
 class Supervisor {
   public:
-    explicit Supervisor(const Config& config)
+    Supervisor(const Config& config, const Overrides& overrides)
         : config_(config),
+          overrides_(overrides),
           worker_count_(config.workers.count > 0
                             ? config.workers.count
                             : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))),
           stats_(static_cast<std::size_t>(worker_count_)),
           slots_(static_cast<std::size_t>(worker_count_)) {
+        control_.set_supervisor_pid(::getpid());
+        control_.publish_config(config_.text);
+        if (config_.resumption.session_cache_entries > 0) {
+            crypto::SessionCacheLimits limits;
+            limits.max_entries = static_cast<std::size_t>(config_.resumption.session_cache_entries);
+            session_cache_ = std::make_unique<crypto::SharedSessionCache>(limits);
+        }
+        init_ticket_keys();
         sigset_t mask;
         sigemptyset(&mask);
         for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1}) sigaddset(&mask, sig);
@@ -73,23 +103,24 @@ class Supervisor {
         }
         ready_read_.reset(pipe_fds[0]);
         ready_write_.reset(pipe_fds[1]);
-        // From the kernel, not OpenSSL: the supervisor holds no OpenSSL state
-        // across fork. Lives for the process; rotation comes with issue #4.
-        ticket_key_.resize(80);
-        if (::getrandom(ticket_key_.data(), ticket_key_.size(), 0) !=
-            static_cast<ssize_t>(ticket_key_.size())) {
-            throw std::system_error(errno, std::generic_category(), "getrandom ticket key");
-        }
     }
 
     int run() {
         spdlog::info("starting {} workers listeners={}", worker_count_, listener_summary(config_));
         for (int i = 0; i < worker_count_; ++i) start_worker(i);
+        start_admin();
         while (!stopping_) {
             pollfd fds[2] = {{signals_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
-            if (::poll(fds, 2, 1000) < 0 && errno != EINTR) break;
+            const auto until_rotation = std::chrono::duration_cast<std::chrono::milliseconds>(
+                next_ticket_rotation_ - Clock::now());
+            const int timeout =
+                static_cast<int>(std::clamp<std::int64_t>(until_rotation.count() + 1, 0, 1000));
+            if (::poll(fds, 2, timeout) < 0 && errno != EINTR) break;
             drain_ready_pipe();
             handle_signals();
+            if (Clock::now() >= next_ticket_rotation_) rotate_ticket_keys();
+            if (admin_pid_ < 0 && admin_restart_at_ && Clock::now() >= *admin_restart_at_)
+                start_admin();
         }
         stop_workers();
         spdlog::info("portcullis stats {}", stats_.summary());
@@ -116,7 +147,22 @@ class Supervisor {
             options.stats = &stats_.slot(static_cast<std::size_t>(index));
             options.ready_fd = ready_write_.get();
             options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
-            options.ticket_key = ticket_key_;
+            options.session_cache = session_cache_.get();
+            options.poll_ticket_keys = [this](std::uint64_t& generation,
+                                              std::vector<crypto::TicketKey>& keys) {
+                if (control_.ticket_generation() == generation) return false;
+                auto snapshot = control_.ticket_keys();
+                generation = snapshot.generation;
+                keys = std::move(snapshot.keys);
+                return true;
+            };
+            options.load_reloaded = [this] {
+                const auto snapshot = control_.config();
+                auto fresh = parse_config(snapshot.text, config_.source_file, config_directory());
+                apply_overrides(fresh);
+                return dataplane::kernel::ReloadedSettings{
+                    snapshot.generation, std::move(fresh.listeners), fresh.log.level};
+            };
             sigset_t all;
             sigemptyset(&all);
             ::sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -137,6 +183,7 @@ class Supervisor {
                 const auto index = static_cast<std::size_t>(static_cast<unsigned char>(indexes[i]));
                 if (index >= slots_.size()) continue;
                 slots_[index].ready = true;
+                control_.set_worker_ready(index, true);
                 if (announced_ready_) spdlog::info("worker {} ready again", index);
             }
         }
@@ -170,8 +217,7 @@ class Supervisor {
                     spdlog::info("portcullis stats {}", stats_.summary());
                     break;
                 case SIGHUP:
-                    spdlog::warn(
-                        "SIGHUP: live reload is not implemented yet; restart to apply changes");
+                    reload();
                     break;
                 default:
                     break;
@@ -186,12 +232,14 @@ class Supervisor {
             for (std::size_t i = 0; i < slots_.size(); ++i) {
                 if (slots_[i].pid == pid) on_worker_exit(static_cast<int>(i), status);
             }
+            if (pid == admin_pid_) on_admin_exit(status);
         }
     }
 
     void on_worker_exit(int index, int status) {
         auto& slot = slots_[static_cast<std::size_t>(index)];
         slot.pid = -1;
+        control_.set_worker_ready(static_cast<std::size_t>(index), false);
         if (stopping_) return;
         const bool startup_failure =
             WIFEXITED(status) &&
@@ -214,13 +262,15 @@ class Supervisor {
         spdlog::error("worker {} died ({}); restarting", index, describe_status(status));
         stats_.slot(static_cast<std::size_t>(index)).restarts.add();
         // The dead worker's connections are gone; its gauge must not linger.
-        stats_.slot(static_cast<std::size_t>(index)).connections_active.set(0);
+        for (auto& listener : stats_.slot(static_cast<std::size_t>(index)).listeners)
+            listener.connections_active.set(0);
         if (slot.quick_deaths > 0)
             std::this_thread::sleep_for(std::chrono::milliseconds(200 * slot.quick_deaths));
         start_worker(index);
     }
 
     void stop_workers() {
+        if (admin_pid_ > 0) ::kill(admin_pid_, SIGTERM);
         for (const auto& s : slots_)
             if (s.pid > 0) ::kill(s.pid, SIGTERM);
         // Workers drain first; the grace covers their own shutdown after it.
@@ -238,22 +288,190 @@ class Supervisor {
                 s.pid = -1;
             }
         }
+        if (admin_pid_ > 0) {
+            ::kill(admin_pid_, SIGKILL);
+            ::waitpid(admin_pid_, nullptr, 0);
+            admin_pid_ = -1;
+        }
     }
 
     bool any_alive() const {
         for (const auto& s : slots_)
             if (s.pid > 0) return true;
-        return false;
+        return admin_pid_ > 0;
     }
 
-    const Config& config_;
+    std::string config_directory() const {
+        return std::filesystem::path(config_.source_file).parent_path().string();
+    }
+
+    void apply_overrides(Config& config) const {
+        if (overrides_.workers >= 0) config.workers.count = overrides_.workers;
+        if (!overrides_.log_level.empty()) config.log.level = overrides_.log_level;
+    }
+
+    // ---- reload ------------------------------------------------------------------------
+
+    // Everything is checked before anything changes: a broken configuration
+    // is rejected whole and the running one keeps serving.
+    void reload() {
+        spdlog::info("reload requested: reading {}", config_.source_file);
+        std::string problem;
+        std::optional<Config> fresh;
+        std::vector<crypto::TicketKey> file_keys;
+        try {
+            fresh = load_config(config_.source_file);
+            apply_overrides(*fresh);
+            problem = restart_only_changes(config_, *fresh);
+            if (problem.empty()) problem = check_tls_material_in_child(*fresh);
+            if (problem.empty() && !fresh->resumption.ticket_key_file.empty())
+                file_keys = crypto::read_ticket_key_file(fresh->resumption.ticket_key_file);
+            if (problem.empty()) control_.publish_config(fresh->text);
+        } catch (const std::exception& e) {
+            problem = e.what();
+        }
+        if (!problem.empty()) {
+            spdlog::error("reload rejected, the running configuration stays in service: {}",
+                          problem);
+            control_.publish_reload(false, problem);
+            return;
+        }
+        const bool key_source_changed =
+            fresh->resumption.ticket_key_file != config_.resumption.ticket_key_file;
+        const bool rotation_changed =
+            fresh->resumption.ticket_rotation_s != config_.resumption.ticket_rotation_s;
+        config_ = std::move(*fresh);
+        spdlog::set_level(spdlog::level::from_str(config_.log.level));
+        if (!file_keys.empty()) {
+            install_file_keys(std::move(file_keys));
+        } else if (key_source_changed) {
+            ticket_keys_ = {crypto::TicketKey::random()};
+            ticket_key_created_ = unix_now();
+            control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, true);
+        }
+        if (rotation_changed || key_source_changed) schedule_ticket_rotation();
+        for (const auto& s : slots_)
+            if (s.pid > 0) ::kill(s.pid, SIGHUP);
+        control_.publish_reload(true, "");
+        spdlog::info("reload accepted: configuration generation {} sent to {} workers",
+                     control_.config_generation(), worker_count_);
+    }
+
+    // ---- ticket keys -------------------------------------------------------------------
+
+    // From the kernel, not OpenSSL: the supervisor holds no OpenSSL state across fork.
+    void init_ticket_keys() {
+        if (!config_.resumption.ticket_key_file.empty()) {
+            install_file_keys(crypto::read_ticket_key_file(config_.resumption.ticket_key_file));
+        } else {
+            ticket_keys_ = {crypto::TicketKey::random()};
+            ticket_key_created_ = unix_now();
+            control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, false);
+        }
+        schedule_ticket_rotation();
+    }
+
+    void schedule_ticket_rotation() {
+        next_ticket_rotation_ =
+            Clock::now() + std::chrono::seconds(config_.resumption.ticket_rotation_s);
+    }
+
+    void install_file_keys(std::vector<crypto::TicketKey> keys) {
+        if (same_keys(keys, ticket_keys_)) return;
+        const bool new_current =
+            ticket_keys_.empty() || keys.front().bytes() != ticket_keys_.front().bytes();
+        if (new_current) ticket_key_created_ = unix_now();
+        ticket_keys_ = std::move(keys);
+        control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, new_current);
+        spdlog::info("ticket keys loaded from {}: {} keys", config_.resumption.ticket_key_file,
+                     ticket_keys_.size());
+    }
+
+    // Generated keys: a new current key, the old one decrypts for one more
+    // period. Key file: re-read, so appliances sharing it stay in step.
+    void rotate_ticket_keys() {
+        schedule_ticket_rotation();
+        if (!config_.resumption.ticket_key_file.empty()) {
+            try {
+                install_file_keys(crypto::read_ticket_key_file(config_.resumption.ticket_key_file));
+            } catch (const std::exception& e) {
+                spdlog::error("ticket key file not re-read, keeping the current keys: {}",
+                              e.what());
+            }
+            return;
+        }
+        ticket_keys_.insert(ticket_keys_.begin(), crypto::TicketKey::random());
+        if (ticket_keys_.size() > generated_ticket_keys) ticket_keys_.resize(generated_ticket_keys);
+        ticket_key_created_ = unix_now();
+        control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, true);
+        spdlog::debug("ticket key rotated");
+    }
+
+    // ---- admin process -----------------------------------------------------------------
+
+    void start_admin() {
+        admin_restart_at_.reset();
+        if (!config_.admin.address) return;
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            spdlog::error("cannot start the admin process: {}", std::strerror(errno));
+            return;
+        }
+        if (pid == 0) {
+            signals_.reset();
+            ready_read_.reset();
+            ready_write_.reset();
+            configure_logging("admin", config_.log.level);
+            AdminOptions options;
+            options.address = *config_.admin.address;
+            options.config = config_;
+            options.stats = &stats_;
+            options.control = &control_;
+            options.session_cache = session_cache_.get();
+            sigset_t all;
+            sigemptyset(&all);
+            ::sigprocmask(SIG_SETMASK, &all, nullptr);
+            const int code = run_admin(options);
+            spdlog::default_logger()->flush();
+            ::_exit(code);
+        }
+        admin_pid_ = pid;
+        admin_started_ = Clock::now();
+    }
+
+    void on_admin_exit(int status) {
+        admin_pid_ = -1;
+        if (stopping_) return;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == admin_exit_cannot_listen) {
+            spdlog::critical(
+                "admin listener {} unavailable: no /metrics, /readyz or /reload; traffic is "
+                "still served. Trying again in 30 s",
+                config_.admin.address->to_string());
+            admin_restart_at_ = Clock::now() + std::chrono::seconds(30);
+            return;
+        }
+        spdlog::error("admin process died ({}); restarting", describe_status(status));
+        admin_restart_at_ =
+            Clock::now() + (Clock::now() - admin_started_ < quick_death ? std::chrono::seconds(5)
+                                                                        : std::chrono::seconds(0));
+    }
+
+    Config config_;
+    Overrides overrides_;
     int worker_count_;
     SharedStats stats_;
+    ControlBlock control_;
+    std::unique_ptr<crypto::SharedSessionCache> session_cache_;
+    std::vector<crypto::TicketKey> ticket_keys_;  // current first
+    std::int64_t ticket_key_created_ = 0;
+    Clock::time_point next_ticket_rotation_;
+    pid_t admin_pid_ = -1;
+    Clock::time_point admin_started_;
+    std::optional<Clock::time_point> admin_restart_at_;
     std::vector<WorkerSlot> slots_;
     UniqueFd signals_;
     UniqueFd ready_read_;
     UniqueFd ready_write_;
-    std::vector<std::uint8_t> ticket_key_;
     bool stopping_ = false;
     bool announced_ready_ = false;
     int exit_code_ = 0;
@@ -261,8 +479,8 @@ class Supervisor {
 
 }  // namespace
 
-int run_supervisor(const Config& config) {
-    Supervisor supervisor(config);
+int run_supervisor(const Config& config, const Overrides& overrides) {
+    Supervisor supervisor(config, overrides);
     return supervisor.run();
 }
 

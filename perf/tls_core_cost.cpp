@@ -120,8 +120,11 @@ int main(int argc, char** argv) {
     policy.trust_file = (dir / "root.pem").string();
     if (crl) policy.crl_files = {(dir / "root.crl").string(), (dir / "intermediate.crl").string()};
     crypto::PemFileKeySource keys;
-    std::vector<std::uint8_t> ticket_key(80, 7);
-    crypto::ServerTlsContext context(policy, keys, ticket_key);
+    crypto::TicketKeyring tickets;
+    tickets.replace({crypto::TicketKey::random()});
+    crypto::ServerTlsOptions tls_options;
+    tls_options.tickets = &tickets;  // the daemon's ticket path, as in a worker
+    crypto::ServerTlsContext context(policy, keys, tls_options);
 
     crypto::UniqueSslCtx client_ctx(SSL_CTX_new(TLS_client_method()));
     const int version = tls == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;

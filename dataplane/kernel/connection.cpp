@@ -59,16 +59,19 @@ Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueF
       client_(std::move(client)),
       peer_(peer),
       local_(local),
-      tls_(*listener.tls),
+      tls_context_(listener.tls),
+      backends_(listener.backends),
+      stats_(*listener.stats),
+      tls_(*tls_context_),
       accepted_at_(worker.now),
       last_activity_(worker.now) {
     set_nodelay(client_.get());
     register_fd(worker_.epoll_fd, client_.get(), this, EpollTag::client);
-    worker_.stats->connections_active.add(1);
+    stats_.connections_active.add(1);
 }
 
 Connection::~Connection() {
-    worker_.stats->connections_active.set(worker_.stats->connections_active.get() - 1);
+    stats_.connections_active.sub();
 }
 
 void Connection::on_client_event(std::uint32_t events) {
@@ -102,8 +105,7 @@ void Connection::on_tick() {
     const auto& s = listener_.settings;
     if (!tls_.established()) {
         if (worker_.now - accepted_at_ >= milliseconds(s.handshake_timeout_ms)) {
-            worker_.stats->handshakes_rejected[static_cast<int>(crypto::RejectReason::timeout)]
-                .add();
+            stats_.handshakes_rejected[static_cast<int>(crypto::RejectReason::timeout)].add();
             if (worker_.log_limiter.allow(worker_.now)) {
                 spdlog::info(
                     "client rejected listener={} client={} reason=timeout detail={} subject=\"\"",
@@ -116,8 +118,7 @@ void Connection::on_tick() {
         return;
     }
     if (upstream_state_ == Upstream::connecting &&
-        worker_.now - connect_started_ >=
-            milliseconds(listener_.backends.settings().connect_timeout_ms)) {
+        worker_.now - connect_started_ >= milliseconds(backends_->settings().connect_timeout_ms)) {
         on_upstream_connect_result(ETIMEDOUT);
         return;
     }
@@ -150,6 +151,7 @@ bool Connection::move_client_to_tls() {
         if (space.empty()) break;  // TLS core is full: backpressure on the client
         const ssize_t n = ::recv(client_.get(), space.data(), space.size(), 0);
         if (n > 0) {
+            if (ciphertext_received_ == 0) first_byte_at_ = worker_.now;
             tls_.commit_inbound(static_cast<std::size_t>(n));
             ciphertext_received_ += static_cast<std::uint64_t>(n);
             moved = true;
@@ -181,7 +183,7 @@ bool Connection::advance_handshake() {
             // Only now is a FIN final: buffered records (even the client's
             // Finished followed by data and FIN in one burst) were consumed first.
             if (client_eof_) {
-                worker_.stats->handshakes_abandoned.add();
+                stats_.handshakes_abandoned.add();
                 if (worker_.log_limiter.allow(worker_.now)) {
                     spdlog::info(
                         "connection closed before handshake listener={} client={} bytes={}",
@@ -198,7 +200,7 @@ bool Connection::advance_handshake() {
 
 void Connection::log_rejection() {
     const auto& failure = tls_.failure();
-    worker_.stats->handshakes_rejected[static_cast<int>(failure.reason)].add();
+    stats_.handshakes_rejected[static_cast<int>(failure.reason)].add();
     if (!worker_.log_limiter.allow(worker_.now)) return;
     const auto suppressed = worker_.log_limiter.take_suppressed();
     spdlog::info("client rejected listener={} client={} reason={} detail={} subject={}{}",
@@ -209,9 +211,13 @@ void Connection::log_rejection() {
 
 void Connection::on_established() {
     const auto& peer = tls_.peer();
-    (peer.resumed ? worker_.stats->handshakes_resumed : worker_.stats->handshakes_full).add();
+    (peer.resumed ? stats_.handshakes_resumed : stats_.handshakes_full).add();
+    stats_
+        .handshake_duration[static_cast<std::size_t>(peer.resumed ? HandshakeKind::resumed
+                                                                  : HandshakeKind::full)]
+        .observe(Clock::now() - first_byte_at_);  // includes this batch's own work
     to_client_ = ByteBuffer(listener_.settings.buffer_bytes);
-    if (listener_.backends.settings().proxy_protocol) {
+    if (backends_->settings().proxy_protocol) {
         // The header goes first on the upstream connection; the buffer is sized
         // so that it never crowds out the client's plaintext.
         const auto header = proxy_v2::encode(peer_, local_, peer);
@@ -233,11 +239,11 @@ void Connection::on_established() {
 }
 
 void Connection::connect_upstream() {
-    auto& pool = listener_.backends;
+    auto& pool = *backends_;
     while (true) {
         const auto pick = pool.pick(worker_.now, failed_backends_);
         if (!pick) {
-            worker_.stats->upstream_unavailable.add();
+            stats_.upstream_unavailable.add();
             if (worker_.log_limiter.allow(worker_.now)) {
                 spdlog::warn("no backend available listener={} client={} tried={}",
                              listener_.settings.name, peer_.to_string(), failed_backends_.size());
@@ -266,24 +272,32 @@ void Connection::connect_upstream() {
             return;
         }
         // Immediate failure (e.g. no route): count it and try the next backend.
-        worker_.stats->upstream_connect_failures.add();
+        stats_.upstream_connect_failures.add();
         pool.report_failure(backend_, worker_.now);
+        publish_backend_state();
         failed_backends_.push_back(backend_);
     }
 }
 
+void Connection::publish_backend_state() {
+    if (backend_ < stats_.backend_down.size())
+        stats_.backend_down[backend_].set(backends_->is_up(backend_) ? 0 : 1);
+}
+
 void Connection::on_upstream_connect_result(int error) {
-    auto& pool = listener_.backends;
+    auto& pool = *backends_;
     if (error == 0) {
         upstream_state_ = Upstream::connected;
         backend_connected_ = true;
         pool.report_success(backend_);
+        publish_backend_state();
         upstream_writable_ = true;
         touch();
         return;
     }
-    worker_.stats->upstream_connect_failures.add();
+    stats_.upstream_connect_failures.add();
     pool.report_failure(backend_, worker_.now);
+    publish_backend_state();
     if (worker_.log_limiter.allow(worker_.now)) {
         spdlog::warn("upstream connect failed listener={} backend={} error={}{}",
                      listener_.settings.name, pool.address(backend_).to_string(),
@@ -306,7 +320,7 @@ bool Connection::move_tls_to_upstream() {
         const auto r = tls_.read_plaintext(space);
         if (r.status == crypto::TlsConnection::IoStatus::ok) {
             to_upstream_.commit(r.bytes);
-            worker_.stats->bytes_from_clients.add(r.bytes);
+            stats_.bytes_from_clients.add(r.bytes);
             plaintext_from_client_ += r.bytes;
             moved = true;
         } else if (r.status == crypto::TlsConnection::IoStatus::closed) {
@@ -374,7 +388,7 @@ bool Connection::move_upstream_to_tls() {
         const auto r = tls_.write_plaintext(to_client_.readable());
         if (r.status == crypto::TlsConnection::IoStatus::ok && r.bytes > 0) {
             to_client_.consume(r.bytes);
-            worker_.stats->bytes_to_clients.add(r.bytes);
+            stats_.bytes_to_clients.add(r.bytes);
             plaintext_to_client_ += r.bytes;
             moved = true;
         } else if (r.status == crypto::TlsConnection::IoStatus::failed) {
@@ -451,8 +465,8 @@ void Connection::write_access_log(const char* result) {
         established ? peer.cipher : "-", established && peer.resumed,
         quoted(established ? peer.subject_dn : tls_.failure().peer_subject),
         established && peer.certificate_presented ? peer.sha256_hex() : "-",
-        backend_connected_ ? listener_.backends.address(backend_).to_string() : "-",
-        plaintext_from_client_, plaintext_to_client_,
+        backend_connected_ ? backends_->address(backend_).to_string() : "-", plaintext_from_client_,
+        plaintext_to_client_,
         std::chrono::duration_cast<std::chrono::milliseconds>(worker_.now - accepted_at_).count());
     worker_.access_log->write(line);
 }

@@ -47,10 +47,14 @@ struct WorkerRuntime {
 // One listener inside one worker.
 struct ListenerRuntime {
     ListenerSettings settings;
-    std::unique_ptr<crypto::ServerTlsContext> tls;
-    BackendPool backends;
+    // Shared with the connections started under them: a reload swaps in new
+    // ones while established connections finish on the old.
+    std::shared_ptr<const crypto::ServerTlsContext> tls;
+    std::shared_ptr<BackendPool> backends;
     UniqueFd socket;
     SocketAddress bound;
+    ListenerStats* stats = nullptr;  // this listener's slot in the worker's shared stats
+    std::unique_ptr<crypto::TlsEventSink> events;  // resumption events into `stats`
 };
 
 class Connection {
@@ -82,6 +86,7 @@ class Connection {
     void on_established();
     void connect_upstream();
     void on_upstream_connect_result(int error);
+    void publish_backend_state();
     void maybe_finish();
     void finish(const char* why);
     void log_rejection();
@@ -93,6 +98,9 @@ class Connection {
     UniqueFd client_;
     SocketAddress peer_;
     SocketAddress local_;
+    std::shared_ptr<const crypto::ServerTlsContext> tls_context_;
+    std::shared_ptr<BackendPool> backends_;
+    ListenerStats& stats_;
     crypto::TlsConnection tls_;
 
     UniqueFd upstream_;
@@ -105,6 +113,7 @@ class Connection {
     ByteBuffer to_client_;
 
     Clock::time_point accepted_at_;
+    Clock::time_point first_byte_at_;  // handshake latency starts at the ClientHello
     Clock::time_point last_activity_;
     std::uint64_t ciphertext_received_ = 0;
     std::uint64_t plaintext_from_client_ = 0;

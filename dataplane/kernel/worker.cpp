@@ -4,15 +4,18 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 #include "crypto/key_source.hpp"
 #include "dataplane/kernel/connection.hpp"
@@ -60,6 +63,36 @@ UniqueFd open_signal_fd() {
     return fd;
 }
 
+class ListenerEvents final : public crypto::TlsEventSink {
+  public:
+    ListenerEvents(WorkerStats& worker, ListenerStats& listener)
+        : worker_(worker), listener_(listener) {}
+    void ticket_decrypted(crypto::TicketKeyring::Match key_age) override {
+        const auto age = key_age == crypto::TicketKeyring::Match::current ? TicketKeyAge::current
+                         : key_age == crypto::TicketKeyring::Match::previous
+                             ? TicketKeyAge::previous
+                             : TicketKeyAge::unknown;
+        worker_.ticket_decryptions[static_cast<std::size_t>(age)].add();
+    }
+    void resumption_refused(crypto::ResumptionRefusal reason) override {
+        (reason == crypto::ResumptionRefusal::revoked ? listener_.resumptions_refused_revoked
+                                                      : listener_.resumptions_refused_expired)
+            .add();
+    }
+
+  private:
+    WorkerStats& worker_;
+    ListenerStats& listener_;
+};
+
+bool same_upstream(const UpstreamSettings& a, const UpstreamSettings& b) {
+    if (a.backends.size() != b.backends.size()) return false;
+    for (std::size_t i = 0; i < a.backends.size(); ++i)
+        if (a.backends[i].to_string() != b.backends[i].to_string()) return false;
+    return a.connect_timeout_ms == b.connect_timeout_ms && a.fail_threshold == b.fail_threshold &&
+           a.retry_after_ms == b.retry_after_ms && a.proxy_protocol == b.proxy_protocol;
+}
+
 class Worker {
   public:
     explicit Worker(const WorkerOptions& options) : options_(options) {
@@ -74,17 +107,29 @@ class Worker {
         signals_ = open_signal_fd();
         add_to_epoll(signals_.get(), this, EpollTag::control, EPOLLIN);
 
-        crypto::PemFileKeySource keys;
-        for (const auto& settings : options.listeners) {
-            auto listener = std::make_unique<ListenerRuntime>(ListenerRuntime{
-                settings,
-                std::make_unique<crypto::ServerTlsContext>(settings.tls, keys, options.ticket_key),
-                BackendPool(settings.upstream), UniqueFd(), settings.address});
+        reload_done_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+        if (!reload_done_) throw os_error("eventfd");
+        add_to_epoll(reload_done_.get(), &reload_done_, EpollTag::control, EPOLLIN);
+        refresh_ticket_keys();
+
+        for (std::size_t i = 0; i < options.listeners.size(); ++i) {
+            const auto& settings = options.listeners[i];
+            auto listener = std::make_unique<ListenerRuntime>();
+            listener->settings = settings;
+            listener->stats = &options.stats->listeners.at(i);
+            listener->events = std::make_unique<ListenerEvents>(*options.stats, *listener->stats);
+            listener->tls = build_context(settings, *listener);
+            listener->backends = std::make_shared<BackendPool>(settings.upstream);
+            listener->bound = settings.address;
             listener->socket = open_listener(settings);
             add_to_epoll(listener->socket.get(), listener.get(), EpollTag::listener, EPOLLIN);
             listeners_.push_back(std::move(listener));
         }
         connections_.reserve(static_cast<std::size_t>(options.max_connections));
+    }
+
+    ~Worker() {
+        if (reload_thread_.joinable()) reload_thread_.join();
     }
 
     int run() {
@@ -105,9 +150,15 @@ class Worker {
                     connection->on_tick();
                     if (connection->finished()) finished_.push_back(connection.get());
                 }
+                refresh_ticket_keys();
                 next_tick = runtime_.now + std::chrono::milliseconds(tick_interval_ms);
             }
             reap_finished();
+            // The gap between two epoll_waits is work: its sum over time is
+            // this core's busy fraction (capacity planning reads it).
+            options_.stats->busy_ns.add(static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - runtime_.now)
+                    .count()));
         }
         if (!connections_.empty()) {
             spdlog::warn("worker {} drain deadline passed; closing {} connections", options_.index,
@@ -160,7 +211,11 @@ class Worker {
                 accept_from(*static_cast<ListenerRuntime*>(owner));
                 break;
             case EpollTag::control:
-                handle_signals();
+                if (owner == &reload_done_) {
+                    finish_reload();
+                } else {
+                    handle_signals();
+                }
                 break;
         }
     }
@@ -189,7 +244,7 @@ class Worker {
                 return;
             }
             if (connections_.size() >= static_cast<std::size_t>(options_.max_connections)) {
-                runtime_.stats->connections_refused.add();
+                listener.stats->connections_refused.add();
                 if (runtime_.log_limiter.allow(runtime_.now)) {
                     spdlog::warn(
                         "connection refused listener={} client={} reason=max_connections limit={}",
@@ -203,7 +258,7 @@ class Worker {
             sockaddr_storage local{};
             socklen_t local_len = sizeof local;
             ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
-            runtime_.stats->connections_accepted.add();
+            listener.stats->connections_accepted.add();
             auto connection = std::make_unique<Connection>(
                 runtime_, listener, std::move(fd),
                 SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
@@ -222,7 +277,93 @@ class Worker {
         signalfd_siginfo info{};
         while (::read(signals_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
             if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) begin_drain();
-            // SIGHUP, SIGUSR1, SIGUSR2 are the supervisor's to act on.
+            // The supervisor sends SIGHUP once a new configuration is validated
+            // and published. SIGUSR1 and SIGUSR2 are the supervisor's.
+            if (info.ssi_signo == SIGHUP && options_.load_reloaded && !draining_) begin_reload();
+        }
+    }
+
+    std::shared_ptr<const crypto::ServerTlsContext> build_context(const ListenerSettings& settings,
+                                                                  ListenerRuntime& listener) {
+        crypto::PemFileKeySource keys;
+        crypto::ServerTlsOptions tls_options;
+        tls_options.tickets = options_.poll_ticket_keys ? &ticket_keys_ : nullptr;
+        tls_options.events = listener.events.get();
+        tls_options.session_cache = options_.session_cache;
+        return std::make_shared<const crypto::ServerTlsContext>(settings.tls, keys, tls_options);
+    }
+
+    void refresh_ticket_keys() {
+        if (!options_.poll_ticket_keys) return;
+        std::vector<crypto::TicketKey> keys;
+        if (!options_.poll_ticket_keys(ticket_generation_, keys)) return;
+        ticket_keys_.replace(std::move(keys));
+        options_.stats->ticket_key_generation.set(ticket_generation_);
+    }
+
+    // New TLS contexts are built on a thread of their own so the event loop
+    // keeps serving; the swap happens on the loop when the thread is done.
+    void begin_reload() {
+        if (reload_thread_.joinable()) {
+            reload_pending_ = true;  // a newer generation waits for the running build
+            return;
+        }
+        reload_result_ = {};
+        reload_thread_ = std::thread([this] {
+            try {
+                auto reloaded = options_.load_reloaded();
+                for (auto& listener : listeners_) {
+                    const auto match = std::find_if(
+                        reloaded.listeners.begin(), reloaded.listeners.end(),
+                        [&](const auto& s) { return s.name == listener->settings.name; });
+                    if (match == reloaded.listeners.end()) {
+                        throw std::runtime_error("listener " + listener->settings.name +
+                                                 " is missing from the new configuration");
+                    }
+                    reload_result_.contexts.push_back(build_context(*match, *listener));
+                    reload_result_.settings.push_back(*match);
+                }
+                reload_result_.generation = reloaded.generation;
+                reload_result_.log_level = reloaded.log_level;
+            } catch (const std::exception& e) {
+                reload_result_.error = e.what();
+            }
+            const std::uint64_t one = 1;
+            [[maybe_unused]] const auto n = ::write(reload_done_.get(), &one, sizeof one);
+        });
+    }
+
+    void finish_reload() {
+        std::uint64_t count = 0;
+        [[maybe_unused]] const auto n = ::read(reload_done_.get(), &count, sizeof count);
+        if (!reload_thread_.joinable()) return;
+        reload_thread_.join();
+        if (!reload_result_.error.empty()) {
+            options_.stats->reload_failures.add();
+            spdlog::error("worker {} reload failed, keeping the previous configuration: {}",
+                          options_.index, reload_result_.error);
+        } else {
+            for (std::size_t i = 0; i < listeners_.size(); ++i) {
+                auto& listener = *listeners_[i];
+                auto& fresh = reload_result_.settings[i];
+                listener.tls = std::move(reload_result_.contexts[i]);
+                // Backend health survives a reload that leaves the backends alone.
+                if (!same_upstream(listener.settings.upstream, fresh.upstream))
+                    listener.backends = std::make_shared<BackendPool>(fresh.upstream);
+                fresh.address = listener.settings.address;  // rebinding needs a restart
+                fresh.backlog = listener.settings.backlog;
+                listener.settings = std::move(fresh);
+            }
+            if (!reload_result_.log_level.empty())
+                spdlog::set_level(spdlog::level::from_str(reload_result_.log_level));
+            options_.stats->config_generation.set(reload_result_.generation);
+            spdlog::info("worker {} serving configuration generation {}", options_.index,
+                         reload_result_.generation);
+        }
+        reload_result_ = {};
+        if (reload_pending_) {
+            reload_pending_ = false;
+            begin_reload();
         }
     }
 
@@ -246,6 +387,18 @@ class Worker {
     std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
     std::vector<std::unique_ptr<Connection>> connections_;
     std::vector<Connection*> finished_;  // reaped after each event batch
+    crypto::TicketKeyring ticket_keys_;  // shared by every context of this worker
+    std::uint64_t ticket_generation_ = 0;
+    UniqueFd reload_done_;
+    std::thread reload_thread_;
+    struct ReloadResult {
+        std::uint64_t generation = 0;
+        std::vector<std::shared_ptr<const crypto::ServerTlsContext>> contexts;
+        std::vector<ListenerSettings> settings;
+        std::string log_level;
+        std::string error;
+    } reload_result_;
+    bool reload_pending_ = false;
     bool draining_ = false;
     Clock::time_point drain_deadline_;
 };

@@ -5,13 +5,26 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "crypto/ticket_keys.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "dataplane/worker_stats.hpp"
 
+namespace portcullis::crypto {
+class SharedSessionCache;
+}
+
 namespace portcullis::dataplane::kernel {
+
+// A configuration generation to switch to on SIGHUP.
+struct ReloadedSettings {
+    std::uint64_t generation = 0;
+    std::vector<ListenerSettings> listeners;  // same names and addresses as before
+    std::string log_level;
+};
 
 struct WorkerOptions {
     int index = 0;
@@ -22,9 +35,15 @@ struct WorkerOptions {
     int ready_fd = -1;             // gets one byte once every listener accepts
     int cpu = -1;                  // pin to this CPU; -1 = leave to the scheduler
     std::string access_log;        // "" off, "-" stderr, else a file (see AccessLog)
-    // Session-ticket key shared by all workers (80 bytes, empty = per-worker
-    // random): a returning client resumes whichever worker accepts it.
-    std::vector<std::uint8_t> ticket_key;
+    // Runs on the worker's reload thread (off the event loop); throws with the
+    // reason when the new configuration cannot be read. Empty: SIGHUP ignored.
+    std::function<ReloadedSettings()> load_reloaded;
+    // Polled every tick: fills `keys` and returns true when the ticket keys'
+    // generation differs from `generation` (which it updates). Empty: each
+    // worker keeps OpenSSL's own random key (no cross-worker resumption).
+    std::function<bool(std::uint64_t& generation, std::vector<crypto::TicketKey>& keys)>
+        poll_ticket_keys;
+    crypto::SharedSessionCache* session_cache = nullptr;  // TLS 1.2 session IDs; null = off
 };
 
 // Exit codes of a worker process.

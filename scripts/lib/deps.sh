@@ -5,7 +5,7 @@
 portcullis_packages=(
   g++ meson ninja-build pkg-config python3
   openssl libssl-dev
-  libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev
+  libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   softhsm2 libp11-dev libengine-pkcs11-openssl
   curl iproute2 procps

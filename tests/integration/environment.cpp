@@ -66,7 +66,11 @@ std::string TestDeployment::listener(const std::string& name, int port,
 std::filesystem::path TestDeployment::write_config(const std::string& name,
                                                    const std::string& body) const {
     const auto path = dir / (name + ".toml");
-    write_file(path, body);
+    // Many daemons run at once in the tests: no admin listener unless asked for.
+    // Appended, so line numbers in error messages stay those of `body`.
+    write_file(path, body.find("[admin]") == std::string::npos
+                         ? body + "\n\n[admin]\naddress = \"\"\n"
+                         : body);
     return path;
 }
 

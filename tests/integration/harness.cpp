@@ -10,9 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -305,6 +307,7 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     SSL_set_fd(ssl.get(), fd.get());
     if (!o.sni.empty()) SSL_set_tlsext_host_name(ssl.get(), o.sni.c_str());
     if (o.resume_from) SSL_set_session(ssl.get(), o.resume_from);
+    if (o.no_ticket) SSL_set_options(ssl.get(), SSL_OP_NO_TICKET);
     ERR_clear_error();
     if (SSL_connect(ssl.get()) != 1) {
         result.alert = capture.alert;
@@ -356,6 +359,50 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
 
 std::string rejection_marker(int local_port, const std::string& reason) {
     return "client=127.0.0.1:" + std::to_string(local_port) + " reason=" + reason + " ";
+}
+
+}  // namespace portcullis::testing
+
+namespace portcullis::testing {
+
+HttpResponse http_request(int port, const std::string& method, const std::string& path) {
+    HttpResponse response;
+    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval timeout{60, 0};  // POST /reload waits for every worker
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+        return response;
+    const std::string request = method + " " + path +
+                                " HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+                                "Connection: close\r\n\r\n";
+    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size()))
+        return response;
+    std::string raw;
+    char chunk[16384];
+    ssize_t n;
+    while ((n = ::recv(fd.get(), chunk, sizeof chunk, 0)) > 0)
+        raw.append(chunk, static_cast<std::size_t>(n));
+    const auto space = raw.find(' ');
+    const auto body = raw.find("\r\n\r\n");
+    if (space == std::string::npos || body == std::string::npos) return response;
+    response.status = std::atoi(raw.c_str() + space + 1);
+    response.body = raw.substr(body + 4);
+    return response;
+}
+
+double metric_value(const std::string& metrics, const std::string& sample) {
+    std::size_t at = 0;
+    while ((at = metrics.find(sample + " ", at)) != std::string::npos) {
+        if (at == 0 || metrics[at - 1] == '\n')
+            return std::strtod(metrics.c_str() + at + sample.size() + 1, nullptr);
+        at += sample.size();
+    }
+    return std::numeric_limits<double>::quiet_NaN();
 }
 
 }  // namespace portcullis::testing

@@ -93,6 +93,7 @@ struct ClientOptions {
     std::string send = "ping\n";         // written after the handshake; echo expected
     bool half_close = false;             // shutdown(SHUT_WR) after sending
     SSL_SESSION* resume_from = nullptr;  // offer this session
+    bool no_ticket = false;              // TLS 1.2: ask for session-ID resumption, not tickets
 };
 
 using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SESSION_free>>;
@@ -124,6 +125,19 @@ struct TlsSession {
     bool ok = false;
 };
 TlsSession open_tls_session(int port, const ClientOptions& options);
+
+// A blocking HTTP/1.1 request on loopback (the admin listener); status 0 when
+// the connection failed.
+struct HttpResponse {
+    int status = 0;
+    std::string body;
+};
+HttpResponse http_request(int port, const std::string& method, const std::string& path);
+
+// The value of one sample in Prometheus text format, e.g.
+// metric_value(text, "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}").
+// NaN when the sample is missing.
+double metric_value(const std::string& metrics, const std::string& sample);
 
 // The log line for a rejected client on `local_port` with `reason`.
 std::string rejection_marker(int local_port, const std::string& reason);

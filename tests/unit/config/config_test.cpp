@@ -176,9 +176,9 @@ std::vector<BrokenCase> broken_cases() {
     return {
         // Unknown keys: a typo must never be ignored.
         {"UnknownTopLevelKey", with_top("<@>colour = \"blue\"\n"), "colour",
-         "unknown key; expected one of: workers, log, listener"},
+         "unknown key; expected one of: workers, log, admin, resumption, listener"},
         {"UnknownTopLevelTable", with_top("[<@>listners]\nname = \"x\"\n"), "listners",
-         "unknown key; expected one of: workers, log, listener"},
+         "unknown key; expected one of: workers, log, admin, resumption, listener"},
         {"UnknownWorkersKey", with_top("[workers]\n<@>threads = 4\n"), "workers.threads",
          "unknown key; expected one of: count, max_connections, drain_timeout_ms"},
         {"TypoClientAuht", with_tls("  <@>client_auht = \"none\"\n"), "listener[0].tls.client_auht",

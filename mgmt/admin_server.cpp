@@ -1,0 +1,330 @@
+#include "mgmt/admin_server.hpp"
+
+#include <CivetServer.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "crypto/session_cache.hpp"
+#include "mgmt/metrics.hpp"
+#include "mgmt/tls_inventory.hpp"
+
+namespace portcullis::mgmt {
+namespace {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto reload_verdict_timeout = std::chrono::seconds(60);
+constexpr auto reload_apply_timeout = std::chrono::seconds(30);
+
+void respond(mg_connection* conn, int status, const char* content_type, const std::string& body) {
+    const char* reason = status == 200   ? "OK"
+                         : status == 405 ? "Method Not Allowed"
+                         : status == 422 ? "Unprocessable Entity"
+                         : status == 503 ? "Service Unavailable"
+                                         : "Error";
+    mg_printf(conn,
+              "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+              "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+              status, reason, content_type, body.size());
+    mg_write(conn, body.data(), body.size());
+}
+
+// The configuration the admin reports on follows the supervisor's
+// generations; certificate files are re-read when it changes.
+class AdminState {
+  public:
+    explicit AdminState(const AdminOptions& options) : options_(options), config_(options.config) {
+        inventory_ = read_tls_inventory(config_);
+    }
+
+    template <typename Use>
+    auto with_current(Use use) {
+        std::lock_guard lock(mutex_);
+        const auto generation = options_.control->config_generation();
+        if (generation != generation_) {
+            const auto snapshot = options_.control->config();
+            try {
+                auto fresh =
+                    parse_config(snapshot.text, config_.source_file,
+                                 std::filesystem::path(config_.source_file).parent_path().string());
+                fresh.workers.count = config_.workers.count;  // fixed for the process
+                config_ = std::move(fresh);
+                inventory_ = read_tls_inventory(config_);
+            } catch (const std::exception& e) {
+                spdlog::warn("admin: cannot read configuration generation {}: {}",
+                             snapshot.generation, e.what());
+            }
+            generation_ = snapshot.generation;
+        }
+        return use(config_, inventory_);
+    }
+
+    const AdminOptions& options() const { return options_; }
+    std::mutex& reload_mutex() { return reload_mutex_; }
+
+  private:
+    const AdminOptions& options_;
+    std::mutex mutex_;
+    std::mutex reload_mutex_;  // one reload at a time
+    Config config_;
+    std::vector<ListenerInventory> inventory_;
+    std::uint64_t generation_ = 1;  // the supervisor published the start-up text as 1
+};
+
+std::size_t worker_count(const AdminState& state) {
+    return state.options().stats->size();
+}
+
+std::vector<std::string> readiness_problems(AdminState& state) {
+    std::vector<std::string> problems;
+    const auto& options = state.options();
+    for (std::size_t w = 0; w < worker_count(state); ++w)
+        if (!options.control->worker_ready(w))
+            problems.push_back("worker " + std::to_string(w) + " not ready");
+    state.with_current([&](const Config& config, const auto&) {
+        for (std::size_t i = 0; i < config.listeners.size() && i < dataplane::max_listeners; ++i) {
+            const auto& backends = config.listeners[i].upstream.backends;
+            bool any_up = false;
+            for (std::size_t b = 0; b < backends.size() && b < dataplane::max_backends_per_listener;
+                 ++b) {
+                bool down = false;
+                for (std::size_t w = 0; w < worker_count(state); ++w)
+                    down |= options.stats->slot(w).listeners[i].backend_down[b].get() != 0;
+                any_up |= !down;
+            }
+            if (!any_up)
+                problems.push_back("listener " + config.listeners[i].name + ": no backend up");
+        }
+        return 0;
+    });
+    return problems;
+}
+
+Json status_json(AdminState& state) {
+    const auto& options = state.options();
+    Json status;
+    status["version"] = PORTCULLIS_VERSION;
+    status["supervisor_pid"] = options.control->supervisor_pid();
+    const auto now = static_cast<std::int64_t>(::time(nullptr));
+    const auto generation = options.control->config_generation();
+    state.with_current([&](const Config& config, const std::vector<ListenerInventory>& inventory) {
+        status["config"] = {{"file", config.source_file}, {"generation", generation}};
+        Json workers = Json::array();
+        for (std::size_t w = 0; w < worker_count(state); ++w) {
+            const auto& slot = options.stats->slot(w);
+            workers.push_back({{"index", w},
+                               {"ready", options.control->worker_ready(w)},
+                               {"config_generation", slot.config_generation.get()},
+                               {"reload_failures", slot.reload_failures.get()},
+                               {"restarts", slot.restarts.get()}});
+        }
+        status["workers"] = workers;
+        Json listeners = Json::array();
+        for (std::size_t i = 0; i < config.listeners.size(); ++i) {
+            const auto& listener = config.listeners[i];
+            Json entry = {{"name", listener.name}, {"address", listener.address.to_string()}};
+            Json certificates = Json::array();
+            Json crls = Json::array();
+            Json problems = Json::array();
+            if (i < inventory.size()) {
+                for (const auto& c : inventory[i].certificates)
+                    certificates.push_back({{"file", c.file},
+                                            {"subject", c.subject},
+                                            {"not_after_unix", c.not_after_unix},
+                                            {"seconds_left", c.not_after_unix - now}});
+                for (const auto& c : inventory[i].crls)
+                    crls.push_back(
+                        {{"file", c.file},
+                         {"issuer", c.issuer},
+                         {"last_update_unix", c.last_update_unix},
+                         {"next_update_unix", c.next_update_unix},
+                         {"overdue", c.next_update_unix != 0 && c.next_update_unix < now}});
+                for (const auto& p : inventory[i].problems) problems.push_back(p);
+            }
+            Json backends = Json::array();
+            for (std::size_t b = 0;
+                 b < listener.upstream.backends.size() && b < dataplane::max_backends_per_listener;
+                 ++b) {
+                bool down = false;
+                for (std::size_t w = 0; w < worker_count(state); ++w)
+                    down |= options.stats->slot(w).listeners[i].backend_down[b].get() != 0;
+                backends.push_back(
+                    {{"address", listener.upstream.backends[b].to_string()}, {"up", !down}});
+            }
+            entry["certificates"] = certificates;
+            entry["crls"] = crls;
+            entry["backends"] = backends;
+            entry["problems"] = problems;
+            listeners.push_back(entry);
+        }
+        status["listeners"] = listeners;
+        const auto keys = options.control->ticket_keys();
+        status["ticket_keys"] = {
+            {"source", config.resumption.ticket_key_file.empty() ? "generated" : "file"},
+            {"file", config.resumption.ticket_key_file},
+            {"keys", keys.keys.size()},
+            {"generation", keys.generation},
+            {"rotations", keys.rotations},
+            {"current_age_seconds", now - keys.current_created_unix},
+            {"rotation_interval_s", config.resumption.ticket_rotation_s}};
+        return 0;
+    });
+    if (options.session_cache != nullptr) {
+        const auto c = options.session_cache->counters();
+        status["session_cache"] = {
+            {"entries", c.entries}, {"capacity", options.session_cache->limits().max_entries},
+            {"bytes", c.bytes},     {"hits", c.hits},
+            {"misses", c.misses},   {"evictions", c.evictions}};
+    } else {
+        status["session_cache"] = nullptr;
+    }
+    const auto reload = options.control->reload_status();
+    status["reload"] = {{"attempts", reload.attempts},   {"successes", reload.successes},
+                        {"failures", reload.failures},   {"last_ok", reload.last_ok},
+                        {"last_unix", reload.last_unix}, {"last_error", reload.last_error}};
+    status["hsm"] = nullptr;  // no PKCS#11 keys yet (issue #3)
+    const auto problems = readiness_problems(state);
+    status["ready"] = problems.empty();
+    status["not_ready_because"] = problems;
+    return status;
+}
+
+// Asks the supervisor (SIGHUP), waits for its verdict, then for every worker
+// to serve the new generation, so a 200 means the new material is in use.
+std::pair<int, Json> reload(AdminState& state) {
+    const auto& options = state.options();
+    std::lock_guard lock(state.reload_mutex());
+    const auto before = options.control->reload_status();
+    const pid_t supervisor = options.control->supervisor_pid();
+    if (supervisor <= 0 || ::kill(supervisor, SIGHUP) != 0)
+        return {500, {{"result", "failure"}, {"error", "cannot signal the supervisor"}}};
+    auto deadline = Clock::now() + reload_verdict_timeout;
+    ReloadStatus after = before;
+    while ((after = options.control->reload_status()).attempts == before.attempts) {
+        if (Clock::now() > deadline)
+            return {500, {{"result", "failure"}, {"error", "no verdict from the supervisor"}}};
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!after.last_ok) return {422, {{"result", "failure"}, {"error", after.last_error}}};
+    const auto generation = options.control->config_generation();
+    deadline = Clock::now() + reload_apply_timeout;
+    while (true) {
+        std::vector<std::size_t> behind;
+        for (std::size_t w = 0; w < worker_count(state); ++w) {
+            const auto& slot = options.stats->slot(w);
+            if (options.control->worker_ready(w) && slot.config_generation.get() < generation)
+                behind.push_back(w);
+        }
+        if (behind.empty()) break;
+        if (Clock::now() > deadline) {
+            return {500,
+                    {{"result", "failure"},
+                     {"error", "workers did not apply the new configuration in time; see logs"},
+                     {"workers_behind", behind}}};
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return {200, {{"result", "success"}, {"generation", generation}}};
+}
+
+class Handler : public CivetHandler {
+  public:
+    Handler(AdminState& state, std::string path) : state_(state), path_(std::move(path)) {}
+
+    bool handleGet(CivetServer*, mg_connection* conn) override {
+        const auto* request = mg_get_request_info(conn);
+        if (request->local_uri == nullptr || path_ != request->local_uri) return false;  // 404
+        try {
+            serve_get(conn);
+        } catch (const std::exception& e) {
+            respond(conn, 500, "text/plain", std::string("error: ") + e.what() + "\n");
+        }
+        return true;
+    }
+
+    bool handlePost(CivetServer*, mg_connection* conn) override {
+        if (path_ != "/reload") {
+            respond(conn, 405, "text/plain", "use GET\n");
+            return true;
+        }
+        const auto [status, body] = reload(state_);
+        spdlog::info("admin: POST /reload -> {} {}", status, body.dump());
+        respond(conn, status, "application/json", body.dump() + "\n");
+        return true;
+    }
+
+  private:
+    void serve_get(mg_connection* conn) {
+        if (path_ == "/metrics") {
+            const auto text = state_.with_current([&](const Config& config, const auto& inventory) {
+                return render_metrics({config, inventory, *state_.options().stats,
+                                       *state_.options().control, state_.options().session_cache});
+            });
+            respond(conn, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+        } else if (path_ == "/healthz") {
+            respond(conn, 200, "text/plain", "ok\n");
+        } else if (path_ == "/readyz") {
+            const auto problems = readiness_problems(state_);
+            std::string body = problems.empty() ? "ready\n" : "";
+            for (const auto& p : problems) body += p + "\n";
+            respond(conn, problems.empty() ? 200 : 503, "text/plain", body);
+        } else if (path_ == "/status") {
+            respond(conn, 200, "application/json", status_json(state_).dump(2) + "\n");
+        } else if (path_ == "/reload") {
+            respond(conn, 405, "text/plain", "use POST /reload\n");
+        }
+    }
+
+    AdminState& state_;
+    std::string path_;
+};
+
+}  // namespace
+
+int run_admin(const AdminOptions& options) {
+    // Blocked before civetweb starts its threads, so they inherit the mask and
+    // only sigwait below sees the signals.
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&signals, sig);
+    ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    AdminState state(options);
+    std::vector<std::unique_ptr<Handler>> handlers;
+    std::unique_ptr<CivetServer> server;
+    try {
+        const std::vector<std::string> civet_options = {
+            "listening_ports",    options.address.to_string(),
+            "num_threads",        "4",
+            "request_timeout_ms", "10000",
+            "enable_keep_alive",  "no"};
+        server = std::make_unique<CivetServer>(civet_options);
+    } catch (const std::exception& e) {
+        spdlog::critical("admin: cannot listen on {}: {}", options.address.to_string(), e.what());
+        return admin_exit_cannot_listen;
+    }
+    for (const char* path : {"/metrics", "/healthz", "/readyz", "/status", "/reload"}) {
+        handlers.push_back(std::make_unique<Handler>(state, path));
+        server->addHandler(path, handlers.back().get());
+    }
+    spdlog::info("admin listening on http://{} (/metrics /healthz /readyz /status POST /reload)",
+                 options.address.to_string());
+    while (true) {
+        int sig = 0;
+        if (::sigwait(&signals, &sig) != 0) continue;
+        if (sig == SIGTERM || sig == SIGINT) break;
+    }
+    server->close();
+    return 0;
+}
+
+}  // namespace portcullis::mgmt

@@ -1,0 +1,312 @@
+#include "mgmt/metrics.hpp"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+#include <ctime>
+#include <deque>
+#include <iterator>
+#include <limits>
+
+#include "crypto/session_cache.hpp"
+
+namespace portcullis::mgmt {
+namespace {
+
+using dataplane::ListenerStats;
+using dataplane::WorkerStats;
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using Labels = std::vector<ClientMetric::Label>;
+
+class Families {
+  public:
+    MetricFamily& family(const std::string& name, const std::string& help, MetricType type) {
+        families_.push_back({name, help, type, {}});
+        return families_.back();
+    }
+    void counter(const std::string& name, const std::string& help, double value,
+                 Labels labels = {}) {
+        add(family(name, help, MetricType::Counter), value, std::move(labels));
+    }
+    void gauge(const std::string& name, const std::string& help, double value, Labels labels = {}) {
+        add(family(name, help, MetricType::Gauge), value, std::move(labels));
+    }
+    static void add(MetricFamily& family, double value, Labels labels) {
+        ClientMetric metric;
+        metric.label = std::move(labels);
+        if (family.type == MetricType::Counter) {
+            metric.counter.value = value;
+        } else {
+            metric.gauge.value = value;
+        }
+        family.metric.push_back(std::move(metric));
+    }
+    std::vector<MetricFamily> take() {
+        return {std::make_move_iterator(families_.begin()),
+                std::make_move_iterator(families_.end())};
+    }
+
+  private:
+    std::deque<MetricFamily> families_;  // stable references while families fill in
+};
+
+class Summer {
+  public:
+    explicit Summer(const SharedStats& stats) : stats_(stats) {}
+    template <typename Member>
+    double listener(std::size_t index, Member member) const {
+        std::uint64_t total = 0;
+        for (std::size_t w = 0; w < stats_.size(); ++w)
+            total += (stats_.slot(w).listeners[index].*member).get();
+        return static_cast<double>(total);
+    }
+    template <typename Pick>
+    double listener_by(std::size_t index, Pick pick) const {
+        std::uint64_t total = 0;
+        for (std::size_t w = 0; w < stats_.size(); ++w)
+            total += pick(stats_.slot(w).listeners[index]).get();
+        return static_cast<double>(total);
+    }
+    template <typename Pick>
+    double worker_by(Pick pick) const {
+        std::uint64_t total = 0;
+        for (std::size_t w = 0; w < stats_.size(); ++w) total += pick(stats_.slot(w)).get();
+        return static_cast<double>(total);
+    }
+
+  private:
+    const SharedStats& stats_;
+};
+
+bool is_certificate_reason(crypto::RejectReason reason) {
+    return reason != crypto::RejectReason::none && reason != crypto::RejectReason::protocol &&
+           reason != crypto::RejectReason::timeout;
+}
+
+}  // namespace
+
+std::string render_metrics(const MetricsInput& input) {
+    Families out;
+    const Summer sum(input.stats);
+    const auto& listeners = input.config.listeners;
+
+    out.gauge("portcullis_build_info", "Version of the running binary.", 1,
+              {{"version", PORTCULLIS_VERSION}});
+    out.gauge("portcullis_workers", "Worker processes configured.",
+              static_cast<double>(input.stats.size()));
+    {
+        auto& busy = out.family("portcullis_worker_busy_seconds_total",
+                                "Time each worker spent handling events (outside epoll_wait); "
+                                "its rate is the core's busy fraction.",
+                                MetricType::Counter);
+        auto& restarts =
+            out.family("portcullis_worker_restarts_total",
+                       "Times a worker was started again after dying.", MetricType::Counter);
+        for (std::size_t w = 0; w < input.stats.size(); ++w) {
+            const Labels labels{{"worker", std::to_string(w)}};
+            Families::add(busy, static_cast<double>(input.stats.slot(w).busy_ns.get()) / 1e9,
+                          labels);
+            Families::add(restarts, static_cast<double>(input.stats.slot(w).restarts.get()),
+                          labels);
+        }
+    }
+
+    auto& accepted = out.family("portcullis_connections_accepted_total",
+                                "Client TCP connections accepted.", MetricType::Counter);
+    auto& refused =
+        out.family("portcullis_connections_refused_total",
+                   "Client connections closed at once, by reason.", MetricType::Counter);
+    auto& active = out.family("portcullis_connections_active", "Client connections open now.",
+                              MetricType::Gauge);
+    auto& handshakes =
+        out.family("portcullis_handshakes_total",
+                   "TLS handshakes by kind (full/resumed) and result.", MetricType::Counter);
+    auto& durations = out.family(
+        "portcullis_handshake_duration_seconds",
+        "Successful handshakes, first ClientHello byte to completion (server wall time).",
+        MetricType::Histogram);
+    auto& rejections = out.family(
+        "portcullis_client_certificate_rejections_total",
+        "Handshakes refused because of the client certificate, by reason.", MetricType::Counter);
+    auto& resumptions_refused =
+        out.family("portcullis_resumptions_refused_total",
+                   "Resumptions refused because the session's client certificate was revoked or "
+                   "expired since; the client falls back to a full handshake.",
+                   MetricType::Counter);
+    auto& bytes_in =
+        out.family("portcullis_client_bytes_received_total",
+                   "Plaintext application bytes received from clients.", MetricType::Counter);
+    auto& bytes_out =
+        out.family("portcullis_client_bytes_sent_total",
+                   "Plaintext application bytes sent to clients.", MetricType::Counter);
+    auto& connect_failures =
+        out.family("portcullis_upstream_connect_failures_total",
+                   "Failed connection attempts to backends.", MetricType::Counter);
+    auto& unavailable = out.family("portcullis_upstream_unavailable_total",
+                                   "Client connections closed because no backend could take them.",
+                                   MetricType::Counter);
+    auto& backend_up =
+        out.family("portcullis_backend_up", "1 when no worker currently marks the backend down.",
+                   MetricType::Gauge);
+
+    for (std::size_t i = 0; i < listeners.size() && i < dataplane::max_listeners; ++i) {
+        const std::string& name = listeners[i].name;
+        const Labels listener{{"listener", name}};
+        Families::add(accepted, sum.listener(i, &ListenerStats::connections_accepted), listener);
+        Families::add(refused, sum.listener(i, &ListenerStats::connections_refused),
+                      {{"listener", name}, {"reason", "max_connections"}});
+        Families::add(active, sum.listener(i, &ListenerStats::connections_active), listener);
+
+        double rejected = 0;
+        double failed = 0;
+        for (int r = 1; r < crypto::reject_reason_count; ++r) {
+            const auto reason = static_cast<crypto::RejectReason>(r);
+            const double n = sum.listener_by(
+                i, [r](const ListenerStats& s) -> const auto& {
+                    return s.handshakes_rejected[static_cast<std::size_t>(r)];
+                });
+            if (is_certificate_reason(reason)) {
+                rejected += n;
+                Families::add(
+                    rejections, n,
+                    {{"listener", name}, {"reason", std::string(crypto::to_string(reason))}});
+            } else {
+                failed += n;
+            }
+        }
+        const auto handshake = [&](const char* kind, const char* result, double n) {
+            Families::add(handshakes, n, {{"listener", name}, {"kind", kind}, {"result", result}});
+        };
+        handshake("full", "ok", sum.listener(i, &ListenerStats::handshakes_full));
+        handshake("resumed", "ok", sum.listener(i, &ListenerStats::handshakes_resumed));
+        handshake("full", "rejected", rejected);
+        handshake("full", "abandoned", sum.listener(i, &ListenerStats::handshakes_abandoned));
+        handshake("full", "failed", failed);
+
+        for (const auto kind :
+             {dataplane::HandshakeKind::full, dataplane::HandshakeKind::resumed}) {
+            ClientMetric metric;
+            metric.label = {{"listener", name},
+                            {"kind", kind == dataplane::HandshakeKind::full ? "full" : "resumed"}};
+            std::uint64_t cumulative = 0;
+            const auto k = static_cast<std::size_t>(kind);
+            for (std::size_t b = 0; b <= dataplane::handshake_duration_buckets.size(); ++b) {
+                cumulative += static_cast<std::uint64_t>(sum.listener_by(
+                    i, [&](const ListenerStats& s) -> const auto& {
+                        return s.handshake_duration[k].counts[b];
+                    }));
+                metric.histogram.bucket.push_back(
+                    {cumulative, b < dataplane::handshake_duration_buckets.size()
+                                     ? dataplane::handshake_duration_buckets[b]
+                                     : std::numeric_limits<double>::infinity()});
+            }
+            metric.histogram.sample_count = cumulative;
+            metric.histogram.sample_sum = sum.listener_by(
+                                              i,
+                                              [&](const ListenerStats& s) -> const auto& {
+                                                  return s.handshake_duration[k].sum_ns;
+                                              }) /
+                                          1e9;
+            durations.metric.push_back(std::move(metric));
+        }
+        Families::add(resumptions_refused,
+                      sum.listener(i, &ListenerStats::resumptions_refused_revoked),
+                      {{"listener", name}, {"reason", "revoked"}});
+        Families::add(resumptions_refused,
+                      sum.listener(i, &ListenerStats::resumptions_refused_expired),
+                      {{"listener", name}, {"reason", "expired"}});
+        Families::add(bytes_in, sum.listener(i, &ListenerStats::bytes_from_clients), listener);
+        Families::add(bytes_out, sum.listener(i, &ListenerStats::bytes_to_clients), listener);
+        Families::add(connect_failures, sum.listener(i, &ListenerStats::upstream_connect_failures),
+                      listener);
+        Families::add(unavailable, sum.listener(i, &ListenerStats::upstream_unavailable), listener);
+        const auto& backends = listeners[i].upstream.backends;
+        for (std::size_t b = 0; b < backends.size() && b < dataplane::max_backends_per_listener;
+             ++b) {
+            const double down = sum.listener_by(
+                i, [b](const ListenerStats& s) -> const auto& { return s.backend_down[b]; });
+            Families::add(backend_up, down > 0 ? 0 : 1,
+                          {{"listener", name}, {"backend", backends[b].to_string()}});
+        }
+    }
+
+    if (input.session_cache != nullptr) {
+        const auto c = input.session_cache->counters();
+        out.counter("portcullis_session_cache_hits_total", "TLS 1.2 session-ID cache hits.",
+                    static_cast<double>(c.hits));
+        out.counter("portcullis_session_cache_misses_total", "TLS 1.2 session-ID cache misses.",
+                    static_cast<double>(c.misses));
+        out.counter("portcullis_session_cache_stores_total", "Sessions stored in the cache.",
+                    static_cast<double>(c.stores));
+        out.counter("portcullis_session_cache_evictions_total",
+                    "Live sessions evicted because the cache was full.",
+                    static_cast<double>(c.evictions));
+        out.counter("portcullis_session_cache_expired_total", "Sessions that expired in the cache.",
+                    static_cast<double>(c.expired));
+        out.gauge("portcullis_session_cache_entries", "Sessions in the cache now.",
+                  static_cast<double>(c.entries));
+        out.gauge("portcullis_session_cache_bytes", "Bytes of encoded sessions in the cache now.",
+                  static_cast<double>(c.bytes));
+        out.gauge("portcullis_session_cache_capacity_entries", "Cache capacity in sessions.",
+                  static_cast<double>(input.session_cache->limits().max_entries));
+    }
+
+    {
+        auto& decrypts = out.family("portcullis_ticket_decryptions_total",
+                                    "Session tickets presented, by the age of the key that "
+                                    "encrypted them (unknown: full handshake).",
+                                    MetricType::Counter);
+        const char* ages[] = {"current", "previous", "unknown"};
+        for (std::size_t a = 0; a < 3; ++a) {
+            Families::add(decrypts, sum.worker_by([a](const WorkerStats& s) -> const auto& {
+                return s.ticket_decryptions[a];
+            }),
+                          {{"key_age", ages[a]}});
+        }
+        const auto keys = input.control.ticket_keys();
+        out.counter("portcullis_ticket_key_rotations_total",
+                    "Times a new ticket encryption key took over.",
+                    static_cast<double>(keys.rotations));
+        out.gauge("portcullis_ticket_key_age_seconds", "Age of the current ticket encryption key.",
+                  static_cast<double>(::time(nullptr) - keys.current_created_unix));
+    }
+
+    auto& cert_expiry =
+        out.family("portcullis_certificate_expiry_timestamp_seconds",
+                   "notAfter of each server certificate, as unix time.", MetricType::Gauge);
+    auto& crl_next = out.family("portcullis_crl_next_update_timestamp_seconds",
+                                "nextUpdate of each loaded CRL, as unix time.", MetricType::Gauge);
+    for (const auto& listener : input.inventory) {
+        for (const auto& cert : listener.certificates) {
+            Families::add(
+                cert_expiry, static_cast<double>(cert.not_after_unix),
+                {{"listener", listener.name}, {"file", cert.file}, {"subject", cert.subject}});
+        }
+        for (const auto& crl : listener.crls) {
+            Families::add(
+                crl_next, static_cast<double>(crl.next_update_unix),
+                {{"listener", listener.name}, {"file", crl.file}, {"issuer", crl.issuer}});
+        }
+    }
+
+    const auto reload = input.control.reload_status();
+    auto& reloads = out.family("portcullis_reloads_total",
+                               "Configuration reloads (SIGHUP or POST /reload) by result.",
+                               MetricType::Counter);
+    Families::add(reloads, static_cast<double>(reload.successes), {{"result", "success"}});
+    Families::add(reloads, static_cast<double>(reload.failures), {{"result", "failure"}});
+    out.gauge("portcullis_config_last_reload_successful",
+              "1 when the last reload was applied (or none was tried), 0 when it was rejected.",
+              reload.last_ok ? 1 : 0);
+    out.gauge("portcullis_config_last_reload_timestamp_seconds",
+              "When the last reload was tried, as unix time (0: never).",
+              static_cast<double>(reload.last_unix));
+    out.gauge("portcullis_config_generation", "Configuration generation being served.",
+              static_cast<double>(input.control.config_generation()));
+
+    return prometheus::TextSerializer().Serialize(out.take());
+}
+
+}  // namespace portcullis::mgmt

@@ -1,0 +1,64 @@
+#include "mgmt/tls_inventory.hpp"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "crypto/client_verifier.hpp"
+#include "crypto/openssl_handles.hpp"
+
+namespace portcullis::mgmt {
+namespace {
+
+using UniqueFile = std::unique_ptr<FILE, decltype(&std::fclose)>;
+
+std::int64_t unix_time_of(const ASN1_TIME* time) {
+    if (time == nullptr) return 0;
+    std::tm parts{};
+    if (ASN1_TIME_to_tm(time, &parts) != 1) return 0;
+    return static_cast<std::int64_t>(::timegm(&parts));
+}
+
+}  // namespace
+
+std::vector<ListenerInventory> read_tls_inventory(const Config& config) {
+    std::vector<ListenerInventory> inventory;
+    for (const auto& listener : config.listeners) {
+        ListenerInventory entry;
+        entry.name = listener.name;
+        for (const auto& spec : listener.tls.certificates) {
+            UniqueFile file(std::fopen(spec.chain_file.c_str(), "rb"), &std::fclose);
+            crypto::UniqueX509 leaf(file ? PEM_read_X509(file.get(), nullptr, nullptr, nullptr)
+                                         : nullptr);
+            if (!leaf) {
+                entry.problems.push_back("certificate " + spec.chain_file + ": cannot read");
+                continue;
+            }
+            entry.certificates.push_back(
+                {spec.chain_file, crypto::subject_rfc2253(X509_get_subject_name(leaf.get())),
+                 unix_time_of(X509_get0_notAfter(leaf.get()))});
+        }
+        for (const auto& path : listener.tls.crl_files) {
+            UniqueFile file(std::fopen(path.c_str(), "rb"), &std::fclose);
+            if (!file) {
+                entry.problems.push_back("CRL " + path + ": cannot read");
+                continue;
+            }
+            while (X509_CRL* raw = PEM_read_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
+                crypto::UniqueX509Crl crl(raw);
+                entry.crls.push_back({path, crypto::subject_rfc2253(X509_CRL_get_issuer(raw)),
+                                      unix_time_of(X509_CRL_get0_lastUpdate(raw)),
+                                      unix_time_of(X509_CRL_get0_nextUpdate(raw))});
+            }
+        }
+        ERR_clear_error();
+        inventory.push_back(std::move(entry));
+    }
+    return inventory;
+}
+
+}  // namespace portcullis::mgmt
