@@ -4,7 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/random.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -135,6 +135,7 @@ class Supervisor {
         if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
         if (pid == 0) {
             // Child: nothing of the supervisor's event handling survives.
+            die_with_supervisor();
             signals_.reset();
             ready_read_.reset();
             configure_logging("worker-" + std::to_string(index), config_.log.level);
@@ -301,6 +302,13 @@ class Supervisor {
         return admin_pid_ > 0;
     }
 
+    // A supervisor killed outright (SIGKILL, OOM killer) must not leave
+    // unsupervised workers holding the ports: they get SIGTERM and drain.
+    void die_with_supervisor() const {
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != control_.supervisor_pid()) ::raise(SIGTERM);  // died before prctl
+    }
+
     std::string config_directory() const {
         return std::filesystem::path(config_.source_file).parent_path().string();
     }
@@ -418,6 +426,7 @@ class Supervisor {
             return;
         }
         if (pid == 0) {
+            die_with_supervisor();
             signals_.reset();
             ready_read_.reset();
             ready_write_.reset();

@@ -48,9 +48,13 @@ for _ in $(seq 100); do [ -s "$work/backend.port" ] && break; sleep 0.05; done
 backend_port=$(cat "$work/backend.port")
 
 port=${PORTCULLIS_PORT:-8443}
+admin_port=${PORTCULLIS_ADMIN_PORT:-9443}
 cat > "$work/portcullis.toml" <<TOML
 [workers]
 count = $workers
+
+[admin]
+address = "127.0.0.1:$admin_port"
 
 [[listener]]
 name = "edge"
@@ -103,8 +107,8 @@ bench --cert "$pki/partner-revoked.chain.pem" --key "$pki/partner-revoked.key.pe
 bench --cert "$pki/rogue-client.cert.pem" --key "$pki/rogue-client.key.pem" --mode full --tls 1.3 --conns 2 \
   --handshakes 20 --request "$request" --json "$work/rogue.json" >/dev/null
 
-kill -USR1 "$portcullis_pid"
-sleep 0.3
+echo "== live reload (POST /reload on the admin listener)"
+curl -sS -X POST "http://127.0.0.1:$admin_port/reload"
 python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
@@ -121,8 +125,10 @@ for name, label in (("nocert", "no client certificate"), ("revoked", "revoked ce
     print(f"  {label:22}: {r['errors_total']} of {r['errors_total'] + r['handshakes']} refused {dict(r['errors'])}")
 PY
 echo
-echo "Server side (portcullis stats, summed over workers):"
-grep "portcullis stats" "$work/portcullis.log" | tail -1 | sed 's/.*portcullis stats /  /' | tr ' ' '\n' | sed 's/^/  /' | grep -v '^ *$'
+echo "Server side (http://127.0.0.1:$admin_port/metrics, a few lines):"
+curl -sS "http://127.0.0.1:$admin_port/metrics" | grep -E \
+  '^portcullis_(handshakes_total|client_certificate_rejections_total\{.*(revoked|unknown_ca|no_certificate)|handshake_duration_seconds_(sum|count)|ticket_decryptions_total|reloads_total|worker_busy_seconds_total|connections_accepted_total)' \
+  | grep -v ' 0$' | sed 's/^/  /'
 echo
 echo "Rejections logged by the server (first of each reason):"
 grep "client rejected" "$work/portcullis.log" | sed 's/.*client rejected/  client rejected/' | sort -u -t= -k4,4 | head -5

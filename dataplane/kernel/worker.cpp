@@ -356,6 +356,9 @@ class Worker {
             }
             if (!reload_result_.log_level.empty())
                 spdlog::set_level(spdlog::level::from_str(reload_result_.log_level));
+            // Reopened in place (connections hold its address): logrotate can
+            // move the file and reload, instead of copytruncate.
+            access_log_ = AccessLog(options_.access_log);
             options_.stats->config_generation.set(reload_result_.generation);
             spdlog::info("worker {} serving configuration generation {}", options_.index,
                          reload_result_.generation);

@@ -122,6 +122,26 @@ TEST(Metrics, CountsMatchAKnownSequenceOfHandshakes) {
     EXPECT_NE(m.find("# TYPE portcullis_handshake_duration_seconds histogram"), std::string::npos);
 }
 
+TEST(Metrics, EveryFamilyIsDocumented) {
+    TestDeployment env;
+    const int admin = free_port();
+    Daemon daemon(
+        env.write_config("documented", admin_block(admin) + env.listener("edge", free_port())));
+    ASSERT_TRUE(wait_for_admin(admin));
+    const auto metrics = http_request(admin, "GET", "/metrics").body;
+    const auto doc = read_file(std::getenv("METRICS_DOC"));
+    int families = 0;
+    std::size_t at = 0;
+    while ((at = metrics.find("# TYPE ", at)) != std::string::npos) {
+        at += 7;
+        const auto name = metrics.substr(at, metrics.find(' ', at) - at);
+        ++families;
+        EXPECT_NE(doc.find("`" + name + "`"), std::string::npos)
+            << "docs/metrics.md does not document " << name;
+    }
+    EXPECT_GE(families, 30);
+}
+
 TEST(Admin, HealthReadinessAndStatus) {
     TestDeployment env;
     const int port = free_port();
@@ -275,6 +295,42 @@ TEST(Reload, BrokenConfigurationIsRejectedWholeAndServiceIsUnchanged) {
     EXPECT_EQ(metric_value(metrics, "portcullis_reloads_total{result=\"failure\"}"), 3);
     EXPECT_EQ(metric_value(metrics, "portcullis_config_last_reload_successful"), 0);
     EXPECT_EQ(daemon.log().find("worker 0 serving configuration generation"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace portcullis::testing
+
+namespace portcullis::testing {
+namespace {
+
+// Alive and not a zombie (orphans are reaped by whatever init the machine has).
+bool running(pid_t pid) {
+    std::error_code error;
+    const auto stat = std::filesystem::path("/proc") / std::to_string(pid) / "stat";
+    if (!std::filesystem::exists(stat, error)) return false;
+    const auto text = read_file(stat);
+    const auto close = text.rfind(')');
+    return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
+}
+
+TEST(Lifecycle, WorkersAndAdminExitWhenTheSupervisorIsKilled) {
+    TestDeployment env;
+    const int admin = free_port();
+    Daemon daemon(
+        env.write_config("orphans", admin_block(admin) + env.listener("edge", free_port())), 2);
+    ASSERT_TRUE(wait_for_admin(admin));
+    const auto children = daemon.worker_pids();
+    ASSERT_GE(children.size(), 2u);
+    ::kill(daemon.process().pid(), SIGKILL);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    std::size_t alive = children.size();
+    while (alive > 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(50ms);
+        alive = 0;
+        for (const pid_t pid : children) alive += running(pid) ? 1 : 0;
+    }
+    EXPECT_EQ(alive, 0u) << "children outlived a SIGKILLed supervisor";
+    EXPECT_NE(http_request(admin, "GET", "/healthz").status, 200);
 }
 
 }  // namespace

@@ -165,8 +165,17 @@ TEST(SessionIdCache, Tls12ClientsWithoutTicketsResumeOnAnyWorker) {
 }
 
 // Resumption skips certificate verification, so what changed since the full
-// handshake has to be checked again.
-class ResumptionRecheck : public ::testing::TestWithParam<int> {};
+// handshake has to be checked again, for tickets and for cached session IDs.
+enum class Mechanism { tls13_ticket, tls12_ticket, tls12_session_id };
+
+class ResumptionRecheck : public ::testing::TestWithParam<Mechanism> {
+  protected:
+    static void apply(ClientOptions& options) {
+        options.min_version = options.max_version =
+            GetParam() == Mechanism::tls13_ticket ? TLS1_3_VERSION : TLS1_2_VERSION;
+        options.no_ticket = GetParam() == Mechanism::tls12_session_id;
+    }
+};
 
 TEST_P(ResumptionRecheck, CertificateRevokedByCrlReloadIsNotResumed) {
     TestDeployment env;
@@ -175,7 +184,7 @@ TEST_P(ResumptionRecheck, CertificateRevokedByCrlReloadIsNotResumed) {
     const int admin = free_port();
     Daemon daemon(env.write_config("revoke", admin_block(admin) + env.listener("edge", port)), 2);
     auto options = env.options_for(client);
-    options.min_version = options.max_version = GetParam();
+    apply(options);
     auto first = first_session(port, options);
     ASSERT_TRUE(first.ok);
     options.resume_from = first.session.get();
@@ -208,7 +217,7 @@ TEST_P(ResumptionRecheck, ExpiredCertificateIsNotResumed) {
     const int admin = free_port();
     Daemon daemon(env.write_config("expire", admin_block(admin) + env.listener("edge", port)));
     auto options = env.options_for(client);
-    options.min_version = options.max_version = GetParam();
+    apply(options);
     auto first = first_session(port, options);
     ASSERT_TRUE(first.ok);
     std::this_thread::sleep_for(4500ms);
@@ -232,7 +241,7 @@ TEST_P(ResumptionRecheck, SessionFromAnotherListenerIsNotResumed) {
         "two", env.listener("a", port_a) +
                    env.listener("b", port_b, "[listener.tls.allow]\nsubjects = [\"CN=two-*\"]\n")));
     auto options = env.options_for(client);
-    options.min_version = options.max_version = GetParam();
+    apply(options);
     auto from_a = first_session(port_a, options);
     ASSERT_TRUE(from_a.ok);
     options.resume_from = from_a.session.get();
@@ -242,9 +251,18 @@ TEST_P(ResumptionRecheck, SessionFromAnotherListenerIsNotResumed) {
     EXPECT_FALSE(on_b.resumed) << "listener b must run its own verification";
 }
 
-INSTANTIATE_TEST_SUITE_P(Versions, ResumptionRecheck,
-                         ::testing::Values(TLS1_3_VERSION, TLS1_2_VERSION), [](const auto& info) {
-                             return info.param == TLS1_3_VERSION ? "Tls13" : "Tls12";
+INSTANTIATE_TEST_SUITE_P(Mechanisms, ResumptionRecheck,
+                         ::testing::Values(Mechanism::tls13_ticket, Mechanism::tls12_ticket,
+                                           Mechanism::tls12_session_id),
+                         [](const auto& info) {
+                             switch (info.param) {
+                                 case Mechanism::tls13_ticket:
+                                     return "Tls13Ticket";
+                                 case Mechanism::tls12_ticket:
+                                     return "Tls12Ticket";
+                                 default:
+                                     return "Tls12SessionId";
+                             }
                          });
 
 }  // namespace
