@@ -245,8 +245,11 @@ SSL_TICKET_RETURN check_ticket_session(SSL* ssl, SSL_SESSION* session, const uns
         case SSL_TICKET_SUCCESS_RENEW:
             if (!context_of(ssl).session_still_trusted(session))
                 return SSL_TICKET_RETURN_IGNORE_RENEW;
-            return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE
-                                                : SSL_TICKET_RETURN_USE_RENEW;
+            // TLS 1.3 clients treat tickets as single-use: every resumption
+            // must hand out a fresh one, or the next visit is a full handshake.
+            return status == SSL_TICKET_SUCCESS && SSL_version(ssl) != TLS1_3_VERSION
+                       ? SSL_TICKET_RETURN_USE
+                       : SSL_TICKET_RETURN_USE_RENEW;
         case SSL_TICKET_EMPTY:
         case SSL_TICKET_NO_DECRYPT:
             return SSL_TICKET_RETURN_IGNORE_RENEW;

@@ -173,6 +173,7 @@ class Slot {
         auto* slot = static_cast<Slot*>(SSL_get_ex_data(ssl, slot_index()));
         if (!slot) return 0;
         slot->session_.reset(session);  // we keep the reference OpenSSL hands us
+        slot->fresh_ticket_ = true;
         return 1;
     }
 
@@ -201,9 +202,10 @@ class Slot {
                 resumed_ = SSL_session_reused(ssl_.get()) == 1;
                 if (!owner_.shared_.request.empty()) {
                     state_ = State::writing;
-                } else if (o.mode == "resume" && SSL_version(ssl_.get()) == TLS1_3_VERSION &&
-                           !resumed_) {
-                    state_ = State::ticket;  // TLS 1.3 tickets arrive after the handshake
+                } else if (o.mode == "resume" && SSL_version(ssl_.get()) == TLS1_3_VERSION) {
+                    // TLS 1.3 tickets arrive after the handshake and are single
+                    // use: wait for this connection's own, resumed or not.
+                    state_ = State::ticket;
                 } else {
                     return succeed();
                 }
@@ -226,7 +228,7 @@ class Slot {
                     continue;
                 }
                 const int error = SSL_get_error(ssl_.get(), r);
-                if (state_ == State::ticket && error == SSL_ERROR_WANT_READ && session_)
+                if (state_ == State::ticket && error == SSL_ERROR_WANT_READ && fresh_ticket_)
                     return succeed();
                 if (state_ == State::reading &&
                     (error == SSL_ERROR_ZERO_RETURN ||
@@ -286,6 +288,7 @@ class Slot {
         request_offset_ = 0;
         response_bytes_ = 0;
         resumed_ = false;
+        fresh_ticket_ = false;
     }
 
     ClientThread& owner_;
@@ -299,6 +302,7 @@ class Slot {
     std::size_t request_offset_ = 0;
     std::size_t response_bytes_ = 0;
     bool resumed_ = false;
+    bool fresh_ticket_ = false;  // a ticket arrived on the current connection
 };
 
 void ClientThread::build_context() {
