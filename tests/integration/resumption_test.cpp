@@ -24,8 +24,14 @@ std::string version_name(int version) {
     return version == TLS1_3_VERSION ? "1.3" : "1.2";
 }
 
+// The admin process may still be starting when the daemon reports ready.
 double scrape(int admin_port, const std::string& sample) {
-    return metric_value(http_request(admin_port, "GET", "/metrics").body, sample);
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        const auto response = http_request(admin_port, "GET", "/metrics");
+        if (response.status == 200) return metric_value(response.body, sample);
+        std::this_thread::sleep_for(25ms);
+    }
+    return std::nan("");
 }
 
 // Waits until the supervisor has rotated the ticket key `count` more times,
@@ -192,6 +198,7 @@ TEST_P(ResumptionRecheck, CertificateRevokedByCrlReloadIsNotResumed) {
 
     env.client_ca.revoke(client.cert.get());
     env.write_crls();
+    ASSERT_EQ(scrape(admin, "portcullis_workers"), 2);  // the admin listener is up
     const auto reload = http_request(admin, "POST", "/reload");
     ASSERT_EQ(reload.status, 200) << reload.body;
 
