@@ -9,8 +9,7 @@ namespace portcullis::crypto {
 
 UniqueEvpPkey PemFileKeySource::load(const std::string& reference) {
     if (reference.starts_with("pkcs11:")) {
-        throw KeyLoadError("key " + reference +
-                           ": PKCS#11 keys are not supported by this build yet");
+        throw KeyLoadError("key " + reference + ": a pkcs11: key needs an [hsm] section");
     }
     std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(reference.c_str(), "rb"),
                                                        &std::fclose);

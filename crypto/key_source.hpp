@@ -1,6 +1,6 @@
 // Where a server private key comes from. The TLS core asks a KeySource for a
 // key by reference and never cares whether it is a PEM file or a token object:
-// hsm/ will add a PKCS#11 source behind this same interface.
+// hsm/Pkcs11KeySource is the PKCS#11 source behind this same interface.
 #pragma once
 
 #include <stdexcept>
@@ -19,6 +19,9 @@ class KeySource {
     virtual ~KeySource() = default;
     // Throws KeyLoadError naming the reference (never a PIN or key material).
     virtual UniqueEvpPkey load(const std::string& reference) = 0;
+    // Whether signing with this key can pause the handshake (SSL_MODE_ASYNC):
+    // then handshake() returns key_operation_pending until the key answers.
+    virtual bool asynchronous(const std::string&) const { return false; }
 };
 
 // Unencrypted PEM private keys from files.

@@ -20,6 +20,7 @@ enum class RejectReason {
     crl_unavailable,  // CRL checking configured but no CRL for an issuer
     protocol,         // wrong version, garbage, renegotiation, no shared cipher...
     timeout,          // handshake deadline passed
+    key_unavailable,  // the server key operation failed: HSM error, timeout or queue full
     other,
 };
 
@@ -53,6 +54,8 @@ constexpr std::string_view to_string(RejectReason r) {
             return "protocol";
         case RejectReason::timeout:
             return "timeout";
+        case RejectReason::key_unavailable:
+            return "key_unavailable";
         case RejectReason::other:
             return "other";
     }

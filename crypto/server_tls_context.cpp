@@ -363,6 +363,7 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         return ctx;
     };
 
+    bool asynchronous_keys = false;
     for (const auto& spec : policy.certificates) {
         auto chain = read_certificates(spec.chain_file);
         const auto names = names_of(spec, chain.front().get());
@@ -389,7 +390,13 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
             fail("key " + spec.key + " does not match certificate " + spec.chain_file);
         }
+        asynchronous_keys |= keys.asynchronous(spec.key);
     }
+    // The mode is copied into each SSL at SSL_new (SNI switches keep it), so
+    // every group gets it when any key may pause. PEM-only listeners skip the
+    // async job switch per handshake.
+    if (asynchronous_keys)
+        for (auto& group : groups_) SSL_CTX_set_mode(group->ctx.get(), SSL_MODE_ASYNC);
 }
 
 ServerTlsContext::~ServerTlsContext() = default;

@@ -86,6 +86,11 @@ class TlsConnection {
 
     const PeerIdentity& peer() const { return peer_; }
     const TlsFailure& failure() const { return failure_; }
+    // The transport knows better (e.g. the HSM failed the signature).
+    void set_failure(RejectReason reason, std::string detail) {
+        failure_.reason = reason;
+        failure_.detail = std::move(detail);
+    }
 
   private:
     Step fail_from_ssl_error();

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "crypto/reject_reason.hpp"
+#include "hsm/hsm_stats.hpp"
 
 namespace portcullis::dataplane {
 
@@ -86,6 +87,7 @@ struct WorkerStats {
     Counter config_generation;  // the configuration generation this worker serves
     Counter reload_failures;    // reloads the supervisor validated but this worker could not apply
     Counter ticket_key_generation;  // the ticket key generation this worker uses
+    hsm::HsmStats hsm;              // this worker's PKCS#11 signing service
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);

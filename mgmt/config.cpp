@@ -24,6 +24,7 @@
 
 #include "dataplane/unique_fd.hpp"
 #include "dataplane/worker_stats.hpp"
+#include "hsm/pkcs11_uri.hpp"
 
 namespace portcullis::mgmt {
 namespace {
@@ -33,8 +34,12 @@ using namespace std::string_view_literals;
 
 // The keys each table accepts. The reader rejects anything else, and
 // known_config_keys() is built from these same lists so the two cannot drift.
-constexpr std::array kTopLevelTables{"workers"sv, "log"sv, "admin"sv, "resumption"sv, "listener"sv};
+constexpr std::array kTopLevelTables{"workers"sv,    "log"sv, "admin"sv,
+                                     "resumption"sv, "hsm"sv, "listener"sv};
 constexpr std::array kAdminKeys{"address"sv};
+constexpr std::array kHsmKeys{
+    "module"sv,   "token"sv,         "failover_token"sv,       "pin_file"sv,         "pin_env"sv,
+    "sessions"sv, "max_in_flight"sv, "operation_timeout_ms"sv, "retry_interval_ms"sv};
 constexpr std::array kResumptionKeys{"ticket_key_file"sv, "ticket_rotation_s"sv,
                                      "session_lifetime_s"sv, "session_cache_entries"sv};
 constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv};
@@ -592,6 +597,47 @@ LogSettings read_log(const Section& section) {
     return log;
 }
 
+hsm::HsmSettings read_hsm(const Section& section) {
+    section.reject_unknown_keys(kHsmKeys);
+    hsm::HsmSettings settings;
+    const auto module = section.string("module");
+    if (!module) section.fail_missing("module", "path of the PKCS#11 library");
+    settings.module = existing_path(section, *module, PathKind::file);
+    const auto token = section.string("token");
+    if (!token) section.fail_missing("token", "label of the token holding the keys");
+    require_non_empty(section, *token, "a token label");
+    settings.token = token->value;
+    settings.failover_token = section.string_or("failover_token", "");
+    if (settings.failover_token == settings.token) {
+        section.source().fail(*section.table().get("failover_token"),
+                              section.key_of("failover_token"),
+                              "the failover token must differ from the primary token");
+    }
+    // "" means not set, so the example file can show both keys.
+    auto pin_file = section.string("pin_file");
+    auto pin_env = section.string("pin_env");
+    if (pin_file && pin_file->value.empty()) pin_file.reset();
+    if (pin_env && pin_env->value.empty()) pin_env.reset();
+    if (pin_file && pin_env) {
+        section.source().fail(*pin_env->node, pin_env->key, "give pin_file or pin_env, not both");
+    }
+    if (!pin_file && !pin_env) {
+        section.fail_missing("pin_file",
+                             "a PIN file (or pin_env = \"VARIABLE\"); the PIN itself never goes in "
+                             "this file");
+    }
+    if (pin_file) settings.pin_file = existing_path(section, *pin_file, PathKind::file);
+    if (pin_env) settings.pin_env = pin_env->value;
+    settings.sessions = section.integer_or("sessions", settings.sessions, 1, 1024);
+    settings.max_in_flight =
+        section.integer_or("max_in_flight", settings.max_in_flight, 1, 1'000'000);
+    settings.operation_timeout_ms =
+        section.integer_or("operation_timeout_ms", settings.operation_timeout_ms, 1, 600'000);
+    settings.retry_interval_ms =
+        section.integer_or("retry_interval_ms", settings.retry_interval_ms, 1, 600'000);
+    return settings;
+}
+
 AdminSettings read_admin(const Section& section) {
     section.reject_unknown_keys(kAdminKeys);
     AdminSettings admin;
@@ -626,9 +672,16 @@ crypto::CertificateSpec read_certificate(const Section& section) {
     const auto key = section.string("key");
     if (!key) section.fail_missing("key", "PEM file of the private key");
     require_non_empty(section, *key, "a key file path or a pkcs11: URI");
-    certificate.key = key->value.starts_with(kPkcs11Scheme)
-                          ? key->value
-                          : existing_path(section, *key, PathKind::file);
+    if (key->value.starts_with(kPkcs11Scheme)) {
+        try {
+            hsm::Pkcs11Uri::parse(key->value);
+        } catch (const hsm::Pkcs11UriError& e) {
+            section.source().fail(*key->node, key->key, e.what());
+        }
+        certificate.key = key->value;
+    } else {
+        certificate.key = existing_path(section, *key, PathKind::file);
+    }
 
     if (const auto names = section.string_list("server_names")) {
         for (const auto& name : names->items) require_non_empty(section, name, "a DNS name");
@@ -852,6 +905,7 @@ Config read_config(const toml::table& root, const Source& source) {
     if (const auto admin = top.subtable("admin")) config.admin = read_admin(*admin);
     if (const auto resumption = top.subtable("resumption"))
         config.resumption = read_resumption(*resumption);
+    if (const auto hsm = top.subtable("hsm")) config.hsm = read_hsm(*hsm);
 
     const auto listeners = top.table_array("listener");
     if (listeners.empty()) {
@@ -866,6 +920,16 @@ Config read_config(const toml::table& root, const Source& source) {
     for (std::size_t i = 0; i < listeners.size(); ++i) {
         auto listener = read_listener(listeners[i], i);
         listener.tls.session_lifetime_s = config.resumption.session_lifetime_s;
+        for (std::size_t c = 0; c < listener.tls.certificates.size(); ++c) {
+            if (listener.tls.certificates[c].key.starts_with(kPkcs11Scheme) &&
+                !config.hsm.enabled()) {
+                listeners[i].source().fail(
+                    listeners[i].table_position(),
+                    "listener[" + std::to_string(i) + "].tls.certificate[" + std::to_string(c) +
+                        "].key",
+                    "a pkcs11: key needs an [hsm] section (module, token, pin_file or pin_env)");
+            }
+        }
         check_unique(listeners[i], listener, config.listeners);
         config.listeners.push_back(std::move(listener));
     }
@@ -940,6 +1004,7 @@ std::vector<std::string> known_config_keys() {
     append_keys(keys, "workers.", kWorkersKeys);
     append_keys(keys, "log.", kLogKeys);
     append_keys(keys, "admin.", kAdminKeys);
+    append_keys(keys, "hsm.", kHsmKeys);
     append_keys(keys, "resumption.", kResumptionKeys);
     append_keys(keys, "listener[].", kListenerKeys);
     append_keys(keys, "listener[].tls.", kTlsKeys);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dataplane/listener_settings.hpp"
+#include "hsm/hsm_settings.hpp"
 
 namespace portcullis::mgmt {
 
@@ -45,6 +46,7 @@ struct Config {
     LogSettings log;
     AdminSettings admin;
     ResumptionSettings resumption;
+    hsm::HsmSettings hsm;                                // module "" = no HSM
     std::vector<dataplane::ListenerSettings> listeners;  // at least one
 };
 

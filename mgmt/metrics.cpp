@@ -3,12 +3,14 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <iterator>
 #include <limits>
 
 #include "crypto/session_cache.hpp"
+#include "hsm/signing_service.hpp"
 
 namespace portcullis::mgmt {
 namespace {
@@ -82,7 +84,95 @@ class Summer {
 
 bool is_certificate_reason(crypto::RejectReason reason) {
     return reason != crypto::RejectReason::none && reason != crypto::RejectReason::protocol &&
-           reason != crypto::RejectReason::timeout;
+           reason != crypto::RejectReason::timeout &&
+           reason != crypto::RejectReason::key_unavailable;
+}
+
+// Keys are named by their canonical URI as each worker registered them;
+// workers agree on the order (configuration order), the first one names it.
+void add_hsm_metrics(Families& out, const SharedStats& stats) {
+    const std::size_t workers = stats.size();
+    auto& signs = out.family("portcullis_hsm_signatures_total",
+                             "Private-key operations sent to the HSM, by key and result.",
+                             MetricType::Counter);
+    auto& durations = out.family("portcullis_hsm_sign_duration_seconds",
+                                 "Time from queueing a signature to its result (queue + HSM).",
+                                 MetricType::Histogram);
+    auto& in_flight = out.family("portcullis_hsm_in_flight",
+                                 "Signatures queued or running, by key.", MetricType::Gauge);
+    std::size_t keys = 0;
+    for (std::size_t w = 0; w < workers; ++w)
+        keys = std::max<std::size_t>(keys, stats.slot(w).hsm.key_count.get());
+    for (std::size_t k = 0; k < keys && k < hsm::max_hsm_keys; ++k) {
+        std::string name;
+        for (std::size_t w = 0; w < workers && name.empty(); ++w) {
+            if (stats.slot(w).hsm.key_count.get() <= k) continue;
+            std::atomic_thread_fence(std::memory_order_acquire);
+            const auto& raw = stats.slot(w).hsm.key_names[k];
+            name.assign(raw.data(), strnlen(raw.data(), raw.size()));
+        }
+        for (std::size_t r = 0; r < hsm::sign_result_count; ++r) {
+            std::uint64_t n = 0;
+            for (std::size_t w = 0; w < workers; ++w) n += stats.slot(w).hsm.keys[k].signs[r].get();
+            Families::add(signs, static_cast<double>(n),
+                          {{"key", name}, {"result", hsm::sign_result_names[r]}});
+        }
+        ClientMetric metric;
+        metric.label = {{"key", name}};
+        std::uint64_t cumulative = 0;
+        double sum_ns = 0;
+        std::uint64_t active = 0;
+        for (std::size_t b = 0; b <= hsm::sign_duration_buckets.size(); ++b) {
+            for (std::size_t w = 0; w < workers; ++w)
+                cumulative += stats.slot(w).hsm.keys[k].duration_counts[b].get();
+            metric.histogram.bucket.push_back(
+                {cumulative, b < hsm::sign_duration_buckets.size()
+                                 ? hsm::sign_duration_buckets[b]
+                                 : std::numeric_limits<double>::infinity()});
+        }
+        for (std::size_t w = 0; w < workers; ++w) {
+            sum_ns += static_cast<double>(stats.slot(w).hsm.keys[k].duration_sum_ns.get());
+            active += stats.slot(w).hsm.keys[k].in_flight.get();
+        }
+        metric.histogram.sample_count = cumulative;
+        metric.histogram.sample_sum = sum_ns / 1e9;
+        durations.metric.push_back(std::move(metric));
+        Families::add(in_flight, static_cast<double>(active), {{"key", name}});
+    }
+    const auto total = [&](auto pick) {
+        std::uint64_t n = 0;
+        for (std::size_t w = 0; w < workers; ++w) n += pick(stats.slot(w).hsm).get();
+        return static_cast<double>(n);
+    };
+    out.gauge("portcullis_hsm_queued", "Signatures waiting for a free PKCS#11 session.",
+              total([](const hsm::HsmStats& h) -> const auto& { return h.queued; }));
+    out.gauge("portcullis_hsm_sessions_open", "PKCS#11 sessions open, all workers.",
+              total([](const hsm::HsmStats& h) -> const auto& { return h.sessions_open; }));
+    auto& errors =
+        out.family("portcullis_hsm_errors_total",
+                   "PKCS#11 errors returned by the module, by CKR code.", MetricType::Counter);
+    for (std::size_t c = 0; c <= hsm::tracked_ckr_codes.size(); ++c) {
+        Families::add(
+            errors, total([c](const hsm::HsmStats& h) -> const auto& { return h.errors[c]; }),
+            {{"code", c < hsm::tracked_ckr_codes.size() ? hsm::ckr_name(hsm::tracked_ckr_codes[c])
+                                                        : std::string("other")}});
+    }
+    out.counter("portcullis_hsm_failovers_total",
+                "Times a worker switched signing to the failover token.",
+                total([](const hsm::HsmStats& h) -> const auto& { return h.failovers; }));
+    out.counter("portcullis_hsm_failbacks_total",
+                "Times a worker returned to the primary token after it recovered.",
+                total([](const hsm::HsmStats& h) -> const auto& { return h.failbacks; }));
+    out.counter("portcullis_hsm_session_reopens_total",
+                "PKCS#11 sessions closed after an error, to be reopened and logged in again.",
+                total([](const hsm::HsmStats& h) -> const auto& { return h.relogins; }));
+    double healthy = workers > 0 ? 1 : 0;
+    for (std::size_t w = 0; w < workers; ++w)
+        if (stats.slot(w).hsm.primary_healthy.get() == 0) healthy = 0;
+    out.gauge("portcullis_hsm_primary_token_healthy",
+              "1 when every worker's primary token answers; 0 while any worker fails over or "
+              "cannot sign.",
+              healthy);
 }
 
 }  // namespace
@@ -290,6 +380,8 @@ std::string render_metrics(const MetricsInput& input) {
                 {{"listener", listener.name}, {"file", crl.file}, {"issuer", crl.issuer}});
         }
     }
+
+    if (input.config.hsm.enabled()) add_hsm_metrics(out, input.stats);
 
     const auto reload = input.control.reload_status();
     auto& reloads = out.family("portcullis_reloads_total",

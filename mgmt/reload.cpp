@@ -10,11 +10,20 @@
 #include "crypto/key_source.hpp"
 #include "crypto/server_tls_context.hpp"
 #include "dataplane/unique_fd.hpp"
+#include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::mgmt {
 
 std::string check_tls_material(const Config& config) {
-    crypto::PemFileKeySource keys;
+    std::shared_ptr<hsm::SigningService> signing;
+    if (config.hsm.enabled()) {
+        try {
+            signing = std::make_shared<hsm::SigningService>(config.hsm, nullptr);
+        } catch (const std::exception& e) {
+            return config.source_file + ": [hsm]: " + e.what();
+        }
+    }
+    hsm::Pkcs11KeySource keys(signing);
     for (std::size_t i = 0; i < config.listeners.size(); ++i) {
         const auto& listener = config.listeners[i];
         try {
@@ -86,6 +95,13 @@ std::string restart_only_changes(const Config& running, const Config& fresh) {
         return "log.access_log changed; that needs a restart";
     if (running.resumption.session_cache_entries != fresh.resumption.session_cache_entries)
         return "resumption.session_cache_entries changed; that needs a restart";
+    const auto& a = running.hsm;
+    const auto& b = fresh.hsm;
+    if (a.module != b.module || a.token != b.token || a.failover_token != b.failover_token ||
+        a.pin_file != b.pin_file || a.pin_env != b.pin_env || a.sessions != b.sessions ||
+        a.max_in_flight != b.max_in_flight || a.operation_timeout_ms != b.operation_timeout_ms ||
+        a.retry_interval_ms != b.retry_interval_ms)
+        return "[hsm] changed; that needs a restart (keys in the token may change with a reload)";
     return {};
 }
 

@@ -149,6 +149,7 @@ class Supervisor {
             options.ready_fd = ready_write_.get();
             options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
             options.session_cache = session_cache_.get();
+            options.hsm = config_.hsm;
             options.poll_ticket_keys = [this](std::uint64_t& generation,
                                               std::vector<crypto::TicketKey>& keys) {
                 if (control_.ticket_generation() == generation) return false;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "dataplane/upstream/proxy_v2.hpp"
+#include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::dataplane::kernel {
 namespace {
@@ -71,7 +72,29 @@ Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueF
 }
 
 Connection::~Connection() {
+    cancel_key_operation();
     stats_.connections_active.sub();
+}
+
+void Connection::forget_key_operation() {
+    if (!key_operation_) return;
+    worker_.awaiting_key.erase(key_operation_.get());
+    key_operation_.reset();
+}
+
+// A paused async job must run to its end before the SSL is freed: mark the
+// signature abandoned and resume the handshake once, which then fails.
+void Connection::cancel_key_operation() {
+    if (!key_operation_) return;
+    if (worker_.signing != nullptr)
+        worker_.signing->abandon(*key_operation_, hsm::SignResult::cancelled);
+    forget_key_operation();
+    if (!tls_.established()) tls_.handshake();
+}
+
+void Connection::on_key_operation_done() {
+    forget_key_operation();
+    pump();
 }
 
 void Connection::on_client_event(std::uint32_t events) {
@@ -103,6 +126,12 @@ void Connection::on_tick() {
     if (finished_) return;
     using std::chrono::milliseconds;
     const auto& s = listener_.settings;
+    if (key_operation_ && worker_.signing != nullptr &&
+        hsm::SignOperation::Clock::now() >= key_operation_->deadline) {
+        worker_.signing->abandon(*key_operation_, hsm::SignResult::timeout);
+        on_key_operation_done();  // the handshake resumes and fails with the reason
+        return;
+    }
     if (!tls_.established()) {
         if (worker_.now - accepted_at_ >= milliseconds(s.handshake_timeout_ms)) {
             stats_.handshakes_rejected[static_cast<int>(crypto::RejectReason::timeout)].add();
@@ -170,11 +199,19 @@ bool Connection::move_client_to_tls() {
 }
 
 bool Connection::advance_handshake() {
-    switch (tls_.handshake()) {
+    // Still waiting for the HSM: resuming the job now would only pause it again.
+    if (key_operation_ && key_operation_->state.load() == hsm::SignOperation::pending) return false;
+    if (worker_.signing != nullptr) hsm::clear_last_key_failure();
+    const auto step = tls_.handshake();
+    if (step != crypto::TlsConnection::Step::key_operation_pending && key_operation_)
+        forget_key_operation();
+    switch (step) {
         case crypto::TlsConnection::Step::done:
             on_established();
             return true;
         case crypto::TlsConnection::Step::failed:
+            if (worker_.signing != nullptr && !hsm::last_key_failure().empty())
+                tls_.set_failure(crypto::RejectReason::key_unavailable, hsm::last_key_failure());
             log_rejection();
             flush_tls_to_client();  // the alert tells the client why
             finish("handshake failed");
@@ -193,6 +230,10 @@ bool Connection::advance_handshake() {
             }
             return false;
         case crypto::TlsConnection::Step::key_operation_pending:
+            if (auto op = hsm::take_submitted_operation()) {
+                key_operation_ = std::move(op);
+                worker_.awaiting_key[key_operation_.get()] = this;
+            }
             return false;
     }
     return false;
@@ -474,6 +515,7 @@ void Connection::write_access_log(const char* result) {
 void Connection::finish(const char* why) {
     if (finished_) return;
     finished_ = true;
+    cancel_key_operation();
     write_access_log(why);
     if (spdlog::should_log(spdlog::level::debug)) {
         spdlog::debug("connection closed listener={} client={} reason=\"{}\"",

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "crypto/server_tls_context.hpp"
@@ -25,6 +26,7 @@
 #include "dataplane/unique_fd.hpp"
 #include "dataplane/upstream/backend_pool.hpp"
 #include "dataplane/worker_stats.hpp"
+#include "hsm/signing_service.hpp"
 
 namespace portcullis::dataplane::kernel {
 
@@ -34,6 +36,8 @@ using Clock = std::chrono::steady_clock;
 enum class EpollTag : std::uint64_t { client = 0, upstream = 1, listener = 2, control = 3 };
 inline constexpr std::uint64_t epoll_tag_mask = 3;
 
+class Connection;
+
 // Per-worker facilities a connection uses.
 struct WorkerRuntime {
     int epoll_fd = -1;
@@ -42,6 +46,9 @@ struct WorkerRuntime {
     WorkerStats* stats = nullptr;
     LogLimiter log_limiter{20.0, 50.0};
     AccessLog* access_log = nullptr;
+    hsm::SigningService* signing = nullptr;  // null without [hsm]
+    // Handshakes paused on a signature, by the operation they wait for.
+    std::unordered_map<const hsm::SignOperation*, Connection*> awaiting_key;
 };
 
 // One listener inside one worker.
@@ -67,8 +74,10 @@ class Connection {
 
     void on_client_event(std::uint32_t events);
     void on_upstream_event(std::uint32_t events);
-    // Enforces the handshake, connect and idle deadlines.
+    // Enforces the handshake, connect, idle and key-operation deadlines.
     void on_tick();
+    // The signature this connection's handshake waits for is ready.
+    void on_key_operation_done();
 
     bool finished() const { return finished_; }
 
@@ -90,6 +99,8 @@ class Connection {
     void maybe_finish();
     void finish(const char* why);
     void log_rejection();
+    void forget_key_operation();
+    void cancel_key_operation();
     void write_access_log(const char* result);
     void touch() { last_activity_ = worker_.now; }
 
@@ -102,6 +113,7 @@ class Connection {
     std::shared_ptr<BackendPool> backends_;
     ListenerStats& stats_;
     crypto::TlsConnection tls_;
+    std::shared_ptr<hsm::SignOperation> key_operation_;  // while the handshake waits for it
 
     UniqueFd upstream_;
     Upstream upstream_state_ = Upstream::none;

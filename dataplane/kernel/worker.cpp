@@ -19,6 +19,7 @@
 
 #include "crypto/key_source.hpp"
 #include "dataplane/kernel/connection.hpp"
+#include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::dataplane::kernel {
 namespace {
@@ -107,6 +108,16 @@ class Worker {
         signals_ = open_signal_fd();
         add_to_epoll(signals_.get(), this, EpollTag::control, EPOLLIN);
 
+        if (options.hsm.enabled()) {
+            // Opened here, in the worker, never inherited: PKCS#11 handles
+            // do not survive fork.
+            signing_ = std::make_shared<hsm::SigningService>(options.hsm, &options.stats->hsm);
+            completions_ = std::make_unique<hsm::CompletionQueue>();
+            async_scope_ = std::make_unique<hsm::AsyncSigningScope>(*completions_);
+            runtime_.signing = signing_.get();
+            add_to_epoll(completions_->fd(), completions_.get(), EpollTag::control, EPOLLIN);
+        }
+        keys_ = std::make_unique<hsm::Pkcs11KeySource>(signing_);
         reload_done_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         if (!reload_done_) throw os_error("eventfd");
         add_to_epoll(reload_done_.get(), &reload_done_, EpollTag::control, EPOLLIN);
@@ -213,6 +224,8 @@ class Worker {
             case EpollTag::control:
                 if (owner == &reload_done_) {
                     finish_reload();
+                } else if (completions_ && owner == completions_.get()) {
+                    finish_key_operations();
                 } else {
                     handle_signals();
                 }
@@ -285,12 +298,22 @@ class Worker {
 
     std::shared_ptr<const crypto::ServerTlsContext> build_context(const ListenerSettings& settings,
                                                                   ListenerRuntime& listener) {
-        crypto::PemFileKeySource keys;
         crypto::ServerTlsOptions tls_options;
         tls_options.tickets = options_.poll_ticket_keys ? &ticket_keys_ : nullptr;
         tls_options.events = listener.events.get();
         tls_options.session_cache = options_.session_cache;
-        return std::make_shared<const crypto::ServerTlsContext>(settings.tls, keys, tls_options);
+        return std::make_shared<const crypto::ServerTlsContext>(settings.tls, *keys_, tls_options);
+    }
+
+    // Signatures are back from the HSM: resume the handshakes that wait for them.
+    void finish_key_operations() {
+        for (const auto& op : completions_->drain()) {
+            const auto waiting = runtime_.awaiting_key.find(op.get());
+            if (waiting == runtime_.awaiting_key.end()) continue;  // connection gone or timed out
+            Connection* connection = waiting->second;
+            connection->on_key_operation_done();
+            if (connection->finished()) finished_.push_back(connection);
+        }
     }
 
     void refresh_ticket_keys() {
@@ -383,6 +406,12 @@ class Worker {
     }
 
     const WorkerOptions& options_;
+    // Declared before the listeners and connections: the TLS contexts hold
+    // keys that call into the signing service until they are destroyed.
+    std::shared_ptr<hsm::SigningService> signing_;
+    std::unique_ptr<hsm::CompletionQueue> completions_;
+    std::unique_ptr<hsm::AsyncSigningScope> async_scope_;
+    std::unique_ptr<hsm::Pkcs11KeySource> keys_;
     WorkerRuntime runtime_;
     AccessLog access_log_;
     UniqueFd epoll_;

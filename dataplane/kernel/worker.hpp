@@ -12,6 +12,7 @@
 #include "crypto/ticket_keys.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "dataplane/worker_stats.hpp"
+#include "hsm/hsm_settings.hpp"
 
 namespace portcullis::crypto {
 class SharedSessionCache;
@@ -44,6 +45,9 @@ struct WorkerOptions {
     std::function<bool(std::uint64_t& generation, std::vector<crypto::TicketKey>& keys)>
         poll_ticket_keys;
     crypto::SharedSessionCache* session_cache = nullptr;  // TLS 1.2 session IDs; null = off
+    // PKCS#11 keys: the worker opens the module, logs in and starts its
+    // session threads itself, after fork. Disabled when module is "".
+    hsm::HsmSettings hsm;
 };
 
 // Exit codes of a worker process.

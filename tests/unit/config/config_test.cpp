@@ -95,6 +95,8 @@ class PkiDirectory : public TempDirectory {
             write_file(path() / "pki" / name, "placeholder: the config parser does not read PEM\n");
         }
         fs::create_directories(path() / "pki" / "hashed");
+        write_file(path() / "hsm" / "pin", "not a real PIN\n");
+        write_file(path() / "hsm" / "libpkcs11.so", "placeholder: not loaded by the parser\n");
         fs::permissions(path() / "pki" / "unreadable.pem", fs::perms::none);
     }
 
@@ -176,9 +178,9 @@ std::vector<BrokenCase> broken_cases() {
     return {
         // Unknown keys: a typo must never be ignored.
         {"UnknownTopLevelKey", with_top("<@>colour = \"blue\"\n"), "colour",
-         "unknown key; expected one of: workers, log, admin, resumption, listener"},
+         "unknown key; expected one of: workers, log, admin, resumption, hsm, listener"},
         {"UnknownTopLevelTable", with_top("[<@>listners]\nname = \"x\"\n"), "listners",
-         "unknown key; expected one of: workers, log, admin, resumption, listener"},
+         "unknown key; expected one of: workers, log, admin, resumption, hsm, listener"},
         {"UnknownWorkersKey", with_top("[workers]\n<@>threads = 4\n"), "workers.threads",
          "unknown key; expected one of: count, max_connections, drain_timeout_ms"},
         {"TypoClientAuht", with_tls("  <@>client_auht = \"none\"\n"), "listener[0].tls.client_auht",
@@ -583,6 +585,9 @@ TEST(ExampleConfig, ParsesToTheDocumentedValues) {
     EXPECT_TRUE(tls.require_client_auth_eku);
     EXPECT_EQ(tls.min_version, TlsVersion::tls12);
     EXPECT_EQ(tls.max_version, TlsVersion::tls13);
+    EXPECT_EQ(config.hsm.token, "edge");
+    EXPECT_EQ(config.hsm.pin_file, pki.at("hsm/pin"));
+    EXPECT_EQ(config.hsm.sessions, 4);
     EXPECT_EQ(tls.ciphers, "");
     EXPECT_EQ(tls.ciphersuites, "");
     EXPECT_EQ(tls.groups, "");
@@ -621,6 +626,16 @@ drain_timeout_ms = 1500
 [log]
 level = "debug"
 access_log = "access.log"
+
+[hsm]
+module = "hsm/libpkcs11.so"
+token = "edge"
+failover_token = "edge-standby"
+pin_env = "PORTCULLIS_PIN"
+sessions = 8
+max_in_flight = 64
+operation_timeout_ms = 500
+retry_interval_ms = 250
 
 [[listener]]
 name = "partners-v4"
@@ -705,6 +720,15 @@ buffer_bytes = 16777216
     ASSERT_EQ(first.tls.certificates.size(), 1u);
     EXPECT_EQ(first.tls.certificates[0].chain_file, pki.at("pki/server-ec.chain.pem"));
     EXPECT_EQ(first.tls.certificates[0].key, "pkcs11:token=edge;object=server-ec;type=private");
+    EXPECT_EQ(config.hsm.module, pki.at("hsm/libpkcs11.so"));
+    EXPECT_EQ(config.hsm.token, "edge");
+    EXPECT_EQ(config.hsm.failover_token, "edge-standby");
+    EXPECT_EQ(config.hsm.pin_file, "");
+    EXPECT_EQ(config.hsm.pin_env, "PORTCULLIS_PIN");
+    EXPECT_EQ(config.hsm.sessions, 8);
+    EXPECT_EQ(config.hsm.max_in_flight, 64);
+    EXPECT_EQ(config.hsm.operation_timeout_ms, 500);
+    EXPECT_EQ(config.hsm.retry_interval_ms, 250);
     EXPECT_EQ(first.tls.certificates[0].server_names,
               (std::vector<std::string>{"api.example", "*.api.example"}));
     EXPECT_TRUE(first.tls.allow.subject_patterns.empty());
