@@ -229,7 +229,13 @@ crypto::UniqueSslCtx make_client_context(const ClientOptions& o, std::string& er
     if (o.min_version) SSL_CTX_set_min_proto_version(ctx.get(), o.min_version);
     if (o.max_version) SSL_CTX_set_max_proto_version(ctx.get(), o.max_version);
     if (o.security_level_zero) SSL_CTX_set_cipher_list(ctx.get(), "ALL:@SECLEVEL=0");
-    if (!o.sigalgs.empty()) SSL_CTX_set1_sigalgs_list(ctx.get(), o.sigalgs.c_str());
+    if (!o.sigalgs.empty()) {
+        SSL_CTX_set1_sigalgs_list(ctx.get(), o.sigalgs.c_str());
+        // `sigalgs` steers the server's signature; the client's own
+        // certificate must still be able to sign.
+        SSL_CTX_set1_client_sigalgs_list(ctx.get(),
+                                         "ECDSA+SHA256:ECDSA+SHA384:RSA-PSS+SHA256:RSA+SHA256");
+    }
     if (o.cert) {
         SSL_CTX_use_certificate(ctx.get(), const_cast<X509*>(o.cert));
         for (const X509* extra : o.chain)
