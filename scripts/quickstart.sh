@@ -40,6 +40,30 @@ trap 'exit 130' INT TERM
 echo "== demo PKI in $work/pki"
 scripts/make-demo-pki.sh "$work/pki" >/dev/null
 
+echo "== SoftHSM2 token in $work/softhsm: server keys generated inside it, certificates for them"
+# The embedded default HSM: a token of our own in a temp dir, never the system's.
+mkdir -p "$work/softhsm/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+  "$work/softhsm/tokens" > "$work/softhsm/softhsm2.conf"
+export SOFTHSM2_CONF=$work/softhsm/softhsm2.conf
+hsm_pin=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+umask 077; printf '%s\n' "$hsm_pin" > "$work/softhsm/pin"; umask 022
+softhsm2-util --init-token --free --label portcullis-demo --pin "$hsm_pin" --so-pin "$hsm_pin" >/dev/null
+hsm_module=/usr/lib/softhsm/libsofthsm2.so
+keytool() { "$bin/hsm/portcullis-keytool" "$@" --module "$hsm_module" --token portcullis-demo --pin-file "$work/softhsm/pin"; }
+printf 'basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost, IP:127.0.0.1\n' > "$work/softhsm/server.ext"
+for kind in ec rsa; do
+  type=$([ $kind = ec ] && echo ec-p256 || echo rsa-2048)
+  id=$([ $kind = ec ] && echo 01 || echo 02)
+  uri=$(keytool generate --label "server-$kind" --id $id --type $type)
+  keytool csr --key "$uri" --subject "/C=GB/O=Portcullis Demo/CN=localhost" --dns localhost \
+    --out "$work/softhsm/server-$kind.csr"
+  openssl x509 -req -in "$work/softhsm/server-$kind.csr" -CA "$work/pki/root-ca.cert.pem" \
+    -CAkey "$work/pki/root-ca.key.pem" -CAcreateserial -days 30 -sha256 \
+    -extfile "$work/softhsm/server.ext" -out "$work/softhsm/server-$kind.cert.pem" 2>/dev/null
+  echo "   $uri -> softhsm/server-$kind.cert.pem"
+done
+
 echo "== demo backend (HTTP, reads the PROXY v2 header)"
 "$bin/tests/support/portcullis-test-backend" --listen 127.0.0.1:0 --ready-file "$work/backend.port" \
   --mode http --proxy-protocol >"$work/backend.log" 2>&1 &
@@ -56,6 +80,11 @@ count = $workers
 [admin]
 address = "127.0.0.1:$admin_port"
 
+[hsm]
+module = "$hsm_module"
+token = "portcullis-demo"
+pin_file = "softhsm/pin"
+
 [[listener]]
 name = "edge"
 address = "127.0.0.1:$port"
@@ -67,12 +96,12 @@ address = "127.0.0.1:$port"
   alpn = ["http/1.1"]
 
     [[listener.tls.certificate]]
-    chain = "pki/server-ec.chain.pem"
-    key = "pki/server-ec.key.pem"
+    chain = "softhsm/server-ec.cert.pem"
+    key = "pkcs11:token=portcullis-demo;object=server-ec;type=private"
 
     [[listener.tls.certificate]]
-    chain = "pki/server-rsa.chain.pem"
-    key = "pki/server-rsa.key.pem"
+    chain = "softhsm/server-rsa.cert.pem"
+    key = "pkcs11:token=portcullis-demo;object=server-rsa;type=private"
 
   [listener.upstream]
   backends = ["127.0.0.1:$backend_port"]
@@ -127,7 +156,7 @@ PY
 echo
 echo "Server side (http://127.0.0.1:$admin_port/metrics, a few lines):"
 curl -sS "http://127.0.0.1:$admin_port/metrics" | grep -E \
-  '^portcullis_(handshakes_total|client_certificate_rejections_total\{.*(revoked|unknown_ca|no_certificate)|handshake_duration_seconds_(sum|count)|ticket_decryptions_total|reloads_total|worker_busy_seconds_total|connections_accepted_total)' \
+  '^portcullis_(handshakes_total|client_certificate_rejections_total\{.*(revoked|unknown_ca|no_certificate)|handshake_duration_seconds_(sum|count)|ticket_decryptions_total|reloads_total|worker_busy_seconds_total|connections_accepted_total|hsm_signatures_total|hsm_sign_duration_seconds_(sum|count))' \
   | grep -v ' 0$' | sed 's/^/  /'
 echo
 echo "Rejections logged by the server (first of each reason):"
