@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""HSM benchmark: full-handshake throughput of ONE worker (pinned to CPU 0,
+its PKCS#11 session threads with it) while the HSM answers in 0/1/2/5 ms,
+for several session-pool sizes, and server CPU per full handshake with the
+key in SoftHSM2 vs the same key from a PEM file. All in one run: compare the
+ratios, not the absolute numbers, on a shared machine.
+
+The HSM is perf's own SoftHSM2 token behind hsm/'s test PKCS#11 module
+(latency added in C_Sign). The load generator runs on CPU 1.
+
+  perf/hsm_latency.py --build build [--latencies 0,1,2,5] [--sessions 4,16,64]
+                      [--duration 5] [--conns 64] [--json out.json]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+PIN = "perf-pin-4711"
+
+
+def children_of(pid):
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(entry.name))
+    return kids
+
+
+def cpu_seconds(pids):
+    """utime+stime of whole processes (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def wait_for(predicate, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=str(ROOT / "build"))
+    ap.add_argument("--latencies", default="0,1,2,5")
+    ap.add_argument("--sessions", default="4,16,64")
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    build = Path(args.build)
+    portcullis = build / "mgmt" / "portcullis"
+    bench = build / "perf" / "portcullis-bench"
+    backend = build / "tests" / "support" / "portcullis-test-backend"
+    module = build / "hsm" / "libportcullis-test-pkcs11.so"
+    for binary in (portcullis, bench, backend, module):
+        if not binary.exists():
+            sys.exit(f"missing {binary}: build first (meson compile -C {build})")
+    if not shutil.which("softhsm2-util") or not Path(SOFTHSM).exists():
+        sys.exit("softhsm2 is not installed (scripts/lib/deps.sh installs it)")
+
+    work = Path(tempfile.mkdtemp(prefix="portcullis-hsm-perf."))
+    subprocess.run([str(ROOT / "scripts" / "make-demo-pki.sh"), str(work / "pki")], check=True,
+                   stdout=subprocess.DEVNULL)
+    (work / "tokens").mkdir()
+    (work / "softhsm2.conf").write_text(f"directories.tokendir = {work}/tokens\nobjectstore.backend = file\n"
+                                        "log.level = ERROR\n")
+    env = dict(os.environ, SOFTHSM2_CONF=str(work / "softhsm2.conf"),
+               PORTCULLIS_TEST_PKCS11_CONTROL=str(work / "control"))
+    (work / "pin").write_text(PIN + "\n")
+    # The same key in the token and as PEM, so the two runs differ only in where it lives.
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "perf", "--pin", PIN,
+                    "--so-pin", PIN], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["softhsm2-util", "--import", str(work / "pki" / "server-ec.key.pem"), "--token", "perf",
+                    "--label", "server-ec", "--id", "01", "--pin", PIN], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+    port_file = work / "backend.port"
+    backend_proc = subprocess.Popen([str(backend), "--listen", "127.0.0.1:0", "--ready-file", str(port_file),
+                                     "--mode", "echo"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {"machine": {"cpus": os.cpu_count()}, "duration_s": args.duration, "conns": args.conns,
+               "tls": "1.3", "worker_cpu": 0, "client_cpu": 1, "latency_runs": [], "cpu_runs": []}
+    try:
+        wait_for(lambda: port_file.exists() and port_file.read_text().strip())
+        backend_port = port_file.read_text().strip()
+        ctx = dict(portcullis=portcullis, bench=bench, work=work, env=env, backend_port=backend_port,
+                   args=args)
+        # Server CPU per handshake: PEM vs SoftHSM2 directly vs the test module at 0 ms.
+        for key_source in ("pem", "softhsm", "test-module"):
+            results["cpu_runs"].append(run_one(ctx, key_source, sessions=4, latency_ms=0))
+        for sessions in [int(s) for s in args.sessions.split(",")]:
+            for latency in [float(x) for x in args.latencies.split(",")]:
+                results["latency_runs"].append(run_one(ctx, "test-module", sessions, latency))
+    finally:
+        backend_proc.send_signal(signal.SIGTERM)
+        backend_proc.wait()
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run_one(ctx, key_source, sessions, latency_ms):
+    work, args = ctx["work"], ctx["args"]
+    port = 20000 + (os.getpid() + sessions + int(latency_ms * 10)) % 20000
+    (work / "control").write_text(f"latency_ms = {latency_ms}\n")
+    if key_source == "pem":
+        hsm, key = "", 'key = "pki/server-ec.key.pem"'
+    else:
+        module = SOFTHSM if key_source == "softhsm" else ctx["bench"].parent.parent / "hsm" / \
+            "libportcullis-test-pkcs11.so"
+        hsm = (f'[hsm]\nmodule = "{module}"\ntoken = "perf"\npin_file = "pin"\nsessions = {sessions}\n'
+               f'max_in_flight = 100000\n')
+        key = 'key = "pkcs11:token=perf;object=server-ec;type=private"'
+    config = work / "portcullis.toml"
+    config.write_text(f"""
+[workers]
+count = 1
+[admin]
+address = ""
+{hsm}
+[[listener]]
+name = "bench"
+address = "127.0.0.1:{port}"
+  [listener.tls]
+  client_auth = "require"
+  trust_bundle = "pki/root-ca.cert.pem"
+  crl_files = ["pki/client-ca.crl.pem"]
+    [[listener.tls.certificate]]
+    chain = "pki/server-ec.chain.pem"
+    {key}
+  [listener.upstream]
+  backends = ["127.0.0.1:{ctx['backend_port']}"]
+""")
+    log_path = work / "portcullis.log"
+    log = open(log_path, "w")
+    daemon = subprocess.Popen([str(ctx["portcullis"]), "--config", str(config)], stderr=log, stdout=log,
+                              env=ctx["env"])
+    try:
+        if not wait_for(lambda: "portcullis ready" in log_path.read_text()):
+            raise RuntimeError("portcullis did not become ready:\n" + log_path.read_text())
+        worker_pids = children_of(daemon.pid)
+        pki = work / "pki"
+        cmd = ["taskset", "-c", "1", str(ctx["bench"]), "--target", f"127.0.0.1:{port}", "--sni", "localhost",
+               "--ca", str(pki / "root-ca.cert.pem"), "--cert", str(pki / "partner-a.chain.pem"),
+               "--key", str(pki / "partner-a.key.pem"), "--mode", "full", "--tls", "1.3",
+               "--conns", str(args.conns), "--duration", str(args.duration), "--request", "ping\\n",
+               "--response-bytes", "5", "--json", str(work / "bench.json"), "--quiet"]
+        before = cpu_seconds(worker_pids)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=ctx["env"])
+        after = cpu_seconds(worker_pids)
+        summary = json.loads((work / "bench.json").read_text())
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=20)
+        log.close()
+    handshakes = max(summary["handshakes"], 1)
+    return {
+        "key": key_source, "sessions": sessions if key_source != "pem" else 0, "hsm_latency_ms": latency_ms,
+        "handshakes": summary["handshakes"], "handshakes_per_s": summary["handshakes_per_s"],
+        "errors_total": summary.get("errors_total", 0), "latency_us": summary.get("latency_us", {}),
+        "server_cpu_s": after - before,
+        "server_cpu_us_per_handshake": (after - before) * 1e6 / handshakes,
+    }
+
+
+def print_table(results):
+    print("\nServer CPU per full TLS 1.3 mTLS handshake, ECDSA P-256 key, 1 worker (all its threads):")
+    print(f"{'key':<12} {'handshakes/s':>13} {'server us/hs':>13} {'vs PEM':>7}")
+    pem = next(r for r in results["cpu_runs"] if r["key"] == "pem")
+    for r in results["cpu_runs"]:
+        ratio = r["server_cpu_us_per_handshake"] / max(pem["server_cpu_us_per_handshake"], 1e-9)
+        print(f"{r['key']:<12} {r['handshakes_per_s']:>13.0f} {r['server_cpu_us_per_handshake']:>13.0f} "
+              f"{ratio:>7.2f}")
+    print("\nFull handshakes/s on one worker core vs HSM latency (test module over SoftHSM2):")
+    print(f"{'sessions':>8} {'latency ms':>10} {'handshakes/s':>13} {'vs 0 ms':>8} {'p99 us':>8} {'errors':>7}")
+    for sessions in sorted({r["sessions"] for r in results["latency_runs"]}):
+        runs = [r for r in results["latency_runs"] if r["sessions"] == sessions]
+        base = next((r for r in runs if r["hsm_latency_ms"] == 0), runs[0])
+        for r in runs:
+            ratio = r["handshakes_per_s"] / max(base["handshakes_per_s"], 1e-9)
+            r["ratio_vs_0ms"] = ratio
+            print(f"{sessions:>8} {r['hsm_latency_ms']:>10g} {r['handshakes_per_s']:>13.0f} {ratio:>8.2f} "
+                  f"{r['latency_us'].get('p99', 0):>8.0f} {r['errors_total']:>7}")
+
+
+if __name__ == "__main__":
+    main()
