@@ -193,6 +193,16 @@ SigningService::SigningService(const HsmSettings& settings, HsmStats* stats)
         if (rv != CKR_OK)
             throw HsmError("token \"" + label + "\": login failed: " + ckr_name(rv) +
                            (rv == CKR_PIN_INCORRECT ? " (wrong PIN)" : ""));
+        CK_TOKEN_INFO info{};
+        if ((*module_)->C_GetTokenInfo(token->slot, &info) == CKR_OK &&
+            info.ulMaxSessionCount != CK_EFFECTIVELY_INFINITE &&
+            info.ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION &&
+            static_cast<CK_ULONG>(settings.sessions) + 1 > info.ulMaxSessionCount) {
+            throw HsmError("token \"" + label + "\" allows " +
+                           std::to_string(info.ulMaxSessionCount) +
+                           " sessions; [hsm] sessions = " + std::to_string(settings.sessions) +
+                           " (+1 for key lookups) per worker is too many");
+        }
         token->present = true;
         token->sessions.assign(static_cast<std::size_t>(settings.sessions), CK_INVALID_HANDLE);
         tokens_.push_back(std::move(token));

@@ -191,7 +191,38 @@ Json status_json(AdminState& state) {
     status["reload"] = {{"attempts", reload.attempts},   {"successes", reload.successes},
                         {"failures", reload.failures},   {"last_ok", reload.last_ok},
                         {"last_unix", reload.last_unix}, {"last_error", reload.last_error}};
-    status["hsm"] = nullptr;  // no PKCS#11 keys yet (issue #3)
+    state.with_current([&](const Config& config, const auto&) {
+        if (!config.hsm.enabled()) {
+            status["hsm"] = nullptr;
+            return 0;
+        }
+        Json workers = Json::array();
+        for (std::size_t w = 0; w < worker_count(state); ++w) {
+            const auto& h = options.stats->slot(w).hsm;
+            Json keys = Json::array();
+            for (std::size_t k = 0; k < h.key_count.get() && k < hsm::max_hsm_keys; ++k) {
+                std::uint64_t ok = h.keys[k].signs[0].get();
+                std::uint64_t failed = 0;
+                for (std::size_t r = 1; r < hsm::sign_result_count; ++r)
+                    failed += h.keys[k].signs[r].get();
+                keys.push_back({{"key", std::string(h.key_names[k].data())},
+                                {"signatures_ok", ok},
+                                {"signatures_failed", failed},
+                                {"in_flight", h.keys[k].in_flight.get()}});
+            }
+            workers.push_back({{"worker", w},
+                               {"primary_token_healthy", h.primary_healthy.get() == 1},
+                               {"sessions_open", h.sessions_open.get()},
+                               {"failovers", h.failovers.get()},
+                               {"keys", keys}});
+        }
+        status["hsm"] = {{"module", config.hsm.module},
+                         {"token", config.hsm.token},
+                         {"failover_token", config.hsm.failover_token},
+                         {"sessions_per_worker", config.hsm.sessions},
+                         {"workers", workers}};
+        return 0;
+    });
     const auto problems = readiness_problems(state);
     status["ready"] = problems.empty();
     status["not_ready_because"] = problems;

@@ -140,6 +140,52 @@ TEST(HsmKeys, EcdsaAndRsaKeysSignOverTls12AndTls13WithTwoWorkers) {
     EXPECT_EQ(daemon.log().find(pin), std::string::npos) << "the PIN appeared in the log";
 }
 
+TEST(HsmKeys, EveryKeySizeSigns) {
+    SKIP_WITHOUT_SOFTHSM();
+    TestDeployment env;
+    SoftHsm hsm(env);
+    hsm.token("edge");
+    const auto client = env.client("size-client");
+    struct Size {
+        const char* label;
+        KeyKind kind;
+        int version;
+        const char* sigalgs;
+    };
+    int id = 0x10;
+    for (const auto& size : {Size{"p384", KeyKind::ec_p384, TLS1_3_VERSION, "ECDSA+SHA384"},
+                             Size{"rsa3072", KeyKind::rsa3072, TLS1_3_VERSION, "RSA-PSS+SHA256"},
+                             Size{"rsa4096", KeyKind::rsa4096, TLS1_2_VERSION, "RSA+SHA256"}}) {
+        CertOptions server;
+        server.common_name = "localhost";
+        server.dns_names = {"localhost"};
+        server.client_auth = false;
+        server.server_auth = true;
+        server.key = size.kind;
+        const auto cert = env.root.issue(server);
+        write_file(env.dir / (std::string(size.label) + ".pem"), cert.cert_pem());
+        write_file(env.dir / (std::string(size.label) + ".p8"), cert.key_pem());
+        char id_hex[8];
+        std::snprintf(id_hex, sizeof id_hex, "%02x", id++);
+        ASSERT_TRUE(
+            run("softhsm2-util --import " + (env.dir / (std::string(size.label) + ".p8")).string() +
+                " --token edge --label " + size.label + " --id " + id_hex + " --pin " + pin));
+        const int port = free_port();
+        // The new key takes the place of the deployment's key of the same type.
+        const std::string slot = size.kind == KeyKind::ec_p384 ? "server-ec" : "server-rsa";
+        std::string config = hsm.config(port);
+        config = replace_all(config, "chain = \"" + slot + ".pem\"",
+                             "chain = \"" + std::string(size.label) + ".pem\"");
+        config =
+            replace_all(config, "object=" + slot + ";", "object=" + std::string(size.label) + ";");
+        Daemon daemon(env.write_config(size.label, config), 1);
+        const auto r =
+            run_client(port, with_sigalgs(env.options_for(client), size.version, size.sigalgs));
+        EXPECT_TRUE(r.exchanged) << size.label << ": " << r.error;
+        EXPECT_EQ(r.server_key_type, size.kind == KeyKind::ec_p384 ? EVP_PKEY_EC : EVP_PKEY_RSA);
+    }
+}
+
 TEST(HsmKeys, StartupErrorsNameTheTokenOrKeyAndNeverThePin) {
     SKIP_WITHOUT_SOFTHSM();
     TestDeployment env;
@@ -255,6 +301,26 @@ TEST(HsmFailures, InjectedErrorsFailOnlyTheAffectedHandshakes) {
                            "object=server-ec;type=private\",result=\"error\"}"));
 }
 
+TEST(HsmFailures, FullQueueRefusesHandshakesAtOnceWithAClearReason) {
+    SKIP_WITHOUT_SOFTHSM();
+    TestDeployment env;
+    SoftHsm hsm(env);
+    hsm.token("edge");
+    const auto client = env.client("crowd-client");
+    const int port = free_port();
+    Daemon daemon(env.write_config("queue", hsm.config(port, "max_in_flight = 1\n")), 1);
+    const auto options = with_sigalgs(env.options_for(client), TLS1_3_VERSION, "ECDSA+SHA256");
+    hsm.control("latency_ms = 800\n");
+    std::atomic<int> ok{0}, refused{0};
+    std::vector<std::thread> crowd;
+    for (int i = 0; i < 4; ++i)
+        crowd.emplace_back([&] { (run_client(port, options).exchanged ? ok : refused)++; });
+    for (auto& t : crowd) t.join();
+    EXPECT_GE(ok.load(), 1);
+    EXPECT_GE(refused.load(), 1) << "one signature in flight per key: the rest must be refused";
+    EXPECT_TRUE(daemon.wait_for_log("HSM queue full")) << daemon.log();
+}
+
 TEST(HsmFailures, TimeoutFailsTheHandshakeAndServiceContinues) {
     SKIP_WITHOUT_SOFTHSM();
     TestDeployment env;
@@ -304,6 +370,9 @@ TEST(HsmFailover, StandbyTokenTakesOverAndPrimaryTakesBack) {
     EXPECT_EQ(scrape(admin, "portcullis_hsm_failovers_total"), 1);
     EXPECT_EQ(scrape(admin, "portcullis_hsm_primary_token_healthy"), 0);
     EXPECT_TRUE(daemon.wait_for_log("fails over to \"edge-standby\"")) << daemon.log();
+    const auto status = http_request(admin, "GET", "/status").body;
+    EXPECT_NE(status.find("\"primary_token_healthy\": false"), std::string::npos) << status;
+    EXPECT_NE(status.find("\"failover_token\": \"edge-standby\""), std::string::npos) << status;
 
     hsm.control("");
     std::this_thread::sleep_for(400ms);

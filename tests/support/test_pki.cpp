@@ -38,6 +38,9 @@ UniqueEvpPkey make_key(KeyKind kind) {
         case KeyKind::rsa3072:
             key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(3072));
             break;
+        case KeyKind::rsa4096:
+            key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(4096));
+            break;
     }
     check(key != nullptr, "key generation");
     return UniqueEvpPkey(key);

@@ -12,7 +12,7 @@
 
 namespace portcullis::testing {
 
-enum class KeyKind { ec_p256, ec_p384, rsa2048, rsa3072 };
+enum class KeyKind { ec_p256, ec_p384, rsa2048, rsa3072, rsa4096 };
 
 struct CertOptions {
     std::string common_name = "client";
