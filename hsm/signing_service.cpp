@@ -179,7 +179,14 @@ SigningService::SigningService(const HsmSettings& settings, HsmStats* stats)
         if (label.empty()) continue;
         auto token = std::make_unique<Token>();
         token->label = label;
-        const auto slot = module_->find_token(label);
+        // SoftHSM2 can show a token as absent while another process (a
+        // sibling worker starting at the same moment) holds its store's lock:
+        // look again for a second before calling it missing.
+        auto slot = module_->find_token(label);
+        for (int attempt = 0; !slot && attempt < 20; ++attempt) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            slot = module_->find_token(label);
+        }
         if (!slot) {
             std::string known;
             for (const auto& l : module_->token_labels()) known += (known.empty() ? "" : ", ") + l;

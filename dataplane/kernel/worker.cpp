@@ -111,7 +111,17 @@ class Worker {
         if (options.hsm.enabled()) {
             // Opened here, in the worker, never inherited: PKCS#11 handles
             // do not survive fork.
-            signing_ = std::make_shared<hsm::SigningService>(options.hsm, &options.stats->hsm);
+            try {
+                signing_ = std::make_shared<hsm::SigningService>(options.hsm, &options.stats->hsm);
+            } catch (const hsm::HsmError& e) {
+                // Name the keys that cannot be used, not just the token.
+                std::string keys;
+                for (const auto& listener : options.listeners)
+                    for (const auto& certificate : listener.tls.certificates)
+                        if (hsm::is_pkcs11_reference(certificate.key))
+                            keys += (keys.empty() ? "" : ", ") + certificate.key;
+                throw hsm::HsmError("keys " + keys + ": " + e.what());
+            }
             completions_ = std::make_unique<hsm::CompletionQueue>();
             async_scope_ = std::make_unique<hsm::AsyncSigningScope>(*completions_);
             runtime_.signing = signing_.get();

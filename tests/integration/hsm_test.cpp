@@ -301,6 +301,32 @@ TEST(HsmFailures, InjectedErrorsFailOnlyTheAffectedHandshakes) {
                            "object=server-ec;type=private\",result=\"error\"}"));
 }
 
+TEST(HsmFailures, ErrorsInjectedUnderConcurrentLoadCostExactlyTheirHandshakes) {
+    SKIP_WITHOUT_SOFTHSM();
+    TestDeployment env;
+    SoftHsm hsm(env);
+    hsm.token("edge");
+    const auto client = env.client("busy-client");
+    const int port = free_port();
+    Daemon daemon(env.write_config("load", hsm.config(port)), 2);
+    const auto options = with_sigalgs(env.options_for(client), TLS1_3_VERSION, "ECDSA+SHA256");
+    std::atomic<int> ok{0}, failed{0};
+    std::vector<std::thread> load;
+    for (int t = 0; t < 4; ++t) {
+        load.emplace_back([&] {
+            for (int i = 0; i < 15; ++i) (run_client(port, options).exchanged ? ok : failed)++;
+        });
+    }
+    std::this_thread::sleep_for(100ms);
+    // Each worker's module instance fails its next 2 signatures.
+    hsm.control("fail_next = 2\nerror = CKR_SESSION_HANDLE_INVALID\n");
+    for (auto& t : load) t.join();
+    EXPECT_EQ(ok.load() + failed.load(), 60);
+    EXPECT_GE(failed.load(), 2);
+    EXPECT_LE(failed.load(), 4) << "only the failed signatures may cost handshakes";
+    EXPECT_TRUE(run_client(port, options).exchanged);
+}
+
 TEST(HsmFailures, FullQueueRefusesHandshakesAtOnceWithAClearReason) {
     SKIP_WITHOUT_SOFTHSM();
     TestDeployment env;
