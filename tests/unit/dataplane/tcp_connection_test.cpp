@@ -1,0 +1,379 @@
+// The userspace TCP state machine fed segment by segment: what it emits for
+// each input, in every state that matters to a server.
+#include "dataplane/tcp/tcp_connection.hpp"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+namespace portcullis::dataplane::tcp {
+namespace {
+
+constexpr std::uint32_t peer_iss = 1000;
+constexpr std::uint32_t our_iss = 5000;
+
+TcpSegment syn_from_peer() {
+    TcpSegment syn;
+    syn.seq = peer_iss;
+    syn.flags = flag::syn;
+    syn.window = 65535;
+    syn.options.mss = 1460;
+    syn.options.window_scale = 7;
+    return syn;
+}
+
+// A connection accepted from a peer and driven to ESTABLISHED; `sent` is what
+// it emitted last.
+struct Harness {
+    TcpConfig config;
+    std::unique_ptr<TcpConnection> tcp;
+    std::vector<OutSegment> sent;
+    std::uint64_t now = 0;
+
+    explicit Harness(TcpConfig c = {}, bool timestamps = false) : config(c) {
+        config.timestamps = timestamps;
+        auto syn = syn_from_peer();
+        syn.options.timestamps = timestamps;
+        syn.options.ts_value = 77;
+        tcp = std::make_unique<TcpConnection>(config, syn, our_iss, now);
+        drain();
+    }
+    void drain() {
+        sent.assign(tcp->output().begin(), tcp->output().end());
+        tcp->clear_output();
+    }
+    TcpSegment from_peer(std::uint32_t seq, std::uint8_t flags, std::uint32_t ack,
+                         std::span<const std::uint8_t> payload = {}, std::uint16_t window = 1024) {
+        TcpSegment s;
+        s.seq = seq;
+        s.ack = ack;
+        s.flags = flags;
+        s.window = window;  // scaled by 2^7: 128 KiB
+        s.payload = payload;
+        return s;
+    }
+    void input(const TcpSegment& s) {
+        tcp->input(s, now);
+        drain();
+    }
+    void advance(std::uint64_t ms) {
+        now += ms;
+        if (tcp->next_timer() <= now) tcp->on_timer(now);
+        drain();
+    }
+    void establish() { input(from_peer(peer_iss + 1, flag::ack, our_iss + 1)); }
+};
+
+std::vector<std::uint8_t> bytes(std::size_t n, std::uint8_t first = 0) {
+    std::vector<std::uint8_t> v(n);
+    std::iota(v.begin(), v.end(), first);
+    return v;
+}
+
+TEST(TcpHandshake, PassiveOpenAnswersSynAckWithNegotiatedOptions) {
+    Harness h;
+    ASSERT_EQ(h.sent.size(), 1u);
+    const auto& synack = h.sent[0].header;
+    EXPECT_EQ(synack.flags, flag::syn | flag::ack);
+    EXPECT_EQ(synack.seq, our_iss);
+    EXPECT_EQ(synack.ack, peer_iss + 1);
+    EXPECT_EQ(synack.options.mss, 1460);
+    EXPECT_EQ(synack.options.window_scale, 7);
+    EXPECT_EQ(h.tcp->state(), TcpState::syn_received);
+    h.establish();
+    EXPECT_EQ(h.tcp->state(), TcpState::established);
+    EXPECT_TRUE(h.sent.empty()) << "the final ACK of the handshake needs no answer";
+}
+
+TEST(TcpHandshake, NoWindowScaleOrTimestampsUnlessThePeerOffersThem) {
+    TcpConfig config;
+    auto syn = syn_from_peer();
+    syn.options.window_scale = -1;
+    syn.options.mss = 0;  // absent: 536
+    TcpConnection tcp(config, syn, our_iss, 0);
+    const auto synack = tcp.output()[0].header;
+    EXPECT_EQ(synack.options.window_scale, -1);
+    EXPECT_FALSE(synack.options.timestamps);
+    EXPECT_EQ(tcp.effective_mss(), 536);
+}
+
+TEST(TcpHandshake, LostSynAckIsRetransmittedWithBackoff) {
+    Harness h;
+    h.advance(999);
+    EXPECT_TRUE(h.sent.empty());
+    h.advance(1);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.flags, flag::syn | flag::ack);
+    EXPECT_EQ(h.tcp->rto_ms(), 2000u);
+}
+
+TEST(TcpHandshake, ActiveOpenCompletesOnSynAck) {
+    TcpConfig config;
+    TcpConnection tcp(config, our_iss, 0);
+    ASSERT_EQ(tcp.output().size(), 1u);
+    EXPECT_EQ(tcp.output()[0].header.flags, flag::syn);
+    tcp.clear_output();
+    auto synack = syn_from_peer();
+    synack.flags = flag::syn | flag::ack;
+    synack.ack = our_iss + 1;
+    tcp.input(synack, 5);
+    EXPECT_EQ(tcp.state(), TcpState::established);
+    ASSERT_EQ(tcp.output().size(), 1u);
+    EXPECT_EQ(tcp.output()[0].header.flags, flag::ack);
+    EXPECT_EQ(tcp.output()[0].header.ack, peer_iss + 1);
+}
+
+TEST(TcpHandshake, RstAnsweringOurSynMeansRefused) {
+    TcpConfig config;
+    TcpConnection tcp(config, our_iss, 0);
+    tcp.clear_output();
+    TcpSegment rst;
+    rst.flags = flag::rst | flag::ack;
+    rst.ack = our_iss + 1;
+    tcp.input(rst, 1);
+    EXPECT_EQ(tcp.state(), TcpState::closed);
+    EXPECT_TRUE(tcp.reset());
+}
+
+TEST(TcpData, InOrderDataIsDeliveredAndAckedAfterTheDelay) {
+    Harness h;
+    h.establish();
+    const auto data = bytes(100);
+    h.input(h.from_peer(peer_iss + 1, flag::ack | flag::psh, our_iss + 1, data));
+    EXPECT_TRUE(h.sent.empty()) << "one small segment: delayed ACK";
+    std::vector<std::uint8_t> got(200);
+    EXPECT_EQ(h.tcp->receive(got), 100u);
+    EXPECT_TRUE(std::equal(data.begin(), data.end(), got.begin()));
+    h.advance(40);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 101);
+}
+
+TEST(TcpData, EverySecondFullSegmentIsAckedAtOnce) {
+    Harness h;
+    h.establish();
+    const auto mss = h.tcp->effective_mss();
+    const auto data = bytes(mss);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, data));
+    EXPECT_TRUE(h.sent.empty());
+    h.input(h.from_peer(peer_iss + 1 + mss, flag::ack, our_iss + 1, data));
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 1 + 2u * mss);
+}
+
+TEST(TcpData, OutOfOrderSegmentsAreQueuedAndDeliveredInOrder) {
+    Harness h;
+    h.establish();
+    const auto first = bytes(10, 0);
+    const auto second = bytes(10, 10);
+    h.input(h.from_peer(peer_iss + 11, flag::ack, our_iss + 1, second));
+    ASSERT_EQ(h.sent.size(), 1u) << "a hole: duplicate ACK at once";
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 1);
+    EXPECT_EQ(h.tcp->readable(), 0u);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, first));
+    ASSERT_EQ(h.sent.size(), 1u) << "the hole filled: ACK at once";
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 21);
+    std::vector<std::uint8_t> got(20);
+    ASSERT_EQ(h.tcp->receive(got), 20u);
+    EXPECT_EQ(got, bytes(20));
+}
+
+TEST(TcpData, RetransmittedOldDataIsAnsweredWithAnAck) {
+    Harness h;
+    h.establish();
+    const auto data = bytes(10);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, data));
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, data));
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 11);
+    EXPECT_EQ(h.tcp->readable(), 10u) << "no duplicate bytes";
+}
+
+TEST(TcpSend, DataIsSegmentedByMssAndRetransmittedAfterTimeout) {
+    Harness h;
+    h.establish();
+    const auto mss = h.tcp->effective_mss();
+    const auto data = bytes(static_cast<std::size_t>(mss) + 100);
+    ASSERT_EQ(h.tcp->send(data), data.size());
+    h.tcp->on_timer(h.now);                                      // nothing due
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));  // prompts transmit
+    ASSERT_EQ(h.sent.size(), 2u);
+    EXPECT_EQ(h.sent[0].header.seq, our_iss + 1);
+    EXPECT_EQ(h.sent[0].payload_length, mss);
+    EXPECT_EQ(h.sent[1].header.seq, our_iss + 1 + mss);
+    EXPECT_EQ(h.sent[1].payload_length, 100u);
+    const auto rto = h.tcp->rto_ms();
+    h.advance(rto);
+    ASSERT_GE(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.seq, our_iss + 1) << "the first unacknowledged byte again";
+    EXPECT_EQ(h.tcp->rto_ms(), 2 * rto);
+    EXPECT_EQ(h.tcp->stats().retransmissions, 1u);
+    // The peer acknowledges everything: nothing left in flight, no timer.
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1 + mss + 100));
+    EXPECT_EQ(h.tcp->next_timer(), TcpConnection::no_timer);
+}
+
+TEST(TcpSend, ThreeDuplicateAcksTriggerFastRetransmit) {
+    Harness h;
+    h.establish();
+    const auto mss = h.tcp->effective_mss();
+    ASSERT_EQ(h.tcp->send(bytes(5u * mss)), 5u * mss);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));
+    ASSERT_EQ(h.sent.size(), 5u);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1 + mss));  // first acked
+    for (int i = 0; i < 2; ++i) {
+        h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1 + mss));
+        EXPECT_TRUE(h.sent.empty());
+    }
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1 + mss));  // third duplicate
+    ASSERT_GE(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.seq, our_iss + 1 + mss);
+    EXPECT_EQ(h.tcp->stats().fast_retransmissions, 1u);
+}
+
+TEST(TcpSend, PeerWindowLimitsWhatIsSent) {
+    Harness h;
+    h.establish();
+    ASSERT_EQ(h.tcp->send(bytes(3000)), 3000u);
+    // Window 8 << 7 = 1024 bytes.
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, {}, 8));
+    std::size_t sent = 0;
+    for (const auto& s : h.sent) sent += s.payload_length;
+    EXPECT_EQ(sent, 1024u);
+    // Acked and the window reopened: the rest goes.
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1 + 1024, {}, 1024));
+    sent = 0;
+    for (const auto& s : h.sent) sent += s.payload_length;
+    EXPECT_EQ(sent, 3000u - 1024u);
+}
+
+TEST(TcpSend, PayloadComesFromTheSendBufferWithoutCopies) {
+    Harness h;
+    h.establish();
+    const auto data = bytes(50, 7);
+    h.tcp->send(data);
+    h.tcp->input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1), h.now);
+    ASSERT_EQ(h.tcp->output().size(), 1u);
+    std::vector<std::uint8_t> wire(50);
+    h.tcp->copy_payload(h.tcp->output()[0], wire);
+    EXPECT_EQ(wire, data);
+}
+
+TEST(TcpClose, PassiveCloseGoesThroughCloseWaitAndLastAck) {
+    Harness h;
+    h.establish();
+    h.input(h.from_peer(peer_iss + 1, flag::ack | flag::fin, our_iss + 1));
+    EXPECT_EQ(h.tcp->state(), TcpState::close_wait);
+    EXPECT_TRUE(h.tcp->peer_closed());
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 2);
+    h.tcp->close();
+    h.input(h.from_peer(peer_iss + 2, flag::ack, our_iss + 1));
+    EXPECT_EQ(h.tcp->state(), TcpState::last_ack);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_TRUE(h.sent[0].header.has(flag::fin));
+    h.input(h.from_peer(peer_iss + 2, flag::ack, our_iss + 2));
+    EXPECT_EQ(h.tcp->state(), TcpState::closed);
+    EXPECT_FALSE(h.tcp->reset());
+}
+
+TEST(TcpClose, ActiveCloseEndsInTimeWaitThenClosed) {
+    TcpConfig config;
+    config.time_wait_ms = 1000;
+    Harness h(config);
+    h.establish();
+    h.tcp->send(bytes(10));
+    h.tcp->close();
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_TRUE(h.sent[0].header.has(flag::fin)) << "FIN rides on the last data";
+    EXPECT_EQ(h.tcp->state(), TcpState::fin_wait_1);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 12));
+    EXPECT_EQ(h.tcp->state(), TcpState::fin_wait_2);
+    h.input(h.from_peer(peer_iss + 1, flag::ack | flag::fin, our_iss + 12));
+    EXPECT_EQ(h.tcp->state(), TcpState::time_wait);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 2);
+    h.advance(999);
+    EXPECT_EQ(h.tcp->state(), TcpState::time_wait);
+    h.advance(1);
+    EXPECT_EQ(h.tcp->state(), TcpState::closed);
+}
+
+TEST(TcpClose, SimultaneousCloseGoesThroughClosing) {
+    Harness h;
+    h.establish();
+    h.tcp->close();
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));  // our FIN goes out
+    ASSERT_EQ(h.sent.size(), 1u);
+    h.input(h.from_peer(peer_iss + 1, flag::ack | flag::fin, our_iss + 1));  // theirs, ours unacked
+    EXPECT_EQ(h.tcp->state(), TcpState::closing);
+    h.input(h.from_peer(peer_iss + 2, flag::ack, our_iss + 2));
+    EXPECT_EQ(h.tcp->state(), TcpState::time_wait);
+}
+
+TEST(TcpReset, OnlyAnExactRstResetsOthersGetAChallengeAck) {
+    Harness h;
+    h.establish();
+    h.input(h.from_peer(peer_iss + 100, flag::rst, 0));
+    EXPECT_EQ(h.tcp->state(), TcpState::established);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.flags, flag::ack);
+    h.input(h.from_peer(peer_iss + 1, flag::rst, 0));
+    EXPECT_EQ(h.tcp->state(), TcpState::closed);
+    EXPECT_TRUE(h.tcp->reset());
+}
+
+TEST(TcpReset, OutOfWindowSegmentsAreAnsweredNotAccepted) {
+    Harness h;
+    h.establish();
+    h.input(h.from_peer(peer_iss + 1'000'000, flag::ack, our_iss + 1, bytes(10)));
+    EXPECT_EQ(h.tcp->readable(), 0u);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 1);
+}
+
+TEST(TcpReset, RetransmissionLimitAbortsWithRst) {
+    TcpConfig config;
+    config.max_retransmissions = 2;
+    Harness h(config);
+    h.establish();
+    h.tcp->send(bytes(10));
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));
+    for (int i = 0; i < 3 && h.tcp->state() != TcpState::closed; ++i)
+        h.advance(h.tcp->next_timer() - h.now);
+    EXPECT_EQ(h.tcp->state(), TcpState::closed);
+    EXPECT_TRUE(h.tcp->reset());
+    ASSERT_FALSE(h.sent.empty());
+    EXPECT_TRUE(h.sent.back().header.has(flag::rst));
+}
+
+TEST(TcpRtt, TimestampsGiveAnRttEstimateAndEchoTsRecent) {
+    Harness h({}, true);
+    ASSERT_TRUE(h.sent[0].header.options.timestamps);
+    EXPECT_EQ(h.sent[0].header.options.ts_echo, 77u);
+    auto ack = h.from_peer(peer_iss + 1, flag::ack, our_iss + 1);
+    ack.options.timestamps = true;
+    ack.options.ts_value = 78;
+    ack.options.ts_echo = h.sent[0].header.options.ts_value;
+    h.now = 30;
+    h.input(ack);
+    EXPECT_EQ(h.tcp->state(), TcpState::established);
+    h.tcp->send(bytes(10));
+    auto poke = ack;
+    poke.options.ts_echo = 0;
+    h.input(poke);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.options.ts_echo, 78u);
+    // The ACK of the data echoes our timestamp 20 ms later: RTO = max(min, srtt + 4 rttvar).
+    auto data_ack = h.from_peer(peer_iss + 1, flag::ack, our_iss + 11);
+    data_ack.options.timestamps = true;
+    data_ack.options.ts_value = 79;
+    data_ack.options.ts_echo = h.sent[0].header.options.ts_value;
+    h.now = 50;
+    h.input(data_ack);
+    EXPECT_EQ(h.tcp->rto_ms(), 200u) << "20 ms samples: the 200 ms floor";
+}
+
+}  // namespace
+}  // namespace portcullis::dataplane::tcp
