@@ -80,6 +80,8 @@ class TcpConnection {
     std::size_t readable() const { return receive_buffer_.size(); }
     std::size_t writable() const { return send_buffer_.space(); }
     void close();  // no more data from us: FIN once the queue is sent
+    // Sends what send()/close() queued, as far as the windows allow.
+    void push(Millis now) { transmit(now); }
     void abort();  // RST now
     bool peer_closed() const {
         return peer_fin_;

@@ -1,0 +1,245 @@
+#include "dataplane/dpdk/stack.hpp"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_random.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace portcullis::dataplane::dpdk {
+
+struct Stack::Flow {
+    tcp::TcpConnection tcp;
+    net::Route route;
+    std::uint16_t local_port;
+    std::uint16_t peer_port;
+    bool closing = false;
+};
+
+namespace {
+
+constexpr std::uint16_t burst = 32;
+
+std::uint64_t flow_key(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) {
+    return (std::uint64_t{peer} << 32) | (std::uint64_t{peer_port} << 16) | local_port;
+}
+
+}  // namespace
+
+Stack::Stack(Port& port, net::Ipv4Address address, std::uint16_t echo_port,
+             const tcp::TcpConfig& tcp_config)
+    : port_(port), address_(address), echo_port_(echo_port), tcp_config_(tcp_config) {
+    std::copy_n(port.mac().addr_bytes, 6, mac_.begin());
+}
+
+Stack::~Stack() {
+    for (std::uint16_t i = 0; i < tx_count_; ++i) rte_pktmbuf_free(tx_[i]);
+    if (held_ != nullptr) rte_pktmbuf_free(held_);
+}
+
+rte_mbuf* Stack::allocate() {
+    rte_mbuf* mbuf = rte_pktmbuf_alloc(port_.pool());
+    if (mbuf == nullptr) ++stats_.mbuf_exhausted;
+    return mbuf;
+}
+
+void Stack::send_frame(rte_mbuf* mbuf) {
+    if (tx_count_ == tx_.size()) flush_tx();
+    tx_[tx_count_++] = mbuf;
+}
+
+void Stack::flush_tx() {
+    if (tx_count_ == 0) return;
+    const std::uint16_t sent = rte_eth_tx_burst(port_.id(), 0, tx_.data(), tx_count_);
+    for (std::uint16_t i = 0; i < sent; ++i) stats_.tx_bytes += tx_[i]->pkt_len;
+    stats_.tx_packets += sent;
+    for (std::uint16_t i = sent; i < tx_count_; ++i) {
+        ++stats_.tx_full;
+        rte_pktmbuf_free(tx_[i]);
+    }
+    tx_count_ = 0;
+}
+
+bool Stack::poll(std::uint64_t now_ms) {
+    ++stats_.poll_iterations;
+    std::array<rte_mbuf*, burst> rx{};
+    const std::uint16_t received = rte_eth_rx_burst(port_.id(), 0, rx.data(), burst);
+    bool work = received > 0;
+    for (std::uint16_t i = 0; i < received; ++i) {
+        ++stats_.rx_packets;
+        stats_.rx_bytes += rx[i]->pkt_len;
+        const auto frame = net::parse_frame(
+            {rte_pktmbuf_mtod(rx[i], const std::uint8_t*), rte_pktmbuf_data_len(rx[i])});
+        if (frame.kind == net::Frame::Kind::tcp && (faults_.drop > 0 || faults_.reorder > 0)) {
+            const double roll = static_cast<double>(rte_rand() % 1'000'000) / 1e6;
+            if (roll < faults_.drop) {
+                ++stats_.injected_drops;
+                rte_pktmbuf_free(rx[i]);
+                continue;
+            }
+            if (held_ == nullptr && roll < faults_.drop + faults_.reorder) {
+                ++stats_.injected_reorders;
+                held_ = rx[i];  // delivered after the next frame
+                continue;
+            }
+        }
+        handle(frame, now_ms);  // copies what it keeps: the mbuf can go
+        rte_pktmbuf_free(rx[i]);
+        if (held_ != nullptr) {
+            const auto late = net::parse_frame(
+                {rte_pktmbuf_mtod(held_, const std::uint8_t*), rte_pktmbuf_data_len(held_)});
+            handle(late, now_ms);
+            rte_pktmbuf_free(held_);
+            held_ = nullptr;
+        }
+    }
+    for (auto it = flows_.begin(); it != flows_.end();) {
+        Flow& flow = *it->second;
+        if (flow.tcp.next_timer() <= now_ms) {
+            flow.tcp.on_timer(now_ms);
+            work = true;
+        }
+        // The echo service: what arrives goes straight back; the peer's FIN ends it.
+        while (flow.tcp.readable() > 0 && flow.tcp.writable() > 0) {
+            const auto n = flow.tcp.receive(std::span(scratch_).first(
+                std::min<std::size_t>(scratch_.size(), flow.tcp.writable())));
+            flow.tcp.send(std::span(scratch_).first(n));
+        }
+        if (flow.tcp.peer_closed() && flow.tcp.readable() == 0 && !flow.closing) {
+            flow.tcp.close();
+            flow.closing = true;
+        }
+        flow.tcp.push(now_ms);
+        flush_flow(flow);
+        if (flow.tcp.state() == tcp::TcpState::closed) {
+            it = flows_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    flush_tx();
+    if (work) ++stats_.busy_iterations;
+    return work;
+}
+
+void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
+    switch (frame.kind) {
+        case net::Frame::Kind::dropped:
+            ++stats_.rx_drops[static_cast<std::size_t>(frame.drop)];
+            return;
+        case net::Frame::Kind::arp: {
+            if (frame.arp.operation != 1 || frame.arp.target_ip != address_) {
+                ++stats_.not_for_us;
+                return;
+            }
+            rte_mbuf* mbuf = allocate();
+            if (mbuf == nullptr) return;
+            const net::ArpMessage reply{2, mac_, address_, frame.arp.sender_mac,
+                                        frame.arp.sender_ip};
+            auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, 60));
+            const auto length = net::build_arp({data, 60}, reply, mac_, frame.arp.sender_mac);
+            std::fill(data + length, data + 60, 0);  // minimum Ethernet frame
+            send_frame(mbuf);
+            return;
+        }
+        case net::Frame::Kind::icmp_echo_request: {
+            if (frame.destination_ip != address_) {
+                ++stats_.not_for_us;
+                return;
+            }
+            rte_mbuf* mbuf = allocate();
+            if (mbuf == nullptr) return;
+            const std::size_t length =
+                net::ethernet_header_bytes + net::ipv4_header_bytes + frame.icmp.size();
+            auto* data = reinterpret_cast<std::uint8_t*>(
+                rte_pktmbuf_append(mbuf, static_cast<std::uint16_t>(length)));
+            if (data == nullptr || net::build_icmp_echo_reply({data, length}, frame, mac_) == 0) {
+                rte_pktmbuf_free(mbuf);
+                return;
+            }
+            send_frame(mbuf);
+            return;
+        }
+        case net::Frame::Kind::tcp:
+            if (frame.destination_ip != address_) {
+                ++stats_.not_for_us;
+                return;
+            }
+            handle_tcp(frame, now_ms);
+            return;
+    }
+}
+
+void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
+    const auto key = flow_key(frame.source_ip, frame.source_port, frame.destination_port);
+    auto found = flows_.find(key);
+    if (found != flows_.end()) {
+        found->second->tcp.input(frame.segment, now_ms);
+        return;
+    }
+    const auto& segment = frame.segment;
+    if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack) &&
+        frame.destination_port == echo_port_) {
+        auto flow = std::unique_ptr<Flow>(
+            new Flow{tcp::TcpConnection(tcp_config_, segment,
+                                        static_cast<std::uint32_t>(rte_rand()), now_ms),
+                     net::Route{mac_, frame.source_mac, address_, frame.source_ip},
+                     frame.destination_port, frame.source_port});
+        ++stats_.connections_accepted;
+        flows_.emplace(key, std::move(flow));
+        return;
+    }
+    if (!segment.has(tcp::flag::rst)) send_reset(frame);
+}
+
+// RFC 9293 3.10.7.1: nobody listens here.
+void Stack::send_reset(const net::Frame& frame) {
+    tcp::TcpSegment rst;
+    const auto& s = frame.segment;
+    if (s.has(tcp::flag::ack)) {
+        rst.seq = s.ack;
+        rst.flags = tcp::flag::rst;
+    } else {
+        rst.seq = 0;
+        rst.ack = s.seq + s.length();
+        rst.flags = tcp::flag::rst | tcp::flag::ack;
+    }
+    rte_mbuf* mbuf = allocate();
+    if (mbuf == nullptr) return;
+    constexpr std::size_t length = 60;
+    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, length));
+    const net::Route route{mac_, frame.source_mac, address_, frame.source_ip};
+    const auto written =
+        net::build_tcp({data, length}, route, frame.destination_port, frame.source_port, rst);
+    std::fill(data + written, data + length, 0);
+    ++stats_.resets_sent;
+    send_frame(mbuf);
+}
+
+void Stack::flush_flow(Flow& flow) {
+    for (const auto& out : flow.tcp.output()) {
+        rte_mbuf* mbuf = allocate();
+        if (mbuf == nullptr) break;  // the retransmission timer recovers
+        tcp::TcpSegment segment = out.header;
+        flow.tcp.copy_payload(out, std::span(scratch_).first(out.payload_length));
+        segment.payload = std::span(scratch_).first(out.payload_length);
+        const std::size_t room = rte_pktmbuf_tailroom(mbuf);
+        auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_mtod(mbuf, std::uint8_t*));
+        std::size_t length =
+            net::build_tcp({data, room}, flow.route, flow.local_port, flow.peer_port, segment);
+        if (length == 0) {
+            rte_pktmbuf_free(mbuf);
+            continue;
+        }
+        if (length < 60) {  // pad to the Ethernet minimum
+            std::fill(data + length, data + 60, 0);
+            length = 60;
+        }
+        rte_pktmbuf_append(mbuf, static_cast<std::uint16_t>(length));
+        send_frame(mbuf);
+    }
+    flow.tcp.clear_output();
+}
+
+}  // namespace portcullis::dataplane::dpdk

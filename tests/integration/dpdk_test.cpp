@@ -1,0 +1,171 @@
+// The DPDK transport's network stack (portcullis-dpdk-probe: one port, one
+// lcore) on one end of a veth pair, the Linux kernel's TCP/IP in a network
+// namespace on the other: ARP and ping, TCP echo of a megabyte, a closed port
+// answered with RST, and loss plus reordering (injected by the stack's test
+// hook, since this kernel has no netem) with every byte still delivered in
+// order. Needs root (namespaces, AF_PACKET); skips loudly without it.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "tests/integration/harness.hpp"
+
+namespace portcullis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool run(const std::string& command) {
+    return std::system((command + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+// A namespace with the kernel peer at 10.77.0.2 and the veth end DPDK drives.
+class VethPair {
+  public:
+    VethPair() {
+        const auto id = std::to_string(::getpid() % 100000);
+        ns_ = "pcl-ns-" + id;
+        ours_ = "pcld" + id;
+        peer_ = "pclp" + id;
+        ok_ = run("ip netns add " + ns_) &&
+              run("ip link add " + ours_ + " type veth peer name " + peer_) &&
+              run("ip link set " + peer_ + " netns " + ns_) &&
+              run("ip link set " + ours_ + " up") &&
+              run(in_ns("ip addr add 10.77.0.2/24 dev " + peer_)) &&
+              run(in_ns("ip link set " + peer_ + " up")) && run(in_ns("ip link set lo up"));
+        // Checksum offloads off on both ends, or the kernel hands DPDK frames
+        // whose checksums were never computed.
+        run("ethtool -K " + ours_ + " tx off tso off gso off gro off");
+        run(in_ns("ethtool -K " + peer_ + " tx off tso off gso off gro off"));
+    }
+    ~VethPair() { run("ip netns del " + ns_); }
+    bool ok() const { return ok_; }
+    const std::string& dpdk_interface() const { return ours_; }
+    std::string in_ns(const std::string& command) const {
+        return "ip netns exec " + ns_ + " " + command;
+    }
+
+  private:
+    std::string ns_, ours_, peer_;
+    bool ok_ = false;
+};
+
+class DpdkStack : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        probe_ = std::getenv("PORTCULLIS_DPDK_PROBE") ? std::getenv("PORTCULLIS_DPDK_PROBE") : "";
+        if (probe_.empty() || !std::filesystem::exists(probe_))
+            GTEST_SKIP()
+                << "SKIPPED LOUDLY: built without libdpdk-dev (scripts/test.sh installs it)";
+        if (::geteuid() != 0)
+            GTEST_SKIP() << "SKIPPED LOUDLY: needs root for network namespaces and AF_PACKET";
+        if (!run("command -v ip") || !run("command -v ethtool") || !run("command -v ping"))
+            GTEST_SKIP() << "SKIPPED LOUDLY: needs iproute2, ethtool and ping";
+        veth_ = std::make_unique<VethPair>();
+        if (!veth_->ok())
+            GTEST_SKIP() << "SKIPPED LOUDLY: cannot create a veth pair in a namespace";
+        dir_ = make_temp_dir();
+    }
+    void TearDown() override {
+        probe_process_.reset();
+        veth_.reset();
+        if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    }
+
+    void start(const std::vector<std::string>& extra = {}) {
+        const std::string prefix = "pcltest" + std::to_string(::getpid());
+        std::vector<std::string> argv = {
+            probe_,
+            "--eal",
+            "--no-huge -m 256 --no-pci --no-shconf -l 0 --log-level=error --file-prefix " + prefix +
+                " --vdev net_af_packet0,iface=" + veth_->dpdk_interface(),
+            "--ip",
+            "10.77.0.1",
+            "--echo-port",
+            "7"};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        probe_process_ = std::make_unique<ChildProcess>(argv, dir_ / "probe.log");
+        ASSERT_TRUE(probe_process_->wait_for_log("portcullis-dpdk-probe ready", 20s))
+            << probe_process_->log();
+    }
+
+    // Sends `bytes` random bytes to the echo port from the namespace and
+    // checks they all come back, in order.
+    bool echo(int bytes, std::string& report) {
+        const auto script = dir_ / "echo.py";
+        write_file(script,
+                   "import os, socket, sys\n"
+                   "data = os.urandom(int(sys.argv[1]))\n"
+                   "s = socket.create_connection(('10.77.0.1', 7), timeout=30)\n"
+                   "s.sendall(data)\n"
+                   "s.shutdown(socket.SHUT_WR)\n"
+                   "got = bytearray()\n"
+                   "while True:\n"
+                   "    chunk = s.recv(65536)\n"
+                   "    if not chunk: break\n"
+                   "    got += chunk\n"
+                   "print('echoed', len(got), 'of', len(data))\n"
+                   "sys.exit(0 if bytes(got) == data else 1)\n");
+        const auto out = dir_ / "echo.out";
+        const int rc =
+            std::system((veth_->in_ns("python3 " + script.string() + " " + std::to_string(bytes)) +
+                         " >" + out.string() + " 2>&1")
+                            .c_str());
+        report = read_file(out);
+        return rc == 0;
+    }
+
+    std::string probe_;
+    std::unique_ptr<VethPair> veth_;
+    std::unique_ptr<ChildProcess> probe_process_;
+    std::filesystem::path dir_;
+};
+
+TEST_F(DpdkStack, AnswersArpAndPing) {
+    start();
+    EXPECT_TRUE(run(veth_->in_ns("ping -c 3 -W 2 10.77.0.1"))) << probe_process_->log();
+}
+
+TEST_F(DpdkStack, EchoesAMegabyteOverItsTcpToTheKernelsTcp) {
+    start();
+    std::string report;
+    EXPECT_TRUE(echo(1'000'000, report)) << report << probe_process_->log();
+}
+
+TEST_F(DpdkStack, ClosedPortIsRefusedWithRst) {
+    start();
+    const auto script = dir_ / "refused.py";
+    write_file(script,
+               "import socket, sys\n"
+               "try:\n"
+               "    socket.create_connection(('10.77.0.1', 9), timeout=5)\n"
+               "except ConnectionRefusedError:\n"
+               "    sys.exit(0)\n"
+               "sys.exit(1)\n");
+    EXPECT_TRUE(run(veth_->in_ns("python3 " + script.string())));
+}
+
+TEST_F(DpdkStack, LossAndReorderingStillDeliverEveryByteInOrder) {
+    start({"--drop", "0.03", "--reorder", "0.1"});
+    std::string report;
+    EXPECT_TRUE(echo(300'000, report)) << report;
+    probe_process_->stop();
+    const auto log = probe_process_->log();
+    EXPECT_EQ(log.find("injected_drops=0 "), std::string::npos) << "no loss was injected:\n" << log;
+    EXPECT_EQ(log.find("injected_reorders=0\n"), std::string::npos) << log;
+}
+
+TEST_F(DpdkStack, StopsCleanlyAndLeavesNothingInRunDpdk) {
+    start();
+    EXPECT_EQ(probe_process_->stop(), 0);
+    EXPECT_NE(probe_process_->log().find("mbufs_in_use=0"), std::string::npos)
+        << probe_process_->log();
+    const std::string prefix = "pcltest" + std::to_string(::getpid());
+    EXPECT_FALSE(std::filesystem::exists("/var/run/dpdk/" + prefix));
+}
+
+}  // namespace
+}  // namespace portcullis::testing
