@@ -45,6 +45,12 @@ int main(int argc, char** argv) {
     app.add_option("--echo-port", echo_port, "TCP port served as echo")
         ->check(CLI::Range(1, 65535));
     app.add_option("--seconds", seconds, "stop after this long (0 = on SIGINT/SIGTERM)");
+    int tls_port = 0;
+    std::string chain, key, trust;
+    app.add_option("--tls-port", tls_port, "TCP port terminated as mutual TLS (echo behind it)");
+    app.add_option("--cert", chain, "server certificate chain (PEM) for --tls-port");
+    app.add_option("--key", key, "server key (PEM) for --tls-port");
+    app.add_option("--trust", trust, "CA bundle client certificates must chain to");
     dpdk::FaultInjection faults;
     app.add_option("--drop", faults.drop, "test hook: drop this fraction of received TCP frames");
     app.add_option("--reorder", faults.reorder,
@@ -60,7 +66,16 @@ int main(int argc, char** argv) {
     try {
         dpdk::Eal environment(split(eal));
         dpdk::Port port(dpdk::PortSettings{});
-        dpdk::Stack stack(port, ntohl(address.s_addr), static_cast<std::uint16_t>(echo_port));
+        std::unique_ptr<portcullis::crypto::ServerTlsContext> tls;
+        if (tls_port > 0) {
+            portcullis::crypto::TlsPolicy policy;
+            policy.certificates = {{chain, key, {}}};
+            policy.trust_file = trust;
+            portcullis::crypto::PemFileKeySource keys;
+            tls = std::make_unique<portcullis::crypto::ServerTlsContext>(policy, keys);
+        }
+        dpdk::Stack stack(port, ntohl(address.s_addr), static_cast<std::uint16_t>(echo_port), {},
+                          tls.get(), static_cast<std::uint16_t>(tls_port));
         stack.inject_faults(faults);
         const auto& mac = port.mac().addr_bytes;
         std::printf(
@@ -80,14 +95,17 @@ int main(int argc, char** argv) {
         for (auto d : s.rx_drops) drops += d;
         std::printf(
             "portcullis-dpdk-probe stopped rx=%lu tx=%lu drops=%lu accepted=%lu resets=%lu "
-            "busy=%lu/%lu mbufs_in_use=%u injected_drops=%lu injected_reorders=%lu\n",
+            "busy=%lu/%lu mbufs_in_use=%u injected_drops=%lu injected_reorders=%lu "
+            "tls_handshakes=%lu tls_failures=%lu\n",
             static_cast<unsigned long>(s.rx_packets), static_cast<unsigned long>(s.tx_packets),
             static_cast<unsigned long>(drops), static_cast<unsigned long>(s.connections_accepted),
             static_cast<unsigned long>(s.resets_sent),
             static_cast<unsigned long>(s.busy_iterations),
             static_cast<unsigned long>(s.poll_iterations), port.mbufs_in_use(),
             static_cast<unsigned long>(s.injected_drops),
-            static_cast<unsigned long>(s.injected_reorders));
+            static_cast<unsigned long>(s.injected_reorders),
+            static_cast<unsigned long>(s.tls_handshakes),
+            static_cast<unsigned long>(s.tls_failures));
     } catch (const std::exception& e) {
         std::cerr << "portcullis-dpdk-probe: " << e.what() << "\n";
         return 1;

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "crypto/tls_connection.hpp"
+
 namespace portcullis::dataplane::dpdk {
 
 struct Stack::Flow {
@@ -15,6 +17,8 @@ struct Stack::Flow {
     std::uint16_t local_port;
     std::uint16_t peer_port;
     bool closing = false;
+    std::unique_ptr<crypto::TlsConnection> tls;  // null: plain echo
+    std::vector<std::uint8_t> pending;           // plaintext the TLS core could not take yet
 };
 
 namespace {
@@ -28,8 +32,14 @@ std::uint64_t flow_key(net::Ipv4Address peer, std::uint16_t peer_port, std::uint
 }  // namespace
 
 Stack::Stack(Port& port, net::Ipv4Address address, std::uint16_t echo_port,
-             const tcp::TcpConfig& tcp_config)
-    : port_(port), address_(address), echo_port_(echo_port), tcp_config_(tcp_config) {
+             const tcp::TcpConfig& tcp_config, const crypto::ServerTlsContext* tls,
+             std::uint16_t tls_port)
+    : port_(port),
+      address_(address),
+      echo_port_(echo_port),
+      tcp_config_(tcp_config),
+      tls_(tls),
+      tls_port_(tls_port) {
     std::copy_n(port.mac().addr_bytes, 6, mac_.begin());
 }
 
@@ -100,15 +110,10 @@ bool Stack::poll(std::uint64_t now_ms) {
             flow.tcp.on_timer(now_ms);
             work = true;
         }
-        // The echo service: what arrives goes straight back; the peer's FIN ends it.
-        while (flow.tcp.readable() > 0 && flow.tcp.writable() > 0) {
-            const auto n = flow.tcp.receive(std::span(scratch_).first(
-                std::min<std::size_t>(scratch_.size(), flow.tcp.writable())));
-            flow.tcp.send(std::span(scratch_).first(n));
-        }
-        if (flow.tcp.peer_closed() && flow.tcp.readable() == 0 && !flow.closing) {
-            flow.tcp.close();
-            flow.closing = true;
+        if (flow.tls) {
+            serve_tls(flow);
+        } else {
+            serve_echo(flow);
         }
         flow.tcp.push(now_ms);
         flush_flow(flow);
@@ -121,6 +126,83 @@ bool Stack::poll(std::uint64_t now_ms) {
     flush_tx();
     if (work) ++stats_.busy_iterations;
     return work;
+}
+
+// What arrives goes straight back; the peer's FIN ends it.
+void Stack::serve_echo(Flow& flow) {
+    while (flow.tcp.readable() > 0 && flow.tcp.writable() > 0) {
+        const auto n = flow.tcp.receive(
+            std::span(scratch_).first(std::min<std::size_t>(scratch_.size(), flow.tcp.writable())));
+        flow.tcp.send(std::span(scratch_).first(n));
+    }
+    if (flow.tcp.peer_closed() && flow.tcp.readable() == 0 && !flow.closing) {
+        flow.tcp.close();
+        flow.closing = true;
+    }
+}
+
+// The TLS core over the userspace TCP, exactly as over a kernel socket:
+// ciphertext from TCP into the core, plaintext echoed, ciphertext back out.
+void Stack::serve_tls(Flow& flow) {
+    auto& tls = *flow.tls;
+    auto& tcp = flow.tcp;
+    bool progress = true;
+    while (progress && !flow.closing) {
+        progress = false;
+        while (tcp.readable() > 0) {
+            const auto space = tls.inbound_space();
+            if (space.empty()) break;
+            const auto n = tcp.receive(space);
+            if (n == 0) break;
+            tls.commit_inbound(n);
+            progress = true;
+        }
+        if (!tls.established()) {
+            const auto step = tls.handshake();
+            if (step == crypto::TlsConnection::Step::done) {
+                ++stats_.tls_handshakes;
+                progress = true;
+            } else if (step == crypto::TlsConnection::Step::failed) {
+                ++stats_.tls_failures;
+                flow.closing = true;  // after the alert below
+            }
+        }
+        if (tls.established()) {
+            while (true) {
+                if (!flow.pending.empty()) {
+                    const auto w = tls.write_plaintext(flow.pending);
+                    if (w.status != crypto::TlsConnection::IoStatus::ok) break;
+                    flow.pending.erase(flow.pending.begin(),
+                                       flow.pending.begin() + static_cast<std::ptrdiff_t>(w.bytes));
+                    if (!flow.pending.empty()) break;
+                    progress = true;
+                }
+                const auto r = tls.read_plaintext(std::span(scratch_).first(1024));
+                if (r.status == crypto::TlsConnection::IoStatus::closed) {
+                    tls.close();  // close_notify back, then FIN
+                    flow.closing = true;
+                    break;
+                }
+                if (r.status != crypto::TlsConnection::IoStatus::ok || r.bytes == 0) break;
+                flow.pending.assign(scratch_.begin(),
+                                    scratch_.begin() + static_cast<std::ptrdiff_t>(r.bytes));
+                progress = true;
+            }
+        }
+        while (true) {
+            const auto out = tls.outbound();
+            if (out.empty()) break;
+            const auto n = tcp.send(out);
+            if (n == 0) break;
+            tls.consume_outbound(n);
+            progress = true;
+        }
+    }
+    if ((flow.closing || (tcp.peer_closed() && tcp.readable() == 0)) &&
+        tcp.state() != tcp::TcpState::closed) {
+        flow.closing = true;
+        tcp.close();
+    }
 }
 
 void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
@@ -179,13 +261,19 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
         return;
     }
     const auto& segment = frame.segment;
+    const bool tls = tls_ != nullptr && frame.destination_port == tls_port_;
     if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack) &&
-        frame.destination_port == echo_port_) {
+        (frame.destination_port == echo_port_ || tls)) {
         auto flow = std::unique_ptr<Flow>(
             new Flow{tcp::TcpConnection(tcp_config_, segment,
                                         static_cast<std::uint32_t>(rte_rand()), now_ms),
                      net::Route{mac_, frame.source_mac, address_, frame.source_ip},
-                     frame.destination_port, frame.source_port});
+                     frame.destination_port,
+                     frame.source_port,
+                     false,
+                     nullptr,
+                     {}});
+        if (tls) flow->tls = std::make_unique<crypto::TlsConnection>(*tls_);
         ++stats_.connections_accepted;
         flows_.emplace(key, std::move(flow));
         return;

@@ -10,6 +10,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "crypto/server_tls_context.hpp"
 #include "dataplane/dpdk/port.hpp"
 #include "dataplane/net/frame.hpp"
 #include "dataplane/tcp/tcp_connection.hpp"
@@ -25,6 +26,7 @@ struct StackStats {
     std::uint64_t resets_sent = 0;
     std::uint64_t injected_drops = 0, injected_reorders = 0;
     std::uint64_t connections_accepted = 0;
+    std::uint64_t tls_handshakes = 0, tls_failures = 0;
     std::uint64_t poll_iterations = 0, busy_iterations = 0;  // busy = did work
 };
 
@@ -37,8 +39,11 @@ struct FaultInjection {
 
 class Stack {
   public:
+    // `tls` (optional): connections to `tls_port` are TLS-terminated by the
+    // TLS core and their plaintext is echoed back (the upstream side comes next).
     Stack(Port& port, net::Ipv4Address address, std::uint16_t echo_port,
-          const tcp::TcpConfig& tcp_config = {});
+          const tcp::TcpConfig& tcp_config = {}, const crypto::ServerTlsContext* tls = nullptr,
+          std::uint16_t tls_port = 0);
     ~Stack();
     // One poll-loop iteration; returns whether it did any work.
     bool poll(std::uint64_t now_ms);
@@ -52,6 +57,8 @@ class Stack {
     void handle_tcp(const net::Frame& frame, std::uint64_t now_ms);
     void send_reset(const net::Frame& frame);
     void flush_flow(Flow& flow);
+    void serve_echo(Flow& flow);
+    void serve_tls(Flow& flow);
     void send_frame(rte_mbuf* mbuf);
     rte_mbuf* allocate();
     void flush_tx();
@@ -61,6 +68,8 @@ class Stack {
     net::MacAddress mac_{};
     std::uint16_t echo_port_;
     tcp::TcpConfig tcp_config_;
+    const crypto::ServerTlsContext* tls_;
+    std::uint16_t tls_port_;
     std::unordered_map<std::uint64_t, std::unique_ptr<Flow>> flows_;
     std::array<rte_mbuf*, 64> tx_{};
     std::uint16_t tx_count_ = 0;

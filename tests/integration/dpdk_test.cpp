@@ -5,6 +5,7 @@
 // hook, since this kernel has no netem) with every byte still delivered in
 // order. Needs root (namespaces, AF_PACKET); skips loudly without it.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -156,6 +157,66 @@ TEST_F(DpdkStack, LossAndReorderingStillDeliverEveryByteInOrder) {
     const auto log = probe_process_->log();
     EXPECT_EQ(log.find("injected_drops=0 "), std::string::npos) << "no loss was injected:\n" << log;
     EXPECT_EQ(log.find("injected_reorders=0\n"), std::string::npos) << log;
+}
+
+TEST_F(DpdkStack, TerminatesMutualTlsOverItsOwnTcp) {
+    // The TLS core over the userspace TCP; the client is Python's ssl in the
+    // namespace, on the kernel's TCP.
+    const auto root = CertificateAuthority::root("DPDK Test Root");
+    CertOptions server_options;
+    server_options.common_name = "localhost";
+    server_options.dns_names = {"localhost"};
+    server_options.client_auth = false;
+    server_options.server_auth = true;
+    const auto server = root.issue(server_options);
+    CertOptions client_options;
+    client_options.common_name = "dpdk-client";
+    const auto client = root.issue(client_options);
+    write_file(dir_ / "root.pem", root.cert_pem());
+    write_file(dir_ / "server.pem", server.cert_pem());
+    write_file(dir_ / "server.key", server.key_pem());
+    write_file(dir_ / "client.pem", client.cert_pem());
+    write_file(dir_ / "client.key", client.key_pem());
+    start({"--tls-port", "8443", "--cert", (dir_ / "server.pem").string(), "--key",
+           (dir_ / "server.key").string(), "--trust", (dir_ / "root.pem").string()});
+    const auto script = dir_ / "tls.py";
+    write_file(
+        script,
+        "import os, socket, ssl, sys\n"
+        "d = sys.argv[1]\n"
+        "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
+        "if sys.argv[2] == 'cert': ctx.load_cert_chain(d + '/client.pem', d + '/client.key')\n"
+        "data = os.urandom(200000)\n"
+        "try:\n"
+        "    with socket.create_connection(('10.77.0.1', 8443), timeout=20) as raw:\n"
+        "        with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
+        "            s.sendall(data)\n"
+        "            got = bytearray()\n"
+        "            while len(got) < len(data):\n"
+        "                chunk = s.recv(65536)\n"
+        "                if not chunk: break\n"
+        "                got += chunk\n"
+        "            print(s.version(), 'echoed', len(got))\n"
+        "            sys.exit(0 if bytes(got) == data else 1)\n"
+        "except (ssl.SSLError, ConnectionError, OSError) as e:\n"
+        "    print('refused:', e)\n"
+        "    sys.exit(3)\n");
+    const auto out = dir_ / "tls.out";
+    const auto client_run = [&](const char* mode) {
+        const int rc = std::system(
+            (veth_->in_ns("python3 " + script.string() + " " + dir_.string() + " " + mode) + " >" +
+             out.string() + " 2>&1")
+                .c_str());
+        return std::pair{WEXITSTATUS(rc), read_file(out)};
+    };
+    const auto [ok, ok_output] = client_run("cert");
+    EXPECT_EQ(ok, 0) << ok_output << probe_process_->log();
+    EXPECT_NE(ok_output.find("TLSv1.3 echoed 200000"), std::string::npos) << ok_output;
+    const auto [refused, refused_output] = client_run("nocert");
+    EXPECT_NE(refused, 0) << "a client without a certificate got through: " << refused_output;
+    probe_process_->stop();
+    EXPECT_NE(probe_process_->log().find("tls_handshakes=1 tls_failures=1"), std::string::npos)
+        << probe_process_->log();
 }
 
 TEST_F(DpdkStack, StopsCleanlyAndLeavesNothingInRunDpdk) {
