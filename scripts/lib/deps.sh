@@ -8,7 +8,7 @@ portcullis_packages=(
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   softhsm2 libp11-dev libengine-pkcs11-openssl
-  libdpdk-dev ethtool iputils-ping
+  libdpdk-dev ethtool iputils-ping clang-14 libclang-rt-14-dev
   curl iproute2 procps
 )
 
