@@ -51,6 +51,13 @@ int main(int argc, char** argv) {
     app.add_option("--cert", chain, "server certificate chain (PEM) for --tls-port");
     app.add_option("--key", key, "server key (PEM) for --tls-port");
     app.add_option("--trust", trust, "CA bundle client certificates must chain to");
+    std::string upstream;
+    bool proxy_protocol = false;
+    app.add_option(
+        "--upstream", upstream,
+        "IPv4:port of a backend for --tls-port connections (else their plaintext is echoed)");
+    app.add_flag("--proxy-protocol", proxy_protocol,
+                 "send a PROXY v2 header to the upstream first");
     dpdk::FaultInjection faults;
     app.add_option("--drop", faults.drop, "test hook: drop this fraction of received TCP frames");
     app.add_option("--reorder", faults.reorder,
@@ -77,6 +84,18 @@ int main(int argc, char** argv) {
         dpdk::Stack stack(port, ntohl(address.s_addr), static_cast<std::uint16_t>(echo_port), {},
                           tls.get(), static_cast<std::uint16_t>(tls_port));
         stack.inject_faults(faults);
+        if (!upstream.empty()) {
+            const auto colon = upstream.rfind(':');
+            in_addr backend{};
+            if (colon == std::string::npos ||
+                ::inet_pton(AF_INET, upstream.substr(0, colon).c_str(), &backend) != 1) {
+                std::cerr << "--upstream: expected IPv4:port, got " << upstream << "\n";
+                return 2;
+            }
+            stack.set_upstream(ntohl(backend.s_addr),
+                               static_cast<std::uint16_t>(std::stoi(upstream.substr(colon + 1))),
+                               proxy_protocol);
+        }
         const auto& mac = port.mac().addr_bytes;
         std::printf(
             "portcullis-dpdk-probe ready port=0 mac=%02x:%02x:%02x:%02x:%02x:%02x ip=%s echo=%d\n",
@@ -96,7 +115,7 @@ int main(int argc, char** argv) {
         std::printf(
             "portcullis-dpdk-probe stopped rx=%lu tx=%lu drops=%lu accepted=%lu resets=%lu "
             "busy=%lu/%lu mbufs_in_use=%u injected_drops=%lu injected_reorders=%lu "
-            "tls_handshakes=%lu tls_failures=%lu\n",
+            "tls_handshakes=%lu tls_failures=%lu upstream_connects=%lu arp_requests=%lu\n",
             static_cast<unsigned long>(s.rx_packets), static_cast<unsigned long>(s.tx_packets),
             static_cast<unsigned long>(drops), static_cast<unsigned long>(s.connections_accepted),
             static_cast<unsigned long>(s.resets_sent),
@@ -105,7 +124,9 @@ int main(int argc, char** argv) {
             static_cast<unsigned long>(s.injected_drops),
             static_cast<unsigned long>(s.injected_reorders),
             static_cast<unsigned long>(s.tls_handshakes),
-            static_cast<unsigned long>(s.tls_failures));
+            static_cast<unsigned long>(s.tls_failures),
+            static_cast<unsigned long>(s.upstream_connects),
+            static_cast<unsigned long>(s.arp_requests));
     } catch (const std::exception& e) {
         std::cerr << "portcullis-dpdk-probe: " << e.what() << "\n";
         return 1;

@@ -1,5 +1,7 @@
 #include "dataplane/dpdk/stack.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_random.h>
@@ -8,10 +10,15 @@
 #include <vector>
 
 #include "crypto/tls_connection.hpp"
+#include "dataplane/upstream/proxy_v2.hpp"
 
 namespace portcullis::dataplane::dpdk {
 
 struct Stack::Flow {
+    Flow(tcp::TcpConnection connection, const net::Route& path, std::uint16_t local,
+         std::uint16_t peer)
+        : tcp(std::move(connection)), route(path), local_port(local), peer_port(peer) {}
+
     tcp::TcpConnection tcp;
     net::Route route;
     std::uint16_t local_port;
@@ -19,6 +26,10 @@ struct Stack::Flow {
     bool closing = false;
     std::unique_ptr<crypto::TlsConnection> tls;  // null: plain echo
     std::vector<std::uint8_t> pending;           // plaintext the TLS core could not take yet
+    Flow* partner = nullptr;                     // client <-> upstream, both owned by flows_
+    bool upstream = false;                       // this is the backend side of a partner
+    bool wants_upstream = false;                 // handshake done, waiting for ARP or a free port
+    std::vector<std::uint8_t> to_upstream;       // plaintext the upstream TCP could not take yet
 };
 
 namespace {
@@ -27,6 +38,14 @@ constexpr std::uint16_t burst = 32;
 
 std::uint64_t flow_key(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) {
     return (std::uint64_t{peer} << 32) | (std::uint64_t{peer_port} << 16) | local_port;
+}
+
+SocketAddress ipv4_address(net::Ipv4Address address, std::uint16_t port) {
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(port);
+    sin.sin_addr.s_addr = htonl(address);
+    return SocketAddress::from(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
 }
 
 }  // namespace
@@ -111,13 +130,17 @@ bool Stack::poll(std::uint64_t now_ms) {
             work = true;
         }
         if (flow.tls) {
-            serve_tls(flow);
-        } else {
+            serve_tls(flow, now_ms);
+        } else if (!flow.upstream) {
             serve_echo(flow);
+        } else if (flow.partner == nullptr && !flow.closing) {
+            flow.tcp.close();  // its client is gone
+            flow.closing = true;
         }
         flow.tcp.push(now_ms);
         flush_flow(flow);
         if (flow.tcp.state() == tcp::TcpState::closed) {
+            if (flow.partner != nullptr) flow.partner->partner = nullptr;
             it = flows_.erase(it);
         } else {
             ++it;
@@ -126,6 +149,56 @@ bool Stack::poll(std::uint64_t now_ms) {
     flush_tx();
     if (work) ++stats_.busy_iterations;
     return work;
+}
+
+std::uint16_t Stack::allocate_port() {
+    for (int attempts = 0; attempts < 28232; ++attempts) {
+        const std::uint16_t port = next_port_;
+        next_port_ = next_port_ >= 60999 ? 32768 : static_cast<std::uint16_t>(next_port_ + 1);
+        if (flows_.find(flow_key(upstream_address_, upstream_port_, port)) == flows_.end())
+            return port;
+    }
+    return 0;
+}
+
+void Stack::send_arp_request(net::Ipv4Address target, std::uint64_t now_ms) {
+    if (now_ms - last_arp_request_ < 100 && last_arp_request_ != 0) return;
+    last_arp_request_ = now_ms;
+    rte_mbuf* mbuf = allocate();
+    if (mbuf == nullptr) return;
+    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, 60));
+    const net::ArpMessage request{1, mac_, address_, {}, target};
+    const auto length = net::build_arp({data, 60}, request, mac_, net::broadcast_mac);
+    std::fill(data + length, data + 60, 0);
+    ++stats_.arp_requests;
+    send_frame(mbuf);
+}
+
+// Active open toward the backend through this stack. False while the next
+// hop's MAC is unknown (an ARP request is out) or no local port is free.
+bool Stack::open_upstream(Flow& client, std::uint64_t now_ms) {
+    const auto mac = arp_cache_.find(upstream_address_);
+    if (mac == arp_cache_.end()) {
+        send_arp_request(upstream_address_, now_ms);
+        return false;
+    }
+    const std::uint16_t port = allocate_port();
+    if (port == 0) return false;
+    auto flow = std::unique_ptr<Flow>(
+        new Flow(tcp::TcpConnection(tcp_config_, static_cast<std::uint32_t>(rte_rand()), now_ms),
+                 net::Route{mac_, mac->second, address_, upstream_address_}, port, upstream_port_));
+    flow->partner = &client;
+    flow->upstream = true;
+    if (proxy_protocol_) {
+        const auto header =
+            proxy_v2::encode(ipv4_address(client.route.destination_ip, client.peer_port),
+                             ipv4_address(address_, client.local_port), client.tls->peer());
+        flow->tcp.send(header);  // queued until the connection is established
+    }
+    client.partner = flow.get();
+    ++stats_.upstream_connects;
+    flows_.emplace(flow_key(upstream_address_, upstream_port_, port), std::move(flow));
+    return true;
 }
 
 // What arrives goes straight back; the peer's FIN ends it.
@@ -143,7 +216,7 @@ void Stack::serve_echo(Flow& flow) {
 
 // The TLS core over the userspace TCP, exactly as over a kernel socket:
 // ciphertext from TCP into the core, plaintext echoed, ciphertext back out.
-void Stack::serve_tls(Flow& flow) {
+void Stack::serve_tls(Flow& flow, std::uint64_t now_ms) {
     auto& tls = *flow.tls;
     auto& tcp = flow.tcp;
     bool progress = true;
@@ -167,8 +240,14 @@ void Stack::serve_tls(Flow& flow) {
                 flow.closing = true;  // after the alert below
             }
         }
+        if (tls.established() && upstream_port_ != 0 && flow.partner == nullptr && !flow.closing &&
+            (flow.wants_upstream || !flow.upstream)) {
+            flow.wants_upstream = !open_upstream(flow, now_ms);
+        }
         if (tls.established()) {
+            Flow* up = flow.partner;
             while (true) {
+                // Toward the client: what the backend (or the echo) produced.
                 if (!flow.pending.empty()) {
                     const auto w = tls.write_plaintext(flow.pending);
                     if (w.status != crypto::TlsConnection::IoStatus::ok) break;
@@ -177,17 +256,46 @@ void Stack::serve_tls(Flow& flow) {
                     if (!flow.pending.empty()) break;
                     progress = true;
                 }
+                if (up != nullptr && up->tcp.readable() > 0) {
+                    const auto n = up->tcp.receive(std::span(scratch_).first(1024));
+                    flow.pending.assign(scratch_.begin(),
+                                        scratch_.begin() + static_cast<std::ptrdiff_t>(n));
+                    progress = true;
+                    continue;
+                }
+                // Toward the backend.
+                if (up != nullptr && !flow.to_upstream.empty()) {
+                    const auto n = up->tcp.send(flow.to_upstream);
+                    flow.to_upstream.erase(
+                        flow.to_upstream.begin(),
+                        flow.to_upstream.begin() + static_cast<std::ptrdiff_t>(n));
+                    if (!flow.to_upstream.empty()) break;
+                    progress = true;
+                }
+                if (upstream_port_ != 0 && up == nullptr) break;  // not connected yet
                 const auto r = tls.read_plaintext(std::span(scratch_).first(1024));
                 if (r.status == crypto::TlsConnection::IoStatus::closed) {
-                    tls.close();  // close_notify back, then FIN
-                    flow.closing = true;
+                    if (up != nullptr)
+                        up->tcp.close();  // the client is done sending
+                    else {
+                        tls.close();
+                        flow.closing = true;
+                    }
                     break;
                 }
                 if (r.status != crypto::TlsConnection::IoStatus::ok || r.bytes == 0) break;
-                flow.pending.assign(scratch_.begin(),
-                                    scratch_.begin() + static_cast<std::ptrdiff_t>(r.bytes));
+                auto& sink = up != nullptr ? flow.to_upstream : flow.pending;
+                sink.insert(sink.end(), scratch_.begin(),
+                            scratch_.begin() + static_cast<std::ptrdiff_t>(r.bytes));
                 progress = true;
             }
+            // The backend finished and everything it sent is on its way: end the TLS side.
+            if (up != nullptr && up->tcp.peer_closed() && up->tcp.readable() == 0 &&
+                flow.pending.empty() && !flow.closing) {
+                tls.close();
+                flow.closing = true;
+            }
+            if (up != nullptr) up->tcp.push(now_ms);
         }
         while (true) {
             const auto out = tls.outbound();
@@ -211,6 +319,7 @@ void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
             ++stats_.rx_drops[static_cast<std::size_t>(frame.drop)];
             return;
         case net::Frame::Kind::arp: {
+            if (frame.arp.sender_ip != 0) arp_cache_[frame.arp.sender_ip] = frame.arp.sender_mac;
             if (frame.arp.operation != 1 || frame.arp.target_ip != address_) {
                 ++stats_.not_for_us;
                 return;
@@ -265,14 +374,10 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
     if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack) &&
         (frame.destination_port == echo_port_ || tls)) {
         auto flow = std::unique_ptr<Flow>(
-            new Flow{tcp::TcpConnection(tcp_config_, segment,
+            new Flow(tcp::TcpConnection(tcp_config_, segment,
                                         static_cast<std::uint32_t>(rte_rand()), now_ms),
                      net::Route{mac_, frame.source_mac, address_, frame.source_ip},
-                     frame.destination_port,
-                     frame.source_port,
-                     false,
-                     nullptr,
-                     {}});
+                     frame.destination_port, frame.source_port));
         if (tls) flow->tls = std::make_unique<crypto::TlsConnection>(*tls_);
         ++stats_.connections_accepted;
         flows_.emplace(key, std::move(flow));

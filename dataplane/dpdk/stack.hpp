@@ -27,6 +27,7 @@ struct StackStats {
     std::uint64_t injected_drops = 0, injected_reorders = 0;
     std::uint64_t connections_accepted = 0;
     std::uint64_t tls_handshakes = 0, tls_failures = 0;
+    std::uint64_t upstream_connects = 0, arp_requests = 0;
     std::uint64_t poll_iterations = 0, busy_iterations = 0;  // busy = did work
 };
 
@@ -50,6 +51,14 @@ class Stack {
     const StackStats& stats() const { return stats_; }
     std::size_t connections() const { return flows_.size(); }
     void inject_faults(const FaultInjection& faults) { faults_ = faults; }
+    // TLS connections relay their plaintext to this backend, opened through
+    // this same stack (active open, ARP for the next hop), with a PROXY v2
+    // header first when asked. Without it, plaintext is echoed.
+    void set_upstream(net::Ipv4Address address, std::uint16_t port, bool proxy_protocol) {
+        upstream_address_ = address;
+        upstream_port_ = port;
+        proxy_protocol_ = proxy_protocol;
+    }
 
   private:
     struct Flow;
@@ -58,7 +67,10 @@ class Stack {
     void send_reset(const net::Frame& frame);
     void flush_flow(Flow& flow);
     void serve_echo(Flow& flow);
-    void serve_tls(Flow& flow);
+    void serve_tls(Flow& flow, std::uint64_t now_ms);
+    bool open_upstream(Flow& client, std::uint64_t now_ms);
+    void send_arp_request(net::Ipv4Address target, std::uint64_t now_ms);
+    std::uint16_t allocate_port();
     void send_frame(rte_mbuf* mbuf);
     rte_mbuf* allocate();
     void flush_tx();
@@ -76,6 +88,12 @@ class Stack {
     std::array<std::uint8_t, 2048> scratch_{};
     StackStats stats_;
     FaultInjection faults_;
+    net::Ipv4Address upstream_address_ = 0;
+    std::uint16_t upstream_port_ = 0;
+    bool proxy_protocol_ = false;
+    std::unordered_map<net::Ipv4Address, net::MacAddress> arp_cache_;
+    std::uint64_t last_arp_request_ = 0;
+    std::uint16_t next_port_ = 32768;
     rte_mbuf* held_ = nullptr;  // a reordered frame waiting for the next one
 };
 
