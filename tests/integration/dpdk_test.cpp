@@ -27,7 +27,9 @@ bool run(const std::string& command) {
 class VethPair {
   public:
     VethPair() {
-        const auto id = std::to_string(::getpid() % 100000);
+        // Unique per test: a namespace's devices may outlive "netns del" briefly.
+        static int instance = 0;
+        const auto id = std::to_string(::getpid() % 10000) + "x" + std::to_string(instance++);
         ns_ = "pcl-ns-" + id;
         ours_ = "pcld" + id;
         peer_ = "pclp" + id;
@@ -42,7 +44,10 @@ class VethPair {
         run("ethtool -K " + ours_ + " tx off tso off gso off gro off");
         run(in_ns("ethtool -K " + peer_ + " tx off tso off gso off gro off"));
     }
-    ~VethPair() { run("ip netns del " + ns_); }
+    ~VethPair() {
+        run("ip link del " + ours_);  // removes both ends at once
+        run("ip netns del " + ns_);
+    }
     bool ok() const { return ok_; }
     const std::string& namespace_name() const { return ns_; }
     const std::string& dpdk_interface() const { return ours_; }
