@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
         "IPv4:port of a backend for --tls-port connections (else their plaintext is echoed)");
     app.add_flag("--proxy-protocol", proxy_protocol,
                  "send a PROXY v2 header to the upstream first");
+    std::size_t syn_backlog = 1024;
+    app.add_option("--syn-backlog", syn_backlog, "half-open connections before SYN cookies");
     dpdk::FaultInjection faults;
     app.add_option("--drop", faults.drop, "test hook: drop this fraction of received TCP frames");
     app.add_option("--reorder", faults.reorder,
@@ -84,6 +86,7 @@ int main(int argc, char** argv) {
         dpdk::Stack stack(port, ntohl(address.s_addr), static_cast<std::uint16_t>(echo_port), {},
                           tls.get(), static_cast<std::uint16_t>(tls_port));
         stack.inject_faults(faults);
+        stack.set_syn_backlog(syn_backlog);
         if (!upstream.empty()) {
             const auto colon = upstream.rfind(':');
             in_addr backend{};
@@ -115,7 +118,8 @@ int main(int argc, char** argv) {
         std::printf(
             "portcullis-dpdk-probe stopped rx=%lu tx=%lu drops=%lu accepted=%lu resets=%lu "
             "busy=%lu/%lu mbufs_in_use=%u injected_drops=%lu injected_reorders=%lu "
-            "tls_handshakes=%lu tls_failures=%lu upstream_connects=%lu arp_requests=%lu\n",
+            "tls_handshakes=%lu tls_failures=%lu upstream_connects=%lu arp_requests=%lu "
+            "syn_cookies_sent=%lu syn_cookies_validated=%lu\n",
             static_cast<unsigned long>(s.rx_packets), static_cast<unsigned long>(s.tx_packets),
             static_cast<unsigned long>(drops), static_cast<unsigned long>(s.connections_accepted),
             static_cast<unsigned long>(s.resets_sent),
@@ -126,7 +130,9 @@ int main(int argc, char** argv) {
             static_cast<unsigned long>(s.tls_handshakes),
             static_cast<unsigned long>(s.tls_failures),
             static_cast<unsigned long>(s.upstream_connects),
-            static_cast<unsigned long>(s.arp_requests));
+            static_cast<unsigned long>(s.arp_requests),
+            static_cast<unsigned long>(s.syn_cookies_sent),
+            static_cast<unsigned long>(s.syn_cookies_validated));
     } catch (const std::exception& e) {
         std::cerr << "portcullis-dpdk-probe: " << e.what() << "\n";
         return 1;

@@ -7,6 +7,7 @@
 #include <rte_random.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "crypto/tls_connection.hpp"
@@ -29,7 +30,8 @@ struct Stack::Flow {
     Flow* partner = nullptr;                     // client <-> upstream, both owned by flows_
     bool upstream = false;                       // this is the backend side of a partner
     bool wants_upstream = false;                 // handshake done, waiting for ARP or a free port
-    std::vector<std::uint8_t> to_upstream;       // plaintext the upstream TCP could not take yet
+    bool half_open = false;  // counted in the SYN backlog until it leaves SYN-RECEIVED
+    std::vector<std::uint8_t> to_upstream;  // plaintext the upstream TCP could not take yet
 };
 
 namespace {
@@ -38,6 +40,15 @@ constexpr std::uint16_t burst = 32;
 
 std::uint64_t flow_key(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) {
     return (std::uint64_t{peer} << 32) | (std::uint64_t{peer_port} << 16) | local_port;
+}
+
+std::array<std::uint8_t, 16> random_secret() {
+    std::array<std::uint8_t, 16> secret{};
+    for (std::size_t i = 0; i < secret.size(); i += 8) {
+        const std::uint64_t r = rte_rand();
+        std::memcpy(secret.data() + i, &r, 8);
+    }
+    return secret;
 }
 
 SocketAddress ipv4_address(net::Ipv4Address address, std::uint16_t port) {
@@ -58,7 +69,8 @@ Stack::Stack(Port& port, net::Ipv4Address address, std::uint16_t echo_port,
       echo_port_(echo_port),
       tcp_config_(tcp_config),
       tls_(tls),
-      tls_port_(tls_port) {
+      tls_port_(tls_port),
+      cookies_(random_secret()) {
     std::copy_n(port.mac().addr_bytes, 6, mac_.begin());
 }
 
@@ -125,6 +137,10 @@ bool Stack::poll(std::uint64_t now_ms) {
     }
     for (auto it = flows_.begin(); it != flows_.end();) {
         Flow& flow = *it->second;
+        if (flow.half_open && flow.tcp.state() != tcp::TcpState::syn_received) {
+            flow.half_open = false;
+            --half_open_;
+        }
         if (flow.tcp.next_timer() <= now_ms) {
             flow.tcp.on_timer(now_ms);
             work = true;
@@ -141,6 +157,7 @@ bool Stack::poll(std::uint64_t now_ms) {
         flush_flow(flow);
         if (flow.tcp.state() == tcp::TcpState::closed) {
             if (flow.partner != nullptr) flow.partner->partner = nullptr;
+            if (flow.half_open) --half_open_;
             it = flows_.erase(it);
         } else {
             ++it;
@@ -371,19 +388,66 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
     }
     const auto& segment = frame.segment;
     const bool tls = tls_ != nullptr && frame.destination_port == tls_port_;
-    if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack) &&
-        (frame.destination_port == echo_port_ || tls)) {
-        auto flow = std::unique_ptr<Flow>(
-            new Flow(tcp::TcpConnection(tcp_config_, segment,
-                                        static_cast<std::uint32_t>(rte_rand()), now_ms),
-                     net::Route{mac_, frame.source_mac, address_, frame.source_ip},
-                     frame.destination_port, frame.source_port));
+    const bool served = frame.destination_port == echo_port_ || tls;
+    const tcp::FourTuple tuple{frame.source_ip, frame.source_port, address_,
+                               frame.destination_port};
+    const auto accept = [&](tcp::TcpConnection connection) {
+        auto flow = std::unique_ptr<Flow>(new Flow(
+            std::move(connection), net::Route{mac_, frame.source_mac, address_, frame.source_ip},
+            frame.destination_port, frame.source_port));
         if (tls) flow->tls = std::make_unique<crypto::TlsConnection>(*tls_);
         ++stats_.connections_accepted;
-        flows_.emplace(key, std::move(flow));
+        return flows_.emplace(key, std::move(flow)).first->second.get();
+    };
+    if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack) && served) {
+        if (half_open_ >= syn_backlog_) {
+            send_cookie(frame, tuple, now_ms);  // no state until the ACK proves the peer is real
+            return;
+        }
+        Flow* flow = accept(tcp::TcpConnection(tcp_config_, segment,
+                                               static_cast<std::uint32_t>(rte_rand()), now_ms));
+        flow->half_open = true;
+        ++half_open_;
         return;
     }
+    if (served && segment.has(tcp::flag::ack) && !segment.has(tcp::flag::syn) &&
+        !segment.has(tcp::flag::rst)) {
+        if (const auto mss = cookies_.check(tuple, segment.seq, segment.ack, now_ms)) {
+            ++stats_.syn_cookies_validated;
+            Flow* flow = accept(tcp::TcpConnection(
+                tcp_config_,
+                tcp::TcpConnection::CookieHandshake{segment.seq - 1, segment.ack - 1,
+                                                    std::min(*mss, tcp_config_.mss)},
+                now_ms));
+            flow->tcp.input(segment, now_ms);  // the ACK may carry data
+            return;
+        }
+    }
     if (!segment.has(tcp::flag::rst)) send_reset(frame);
+}
+
+// The SYN-ACK of a SYN cookie: the ISS is the cookie; MSS only (no window
+// scaling or timestamps: the cookie cannot carry them).
+void Stack::send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple,
+                        std::uint64_t now_ms) {
+    tcp::TcpSegment synack;
+    synack.seq = cookies_.make(tuple, frame.segment.seq,
+                               frame.segment.options.mss ? frame.segment.options.mss : 536, now_ms);
+    synack.ack = frame.segment.seq + 1;
+    synack.flags = tcp::flag::syn | tcp::flag::ack;
+    synack.window = 65535;
+    synack.options.mss = tcp_config_.mss;
+    rte_mbuf* mbuf = allocate();
+    if (mbuf == nullptr) return;
+    constexpr std::size_t length = 64;
+    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, length));
+    const net::Route route{mac_, frame.source_mac, address_, frame.source_ip};
+    const auto written =
+        net::build_tcp({data, length}, route, frame.destination_port, frame.source_port, synack);
+    std::fill(data + written, data + length, 0);
+    rte_pktmbuf_trim(mbuf, static_cast<std::uint16_t>(length - std::max<std::size_t>(written, 60)));
+    ++stats_.syn_cookies_sent;
+    send_frame(mbuf);
 }
 
 // RFC 9293 3.10.7.1: nobody listens here.

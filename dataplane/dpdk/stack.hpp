@@ -13,6 +13,7 @@
 #include "crypto/server_tls_context.hpp"
 #include "dataplane/dpdk/port.hpp"
 #include "dataplane/net/frame.hpp"
+#include "dataplane/tcp/syn_cookie.hpp"
 #include "dataplane/tcp/tcp_connection.hpp"
 
 namespace portcullis::dataplane::dpdk {
@@ -28,6 +29,7 @@ struct StackStats {
     std::uint64_t connections_accepted = 0;
     std::uint64_t tls_handshakes = 0, tls_failures = 0;
     std::uint64_t upstream_connects = 0, arp_requests = 0;
+    std::uint64_t syn_cookies_sent = 0, syn_cookies_validated = 0;
     std::uint64_t poll_iterations = 0, busy_iterations = 0;  // busy = did work
 };
 
@@ -51,6 +53,8 @@ class Stack {
     const StackStats& stats() const { return stats_; }
     std::size_t connections() const { return flows_.size(); }
     void inject_faults(const FaultInjection& faults) { faults_ = faults; }
+    // Half-open connections kept before SYN cookies take over.
+    void set_syn_backlog(std::size_t backlog) { syn_backlog_ = backlog; }
     // TLS connections relay their plaintext to this backend, opened through
     // this same stack (active open, ARP for the next hop), with a PROXY v2
     // header first when asked. Without it, plaintext is echoed.
@@ -65,6 +69,7 @@ class Stack {
     void handle(const net::Frame& frame, std::uint64_t now_ms);
     void handle_tcp(const net::Frame& frame, std::uint64_t now_ms);
     void send_reset(const net::Frame& frame);
+    void send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple, std::uint64_t now_ms);
     void flush_flow(Flow& flow);
     void serve_echo(Flow& flow);
     void serve_tls(Flow& flow, std::uint64_t now_ms);
@@ -94,6 +99,9 @@ class Stack {
     std::unordered_map<net::Ipv4Address, net::MacAddress> arp_cache_;
     std::uint64_t last_arp_request_ = 0;
     std::uint16_t next_port_ = 32768;
+    tcp::SynCookies cookies_;
+    std::size_t syn_backlog_ = 1024;
+    std::size_t half_open_ = 0;
     rte_mbuf* held_ = nullptr;  // a reordered frame waiting for the next one
 };
 

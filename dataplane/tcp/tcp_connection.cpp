@@ -75,6 +75,26 @@ TcpConnection::TcpConnection(const TcpConfig& config, std::uint32_t iss, Millis 
     emit(flag::syn, iss_, 0, now);
 }
 
+TcpConnection::TcpConnection(const TcpConfig& config, const CookieHandshake& handshake, Millis now)
+    : config_(config),
+      state_(TcpState::established),
+      iss_(handshake.iss),
+      snd_una_(handshake.iss + 1),
+      snd_nxt_(handshake.iss + 1),
+      snd_max_(handshake.iss + 1),
+      send_buffer_(config.send_buffer),
+      irs_(handshake.peer_iss),
+      rcv_nxt_(handshake.peer_iss + 1),
+      receive_buffer_(config.receive_buffer),
+      ts_base_(now),
+      rto_ms_(config.rto_initial_ms) {
+    output_.reserve(16);
+    syn_acked_ = true;
+    send_mss_ = handshake.mss;
+    cwnd_ = config.initial_window_segments * send_mss_;
+    snd_wl1_ = handshake.peer_iss;  // the ACK's window is taken as an update
+}
+
 void TcpConnection::negotiate(const TcpOptions& peer) {
     if (peer.window_scale >= 0) {
         snd_wscale_ = static_cast<std::uint8_t>(std::min<int>(peer.window_scale, 14));

@@ -69,6 +69,15 @@ class TcpConnection {
     TcpConnection(const TcpConfig& config, const TcpSegment& syn, std::uint32_t iss, Millis now);
     // Active open: sends SYN.
     TcpConnection(const TcpConfig& config, std::uint32_t iss, Millis now);
+    // Established by a SYN cookie (see syn_cookie.hpp): the handshake's final
+    // ACK arrived with no state kept; no window scaling or timestamps. Feed
+    // that ACK to input() next (it may carry data).
+    struct CookieHandshake {
+        std::uint32_t peer_iss = 0;
+        std::uint32_t iss = 0;
+        std::uint16_t mss = 536;
+    };
+    TcpConnection(const TcpConfig& config, const CookieHandshake& handshake, Millis now);
 
     void input(const TcpSegment& segment, Millis now);
     void on_timer(Millis now);

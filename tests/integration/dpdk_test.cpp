@@ -50,6 +50,7 @@ class VethPair {
     }
     bool ok() const { return ok_; }
     const std::string& namespace_name() const { return ns_; }
+    const std::string& peer_interface() const { return peer_; }
     const std::string& dpdk_interface() const { return ours_; }
     std::string in_ns(const std::string& command) const {
         return "ip netns exec " + ns_ + " " + command;
@@ -126,6 +127,12 @@ class DpdkStack : public ::testing::Test {
     }
 
     void write_pki();
+    // The probe's MAC, from its "ready" line.
+    std::string probe_mac() const {
+        const auto log = probe_process_->log();
+        const auto at = log.find("mac=");
+        return at == std::string::npos ? std::string() : log.substr(at + 4, 17);
+    }
     std::pair<int, std::string> tls_client(const char* mode);
 
     std::string probe_;
@@ -257,6 +264,42 @@ std::pair<int, std::string> DpdkStack::tls_client(const char* mode) {
                      " >" + out.string() + " 2>&1")
                         .c_str());
     return {WEXITSTATUS(rc), read_file(out)};
+}
+
+TEST_F(DpdkStack, SynFloodGetsCookiesWhileLegitimateClientsConnect) {
+    // A bounded flood of SYNs from an address that never answers fills the
+    // 16-entry backlog; from then on SYN-ACKs carry cookies and no state, and
+    // a real client's handshake completes through a cookie.
+    start({"--syn-backlog", "16"});
+    const auto flood = dir_ / "flood.py";
+    write_file(
+        flood,
+        "import random, socket, struct\n"
+        "def csum(b):\n"
+        "    if len(b) % 2: b += b'\\0'\n"
+        "    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))\n"
+        "    while s >> 16: s = (s & 0xffff) + (s >> 16)\n"
+        "    return ~s & 0xffff\n"
+        "src, dst = socket.inet_aton('10.77.0.99'), socket.inet_aton('10.77.0.1')\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n"
+        "for i in range(500):\n"
+        "    sport = random.randint(1024, 65000)\n"
+        "    tcp = struct.pack('!HHIIBBHHH', sport, 7, random.getrandbits(32), 0, 5 << 4, 2, "
+        "64240, 0, 0)\n"
+        "    c = csum(src + dst + struct.pack('!BBH', 0, 6, len(tcp)) + tcp)\n"
+        "    tcp = tcp[:16] + struct.pack('!H', c) + tcp[18:]\n"
+        "    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), i, 0, 64, 6, 0, src, dst)\n"
+        "    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]\n"
+        "    s.sendto(ip + tcp, ('10.77.0.1', 0))\n");
+    ASSERT_TRUE(run(veth_->in_ns("ip neigh replace 10.77.0.1 lladdr " + probe_mac() + " dev " +
+                                 veth_->peer_interface())));
+    ASSERT_TRUE(run(veth_->in_ns("python3 " + flood.string())));
+    std::string report;
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(echo(20'000, report)) << report;
+    probe_process_->stop();
+    const auto log = probe_process_->log();
+    EXPECT_EQ(log.find("syn_cookies_sent=0 "), std::string::npos) << log;
+    EXPECT_EQ(log.find("syn_cookies_validated=0\n"), std::string::npos) << log;
 }
 
 TEST_F(DpdkStack, StopsCleanlyAndLeavesNothingInRunDpdk) {

@@ -6,6 +6,8 @@
 
 #include <numeric>
 
+#include "dataplane/tcp/syn_cookie.hpp"
+
 namespace portcullis::dataplane::tcp {
 namespace {
 
@@ -373,6 +375,52 @@ TEST(TcpRtt, TimestampsGiveAnRttEstimateAndEchoTsRecent) {
     h.now = 50;
     h.input(data_ack);
     EXPECT_EQ(h.tcp->rto_ms(), 200u) << "20 ms samples: the 200 ms floor";
+}
+
+TEST(SynCookie, RoundTripCarriesTheMssAndNothingElseValidates) {
+    const SynCookies cookies({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
+    const FourTuple tuple{0x0a000002, 40000, 0x0a000001, 443};
+    const std::uint64_t now = 1'000'000;
+    const std::uint32_t iss = cookies.make(tuple, peer_iss, 1460, now);
+    ASSERT_EQ(cookies.check(tuple, peer_iss + 1, iss + 1, now), std::optional<std::uint16_t>(1460));
+    EXPECT_EQ(cookies.check(tuple, peer_iss + 1, iss + 1, now + 100'000), 1460)
+        << "still valid in the next time slot";
+    EXPECT_FALSE(cookies.check(tuple, peer_iss + 1, iss + 1, now + 300'000)) << "too old";
+    EXPECT_FALSE(cookies.check(tuple, peer_iss + 1, iss + 2, now)) << "tampered";
+    EXPECT_FALSE(cookies.check(tuple, peer_iss + 2, iss + 1, now)) << "another peer sequence";
+    FourTuple other = tuple;
+    other.peer_port = 40001;
+    EXPECT_FALSE(cookies.check(other, peer_iss + 1, iss + 1, now)) << "another 4-tuple";
+    const SynCookies other_secret({16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1});
+    EXPECT_FALSE(other_secret.check(tuple, peer_iss + 1, iss + 1, now)) << "another core's secret";
+    // The MSS is rounded down to what the cookie can carry.
+    EXPECT_EQ(cookies.check(tuple, peer_iss + 1, cookies.make(tuple, peer_iss, 1000, now) + 1, now),
+              536);
+}
+
+TEST(SynCookie, ConnectionFromACookieCarriesData) {
+    TcpConfig config;
+    TcpConnection tcp(config, TcpConnection::CookieHandshake{peer_iss, our_iss, 1400}, 0);
+    EXPECT_EQ(tcp.state(), TcpState::established);
+    EXPECT_EQ(tcp.effective_mss(), 1400);
+    const auto data = bytes(10);
+    TcpSegment ack;
+    ack.seq = peer_iss + 1;
+    ack.ack = our_iss + 1;
+    ack.flags = flag::ack | flag::psh;
+    ack.window = 512;  // unscaled: no window scaling with cookies
+    ack.payload = data;
+    tcp.input(ack, 1);
+    EXPECT_EQ(tcp.readable(), 10u);
+    tcp.clear_output();
+    ASSERT_EQ(tcp.send(bytes(600)), 600u);
+    tcp.push(2);
+    std::size_t sent = 0;
+    for (const auto& s : tcp.output()) {
+        sent += s.payload_length;
+        EXPECT_FALSE(s.header.options.timestamps);
+    }
+    EXPECT_EQ(sent, 512u) << "the peer's unscaled window limits it";
 }
 
 }  // namespace
