@@ -437,17 +437,24 @@ void Stack::send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple,
     synack.flags = tcp::flag::syn | tcp::flag::ack;
     synack.window = 65535;
     synack.options.mss = tcp_config_.mss;
+    if (reply_statelessly(frame, synack)) ++stats_.syn_cookies_sent;
+}
+
+// A segment answering `frame` that belongs to no connection (RST, cookie
+// SYN-ACK), padded to the Ethernet minimum.
+bool Stack::reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& segment) {
     rte_mbuf* mbuf = allocate();
-    if (mbuf == nullptr) return;
-    constexpr std::size_t length = 64;
-    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, length));
+    if (mbuf == nullptr) return false;
+    constexpr std::size_t room = 64;
+    constexpr std::size_t minimum = 60;
+    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, room));
     const net::Route route{mac_, frame.source_mac, address_, frame.source_ip};
     const auto written =
-        net::build_tcp({data, length}, route, frame.destination_port, frame.source_port, synack);
-    std::fill(data + written, data + length, 0);
-    rte_pktmbuf_trim(mbuf, static_cast<std::uint16_t>(length - std::max<std::size_t>(written, 60)));
-    ++stats_.syn_cookies_sent;
+        net::build_tcp({data, room}, route, frame.destination_port, frame.source_port, segment);
+    std::fill(data + written, data + room, 0);
+    rte_pktmbuf_trim(mbuf, static_cast<std::uint16_t>(room - std::max(written, minimum)));
     send_frame(mbuf);
+    return true;
 }
 
 // RFC 9293 3.10.7.1: nobody listens here.
@@ -462,16 +469,7 @@ void Stack::send_reset(const net::Frame& frame) {
         rst.ack = s.seq + s.length();
         rst.flags = tcp::flag::rst | tcp::flag::ack;
     }
-    rte_mbuf* mbuf = allocate();
-    if (mbuf == nullptr) return;
-    constexpr std::size_t length = 60;
-    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, length));
-    const net::Route route{mac_, frame.source_mac, address_, frame.source_ip};
-    const auto written =
-        net::build_tcp({data, length}, route, frame.destination_port, frame.source_port, rst);
-    std::fill(data + written, data + length, 0);
-    ++stats_.resets_sent;
-    send_frame(mbuf);
+    if (reply_statelessly(frame, rst)) ++stats_.resets_sent;
 }
 
 void Stack::flush_flow(Flow& flow) {

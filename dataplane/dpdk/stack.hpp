@@ -70,6 +70,7 @@ class Stack {
     void handle_tcp(const net::Frame& frame, std::uint64_t now_ms);
     void send_reset(const net::Frame& frame);
     void send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple, std::uint64_t now_ms);
+    bool reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& segment);
     void flush_flow(Flow& flow);
     void serve_echo(Flow& flow);
     void serve_tls(Flow& flow, std::uint64_t now_ms);
