@@ -22,7 +22,8 @@
 
 #include "crypto/session_cache.hpp"
 #include "crypto/ticket_keys.hpp"
-#include "dataplane/kernel/worker.hpp"
+#include "dataplane/kernel/socket_transport.hpp"
+#include "dataplane/worker.hpp"
 #include "dataplane/unique_fd.hpp"
 #include "mgmt/admin_server.hpp"
 #include "mgmt/control_block.hpp"
@@ -139,7 +140,7 @@ class Supervisor {
             signals_.reset();
             ready_read_.reset();
             configure_logging("worker-" + std::to_string(index), config_.log.level);
-            dataplane::kernel::WorkerOptions options;
+            dataplane::WorkerOptions options;
             options.index = index;
             options.max_connections = config_.workers.max_connections;
             options.drain_timeout_ms = config_.workers.drain_timeout_ms;
@@ -150,6 +151,10 @@ class Supervisor {
             options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
             options.session_cache = session_cache_.get();
             options.hsm = config_.hsm;
+            options.make_transport = [](int epoll_fd, dataplane::TransportHost& host) {
+                return std::unique_ptr<dataplane::Transport>(
+                    std::make_unique<dataplane::kernel::SocketTransport>(epoll_fd, host));
+            };
             options.poll_ticket_keys = [this](std::uint64_t& generation,
                                               std::vector<crypto::TicketKey>& keys) {
                 if (control_.ticket_generation() == generation) return false;
@@ -162,13 +167,13 @@ class Supervisor {
                 const auto snapshot = control_.config();
                 auto fresh = parse_config(snapshot.text, config_.source_file, config_directory());
                 apply_overrides(fresh);
-                return dataplane::kernel::ReloadedSettings{
+                return dataplane::ReloadedSettings{
                     snapshot.generation, std::move(fresh.listeners), fresh.log.level};
             };
             sigset_t all;
             sigemptyset(&all);
             ::sigprocmask(SIG_SETMASK, &all, nullptr);
-            const int code = dataplane::kernel::run_worker(options);
+            const int code = dataplane::run_worker(options);
             spdlog::default_logger()->flush();
             ::_exit(code);
         }
@@ -245,7 +250,7 @@ class Supervisor {
         if (stopping_) return;
         const bool startup_failure =
             WIFEXITED(status) &&
-            WEXITSTATUS(status) == dataplane::kernel::worker_exit_startup_failed;
+            WEXITSTATUS(status) == dataplane::worker_exit_startup_failed;
         if (startup_failure && !slot.ready) {
             spdlog::critical("worker {} could not start ({}); see the error above. Stopping.",
                              index, describe_status(status));

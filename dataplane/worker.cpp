@@ -1,4 +1,4 @@
-#include "dataplane/kernel/worker.hpp"
+#include "dataplane/worker.hpp"
 
 #include <sched.h>
 #include <signal.h>
@@ -6,7 +6,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
@@ -18,35 +17,20 @@
 #include <thread>
 
 #include "crypto/key_source.hpp"
-#include "dataplane/kernel/connection.hpp"
+#include "dataplane/connection.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 
-namespace portcullis::dataplane::kernel {
+namespace portcullis::dataplane {
 namespace {
 
 constexpr int tick_interval_ms = 100;
-constexpr int accept_batch = 64;
 constexpr int event_batch = 256;
+// A polling worker looks at its control descriptors (signals, reload, HSM
+// completions) this often: one epoll_wait per interval, never per packet.
+constexpr auto poll_mode_control_interval = std::chrono::microseconds(100);
 
 std::system_error os_error(const std::string& what) {
     return {errno, std::generic_category(), what};
-}
-
-UniqueFd open_listener(const ListenerSettings& settings) {
-    const auto& address = settings.address;
-    UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd) throw os_error("socket");
-    const int one = 1;
-    // Every worker binds its own socket; the kernel spreads new connections.
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-        throw os_error("SO_REUSEPORT");
-    if (address.family() == AF_INET6)
-        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (::bind(fd.get(), address.sa(), address.length) != 0)
-        throw os_error("bind " + address.to_string());
-    if (::listen(fd.get(), settings.backlog) != 0) throw os_error("listen " + address.to_string());
-    return fd;
 }
 
 UniqueFd open_signal_fd() {
@@ -94,7 +78,7 @@ bool same_upstream(const UpstreamSettings& a, const UpstreamSettings& b) {
            a.retry_after_ms == b.retry_after_ms && a.proxy_protocol == b.proxy_protocol;
 }
 
-class Worker {
+class Worker final : public TransportHost {
   public:
     explicit Worker(const WorkerOptions& options) : options_(options) {
         runtime_.index = options.index;
@@ -104,9 +88,8 @@ class Worker {
         runtime_.access_log = &access_log_;
         epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
         if (!epoll_) throw os_error("epoll_create1");
-        runtime_.epoll_fd = epoll_.get();
         signals_ = open_signal_fd();
-        add_to_epoll(signals_.get(), this, EpollTag::control, EPOLLIN);
+        add_to_epoll(signals_.get(), this, EPOLLIN);
 
         if (options.hsm.enabled()) {
             // Opened here, in the worker, never inherited: PKCS#11 handles
@@ -125,13 +108,15 @@ class Worker {
             completions_ = std::make_unique<hsm::CompletionQueue>();
             async_scope_ = std::make_unique<hsm::AsyncSigningScope>(*completions_);
             runtime_.signing = signing_.get();
-            add_to_epoll(completions_->fd(), completions_.get(), EpollTag::control, EPOLLIN);
+            add_to_epoll(completions_->fd(), completions_.get(), EPOLLIN);
         }
         keys_ = std::make_unique<hsm::Pkcs11KeySource>(signing_);
         reload_done_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         if (!reload_done_) throw os_error("eventfd");
-        add_to_epoll(reload_done_.get(), &reload_done_, EpollTag::control, EPOLLIN);
+        add_to_epoll(reload_done_.get(), &reload_done_, EPOLLIN);
         refresh_ticket_keys();
+        transport_ = options.make_transport(epoll_.get(), *this);
+        runtime_.transport = transport_.get();
 
         for (std::size_t i = 0; i < options.listeners.size(); ++i) {
             const auto& settings = options.listeners[i];
@@ -141,9 +126,7 @@ class Worker {
             listener->events = std::make_unique<ListenerEvents>(*options.stats, *listener->stats);
             listener->tls = build_context(settings, *listener);
             listener->backends = std::make_shared<BackendPool>(settings.upstream);
-            listener->bound = settings.address;
-            listener->socket = open_listener(settings);
-            add_to_epoll(listener->socket.get(), listener.get(), EpollTag::listener, EPOLLIN);
+            transport_->listen(*listener);
             listeners_.push_back(std::move(listener));
         }
         connections_.reserve(static_cast<std::size_t>(options.max_connections));
@@ -160,10 +143,30 @@ class Worker {
         }
         std::array<epoll_event, event_batch> events{};
         auto next_tick = Clock::now();
+        auto next_control = Clock::now();
+        const bool polling = transport_->polls();
         while (!drained()) {
-            const int n = ::epoll_wait(epoll_.get(), events.data(), event_batch, tick_interval_ms);
+            int n = 0;
+            if (polling) {
+                runtime_.now = Clock::now();
+                // A polling core is always at 100% on top: its busy time is
+                // the iterations that did work.
+                if (transport_->poll(runtime_.now)) {
+                    options_.stats->busy_ns.add(static_cast<std::uint64_t>(
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() -
+                                                                             runtime_.now)
+                            .count()));
+                }
+                reap_finished();
+                if (runtime_.now < next_control) continue;
+                next_control = runtime_.now + poll_mode_control_interval;
+                n = ::epoll_wait(epoll_.get(), events.data(), event_batch, 0);
+            } else {
+                n = ::epoll_wait(epoll_.get(), events.data(), event_batch, tick_interval_ms);
+                runtime_.now = Clock::now();
+            }
             if (n < 0 && errno != EINTR) throw os_error("epoll_wait");
-            runtime_.now = Clock::now();
+            const auto work_started = runtime_.now;
             for (int i = 0; i < n; ++i) dispatch(events[static_cast<std::size_t>(i)]);
             if (runtime_.now >= next_tick) {
                 for (auto& connection : connections_) {
@@ -172,14 +175,18 @@ class Worker {
                     if (connection->finished()) finished_.push_back(connection.get());
                 }
                 refresh_ticket_keys();
+                transport_->publish_stats();
                 next_tick = runtime_.now + std::chrono::milliseconds(tick_interval_ms);
             }
             reap_finished();
             // The gap between two epoll_waits is work: its sum over time is
             // this core's busy fraction (capacity planning reads it).
-            options_.stats->busy_ns.add(static_cast<std::uint64_t>(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - runtime_.now)
-                    .count()));
+            if (!polling || n > 0) {
+                options_.stats->busy_ns.add(static_cast<std::uint64_t>(
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() -
+                                                                         work_started)
+                        .count()));
+            }
         }
         if (!connections_.empty()) {
             spdlog::warn("worker {} drain deadline passed; closing {} connections", options_.index,
@@ -200,7 +207,7 @@ class Worker {
         }
         draining_ = true;
         drain_deadline_ = now + std::chrono::milliseconds(options_.drain_timeout_ms);
-        for (auto& listener : listeners_) listener->socket.reset();  // closing leaves the epoll set
+        transport_->stop_listening();
         spdlog::info("worker {} draining {} connections for up to {} ms", options_.index,
                      connections_.size(), options_.drain_timeout_ms);
     }
@@ -209,91 +216,53 @@ class Worker {
         return draining_ && (connections_.empty() || Clock::now() >= drain_deadline_);
     }
 
-    void add_to_epoll(int fd, const void* owner, EpollTag tag, std::uint32_t events) {
+    void add_to_epoll(int fd, const void* owner, std::uint32_t events) {
         epoll_event ev{};
         ev.events = events;
-        ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | static_cast<std::uint64_t>(tag);
+        ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | epoll_tag_control;
         if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw os_error("epoll_ctl");
     }
 
     void dispatch(const epoll_event& event) {
-        const auto tag = static_cast<EpollTag>(event.data.u64 & epoll_tag_mask);
+        if ((event.data.u64 & epoll_tag_mask) != epoll_tag_control) {
+            transport_->on_epoll_event(event);
+            return;
+        }
         void* owner = reinterpret_cast<void*>(event.data.u64 & ~epoll_tag_mask);
-        switch (tag) {
-            case EpollTag::client:
-                on_connection_event(static_cast<Connection*>(owner), &Connection::on_client_event,
-                                    event.events);
-                break;
-            case EpollTag::upstream:
-                on_connection_event(static_cast<Connection*>(owner), &Connection::on_upstream_event,
-                                    event.events);
-                break;
-            case EpollTag::listener:
-                accept_from(*static_cast<ListenerRuntime*>(owner));
-                break;
-            case EpollTag::control:
-                if (owner == &reload_done_) {
-                    finish_reload();
-                } else if (completions_ && owner == completions_.get()) {
-                    finish_key_operations();
-                } else {
-                    handle_signals();
-                }
-                break;
+        if (owner == &reload_done_) {
+            finish_reload();
+        } else if (completions_ && owner == completions_.get()) {
+            finish_key_operations();
+        } else {
+            handle_signals();
         }
     }
 
-    void on_connection_event(Connection* connection, void (Connection::*handler)(std::uint32_t),
-                             std::uint32_t events) {
-        if (connection->finished()) return;  // closed earlier in this batch
-        (connection->*handler)(events);
-        if (connection->finished()) finished_.push_back(connection);
+    // TransportHost.
+    Connection* accept(ListenerRuntime& listener, std::unique_ptr<ByteStream>& client,
+                       const SocketAddress& peer, const SocketAddress& local) override {
+        if (draining_) return nullptr;
+        if (connections_.size() >= static_cast<std::size_t>(options_.max_connections)) {
+            listener.stats->connections_refused.add();
+            if (runtime_.log_limiter.allow(runtime_.now)) {
+                spdlog::warn(
+                    "connection refused listener={} client={} reason=max_connections limit={}",
+                    listener.settings.name, peer.to_string(), options_.max_connections);
+            }
+            return nullptr;
+        }
+        listener.stats->connections_accepted.add();
+        auto connection =
+            std::make_unique<Connection>(runtime_, listener, std::move(client), peer, local);
+        connection->slot = connections_.size();
+        connections_.push_back(std::move(connection));
+        return connections_.back().get();
     }
 
-    void accept_from(ListenerRuntime& listener) {
-        for (int i = 0; i < accept_batch; ++i) {
-            sockaddr_storage peer{};
-            socklen_t peer_len = sizeof peer;
-            UniqueFd fd(::accept4(listener.socket.get(), reinterpret_cast<sockaddr*>(&peer),
-                                  &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC));
-            if (!fd) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-                if (errno == EINTR || errno == ECONNABORTED) continue;
-                // EMFILE/ENFILE/ENOBUFS: stop for this round rather than spin.
-                if (runtime_.log_limiter.allow(runtime_.now)) {
-                    spdlog::warn("accept failed listener={} error={}", listener.settings.name,
-                                 std::strerror(errno));
-                }
-                return;
-            }
-            if (connections_.size() >= static_cast<std::size_t>(options_.max_connections)) {
-                listener.stats->connections_refused.add();
-                if (runtime_.log_limiter.allow(runtime_.now)) {
-                    spdlog::warn(
-                        "connection refused listener={} client={} reason=max_connections limit={}",
-                        listener.settings.name,
-                        SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len)
-                            .to_string(),
-                        options_.max_connections);
-                }
-                continue;  // fd closes here
-            }
-            sockaddr_storage local{};
-            socklen_t local_len = sizeof local;
-            ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
-            listener.stats->connections_accepted.add();
-            auto connection = std::make_unique<Connection>(
-                runtime_, listener, std::move(fd),
-                SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
-                SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len));
-            connection->slot = connections_.size();
-            connections_.push_back(std::move(connection));
-            // A client that already sent its ClientHello is served without
-            // waiting for another epoll round.
-            Connection* fresh = connections_.back().get();
-            fresh->on_client_event(EPOLLIN);
-            if (fresh->finished()) finished_.push_back(fresh);
-        }
+    void activity(Connection& connection) override {
+        if (connection.finished()) return;  // closed earlier in this batch
+        connection.pump();
+        if (connection.finished()) finished_.push_back(&connection);
     }
 
     void handle_signals() {
@@ -426,6 +395,8 @@ class Worker {
     AccessLog access_log_;
     UniqueFd epoll_;
     UniqueFd signals_;
+    // Outlives the listeners and connections: their streams may belong to it.
+    std::unique_ptr<Transport> transport_;
     std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
     std::vector<std::unique_ptr<Connection>> connections_;
     std::vector<Connection*> finished_;  // reaped after each event batch
@@ -473,4 +444,4 @@ int run_worker(const WorkerOptions& options) {
     }
 }
 
-}  // namespace portcullis::dataplane::kernel
+}  // namespace portcullis::dataplane

@@ -1,13 +1,12 @@
-// One client connection on the kernel transport, from accept to close: the
-// client socket, its TLS core, the upstream socket, and the two bounded
+// One client connection, from accept to close, on either transport: the
+// client stream, its TLS core, the upstream stream, and the two bounded
 // plaintext buffers between them. Owned by one worker for life; every method
-// runs on that worker's thread.
+// runs on that worker's thread. The streams come from the worker's Transport
+// (kernel sockets or the DPDK path's userspace TCP); this file never knows which.
 //
 // Data flow (each arrow stops when the buffer after it is full):
-//   client socket -> TlsConnection -> to_upstream_ -> upstream socket
-//   upstream socket -> to_client_ -> TlsConnection -> client socket
-// Sockets are edge-triggered; readiness is remembered in flags so a full
-// buffer can pause a direction without any epoll_ctl call.
+//   client stream -> TlsConnection -> to_upstream_ -> upstream stream
+//   upstream stream -> to_client_ -> TlsConnection -> client stream
 #pragma once
 
 #include <chrono>
@@ -19,29 +18,26 @@
 #include "crypto/server_tls_context.hpp"
 #include "crypto/tls_connection.hpp"
 #include "dataplane/access_log.hpp"
-#include "dataplane/kernel/byte_buffer.hpp"
+#include "dataplane/byte_buffer.hpp"
+#include "dataplane/byte_stream.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "dataplane/log_limiter.hpp"
 #include "dataplane/socket_address.hpp"
-#include "dataplane/unique_fd.hpp"
+#include "dataplane/transport.hpp"
 #include "dataplane/upstream/backend_pool.hpp"
 #include "dataplane/worker_stats.hpp"
 #include "hsm/signing_service.hpp"
 
-namespace portcullis::dataplane::kernel {
+namespace portcullis::dataplane {
 
 using Clock = std::chrono::steady_clock;
-
-// Tags in the low bits of epoll_event.data.u64 (objects are 8-byte aligned).
-enum class EpollTag : std::uint64_t { client = 0, upstream = 1, listener = 2, control = 3 };
-inline constexpr std::uint64_t epoll_tag_mask = 3;
 
 class Connection;
 
 // Per-worker facilities a connection uses.
 struct WorkerRuntime {
-    int epoll_fd = -1;
     int index = 0;
+    Transport* transport = nullptr;
     Clock::time_point now;  // refreshed once per loop iteration
     WorkerStats* stats = nullptr;
     LogLimiter log_limiter{20.0, 50.0};
@@ -58,22 +54,21 @@ struct ListenerRuntime {
     // ones while established connections finish on the old.
     std::shared_ptr<const crypto::ServerTlsContext> tls;
     std::shared_ptr<BackendPool> backends;
-    UniqueFd socket;
-    SocketAddress bound;
     ListenerStats* stats = nullptr;  // this listener's slot in the worker's shared stats
     std::unique_ptr<crypto::TlsEventSink> events;  // resumption events into `stats`
 };
 
 class Connection {
   public:
-    Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueFd client,
-               SocketAddress peer, SocketAddress local);
+    Connection(WorkerRuntime& worker, ListenerRuntime& listener,
+               std::unique_ptr<ByteStream> client, SocketAddress peer, SocketAddress local);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
 
-    void on_client_event(std::uint32_t events);
-    void on_upstream_event(std::uint32_t events);
+    // Moves bytes in every direction that can progress (the transport saw
+    // activity on a stream), then checks for the end.
+    void pump();
     // Enforces the handshake, connect, idle and key-operation deadlines.
     void on_tick();
     // The signature this connection's handshake waits for is ready.
@@ -86,7 +81,6 @@ class Connection {
   private:
     enum class Upstream { none, connecting, connected, failed };
 
-    void pump();
     bool move_client_to_tls();
     bool advance_handshake();
     bool move_tls_to_upstream();
@@ -95,6 +89,7 @@ class Connection {
     void on_established();
     void connect_upstream();
     void on_upstream_connect_result(int error);
+    void check_upstream_connect();
     void publish_backend_state();
     void maybe_finish();
     void finish(const char* why);
@@ -106,7 +101,7 @@ class Connection {
 
     WorkerRuntime& worker_;
     ListenerRuntime& listener_;
-    UniqueFd client_;
+    std::unique_ptr<ByteStream> client_;
     SocketAddress peer_;
     SocketAddress local_;
     std::shared_ptr<const crypto::ServerTlsContext> tls_context_;
@@ -115,7 +110,7 @@ class Connection {
     crypto::TlsConnection tls_;
     std::shared_ptr<hsm::SignOperation> key_operation_;  // while the handshake waits for it
 
-    UniqueFd upstream_;
+    std::unique_ptr<ByteStream> upstream_;
     Upstream upstream_state_ = Upstream::none;
     std::size_t backend_ = 0;
     std::vector<std::size_t> failed_backends_;
@@ -132,10 +127,6 @@ class Connection {
     std::uint64_t plaintext_to_client_ = 0;
     bool backend_connected_ = false;
 
-    bool client_readable_ = false;
-    bool client_writable_ = true;
-    bool upstream_readable_ = false;
-    bool upstream_writable_ = false;
     bool client_eof_ = false;            // TCP FIN from the client
     bool client_close_notify_ = false;   // TLS close_notify from the client
     bool client_input_drained_ = false;  // FIN seen and the TLS core has no plaintext left
@@ -145,4 +136,4 @@ class Connection {
     bool finished_ = false;
 };
 
-}  // namespace portcullis::dataplane::kernel
+}  // namespace portcullis::dataplane

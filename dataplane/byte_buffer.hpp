@@ -8,7 +8,7 @@
 #include <memory>
 #include <span>
 
-namespace portcullis::dataplane::kernel {
+namespace portcullis::dataplane {
 
 class ByteBuffer {
   public:
@@ -44,4 +44,4 @@ class ByteBuffer {
     std::size_t tail_ = 0;
 };
 
-}  // namespace portcullis::dataplane::kernel
+}  // namespace portcullis::dataplane

@@ -1,16 +1,19 @@
-// A kernel-transport worker: one process, one epoll, one SO_REUSEPORT socket
-// per listener. The supervisor forks it before any TLS context exists; the
-// worker builds its own contexts, so no OpenSSL state is shared between
+// A worker: one process, one thread, one transport (kernel sockets under
+// epoll, or a DPDK port polled to completion), and every connection it
+// accepts for life. The supervisor forks it before any TLS context exists;
+// the worker builds its own contexts, so no OpenSSL state is shared between
 // processes (OpenSSL 3.0's process-wide locks then cost nothing across cores).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "crypto/ticket_keys.hpp"
 #include "dataplane/listener_settings.hpp"
+#include "dataplane/transport.hpp"
 #include "dataplane/worker_stats.hpp"
 #include "hsm/hsm_settings.hpp"
 
@@ -18,7 +21,7 @@ namespace portcullis::crypto {
 class SharedSessionCache;
 }
 
-namespace portcullis::dataplane::kernel {
+namespace portcullis::dataplane {
 
 // A configuration generation to switch to on SIGHUP.
 struct ReloadedSettings {
@@ -48,6 +51,9 @@ struct WorkerOptions {
     // PKCS#11 keys: the worker opens the module, logs in and starts its
     // session threads itself, after fork. Disabled when module is "".
     hsm::HsmSettings hsm;
+    // Builds the transport inside the worker process (after fork: a DPDK EAL
+    // and its port are per process). `epoll_fd` is the worker's own.
+    std::function<std::unique_ptr<Transport>(int epoll_fd, TransportHost& host)> make_transport;
 };
 
 // Exit codes of a worker process.
@@ -57,4 +63,4 @@ inline constexpr int worker_exit_startup_failed = 3;  // bad TLS material, bind 
 // Runs until SIGTERM or SIGINT; returns the process exit code.
 int run_worker(const WorkerOptions& options);
 
-}  // namespace portcullis::dataplane::kernel
+}  // namespace portcullis::dataplane

@@ -1,11 +1,7 @@
-#include "dataplane/kernel/connection.hpp"
+#include "dataplane/connection.hpp"
 
 #include <fmt/format.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -15,28 +11,10 @@
 #include "dataplane/upstream/proxy_v2.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 
-namespace portcullis::dataplane::kernel {
+namespace portcullis::dataplane {
 namespace {
 
-constexpr std::uint32_t edge_events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-
-void register_fd(int epoll_fd, int fd, const void* owner, EpollTag tag) {
-    epoll_event ev{};
-    ev.events = edge_events;
-    ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | static_cast<std::uint64_t>(tag);
-    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        throw std::system_error(errno, std::generic_category(), "epoll_ctl add");
-    }
-}
-
-void set_nodelay(int fd) {
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-bool would_block(int err) {
-    return err == EAGAIN || err == EWOULDBLOCK;
-}
+using Status = ByteStream::Status;
 
 // Log text is one line of key=value pairs; quotes inside values are escaped.
 std::string quoted(std::string_view text) {
@@ -53,8 +31,8 @@ std::string quoted(std::string_view text) {
 
 }  // namespace
 
-Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueFd client,
-                       SocketAddress peer, SocketAddress local)
+Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener,
+                       std::unique_ptr<ByteStream> client, SocketAddress peer, SocketAddress local)
     : worker_(worker),
       listener_(listener),
       client_(std::move(client)),
@@ -66,8 +44,6 @@ Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener, UniqueF
       tls_(*tls_context_),
       accepted_at_(worker.now),
       last_activity_(worker.now) {
-    set_nodelay(client_.get());
-    register_fd(worker_.epoll_fd, client_.get(), this, EpollTag::client);
     stats_.connections_active.add(1);
 }
 
@@ -97,29 +73,11 @@ void Connection::on_key_operation_done() {
     pump();
 }
 
-void Connection::on_client_event(std::uint32_t events) {
-    if (finished_) return;
-    // Errors and hang-ups surface through recv/send, so they count as readiness.
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client_readable_ = true;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) client_writable_ = true;
-    pump();
-}
-
-void Connection::on_upstream_event(std::uint32_t events) {
-    if (finished_) return;
-    if (upstream_state_ == Upstream::connecting) {
-        int error = 0;
-        socklen_t len = sizeof error;
-        ::getsockopt(upstream_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
-        if (error == 0 && !(events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLOUT)) return;
-        on_upstream_connect_result(error != 0                         ? error
-                                   : (events & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED
-                                                                      : 0);
-        if (finished_ || upstream_state_ != Upstream::connected) return;
-    }
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) upstream_readable_ = true;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) upstream_writable_ = true;
-    pump();
+// The transport reports a finished connect as activity on the stream.
+void Connection::check_upstream_connect() {
+    if (upstream_state_ != Upstream::connecting) return;
+    const int result = upstream_->connect_result();
+    if (result != EINPROGRESS) on_upstream_connect_result(result);
 }
 
 void Connection::on_tick() {
@@ -158,6 +116,8 @@ void Connection::on_tick() {
 
 // Moves bytes until no direction can make progress, then checks for the end.
 void Connection::pump() {
+    if (finished_) return;
+    check_upstream_connect();
     bool progress = true;
     while (progress && !finished_) {
         progress = false;
@@ -174,23 +134,24 @@ void Connection::pump() {
 }
 
 bool Connection::move_client_to_tls() {
+    if (finished_) return false;
     bool moved = false;
-    while (client_readable_ && !client_eof_) {
+    while (!client_eof_) {
         const auto space = tls_.inbound_space();
         if (space.empty()) break;  // TLS core is full: backpressure on the client
-        const ssize_t n = ::recv(client_.get(), space.data(), space.size(), 0);
-        if (n > 0) {
+        const auto r = client_->read(space);
+        if (r.status == Status::ok) {
             if (ciphertext_received_ == 0) first_byte_at_ = worker_.now;
-            tls_.commit_inbound(static_cast<std::size_t>(n));
-            ciphertext_received_ += static_cast<std::uint64_t>(n);
+            tls_.commit_inbound(r.bytes);
+            ciphertext_received_ += r.bytes;
             moved = true;
             touch();
-        } else if (n == 0) {
+        } else if (r.status == Status::eof) {
             client_eof_ = true;
             moved = true;
-        } else if (would_block(errno)) {
-            client_readable_ = false;
-        } else if (errno != EINTR) {
+        } else if (r.status == Status::would_block) {
+            break;
+        } else {
             finish("client read error");
             return false;
         }
@@ -298,18 +259,11 @@ void Connection::connect_upstream() {
             return;
         }
         backend_ = *pick;
-        const auto& address = pool.address(backend_);
-        UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-        if (!fd) {
-            finish("upstream socket");
-            return;
-        }
-        set_nodelay(fd.get());
-        if (::connect(fd.get(), address.sa(), address.length) == 0 || errno == EINPROGRESS) {
-            upstream_ = std::move(fd);
+        int error = 0;
+        upstream_ = worker_.transport->connect(pool.address(backend_), *this, error);
+        if (upstream_) {
             upstream_state_ = Upstream::connecting;
             connect_started_ = worker_.now;
-            register_fd(worker_.epoll_fd, upstream_.get(), this, EpollTag::upstream);
             return;
         }
         // Immediate failure (e.g. no route): count it and try the next backend.
@@ -332,7 +286,6 @@ void Connection::on_upstream_connect_result(int error) {
         backend_connected_ = true;
         pool.report_success(backend_);
         publish_backend_state();
-        upstream_writable_ = true;
         touch();
         return;
     }
@@ -345,14 +298,13 @@ void Connection::on_upstream_connect_result(int error) {
                      std::strerror(error), pool.is_up(backend_) ? "" : " backend=down");
     }
     failed_backends_.push_back(backend_);
-    ::epoll_ctl(worker_.epoll_fd, EPOLL_CTL_DEL, upstream_.get(), nullptr);
     upstream_.reset();
     upstream_state_ = Upstream::none;
-    upstream_readable_ = upstream_writable_ = false;
     connect_upstream();
 }
 
 bool Connection::move_tls_to_upstream() {
+    if (finished_) return false;
     bool moved = false;
     // Client plaintext into the buffer.
     while (!client_close_notify_) {
@@ -379,16 +331,15 @@ bool Connection::move_tls_to_upstream() {
     }
     if (upstream_state_ != Upstream::connected) return moved;
     // Buffer to the backend.
-    while (upstream_writable_ && !to_upstream_.empty()) {
-        const auto data = to_upstream_.readable();
-        const ssize_t n = ::send(upstream_.get(), data.data(), data.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            to_upstream_.consume(static_cast<std::size_t>(n));
+    while (!to_upstream_.empty()) {
+        const auto w = upstream_->write(to_upstream_.readable());
+        if (w.status == Status::ok) {
+            to_upstream_.consume(w.bytes);
             moved = true;
             touch();
-        } else if (n < 0 && would_block(errno)) {
-            upstream_writable_ = false;
-        } else if (n < 0 && errno != EINTR) {
+        } else if (w.status == Status::would_block) {
+            break;
+        } else {
             finish("upstream write error");
             return false;
         }
@@ -398,7 +349,7 @@ bool Connection::move_tls_to_upstream() {
     // records that have not been decrypted.)
     if ((client_close_notify_ || client_input_drained_) && to_upstream_.empty() &&
         !upstream_write_shut_) {
-        ::shutdown(upstream_.get(), SHUT_WR);
+        upstream_->shutdown_write();
         upstream_write_shut_ = true;
         moved = true;
     }
@@ -406,21 +357,22 @@ bool Connection::move_tls_to_upstream() {
 }
 
 bool Connection::move_upstream_to_tls() {
+    if (finished_) return false;
     bool moved = false;
-    while (upstream_state_ == Upstream::connected && upstream_readable_ && !upstream_eof_) {
+    while (upstream_state_ == Upstream::connected && !upstream_eof_) {
         auto space = to_client_.writable();
         if (space.empty()) break;
-        const ssize_t n = ::recv(upstream_.get(), space.data(), space.size(), 0);
-        if (n > 0) {
-            to_client_.commit(static_cast<std::size_t>(n));
+        const auto r = upstream_->read(space);
+        if (r.status == Status::ok) {
+            to_client_.commit(r.bytes);
             moved = true;
             touch();
-        } else if (n == 0) {
+        } else if (r.status == Status::eof) {
             upstream_eof_ = true;
             moved = true;
-        } else if (would_block(errno)) {
-            upstream_readable_ = false;
-        } else if (errno != EINTR) {
+        } else if (r.status == Status::would_block) {
+            break;
+        } else {
             finish("upstream read error");
             return false;
         }
@@ -448,17 +400,18 @@ bool Connection::move_upstream_to_tls() {
 }
 
 bool Connection::flush_tls_to_client() {
+    if (finished_) return false;
     bool moved = false;
-    while (client_writable_) {
+    while (true) {
         const auto data = tls_.outbound();
         if (data.empty()) break;
-        const ssize_t n = ::send(client_.get(), data.data(), data.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            tls_.consume_outbound(static_cast<std::size_t>(n));
+        const auto w = client_->write(data);
+        if (w.status == Status::ok) {
+            tls_.consume_outbound(w.bytes);
             moved = true;
-        } else if (n < 0 && would_block(errno)) {
-            client_writable_ = false;
-        } else if (n < 0 && errno != EINTR) {
+        } else if (w.status == Status::would_block) {
+            break;
+        } else {
             finish("client write error");
             return false;
         }
@@ -475,7 +428,7 @@ void Connection::maybe_finish() {
     const bool to_client_done = close_notify_sent_ && tls_.outbound().empty();
     const bool to_upstream_done = upstream_write_shut_ || upstream_state_ == Upstream::failed;
     if (to_client_done && to_upstream_done) {
-        if (!client_eof_) ::shutdown(client_.get(), SHUT_WR);
+        if (!client_eof_) client_->shutdown_write();
         finish("complete");
     }
 }
@@ -521,9 +474,8 @@ void Connection::finish(const char* why) {
         spdlog::debug("connection closed listener={} client={} reason=\"{}\"",
                       listener_.settings.name, peer_.to_string(), why);
     }
-    // Closing the fds removes them from the epoll set.
-    upstream_.reset();
-    client_.reset();
+    // The streams close when the worker destroys this connection, after the
+    // current batch of events: events later in the batch may still name them.
 }
 
-}  // namespace portcullis::dataplane::kernel
+}  // namespace portcullis::dataplane

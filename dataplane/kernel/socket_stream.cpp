@@ -1,0 +1,65 @@
+#include "dataplane/kernel/socket_stream.hpp"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+namespace portcullis::dataplane::kernel {
+namespace {
+
+bool would_block(int err) {
+    return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+}  // namespace
+
+SocketStream::SocketStream(UniqueFd fd, bool connecting)
+    : fd_(std::move(fd)),
+      readable_(!connecting),
+      writable_(!connecting),
+      connect_result_(connecting ? EINPROGRESS : 0) {}
+
+void SocketStream::on_events(std::uint32_t events) {
+    if (connect_result_ == EINPROGRESS) {
+        int error = 0;
+        socklen_t len = sizeof error;
+        ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
+        if (error == 0 && !(events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLOUT)) return;
+        connect_result_ = error != 0 ? error : (events & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED : 0;
+    }
+    // Errors and hang-ups surface through recv/send, so they count as readiness.
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable_ = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) writable_ = true;
+}
+
+ByteStream::Io SocketStream::read(std::span<std::uint8_t> into) {
+    while (readable_) {
+        const ssize_t n = ::recv(fd_.get(), into.data(), into.size(), 0);
+        if (n > 0) return {Status::ok, static_cast<std::size_t>(n), 0};
+        if (n == 0) return {Status::eof, 0, 0};
+        if (would_block(errno)) {
+            readable_ = false;
+        } else if (errno != EINTR) {
+            return {Status::error, 0, errno};
+        }
+    }
+    return {Status::would_block, 0, 0};
+}
+
+ByteStream::Io SocketStream::write(std::span<const std::uint8_t> bytes) {
+    while (writable_) {
+        const ssize_t n = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        if (n > 0) return {Status::ok, static_cast<std::size_t>(n), 0};
+        if (n < 0 && would_block(errno)) {
+            writable_ = false;
+        } else if (n < 0 && errno != EINTR) {
+            return {Status::error, 0, errno};
+        }
+    }
+    return {Status::would_block, 0, 0};
+}
+
+void SocketStream::shutdown_write() {
+    ::shutdown(fd_.get(), SHUT_WR);
+}
+
+}  // namespace portcullis::dataplane::kernel

@@ -1,0 +1,41 @@
+// A ByteStream over a non-blocking kernel TCP socket registered
+// edge-triggered with the worker's epoll. Readiness is remembered in flags,
+// so a full buffer can pause a direction without any epoll_ctl call and a
+// drained socket costs no extra recv() returning EAGAIN.
+#pragma once
+
+#include <cstdint>
+
+#include "dataplane/byte_stream.hpp"
+#include "dataplane/unique_fd.hpp"
+
+namespace portcullis::dataplane {
+class Connection;
+}
+
+namespace portcullis::dataplane::kernel {
+
+class SocketStream final : public ByteStream {
+  public:
+    // `connecting`: a non-blocking connect() is under way.
+    SocketStream(UniqueFd fd, bool connecting);
+
+    Io read(std::span<std::uint8_t> into) override;
+    Io write(std::span<const std::uint8_t> bytes) override;
+    void shutdown_write() override;
+    int connect_result() override { return connect_result_; }
+
+    // Records what epoll reported.
+    void on_events(std::uint32_t events);
+    int fd() const { return fd_.get(); }
+
+    Connection* owner = nullptr;
+
+  private:
+    UniqueFd fd_;
+    bool readable_ = true;  // a fresh socket may already hold data
+    bool writable_ = true;
+    int connect_result_ = 0;
+};
+
+}  // namespace portcullis::dataplane::kernel
