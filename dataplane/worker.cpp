@@ -117,6 +117,7 @@ class Worker final : public TransportHost {
         refresh_ticket_keys();
         transport_ = options.make_transport(epoll_.get(), *this);
         runtime_.transport = transport_.get();
+        spdlog::info("worker {} transport {}", options.index, transport_->describe());
 
         for (std::size_t i = 0; i < options.listeners.size(); ++i) {
             const auto& settings = options.listeners[i];

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "crypto/reject_reason.hpp"
+#include "dataplane/net/frame.hpp"
 #include "hsm/hsm_stats.hpp"
 
 namespace portcullis::dataplane {
@@ -77,6 +78,26 @@ struct ListenerStats {
         backend_down;  // gauge 0/1 as this worker sees it
 };
 
+// The DPDK transport's per-lcore counters, copied from the lcore's stack on
+// every tick (all zero on the kernel transport). Poll iterations that did
+// work over all iterations is the lcore's busy fraction: a polling core is
+// always at 100% on top.
+struct PacketStats {
+    Counter rx_packets, tx_packets, rx_bytes, tx_bytes;
+    std::array<Counter, net::drop_reason_count> rx_drops;  // by net::Drop
+    Counter not_for_us;      // other hosts' or other workers' frames
+    Counter steered_away;    // another worker's flow (software steering)
+    Counter tx_full;         // frames the port did not take
+    Counter mbuf_exhausted;  // allocations that failed
+    Counter mbufs_in_use;    // gauge
+    Counter tcp_connections;  // gauge: the lcore's connection table
+    Counter tcp_retransmissions;
+    Counter resets_sent;
+    Counter syn_cookies_sent, syn_cookies_validated;
+    Counter time_wait_reused;
+    Counter poll_iterations, busy_iterations;
+};
+
 enum class TicketKeyAge : std::size_t { current = 0, previous = 1, unknown = 2 };
 
 struct WorkerStats {
@@ -88,6 +109,7 @@ struct WorkerStats {
     Counter reload_failures;    // reloads the supervisor validated but this worker could not apply
     Counter ticket_key_generation;  // the ticket key generation this worker uses
     hsm::HsmStats hsm;              // this worker's PKCS#11 signing service
+    PacketStats packets;            // DPDK transport only
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);

@@ -34,8 +34,12 @@ using namespace std::string_view_literals;
 
 // The keys each table accepts. The reader rejects anything else, and
 // known_config_keys() is built from these same lists so the two cannot drift.
-constexpr std::array kTopLevelTables{"workers"sv,    "log"sv, "admin"sv,
-                                     "resumption"sv, "hsm"sv, "listener"sv};
+constexpr std::array kTopLevelTables{"workers"sv, "log"sv,      "admin"sv,    "resumption"sv,
+                                     "hsm"sv,     "listener"sv, "dataplane"sv};
+constexpr std::array kDataplaneKeys{"transport"sv};
+constexpr std::array kDataplaneTables{"dpdk"sv};
+constexpr std::array kDpdkKeys{"eal_args"sv, "device"sv, "address"sv,    "gateway"sv,
+                               "mtu"sv,      "mbufs"sv,  "syn_backlog"sv};
 constexpr std::array kAdminKeys{"address"sv};
 constexpr std::array kHsmKeys{
     "module"sv,   "token"sv,         "failover_token"sv,       "pin_file"sv,         "pin_env"sv,
@@ -99,6 +103,10 @@ constexpr std::array kCrlScopeChoices{
 constexpr std::array kVersionChoices{
     Choice<crypto::TlsVersion>{"1.2", crypto::TlsVersion::tls12},
     Choice<crypto::TlsVersion>{"1.3", crypto::TlsVersion::tls13},
+};
+constexpr std::array kTransportChoices{
+    Choice<DataplaneTransport>{"kernel", DataplaneTransport::kernel},
+    Choice<DataplaneTransport>{"dpdk", DataplaneTransport::dpdk},
 };
 constexpr std::array kLogLevelChoices{
     Choice<std::string_view>{"trace", "trace"}, Choice<std::string_view>{"debug", "debug"},
@@ -648,6 +656,103 @@ AdminSettings read_admin(const Section& section) {
     return admin;
 }
 
+std::uint32_t ipv4_of(const Section& section, const StringField& field) {
+    in_addr address{};
+    if (::inet_pton(AF_INET, field.value.c_str(), &address) != 1) {
+        section.source().fail(*field.node, field.key,
+                              "expected a numeric IPv4 address, got " + in_quotes(field.value));
+    }
+    return ntohl(address.s_addr);
+}
+
+dataplane::dpdk::DpdkSettings read_dpdk(const Section& section) {
+    section.reject_unknown_keys(kDpdkKeys);
+    dataplane::dpdk::DpdkSettings dpdk;
+    if (const auto args = section.string_list("eal_args"))
+        for (const auto& arg : args->items) dpdk.eal_args.push_back(arg.value);
+    const auto device = section.string("device");
+    if (!device) {
+        section.fail_missing("device",
+                             "a PCI address such as \"0000:03:00.0\" or a virtual device such as "
+                             "\"net_af_packet0,iface=veth0\"");
+    }
+    require_non_empty(section, *device, "a PCI address or a virtual device");
+    dpdk.device = device->value;
+    const auto address = section.string("address");
+    if (!address) section.fail_missing("address", "the port's IPv4 address with prefix, \"10.0.0.1/24\"");
+    const auto slash = address->value.find('/');
+    int prefix = -1;
+    if (slash != std::string::npos) {
+        const auto digits = address->value.substr(slash + 1);
+        const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
+        if (error != std::errc{} || end != digits.data() + digits.size()) prefix = -1;
+    }
+    if (prefix < 1 || prefix > 32) {
+        section.source().fail(*address->node, address->key,
+                              "expected \"IPv4/prefix\" with a prefix in 1..32, got " +
+                                  in_quotes(address->value));
+    }
+    dpdk.address = ipv4_of(section, StringField{address->value.substr(0, slash), address->node,
+                                                address->key});
+    dpdk.netmask = prefix == 32 ? 0xffffffffu : ~((1u << (32 - prefix)) - 1);
+    if (const auto gateway = section.string("gateway"); gateway && !gateway->value.empty()) {
+        dpdk.gateway = ipv4_of(section, *gateway);
+        if ((dpdk.gateway & dpdk.netmask) != (dpdk.address & dpdk.netmask)) {
+            section.source().fail(*gateway->node, gateway->key,
+                                  "the gateway must be inside " + address->value);
+        }
+    }
+    dpdk.mtu = static_cast<std::uint16_t>(section.integer_or("mtu", dpdk.mtu, 576, 9000));
+    dpdk.mbufs = static_cast<unsigned>(
+        section.integer_or("mbufs", static_cast<int>(dpdk.mbufs), 1023, 1 << 20));
+    dpdk.syn_backlog = static_cast<std::size_t>(
+        section.integer_or("syn_backlog", static_cast<int>(dpdk.syn_backlog), 1, 1 << 20));
+    return dpdk;
+}
+
+DataplaneSettings read_dataplane(const Section& section) {
+    section.reject_unknown_keys(kDataplaneKeys, kDataplaneTables);
+    DataplaneSettings dataplane;
+    dataplane.transport = section.choice_or("transport", dataplane.transport, kTransportChoices);
+    // Checked even on the kernel transport: switching over must not reveal typos.
+    const auto dpdk = section.subtable("dpdk");
+    if (dpdk) dataplane.dpdk = read_dpdk(*dpdk);
+    if (dataplane.transport == DataplaneTransport::dpdk && !dpdk)
+        section.fail_missing("dpdk", "a [dataplane.dpdk] table for transport \"dpdk\"");
+    return dataplane;
+}
+
+// On the DPDK transport the userspace stack owns one IPv4 address: listeners
+// bind to it (or to *), backends are IPv4.
+void check_dpdk_addresses(const Section& listener_section, const dataplane::ListenerSettings& listener,
+                          const dataplane::dpdk::DpdkSettings& dpdk) {
+    const auto fail = [&](const std::string& key, const std::string& problem) {
+        const toml::node* node = listener_section.table().get(key);
+        if (node != nullptr) listener_section.source().fail(*node, listener_section.key_of(key), problem);
+        listener_section.source().fail(listener_section.table_position(),
+                                       listener_section.key_of(key), problem);
+    };
+    const auto& address = listener.address;
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(address.sa());
+    if (address.family() != AF_INET ||
+        (sin->sin_addr.s_addr != 0 && ntohl(sin->sin_addr.s_addr) != dpdk.address)) {
+        in_addr port_address{htonl(dpdk.address)};
+        char text[INET_ADDRSTRLEN] = {};
+        ::inet_ntop(AF_INET, &port_address, text, sizeof text);
+        fail("address", "on the dpdk transport a listener binds to the port's address " +
+                             std::string(text) + " (or *), got " + address.to_string());
+    }
+    for (const auto& backend : listener.upstream.backends) {
+        if (backend.family() != AF_INET) {
+            const auto upstream = listener_section.subtable("upstream");
+            upstream->source().fail(*upstream->table().get("backends"),
+                                    upstream->key_of("backends"),
+                                    "the dpdk transport reaches IPv4 backends only, got " +
+                                        backend.to_string());
+        }
+    }
+}
+
 ResumptionSettings read_resumption(const Section& section) {
     section.reject_unknown_keys(kResumptionKeys);
     ResumptionSettings resumption;
@@ -906,6 +1011,22 @@ Config read_config(const toml::table& root, const Source& source) {
     if (const auto resumption = top.subtable("resumption"))
         config.resumption = read_resumption(*resumption);
     if (const auto hsm = top.subtable("hsm")) config.hsm = read_hsm(*hsm);
+    if (const auto dataplane = top.subtable("dataplane"))
+        config.dataplane = read_dataplane(*dataplane);
+    const bool dpdk = config.dataplane.transport == DataplaneTransport::dpdk;
+    if (dpdk && config.dataplane.dpdk.is_pci() && config.workers.count == 0)
+        config.workers.count = 1;
+    if (dpdk && config.dataplane.dpdk.is_pci() && config.workers.count != 1) {
+        // A PCI port belongs to one process; several workers share a port
+        // only through a virtual device that hands each of them every frame.
+        const auto workers = top.subtable("workers");
+        const auto& at = workers ? *workers : top;
+        const toml::node* count = workers ? workers->table().get("count") : nullptr;
+        const std::string problem =
+            "a PCI device on the dpdk transport is served by exactly one worker; set count = 1";
+        if (count != nullptr) at.source().fail(*count, "workers.count", problem);
+        at.source().fail(at.table_position(), "workers.count", problem);
+    }
 
     const auto listeners = top.table_array("listener");
     if (listeners.empty()) {
@@ -931,6 +1052,7 @@ Config read_config(const toml::table& root, const Source& source) {
             }
         }
         check_unique(listeners[i], listener, config.listeners);
+        if (dpdk) check_dpdk_addresses(listeners[i], listener, config.dataplane.dpdk);
         config.listeners.push_back(std::move(listener));
     }
     return config;
@@ -1006,6 +1128,8 @@ std::vector<std::string> known_config_keys() {
     append_keys(keys, "admin.", kAdminKeys);
     append_keys(keys, "hsm.", kHsmKeys);
     append_keys(keys, "resumption.", kResumptionKeys);
+    append_keys(keys, "dataplane.", kDataplaneKeys);
+    append_keys(keys, "dataplane.dpdk.", kDpdkKeys);
     append_keys(keys, "listener[].", kListenerKeys);
     append_keys(keys, "listener[].tls.", kTlsKeys);
     append_keys(keys, "listener[].tls.certificate[].", kCertificateKeys);

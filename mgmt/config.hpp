@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dataplane/dpdk/dpdk_settings.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "hsm/hsm_settings.hpp"
 
@@ -39,6 +40,13 @@ struct ResumptionSettings {
     int session_cache_entries = 20480;  // TLS 1.2 session-ID cache shared by workers; 0 = off
 };
 
+enum class DataplaneTransport { kernel, dpdk };
+
+struct DataplaneSettings {
+    DataplaneTransport transport = DataplaneTransport::kernel;
+    dataplane::dpdk::DpdkSettings dpdk;  // with transport = dpdk
+};
+
 struct Config {
     std::string source_file;
     std::string text;  // the TOML as read: reloads hand exactly this to the workers
@@ -47,6 +55,7 @@ struct Config {
     AdminSettings admin;
     ResumptionSettings resumption;
     hsm::HsmSettings hsm;                                // module "" = no HSM
+    DataplaneSettings dataplane;
     std::vector<dataplane::ListenerSettings> listeners;  // at least one
 };
 

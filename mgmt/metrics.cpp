@@ -177,6 +177,78 @@ void add_hsm_metrics(Families& out, const SharedStats& stats) {
 
 }  // namespace
 
+// The DPDK transport's per-lcore (per-worker) packet and TCP counters.
+void add_packet_metrics(Families& out, const MetricsInput& input) {
+    struct Field {
+        const char* name;
+        const char* help;
+        MetricType type;
+        dataplane::Counter dataplane::PacketStats::*member;
+    };
+    using P = dataplane::PacketStats;
+    static constexpr Field fields[] = {
+        {"portcullis_dpdk_rx_packets_total", "Frames received by the lcore.", MetricType::Counter,
+         &P::rx_packets},
+        {"portcullis_dpdk_tx_packets_total", "Frames sent by the lcore.", MetricType::Counter,
+         &P::tx_packets},
+        {"portcullis_dpdk_rx_bytes_total", "Bytes received by the lcore.", MetricType::Counter,
+         &P::rx_bytes},
+        {"portcullis_dpdk_tx_bytes_total", "Bytes sent by the lcore.", MetricType::Counter,
+         &P::tx_bytes},
+        {"portcullis_dpdk_not_for_us_total",
+         "Frames for other hosts, or other workers' own transmissions.", MetricType::Counter,
+         &P::not_for_us},
+        {"portcullis_dpdk_steered_away_total",
+         "TCP frames of flows that software steering gives to another worker.",
+         MetricType::Counter, &P::steered_away},
+        {"portcullis_dpdk_tx_full_total", "Frames dropped because the port's TX ring was full.",
+         MetricType::Counter, &P::tx_full},
+        {"portcullis_dpdk_mbuf_alloc_failures_total", "Packet buffer allocations that failed.",
+         MetricType::Counter, &P::mbuf_exhausted},
+        {"portcullis_dpdk_mbufs_in_use", "Packet buffers of the lcore's pool in use.",
+         MetricType::Gauge, &P::mbufs_in_use},
+        {"portcullis_dpdk_tcp_connections", "Connections in the lcore's TCP table (any state).",
+         MetricType::Gauge, &P::tcp_connections},
+        {"portcullis_dpdk_tcp_retransmissions_total", "TCP segments sent again.",
+         MetricType::Counter, &P::tcp_retransmissions},
+        {"portcullis_dpdk_tcp_resets_sent_total", "RSTs for segments that matched no connection.",
+         MetricType::Counter, &P::resets_sent},
+        {"portcullis_dpdk_syn_cookies_sent_total",
+         "SYN-ACKs carrying a SYN cookie (the SYN backlog was full).", MetricType::Counter,
+         &P::syn_cookies_sent},
+        {"portcullis_dpdk_syn_cookies_validated_total",
+         "Connections established from a valid SYN cookie.", MetricType::Counter,
+         &P::syn_cookies_validated},
+        {"portcullis_dpdk_time_wait_reused_total",
+         "Connections that took over a 4-tuple still in TIME_WAIT.", MetricType::Counter,
+         &P::time_wait_reused},
+        {"portcullis_dpdk_poll_iterations_total", "Poll-loop iterations of the lcore.",
+         MetricType::Counter, &P::poll_iterations},
+        {"portcullis_dpdk_busy_iterations_total",
+         "Poll-loop iterations that did work; over poll iterations it is the busy fraction.",
+         MetricType::Counter, &P::busy_iterations},
+    };
+    for (const auto& field : fields) {
+        auto& family = out.family(field.name, field.help, field.type);
+        for (std::size_t w = 0; w < input.stats.size(); ++w) {
+            Families::add(family,
+                          static_cast<double>((input.stats.slot(w).packets.*field.member).get()),
+                          {{"worker", std::to_string(w)}});
+        }
+    }
+    auto& drops = out.family("portcullis_dpdk_rx_drops_total",
+                             "Received frames dropped by the packet parser, by reason.",
+                             MetricType::Counter);
+    for (std::size_t w = 0; w < input.stats.size(); ++w) {
+        const auto& packets = input.stats.slot(w).packets;
+        for (std::size_t r = 1; r < dataplane::net::drop_reason_count; ++r) {
+            Families::add(drops, static_cast<double>(packets.rx_drops[r].get()),
+                          {{"worker", std::to_string(w)},
+                           {"reason", dataplane::net::to_string(static_cast<dataplane::net::Drop>(r))}});
+        }
+    }
+}
+
 std::string render_metrics(const MetricsInput& input) {
     Families out;
     const Summer sum(input.stats);
@@ -202,6 +274,7 @@ std::string render_metrics(const MetricsInput& input) {
                           labels);
         }
     }
+    if (input.config.dataplane.transport == DataplaneTransport::dpdk) add_packet_metrics(out, input);
 
     auto& accepted = out.family("portcullis_connections_accepted_total",
                                 "Client TCP connections accepted.", MetricType::Counter);

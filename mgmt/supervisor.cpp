@@ -23,6 +23,9 @@
 #include "crypto/session_cache.hpp"
 #include "crypto/ticket_keys.hpp"
 #include "dataplane/kernel/socket_transport.hpp"
+#ifdef PORTCULLIS_HAVE_DPDK
+#include "dataplane/dpdk/dpdk_transport.hpp"
+#endif
 #include "dataplane/worker.hpp"
 #include "dataplane/unique_fd.hpp"
 #include "mgmt/admin_server.hpp"
@@ -151,9 +154,9 @@ class Supervisor {
             options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
             options.session_cache = session_cache_.get();
             options.hsm = config_.hsm;
-            options.make_transport = [](int epoll_fd, dataplane::TransportHost& host) {
-                return std::unique_ptr<dataplane::Transport>(
-                    std::make_unique<dataplane::kernel::SocketTransport>(epoll_fd, host));
+            options.make_transport = [this, index, cpu = options.cpu, stats = options.stats](
+                                         int epoll_fd, dataplane::TransportHost& host) {
+                return make_transport(index, cpu, epoll_fd, host, stats->packets);
             };
             options.poll_ticket_keys = [this](std::uint64_t& generation,
                                               std::vector<crypto::TicketKey>& keys) {
@@ -180,6 +183,22 @@ class Supervisor {
         slot.pid = pid;
         slot.ready = false;
         slot.started = Clock::now();
+    }
+
+    std::unique_ptr<dataplane::Transport> make_transport(int index, int cpu, int epoll_fd,
+                                                         dataplane::TransportHost& host,
+                                                         dataplane::PacketStats& stats) const {
+        if (config_.dataplane.transport == DataplaneTransport::kernel)
+            return std::make_unique<dataplane::kernel::SocketTransport>(epoll_fd, host);
+#ifdef PORTCULLIS_HAVE_DPDK
+        return dataplane::dpdk::make_dpdk_transport(
+            config_.dataplane.dpdk, dataplane::dpdk::WorkerPlacement{index, worker_count_, cpu},
+            host, &stats);
+#else
+        (void)index, (void)cpu, (void)stats;
+        throw std::runtime_error(
+            "transport \"dpdk\": this build has no DPDK (install libdpdk-dev and rebuild)");
+#endif
     }
 
     void drain_ready_pipe() {

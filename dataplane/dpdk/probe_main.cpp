@@ -1,7 +1,7 @@
 // portcullis-dpdk-probe: the DPDK transport's network stack on one port and
 // one lcore, answering ARP and ping and serving a TCP echo port. The veth
 // integration tests run it against the Linux kernel's TCP; operators can use
-// it to check a port before pointing the TLS dataplane at it.
+// it to check a port before pointing the daemon's DPDK transport at it.
 //   portcullis-dpdk-probe --eal "--no-huge -m 256 --no-pci --in-memory
 //       --vdev net_af_packet0,iface=veth0" --ip 10.9.0.1 --echo-port 7
 #include <arpa/inet.h>
@@ -45,19 +45,6 @@ int main(int argc, char** argv) {
     app.add_option("--echo-port", echo_port, "TCP port served as echo")
         ->check(CLI::Range(1, 65535));
     app.add_option("--seconds", seconds, "stop after this long (0 = on SIGINT/SIGTERM)");
-    int tls_port = 0;
-    std::string chain, key, trust;
-    app.add_option("--tls-port", tls_port, "TCP port terminated as mutual TLS (echo behind it)");
-    app.add_option("--cert", chain, "server certificate chain (PEM) for --tls-port");
-    app.add_option("--key", key, "server key (PEM) for --tls-port");
-    app.add_option("--trust", trust, "CA bundle client certificates must chain to");
-    std::string upstream;
-    bool proxy_protocol = false;
-    app.add_option(
-        "--upstream", upstream,
-        "IPv4:port of a backend for --tls-port connections (else their plaintext is echoed)");
-    app.add_flag("--proxy-protocol", proxy_protocol,
-                 "send a PROXY v2 header to the upstream first");
     std::size_t syn_backlog = 1024;
     app.add_option("--syn-backlog", syn_backlog, "half-open connections before SYN cookies");
     dpdk::FaultInjection faults;
@@ -75,30 +62,10 @@ int main(int argc, char** argv) {
     try {
         dpdk::Eal environment(split(eal));
         dpdk::Port port(dpdk::PortSettings{});
-        std::unique_ptr<portcullis::crypto::ServerTlsContext> tls;
-        if (tls_port > 0) {
-            portcullis::crypto::TlsPolicy policy;
-            policy.certificates = {{chain, key, {}}};
-            policy.trust_file = trust;
-            portcullis::crypto::PemFileKeySource keys;
-            tls = std::make_unique<portcullis::crypto::ServerTlsContext>(policy, keys);
-        }
-        dpdk::Stack stack(port, ntohl(address.s_addr), static_cast<std::uint16_t>(echo_port), {},
-                          tls.get(), static_cast<std::uint16_t>(tls_port));
+        dpdk::Stack stack(port, dpdk::StackAddress{ntohl(address.s_addr), 0xffffff00, 0});
+        stack.serve_echo(static_cast<std::uint16_t>(echo_port));
         stack.inject_faults(faults);
         stack.set_syn_backlog(syn_backlog);
-        if (!upstream.empty()) {
-            const auto colon = upstream.rfind(':');
-            in_addr backend{};
-            if (colon == std::string::npos ||
-                ::inet_pton(AF_INET, upstream.substr(0, colon).c_str(), &backend) != 1) {
-                std::cerr << "--upstream: expected IPv4:port, got " << upstream << "\n";
-                return 2;
-            }
-            stack.set_upstream(ntohl(backend.s_addr),
-                               static_cast<std::uint16_t>(std::stoi(upstream.substr(colon + 1))),
-                               proxy_protocol);
-        }
         const auto& mac = port.mac().addr_bytes;
         std::printf(
             "portcullis-dpdk-probe ready port=0 mac=%02x:%02x:%02x:%02x:%02x:%02x ip=%s echo=%d\n",
@@ -118,7 +85,6 @@ int main(int argc, char** argv) {
         std::printf(
             "portcullis-dpdk-probe stopped rx=%lu tx=%lu drops=%lu accepted=%lu resets=%lu "
             "busy=%lu/%lu mbufs_in_use=%u injected_drops=%lu injected_reorders=%lu "
-            "tls_handshakes=%lu tls_failures=%lu upstream_connects=%lu arp_requests=%lu "
             "syn_cookies_sent=%lu syn_cookies_validated=%lu\n",
             static_cast<unsigned long>(s.rx_packets), static_cast<unsigned long>(s.tx_packets),
             static_cast<unsigned long>(drops), static_cast<unsigned long>(s.connections_accepted),
@@ -127,10 +93,6 @@ int main(int argc, char** argv) {
             static_cast<unsigned long>(s.poll_iterations), port.mbufs_in_use(),
             static_cast<unsigned long>(s.injected_drops),
             static_cast<unsigned long>(s.injected_reorders),
-            static_cast<unsigned long>(s.tls_handshakes),
-            static_cast<unsigned long>(s.tls_failures),
-            static_cast<unsigned long>(s.upstream_connects),
-            static_cast<unsigned long>(s.arp_requests),
             static_cast<unsigned long>(s.syn_cookies_sent),
             static_cast<unsigned long>(s.syn_cookies_validated));
     } catch (const std::exception& e) {

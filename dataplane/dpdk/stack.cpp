@@ -2,41 +2,50 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_random.h>
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
-
-#include "crypto/tls_connection.hpp"
-#include "dataplane/upstream/proxy_v2.hpp"
 
 namespace portcullis::dataplane::dpdk {
 
-struct Stack::Flow {
-    Flow(tcp::TcpConnection connection, const net::Route& path, std::uint16_t local,
-         std::uint16_t peer)
-        : tcp(std::move(connection)), route(path), local_port(local), peer_port(peer) {}
+struct TcpStream::FlowState {
+    FlowState(Stack& owner, tcp::TcpConnection connection, const net::Route& path,
+              std::uint16_t local, std::uint16_t peer, std::uint64_t flow_key)
+        : stack(owner),
+          tcp(std::move(connection)),
+          route(path),
+          local_port(local),
+          peer_port(peer),
+          key(flow_key) {}
 
+    Stack& stack;
     tcp::TcpConnection tcp;
     net::Route route;
     std::uint16_t local_port;
     std::uint16_t peer_port;
-    bool closing = false;
-    std::unique_ptr<crypto::TlsConnection> tls;  // null: plain echo
-    std::vector<std::uint8_t> pending;           // plaintext the TLS core could not take yet
-    Flow* partner = nullptr;                     // client <-> upstream, both owned by flows_
-    bool upstream = false;                       // this is the backend side of a partner
-    bool wants_upstream = false;                 // handshake done, waiting for ARP or a free port
-    bool half_open = false;  // counted in the SYN backlog until it leaves SYN-RECEIVED
-    std::vector<std::uint8_t> to_upstream;  // plaintext the upstream TCP could not take yet
+    std::uint64_t key;
+    TcpStream* stream = nullptr;
+    int listener = -1;          // index into the stack's listeners; -1: opened by us or echo
+    bool echo = false;          // the probe's echo service
+    bool accepted = false;      // handed to its listener
+    bool half_open = false;     // counted in the SYN backlog until it leaves SYN-RECEIVED
+    bool resolved = true;       // next hop's MAC known (an active open may wait for ARP)
+    net::Ipv4Address hop = 0;   // the next hop while unresolved
+    bool established_once = false;
+    bool closing = false;       // echo: our FIN is queued
+    bool notify = false;        // input since the owner last heard of it
+    bool queued = false;        // in the stack's touched list
+    bool dead = false;          // retired: memory kept until the end of this poll
+    std::uint64_t scheduled = tcp::TcpConnection::no_timer;  // its wheel slot's time
 };
 
 namespace {
 
 constexpr std::uint16_t burst = 32;
+constexpr std::uint16_t first_ephemeral_port = 32768;
+constexpr std::uint16_t last_ephemeral_port = 60999;
 
 std::uint64_t flow_key(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) {
     return (std::uint64_t{peer} << 32) | (std::uint64_t{peer_port} << 16) | local_port;
@@ -59,24 +68,99 @@ SocketAddress ipv4_address(net::Ipv4Address address, std::uint16_t port) {
     return SocketAddress::from(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
 }
 
+bool is_open(tcp::TcpState state) {
+    return state != tcp::TcpState::closed && state != tcp::TcpState::syn_sent &&
+           state != tcp::TcpState::syn_received;
+}
+
 }  // namespace
 
-Stack::Stack(Port& port, net::Ipv4Address address, std::uint16_t echo_port,
-             const tcp::TcpConfig& tcp_config, const crypto::ServerTlsContext* tls,
-             std::uint16_t tls_port)
-    : port_(port),
-      address_(address),
-      echo_port_(echo_port),
-      tcp_config_(tcp_config),
-      tls_(tls),
-      tls_port_(tls_port),
-      cookies_(random_secret()) {
+// ---- TcpStream: the connection's user side --------------------------------
+
+TcpStream::~TcpStream() {
+    if (flow_ == nullptr) return;
+    flow_->stream = nullptr;
+    auto& tcp = flow_->tcp;
+    // Like close() on a kernel socket: unread input or an unfinished
+    // handshake end in RST, otherwise FIN after what is queued.
+    if (tcp.state() == tcp::TcpState::syn_sent || tcp.state() == tcp::TcpState::syn_received ||
+        tcp.readable() > 0) {
+        tcp.abort();
+    } else if (tcp.state() != tcp::TcpState::closed && tcp.state() != tcp::TcpState::time_wait) {
+        tcp.close();
+    }
+    flow_->stack.schedule(*flow_);
+}
+
+ByteStream::Io TcpStream::read(std::span<std::uint8_t> into) {
+    if (flow_ == nullptr) return {final_error_ ? Status::error : Status::eof, 0, final_error_};
+    auto& tcp = flow_->tcp;
+    const std::size_t n = tcp.receive(into);
+    if (n > 0) {
+        flow_->stack.schedule(*flow_);  // the window opened: the peer may hear of it
+        return {Status::ok, n, 0};
+    }
+    if (tcp.reset()) return {Status::error, 0, ECONNRESET};
+    if (tcp.peer_closed()) return {Status::eof, 0, 0};
+    return {Status::would_block, 0, 0};
+}
+
+ByteStream::Io TcpStream::write(std::span<const std::uint8_t> bytes) {
+    if (flow_ == nullptr || flow_->tcp.reset()) return {Status::error, 0, EPIPE};
+    const std::size_t n = flow_->tcp.send(bytes);
+    if (n == 0) return {Status::would_block, 0, 0};
+    flow_->stack.schedule(*flow_);
+    return {Status::ok, n, 0};
+}
+
+void TcpStream::shutdown_write() {
+    if (flow_ == nullptr) return;
+    flow_->tcp.close();
+    flow_->stack.schedule(*flow_);
+}
+
+int TcpStream::connect_result() {
+    if (flow_ == nullptr) return ever_connected_ ? 0 : (final_error_ ? final_error_ : ECONNREFUSED);
+    const auto state = flow_->tcp.state();
+    if (state == tcp::TcpState::syn_sent) return EINPROGRESS;
+    if (flow_->tcp.reset() && !flow_->established_once) return ECONNREFUSED;
+    ever_connected_ = true;
+    return 0;
+}
+
+// ---- Stack -----------------------------------------------------------------
+
+Stack::Stack(Port& port, const StackAddress& address, const tcp::TcpConfig& tcp_config)
+    : port_(port), address_(address), tcp_config_(tcp_config), cookies_(random_secret()) {
     std::copy_n(port.mac().addr_bytes, 6, mac_.begin());
+    for (auto& slot : wheel_) slot.reserve(16);
+    touched_.reserve(256);
+    due_.reserve(256);
 }
 
 Stack::~Stack() {
+    // Streams still held by their users must not reach freed flows.
+    for (auto& [key, flow] : flows_)
+        if (flow->stream != nullptr) flow->stream->flow_ = nullptr;
+    for (auto& flow : opened_)
+        if (flow->stream != nullptr) flow->stream->flow_ = nullptr;
     for (std::uint16_t i = 0; i < tx_count_; ++i) rte_pktmbuf_free(tx_[i]);
     if (held_ != nullptr) rte_pktmbuf_free(held_);
+}
+
+std::uint64_t Stack::retransmissions() const {
+    std::uint64_t total = ended_retransmissions_;
+    for (const auto& [key, flow] : flows_) total += flow->tcp.stats().retransmissions;
+    return total;
+}
+
+void Stack::listen(std::uint16_t port, AcceptHandler handler) {
+    listeners_.emplace_back(port, std::move(handler));
+}
+
+void Stack::stop_listening() {
+    // Established flows keep their index; only new SYNs look the port up.
+    for (auto& listener : listeners_) listener.first = 0;
 }
 
 rte_mbuf* Stack::allocate() {
@@ -102,11 +186,67 @@ void Stack::flush_tx() {
     tx_count_ = 0;
 }
 
+// Marks a flow for a visit in this poll (or the next one, when called from
+// outside poll): its owner wrote, read or closed.
+void Stack::schedule(Flow& flow) {
+    if (flow.queued || flow.dead) return;
+    flow.queued = true;
+    touched_.push_back(&flow);
+}
+
 bool Stack::poll(std::uint64_t now_ms) {
+    now_ms_ = now_ms;
     ++stats_.poll_iterations;
+    const auto packets_before = stats_.rx_packets;
+    for (auto& flow : opened_) {
+        if (flow->dead) continue;  // aborted before its first poll
+        const auto key = flow->key;
+        flows_.emplace(key, std::move(flow));
+    }
+    opened_.clear();
+    receive_burst(now_ms);
+    bool work = stats_.rx_packets != packets_before || !touched_.empty();
+
+    // Timers due since the last poll.
+    if (wheel_now_ == 0) wheel_now_ = now_ms - 1;
+    const std::uint64_t steps = std::min<std::uint64_t>(now_ms - wheel_now_, wheel_slots);
+    for (std::uint64_t i = 1; i <= steps; ++i) {
+        auto& slot = wheel_[(wheel_now_ + i) % wheel_slots];
+        for (std::size_t j = 0; j < slot.size();) {
+            Flow* flow = slot[j];
+            if (flow->scheduled <= now_ms) {
+                flow->scheduled = tcp::TcpConnection::no_timer;
+                due_.push_back(flow);
+                slot[j] = slot.back();
+                slot.pop_back();
+            } else {
+                ++j;
+            }
+        }
+    }
+    wheel_now_ = now_ms;
+    for (Flow* flow : due_) {
+        work = true;
+        service(*flow, now_ms);
+    }
+    due_.clear();
+    // Flows with input or with writes from their owners; servicing one may
+    // touch others (a relay writes into its partner), so this grows as it goes.
+    for (std::size_t i = 0; i < touched_.size(); ++i) {
+        Flow* flow = touched_[i];
+        flow->queued = false;
+        service(*flow, now_ms);
+    }
+    touched_.clear();
+    flush_tx();
+    graveyard_.clear();
+    if (work) ++stats_.busy_iterations;
+    return work;
+}
+
+void Stack::receive_burst(std::uint64_t now_ms) {
     std::array<rte_mbuf*, burst> rx{};
     const std::uint16_t received = rte_eth_rx_burst(port_.id(), 0, rx.data(), burst);
-    bool work = received > 0;
     for (std::uint16_t i = 0; i < received; ++i) {
         ++stats_.rx_packets;
         stats_.rx_bytes += rx[i]->pkt_len;
@@ -135,47 +275,167 @@ bool Stack::poll(std::uint64_t now_ms) {
             held_ = nullptr;
         }
     }
-    for (auto it = flows_.begin(); it != flows_.end();) {
-        Flow& flow = *it->second;
-        if (flow.half_open && flow.tcp.state() != tcp::TcpState::syn_received) {
-            flow.half_open = false;
-            --half_open_;
-        }
-        if (flow.tcp.next_timer() <= now_ms) {
-            flow.tcp.on_timer(now_ms);
-            work = true;
-        }
-        if (flow.tls) {
-            serve_tls(flow, now_ms);
-        } else if (!flow.upstream) {
-            serve_echo(flow);
-        } else if (flow.partner == nullptr && !flow.closing) {
-            flow.tcp.close();  // its client is gone
-            flow.closing = true;
-        }
-        flow.tcp.push(now_ms);
-        flush_flow(flow);
-        if (flow.tcp.state() == tcp::TcpState::closed) {
-            if (flow.partner != nullptr) flow.partner->partner = nullptr;
-            if (flow.half_open) --half_open_;
-            it = flows_.erase(it);
-        } else {
-            ++it;
-        }
-    }
-    flush_tx();
-    if (work) ++stats_.busy_iterations;
-    return work;
 }
 
-std::uint16_t Stack::allocate_port() {
-    for (int attempts = 0; attempts < 28232; ++attempts) {
+// One visit: timers, the SYN backlog, handing an established connection to
+// its listener, telling the owner, then sending what is queued.
+void Stack::service(Flow& flow, std::uint64_t now_ms) {
+    if (flow.dead) return;
+    auto& tcp = flow.tcp;
+    bool tell_owner = flow.notify;
+    flow.notify = false;
+    if (tcp.next_timer() <= now_ms) {
+        tcp.on_timer(now_ms);
+        tell_owner = true;
+    }
+    if (is_open(tcp.state())) flow.established_once = true;
+    if (flow.half_open && tcp.state() != tcp::TcpState::syn_received) {
+        flow.half_open = false;
+        --half_open_;
+    }
+    if (flow.listener >= 0 && !flow.accepted && is_open(tcp.state())) {
+        flow.accepted = true;
+        auto& handler = listeners_[static_cast<std::size_t>(flow.listener)].second;
+        auto stream = std::unique_ptr<TcpStream>(new TcpStream(&flow));
+        flow.stream = stream.get();
+        ++stats_.connections_accepted;
+        handler(std::move(stream), ipv4_address(flow.route.destination_ip, flow.peer_port),
+                ipv4_address(address_.address, flow.local_port));
+        tell_owner = false;  // the handler served it already
+    }
+    if (flow.echo) serve_echo_flow(flow);
+    if (tell_owner && flow.stream != nullptr && on_activity_) on_activity_(*flow.stream);
+    if (flow.dead) return;
+    tcp.push(now_ms);
+    flush_flow(flow);
+    if (tcp.state() == tcp::TcpState::closed) {
+        retire(flow);
+        return;
+    }
+    // Back on the wheel at its next deadline (the horizon's end if later).
+    const auto deadline = tcp.next_timer();
+    if (deadline == flow.scheduled) return;
+    unschedule(flow);
+    if (deadline == tcp::TcpConnection::no_timer) return;
+    const auto at = std::clamp<std::uint64_t>(deadline, now_ms + 1, now_ms + wheel_slots - 1);
+    flow.scheduled = at;
+    wheel_[at % wheel_slots].push_back(&flow);
+}
+
+void Stack::unschedule(Flow& flow) {
+    if (flow.scheduled == tcp::TcpConnection::no_timer) return;
+    auto& slot = wheel_[flow.scheduled % wheel_slots];
+    const auto at = std::find(slot.begin(), slot.end(), &flow);
+    if (at != slot.end()) {
+        *at = slot.back();
+        slot.pop_back();
+    }
+    flow.scheduled = tcp::TcpConnection::no_timer;
+}
+
+// The flow leaves the table now (its key can be used again at once); its
+// memory lives until the end of this poll, since lists may still name it.
+void Stack::retire(Flow& flow) {
+    if (flow.dead) return;
+    flow.dead = true;
+    ended_retransmissions_ += flow.tcp.stats().retransmissions;
+    if (flow.half_open) --half_open_;
+    unschedule(flow);
+    std::erase(unresolved_, &flow);
+    if (TcpStream* stream = flow.stream) {
+        stream->flow_ = nullptr;
+        stream->ever_connected_ = flow.established_once;
+        stream->final_error_ = !flow.tcp.reset() ? 0
+                               : flow.established_once ? ECONNRESET
+                                                       : ECONNREFUSED;
+        flow.stream = nullptr;
+        if (on_activity_) on_activity_(*stream);
+    }
+    const auto found = flows_.find(flow.key);
+    if (found != flows_.end() && found->second.get() == &flow) {
+        graveyard_.push_back(std::move(found->second));
+        flows_.erase(found);
+    }
+}
+
+// Another worker's flow, by the hash of its 4-tuple (our address is fixed).
+bool Stack::owns(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) const {
+    if (steering_count_ == 1) return true;
+    std::uint32_t h = peer * 0x9e3779b1u;
+    h ^= ((std::uint32_t{peer_port} << 16) | local_port) * 0x85ebca77u;
+    h ^= h >> 15;
+    h *= 0xc2b2ae3du;
+    h ^= h >> 13;
+    return h % steering_count_ == steering_index_;
+}
+
+net::Ipv4Address Stack::next_hop(net::Ipv4Address destination) const {
+    if ((destination & address_.netmask) == (address_.address & address_.netmask))
+        return destination;
+    return address_.gateway;
+}
+
+// A free local port whose flow hashes to this worker. A port whose last
+// connection to the same peer sits in TIME_WAIT is taken over (our
+// timestamps keep rising, so the peer tells old segments from new ones):
+// TIME_WAIT never exhausts the ports.
+std::uint16_t Stack::allocate_port(net::Ipv4Address peer, std::uint16_t peer_port) {
+    const int range = last_ephemeral_port - first_ephemeral_port + 1;
+    for (int attempts = 0; attempts < range; ++attempts) {
         const std::uint16_t port = next_port_;
-        next_port_ = next_port_ >= 60999 ? 32768 : static_cast<std::uint16_t>(next_port_ + 1);
-        if (flows_.find(flow_key(upstream_address_, upstream_port_, port)) == flows_.end())
+        next_port_ = next_port_ >= last_ephemeral_port ? first_ephemeral_port
+                                                       : static_cast<std::uint16_t>(next_port_ + 1);
+        if (!owns(peer, peer_port, port)) continue;
+        const auto found = flows_.find(flow_key(peer, peer_port, port));
+        if (found == flows_.end()) return port;
+        if (found->second->tcp.state() == tcp::TcpState::time_wait) {
+            ++stats_.time_wait_reused;
+            retire(*found->second);
             return port;
+        }
     }
     return 0;
+}
+
+std::unique_ptr<TcpStream> Stack::connect(net::Ipv4Address address, std::uint16_t port,
+                                          int& error) {
+    const auto hop = next_hop(address);
+    if (hop == 0) {
+        error = ENETUNREACH;
+        return nullptr;
+    }
+    const std::uint16_t local = allocate_port(address, port);
+    if (local == 0) {
+        error = EADDRNOTAVAIL;
+        return nullptr;
+    }
+    auto flow = std::make_unique<Flow>(
+        *this, tcp::TcpConnection(tcp_config_, static_cast<std::uint32_t>(rte_rand()), now_ms_),
+        net::Route{mac_, {}, address_.address, address}, local, port,
+        flow_key(address, port, local));
+    const auto mac = arp_cache_.find(hop);
+    if (mac != arp_cache_.end()) {
+        flow->route.destination_mac = mac->second;
+    } else {
+        flow->resolved = false;
+        flow->hop = hop;
+        unresolved_.push_back(flow.get());
+        send_arp_request(hop, now_ms_);
+    }
+    auto stream = std::unique_ptr<TcpStream>(new TcpStream(flow.get()));
+    flow->stream = stream.get();
+    schedule(*flow);
+    ++stats_.connections_opened;
+    opened_.push_back(std::move(flow));
+    return stream;
+}
+
+void Stack::resolve(net::Ipv4Address address, std::uint64_t now_ms) {
+    const auto hop = next_hop(address);
+    if (hop != 0 && arp_cache_.find(hop) == arp_cache_.end()) {
+        last_arp_request_ = 0;
+        send_arp_request(hop, now_ms);
+    }
 }
 
 void Stack::send_arp_request(net::Ipv4Address target, std::uint64_t now_ms) {
@@ -184,175 +444,44 @@ void Stack::send_arp_request(net::Ipv4Address target, std::uint64_t now_ms) {
     rte_mbuf* mbuf = allocate();
     if (mbuf == nullptr) return;
     auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, 60));
-    const net::ArpMessage request{1, mac_, address_, {}, target};
+    const net::ArpMessage request{1, mac_, address_.address, {}, target};
     const auto length = net::build_arp({data, 60}, request, mac_, net::broadcast_mac);
     std::fill(data + length, data + 60, 0);
     ++stats_.arp_requests;
     send_frame(mbuf);
 }
 
-// Active open toward the backend through this stack. False while the next
-// hop's MAC is unknown (an ARP request is out) or no local port is free.
-bool Stack::open_upstream(Flow& client, std::uint64_t now_ms) {
-    const auto mac = arp_cache_.find(upstream_address_);
-    if (mac == arp_cache_.end()) {
-        send_arp_request(upstream_address_, now_ms);
-        return false;
-    }
-    const std::uint16_t port = allocate_port();
-    if (port == 0) return false;
-    auto flow = std::unique_ptr<Flow>(
-        new Flow(tcp::TcpConnection(tcp_config_, static_cast<std::uint32_t>(rte_rand()), now_ms),
-                 net::Route{mac_, mac->second, address_, upstream_address_}, port, upstream_port_));
-    flow->partner = &client;
-    flow->upstream = true;
-    if (proxy_protocol_) {
-        const auto header =
-            proxy_v2::encode(ipv4_address(client.route.destination_ip, client.peer_port),
-                             ipv4_address(address_, client.local_port), client.tls->peer());
-        flow->tcp.send(header);  // queued until the connection is established
-    }
-    client.partner = flow.get();
-    ++stats_.upstream_connects;
-    flows_.emplace(flow_key(upstream_address_, upstream_port_, port), std::move(flow));
-    return true;
-}
-
 // What arrives goes straight back; the peer's FIN ends it.
-void Stack::serve_echo(Flow& flow) {
-    while (flow.tcp.readable() > 0 && flow.tcp.writable() > 0) {
-        const auto n = flow.tcp.receive(
-            std::span(scratch_).first(std::min<std::size_t>(scratch_.size(), flow.tcp.writable())));
-        flow.tcp.send(std::span(scratch_).first(n));
-    }
-    if (flow.tcp.peer_closed() && flow.tcp.readable() == 0 && !flow.closing) {
-        flow.tcp.close();
-        flow.closing = true;
-    }
-}
-
-// The TLS core over the userspace TCP, exactly as over a kernel socket:
-// ciphertext from TCP into the core, plaintext echoed, ciphertext back out.
-void Stack::serve_tls(Flow& flow, std::uint64_t now_ms) {
-    auto& tls = *flow.tls;
+void Stack::serve_echo_flow(Flow& flow) {
     auto& tcp = flow.tcp;
-    bool progress = true;
-    while (progress && !flow.closing) {
-        progress = false;
-        while (tcp.readable() > 0) {
-            const auto space = tls.inbound_space();
-            if (space.empty()) break;
-            const auto n = tcp.receive(space);
-            if (n == 0) break;
-            tls.commit_inbound(n);
-            progress = true;
-        }
-        if (!tls.established()) {
-            const auto step = tls.handshake();
-            if (step == crypto::TlsConnection::Step::done) {
-                ++stats_.tls_handshakes;
-                progress = true;
-            } else if (step == crypto::TlsConnection::Step::failed) {
-                ++stats_.tls_failures;
-                flow.closing = true;  // after the alert below
-            }
-        }
-        if (tls.established() && upstream_port_ != 0 && flow.partner == nullptr && !flow.closing &&
-            (flow.wants_upstream || !flow.upstream)) {
-            flow.wants_upstream = !open_upstream(flow, now_ms);
-        }
-        if (tls.established()) {
-            Flow* up = flow.partner;
-            while (true) {
-                // Toward the client: what the backend (or the echo) produced.
-                if (!flow.pending.empty()) {
-                    const auto w = tls.write_plaintext(flow.pending);
-                    if (w.status != crypto::TlsConnection::IoStatus::ok) break;
-                    flow.pending.erase(flow.pending.begin(),
-                                       flow.pending.begin() + static_cast<std::ptrdiff_t>(w.bytes));
-                    if (!flow.pending.empty()) break;
-                    progress = true;
-                }
-                if (up != nullptr && up->tcp.readable() > 0) {
-                    const auto n = up->tcp.receive(std::span(scratch_).first(1024));
-                    flow.pending.assign(scratch_.begin(),
-                                        scratch_.begin() + static_cast<std::ptrdiff_t>(n));
-                    progress = true;
-                    continue;
-                }
-                // Toward the backend.
-                if (up != nullptr && !flow.to_upstream.empty()) {
-                    const auto n = up->tcp.send(flow.to_upstream);
-                    flow.to_upstream.erase(
-                        flow.to_upstream.begin(),
-                        flow.to_upstream.begin() + static_cast<std::ptrdiff_t>(n));
-                    if (!flow.to_upstream.empty()) break;
-                    progress = true;
-                }
-                if (upstream_port_ != 0 && up == nullptr) break;  // not connected yet
-                const auto r = tls.read_plaintext(std::span(scratch_).first(1024));
-                if (r.status == crypto::TlsConnection::IoStatus::closed) {
-                    if (up != nullptr)
-                        up->tcp.close();  // the client is done sending
-                    else {
-                        tls.close();
-                        flow.closing = true;
-                    }
-                    break;
-                }
-                if (r.status != crypto::TlsConnection::IoStatus::ok || r.bytes == 0) break;
-                auto& sink = up != nullptr ? flow.to_upstream : flow.pending;
-                sink.insert(sink.end(), scratch_.begin(),
-                            scratch_.begin() + static_cast<std::ptrdiff_t>(r.bytes));
-                progress = true;
-            }
-            // The backend finished and everything it sent is on its way: end the TLS side.
-            if (up != nullptr && up->tcp.peer_closed() && up->tcp.readable() == 0 &&
-                flow.pending.empty() && !flow.closing) {
-                tls.close();
-                flow.closing = true;
-            }
-            if (up != nullptr) up->tcp.push(now_ms);
-        }
-        while (true) {
-            const auto out = tls.outbound();
-            if (out.empty()) break;
-            const auto n = tcp.send(out);
-            if (n == 0) break;
-            tls.consume_outbound(n);
-            progress = true;
-        }
+    while (tcp.readable() > 0 && tcp.writable() > 0) {
+        const auto n = tcp.receive(
+            std::span(scratch_).first(std::min<std::size_t>(scratch_.size(), tcp.writable())));
+        tcp.send(std::span(scratch_).first(n));
     }
-    if ((flow.closing || (tcp.peer_closed() && tcp.readable() == 0)) &&
-        tcp.state() != tcp::TcpState::closed) {
-        flow.closing = true;
+    if (tcp.peer_closed() && tcp.readable() == 0 && !flow.closing) {
         tcp.close();
+        flow.closing = true;
     }
 }
 
 void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
+    // Other workers on the same port transmit with our MAC; their frames
+    // come back to us on virtual devices.
+    if (frame.kind != net::Frame::Kind::dropped && frame.source_mac == mac_) {
+        ++stats_.not_for_us;
+        return;
+    }
     switch (frame.kind) {
         case net::Frame::Kind::dropped:
             ++stats_.rx_drops[static_cast<std::size_t>(frame.drop)];
             return;
-        case net::Frame::Kind::arp: {
-            if (frame.arp.sender_ip != 0) arp_cache_[frame.arp.sender_ip] = frame.arp.sender_mac;
-            if (frame.arp.operation != 1 || frame.arp.target_ip != address_) {
-                ++stats_.not_for_us;
-                return;
-            }
-            rte_mbuf* mbuf = allocate();
-            if (mbuf == nullptr) return;
-            const net::ArpMessage reply{2, mac_, address_, frame.arp.sender_mac,
-                                        frame.arp.sender_ip};
-            auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, 60));
-            const auto length = net::build_arp({data, 60}, reply, mac_, frame.arp.sender_mac);
-            std::fill(data + length, data + 60, 0);  // minimum Ethernet frame
-            send_frame(mbuf);
+        case net::Frame::Kind::arp:
+            handle_arp(frame);
             return;
-        }
         case net::Frame::Kind::icmp_echo_request: {
-            if (frame.destination_ip != address_) {
+            // Every worker sees it; the first answers.
+            if (frame.destination_ip != address_.address || steering_index_ != 0) {
                 ++stats_.not_for_us;
                 return;
             }
@@ -370,7 +499,7 @@ void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
             return;
         }
         case net::Frame::Kind::tcp:
-            if (frame.destination_ip != address_) {
+            if (frame.destination_ip != address_.address) {
                 ++stats_.not_for_us;
                 return;
             }
@@ -379,33 +508,91 @@ void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
     }
 }
 
-void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
-    const auto key = flow_key(frame.source_ip, frame.source_port, frame.destination_port);
-    auto found = flows_.find(key);
-    if (found != flows_.end()) {
-        found->second->tcp.input(frame.segment, now_ms);
+void Stack::handle_arp(const net::Frame& frame) {
+    const auto& arp = frame.arp;
+    if (arp.sender_ip != 0) {
+        arp_cache_[arp.sender_ip] = arp.sender_mac;
+        for (std::size_t i = 0; i < unresolved_.size();) {
+            Flow* flow = unresolved_[i];
+            if (flow->hop == arp.sender_ip) {
+                flow->route.destination_mac = arp.sender_mac;
+                flow->resolved = true;
+                schedule(*flow);
+                unresolved_[i] = unresolved_.back();
+                unresolved_.pop_back();
+            } else {
+                ++i;
+            }
+        }
+    }
+    if (arp.operation != 1 || arp.target_ip != address_.address || steering_index_ != 0) {
+        ++stats_.not_for_us;
         return;
     }
-    const auto& segment = frame.segment;
-    const bool tls = tls_ != nullptr && frame.destination_port == tls_port_;
-    const bool served = frame.destination_port == echo_port_ || tls;
-    const tcp::FourTuple tuple{frame.source_ip, frame.source_port, address_,
-                               frame.destination_port};
-    const auto accept = [&](tcp::TcpConnection connection) {
-        auto flow = std::unique_ptr<Flow>(new Flow(
-            std::move(connection), net::Route{mac_, frame.source_mac, address_, frame.source_ip},
-            frame.destination_port, frame.source_port));
-        if (tls) flow->tls = std::make_unique<crypto::TlsConnection>(*tls_);
+    rte_mbuf* mbuf = allocate();
+    if (mbuf == nullptr) return;
+    const net::ArpMessage reply{2, mac_, address_.address, arp.sender_mac, arp.sender_ip};
+    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, 60));
+    const auto length = net::build_arp({data, 60}, reply, mac_, arp.sender_mac);
+    std::fill(data + length, data + 60, 0);  // minimum Ethernet frame
+    send_frame(mbuf);
+}
+
+Stack::Flow* Stack::accept_flow(const net::Frame& frame, tcp::TcpConnection connection) {
+    const auto key = flow_key(frame.source_ip, frame.source_port, frame.destination_port);
+    auto flow = std::make_unique<Flow>(
+        *this, std::move(connection),
+        net::Route{mac_, frame.source_mac, address_.address, frame.source_ip},
+        frame.destination_port, frame.source_port, key);
+    Flow* raw = flow.get();
+    if (frame.destination_port == echo_port_ && echo_port_ != 0) {
+        raw->echo = true;
         ++stats_.connections_accepted;
-        return flows_.emplace(key, std::move(flow)).first->second.get();
-    };
+    } else {
+        for (std::size_t i = 0; i < listeners_.size(); ++i)
+            if (listeners_[i].first == frame.destination_port) raw->listener = static_cast<int>(i);
+    }
+    flows_.emplace(key, std::move(flow));
+    raw->notify = true;
+    schedule(*raw);
+    return raw;
+}
+
+void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
+    const auto& segment = frame.segment;
+    const auto key = flow_key(frame.source_ip, frame.source_port, frame.destination_port);
+    const auto found = flows_.find(key);
+    if (found != flows_.end()) {
+        Flow& flow = *found->second;
+        // RFC 6191 in spirit: a new SYN on a tuple in TIME_WAIT starts a new
+        // connection instead of waiting out 2 MSL.
+        if (flow.tcp.state() == tcp::TcpState::time_wait && segment.has(tcp::flag::syn) &&
+            !segment.has(tcp::flag::ack)) {
+            ++stats_.time_wait_reused;
+            retire(flow);
+        } else {
+            flow.tcp.input(segment, now_ms);
+            flow.notify = true;
+            schedule(flow);
+            return;
+        }
+    }
+    if (!owns(frame.source_ip, frame.source_port, frame.destination_port)) {
+        ++stats_.steered_away;
+        return;
+    }
+    bool served = echo_port_ != 0 && frame.destination_port == echo_port_;
+    for (const auto& listener : listeners_) served |= listener.first == frame.destination_port;
+    const tcp::FourTuple tuple{frame.source_ip, frame.source_port, address_.address,
+                               frame.destination_port};
     if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack) && served) {
         if (half_open_ >= syn_backlog_) {
             send_cookie(frame, tuple, now_ms);  // no state until the ACK proves the peer is real
             return;
         }
-        Flow* flow = accept(tcp::TcpConnection(tcp_config_, segment,
-                                               static_cast<std::uint32_t>(rte_rand()), now_ms));
+        Flow* flow = accept_flow(frame, tcp::TcpConnection(tcp_config_, segment,
+                                                           static_cast<std::uint32_t>(rte_rand()),
+                                                           now_ms));
         flow->half_open = true;
         ++half_open_;
         return;
@@ -414,11 +601,12 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
         !segment.has(tcp::flag::rst)) {
         if (const auto mss = cookies_.check(tuple, segment.seq, segment.ack, now_ms)) {
             ++stats_.syn_cookies_validated;
-            Flow* flow = accept(tcp::TcpConnection(
-                tcp_config_,
-                tcp::TcpConnection::CookieHandshake{segment.seq - 1, segment.ack - 1,
-                                                    std::min(*mss, tcp_config_.mss)},
-                now_ms));
+            Flow* flow = accept_flow(
+                frame, tcp::TcpConnection(tcp_config_,
+                                          tcp::TcpConnection::CookieHandshake{
+                                              segment.seq - 1, segment.ack - 1,
+                                              std::min(*mss, tcp_config_.mss)},
+                                          now_ms));
             flow->tcp.input(segment, now_ms);  // the ACK may carry data
             return;
         }
@@ -448,7 +636,7 @@ bool Stack::reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& se
     constexpr std::size_t room = 64;
     constexpr std::size_t minimum = 60;
     auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, room));
-    const net::Route route{mac_, frame.source_mac, address_, frame.source_ip};
+    const net::Route route{mac_, frame.source_mac, address_.address, frame.source_ip};
     const auto written =
         net::build_tcp({data, room}, route, frame.destination_port, frame.source_port, segment);
     std::fill(data + written, data + room, 0);
@@ -473,6 +661,7 @@ void Stack::send_reset(const net::Frame& frame) {
 }
 
 void Stack::flush_flow(Flow& flow) {
+    if (!flow.resolved) return;  // its SYN waits in the output for the next hop's MAC
     for (const auto& out : flow.tcp.output()) {
         rte_mbuf* mbuf = allocate();
         if (mbuf == nullptr) break;  // the retransmission timer recovers

@@ -480,6 +480,32 @@ std::vector<BrokenCase> broken_cases() {
          "TOML syntax", "Error while parsing string"},
         {"SyntaxDuplicateKey", with_listener("name = <@>\"again\"\n"), "TOML syntax",
          "cannot redefine existing string 'name'"},
+
+        // The DPDK transport.
+        {"UnknownTransport", with_top("[dataplane]\ntransport = <@>\"xdp\"\n"),
+         "dataplane.transport", "expected one of \"kernel\", \"dpdk\", got \"xdp\""},
+        {"DpdkAddressWithoutPrefix",
+         with_top("[dataplane.dpdk]\ndevice = \"net_af_packet0,iface=v0\"\naddress = "
+                  "<@>\"127.0.0.1\"\n"),
+         "dataplane.dpdk.address", "expected \"IPv4/prefix\" with a prefix in 1..32"},
+        {"DpdkGatewayOutsideTheSubnet",
+         with_top("[dataplane.dpdk]\ndevice = \"net_af_packet0,iface=v0\"\naddress = "
+                  "\"127.0.0.1/24\"\ngateway = <@>\"10.0.0.1\"\n"),
+         "dataplane.dpdk.gateway", "the gateway must be inside 127.0.0.1/24"},
+        {"DpdkListenerOnAnotherAddress",
+         Parts()
+             .replace(&Parts::top,
+                      "[dataplane]\ntransport = \"dpdk\"\n[dataplane.dpdk]\ndevice = "
+                      "\"net_af_packet0,iface=v0\"\naddress = \"10.0.0.1/24\"\n")
+             .replace(&Parts::listener,
+                      "[[listener]]\nname = \"edge\"\naddress = <@>\"127.0.0.1:8443\"\n")
+             .text(),
+         "listener[0].address",
+         "on the dpdk transport a listener binds to the port's address 10.0.0.1 (or *)"},
+        {"DpdkPciPortWithTwoWorkers",
+         with_top("[workers]\ncount = <@>2\n[dataplane]\ntransport = \"dpdk\"\n"
+                  "[dataplane.dpdk]\ndevice = \"0000:03:00.0\"\naddress = \"127.0.0.1/8\"\n"),
+         "workers.count", "a PCI device on the dpdk transport is served by exactly one worker"},
     };
 }
 
@@ -960,3 +986,40 @@ TEST(KnownKeys, MatchTheReferenceDocumentation) {
 
 }  // namespace
 }  // namespace portcullis::mgmt
+
+TEST(GoodConfig, DpdkTransportReachesItsFields) {
+    const PkiDirectory pki;
+    const Config config = parse_in(pki, R"(
+[dataplane]
+transport = "dpdk"
+[dataplane.dpdk]
+eal_args = ["--no-huge", "-m", "256"]
+device = "net_af_packet0,iface=veth0"
+address = "10.77.0.1/24"
+gateway = "10.77.0.254"
+mtu = 9000
+mbufs = 4095
+syn_backlog = 64
+[[listener]]
+address = "*:8443"
+  [listener.tls]
+  trust_bundle = "pki/client-ca.pem"
+    [[listener.tls.certificate]]
+    chain = "pki/server-ec.chain.pem"
+    key = "pki/server-ec.key.pem"
+  [listener.upstream]
+  backends = ["10.77.0.2:9000"]
+)");
+    EXPECT_EQ(config.dataplane.transport, DataplaneTransport::dpdk);
+    const auto& dpdk = config.dataplane.dpdk;
+    EXPECT_EQ(dpdk.eal_args, (std::vector<std::string>{"--no-huge", "-m", "256"}));
+    EXPECT_EQ(dpdk.device, "net_af_packet0,iface=veth0");
+    EXPECT_FALSE(dpdk.is_pci());
+    EXPECT_EQ(dpdk.address, 0x0a4d0001u);
+    EXPECT_EQ(dpdk.netmask, 0xffffff00u);
+    EXPECT_EQ(dpdk.gateway, 0x0a4d00feu);
+    EXPECT_EQ(dpdk.mtu, 9000);
+    EXPECT_EQ(dpdk.mbufs, 4095u);
+    EXPECT_EQ(dpdk.syn_backlog, 64u);
+    EXPECT_EQ(config.workers.count, 0) << "a virtual device may be shared by every worker";
+}

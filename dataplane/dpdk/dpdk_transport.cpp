@@ -1,0 +1,175 @@
+#include "dataplane/dpdk/dpdk_transport.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "dataplane/connection.hpp"
+#include "dataplane/dpdk/port.hpp"
+#include "dataplane/dpdk/stack.hpp"
+
+namespace portcullis::dataplane::dpdk {
+namespace {
+
+net::Ipv4Address ipv4_of(const SocketAddress& address) {
+    return ntohl(reinterpret_cast<const sockaddr_in*>(address.sa())->sin_addr.s_addr);
+}
+
+std::string dotted(std::uint32_t address) {
+    in_addr a{htonl(address)};
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &a, text, sizeof text);
+    return text;
+}
+
+int first_allowed_cpu() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(cpu, &set)) return cpu;
+    return 0;
+}
+
+class DpdkTransport final : public Transport {
+  public:
+    DpdkTransport(const DpdkSettings& settings, const WorkerPlacement& placement,
+                  TransportHost& host, PacketStats* stats)
+        : settings_(settings),
+          host_(host),
+          stats_(stats),
+          eal_(eal_arguments(settings, placement)),
+          port_(PortSettings{0, settings.mbufs, 1024, 1024, settings.mtu}),
+          stack_(port_, StackAddress{settings.address, settings.netmask, settings.gateway},
+                 tcp_config(settings)) {
+        stack_.set_steering(static_cast<unsigned>(placement.index),
+                            static_cast<unsigned>(placement.count));
+        stack_.set_syn_backlog(settings.syn_backlog);
+        stack_.on_activity([this](TcpStream& stream) {
+            if (stream.owner != nullptr) host_.activity(*stream.owner);
+        });
+    }
+
+    void listen(ListenerRuntime& listener) override {
+        stack_.listen(listener.settings.address.port(),
+                      [this, &listener](std::unique_ptr<TcpStream> stream, const SocketAddress& peer,
+                                        const SocketAddress& local) {
+                          TcpStream* raw = stream.get();
+                          std::unique_ptr<ByteStream> client = std::move(stream);
+                          Connection* connection = host_.accept(listener, client, peer, local);
+                          if (connection == nullptr) return;  // refused: the stream resets
+                          raw->owner = connection;
+                          host_.activity(*connection);
+                      });
+        // The first client should not wait for ARP toward its backend.
+        for (const auto& backend : listener.settings.upstream.backends)
+            if (backend.family() == AF_INET) stack_.resolve(ipv4_of(backend), now_ms());
+    }
+
+    void stop_listening() override { stack_.stop_listening(); }
+
+    std::unique_ptr<ByteStream> connect(const SocketAddress& backend, Connection& owner,
+                                        int& error) override {
+        if (backend.family() != AF_INET) {
+            error = EAFNOSUPPORT;
+            return nullptr;
+        }
+        auto stream = stack_.connect(ipv4_of(backend), backend.port(), error);
+        if (!stream) return nullptr;
+        stream->owner = &owner;
+        return stream;
+    }
+
+    bool polls() const override { return true; }
+
+    bool poll(std::chrono::steady_clock::time_point now) override {
+        return stack_.poll(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()));
+    }
+
+    void on_epoll_event(const epoll_event&) override {}
+
+    void publish_stats() override {
+        if (stats_ == nullptr) return;
+        const auto& s = stack_.stats();
+        auto& p = *stats_;
+        p.rx_packets.set(s.rx_packets);
+        p.tx_packets.set(s.tx_packets);
+        p.rx_bytes.set(s.rx_bytes);
+        p.tx_bytes.set(s.tx_bytes);
+        for (std::size_t r = 0; r < s.rx_drops.size(); ++r) p.rx_drops[r].set(s.rx_drops[r]);
+        p.not_for_us.set(s.not_for_us);
+        p.steered_away.set(s.steered_away);
+        p.tx_full.set(s.tx_full);
+        p.mbuf_exhausted.set(s.mbuf_exhausted);
+        p.mbufs_in_use.set(port_.mbufs_in_use());
+        p.tcp_connections.set(stack_.connections());
+        p.tcp_retransmissions.set(stack_.retransmissions());
+        p.resets_sent.set(s.resets_sent);
+        p.syn_cookies_sent.set(s.syn_cookies_sent);
+        p.syn_cookies_validated.set(s.syn_cookies_validated);
+        p.time_wait_reused.set(s.time_wait_reused);
+        p.poll_iterations.set(s.poll_iterations);
+        p.busy_iterations.set(s.busy_iterations);
+    }
+
+    std::string describe() const override {
+        return "dpdk device=" + settings_.device + " address=" + dotted(settings_.address);
+    }
+
+  private:
+    static tcp::TcpConfig tcp_config(const DpdkSettings& settings) {
+        tcp::TcpConfig config;
+        config.mss = static_cast<std::uint16_t>(settings.mtu - 40);  // IPv4 + TCP headers
+        return config;
+    }
+
+    static std::uint64_t now_ms() {
+        return static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now().time_since_epoch())
+                .count());
+    }
+
+    DpdkSettings settings_;
+    TransportHost& host_;
+    PacketStats* stats_;
+    Eal eal_;
+    Port port_;
+    Stack stack_;
+};
+
+}  // namespace
+
+std::vector<std::string> eal_arguments(const DpdkSettings& settings,
+                                       const WorkerPlacement& placement) {
+    std::vector<std::string> args = settings.eal_args;
+    const auto has = [&args](const std::string& flag) {
+        return std::find(args.begin(), args.end(), flag) != args.end();
+    };
+    const int cpu = placement.cpu >= 0 ? placement.cpu : first_allowed_cpu();
+    args.insert(args.end(), {"-l", std::to_string(cpu)});
+    // Every worker is its own DPDK primary process: a prefix of its own keeps
+    // their runtime files apart (and they are removed on exit).
+    args.insert(args.end(), {"--file-prefix", "portcullis-" + std::to_string(::getpid()) + "-" +
+                                                  std::to_string(placement.index)});
+    if (settings.is_pci()) {
+        args.insert(args.end(), {"-a", settings.device});
+    } else {
+        if (!has("--no-pci")) args.push_back("--no-pci");
+        args.insert(args.end(), {"--vdev", settings.device});
+    }
+    return args;
+}
+
+std::unique_ptr<Transport> make_dpdk_transport(const DpdkSettings& settings,
+                                               const WorkerPlacement& placement,
+                                               TransportHost& host, PacketStats* stats) {
+    return std::make_unique<DpdkTransport>(settings, placement, host, stats);
+}
+
+}  // namespace portcullis::dataplane::dpdk
