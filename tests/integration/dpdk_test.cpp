@@ -1,9 +1,11 @@
 // The DPDK transport's network stack (portcullis-dpdk-probe: one port, one
 // lcore) on one end of a veth pair, the Linux kernel's TCP/IP in a network
 // namespace on the other: ARP and ping, TCP echo of a megabyte, a closed port
-// answered with RST, and loss plus reordering (injected by the stack's test
-// hook, since this kernel has no netem) with every byte still delivered in
-// order. Needs root (namespaces, AF_PACKET); skips loudly without it.
+// answered with RST, loss plus reordering (injected by the stack's test hook,
+// since this kernel has no netem) with every byte still delivered in order,
+// and a SYN flood answered with cookies. The daemon on this transport is
+// tested in dpdk_daemon_test.cpp. Needs root (namespaces, AF_PACKET); skips
+// loudly without it.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,53 +15,12 @@
 #include <thread>
 
 #include "tests/integration/harness.hpp"
+#include "tests/integration/veth.hpp"
 
 namespace portcullis::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool run(const std::string& command) {
-    return std::system((command + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-// A namespace with the kernel peer at 10.77.0.2 and the veth end DPDK drives.
-class VethPair {
-  public:
-    VethPair() {
-        // Unique per test: a namespace's devices may outlive "netns del" briefly.
-        static int instance = 0;
-        const auto id = std::to_string(::getpid() % 10000) + "x" + std::to_string(instance++);
-        ns_ = "pcl-ns-" + id;
-        ours_ = "pcld" + id;
-        peer_ = "pclp" + id;
-        ok_ = run("ip netns add " + ns_) &&
-              run("ip link add " + ours_ + " type veth peer name " + peer_) &&
-              run("ip link set " + peer_ + " netns " + ns_) &&
-              run("ip link set " + ours_ + " up") &&
-              run(in_ns("ip addr add 10.77.0.2/24 dev " + peer_)) &&
-              run(in_ns("ip link set " + peer_ + " up")) && run(in_ns("ip link set lo up"));
-        // Checksum offloads off on both ends, or the kernel hands DPDK frames
-        // whose checksums were never computed.
-        run("ethtool -K " + ours_ + " tx off tso off gso off gro off");
-        run(in_ns("ethtool -K " + peer_ + " tx off tso off gso off gro off"));
-    }
-    ~VethPair() {
-        run("ip link del " + ours_);  // removes both ends at once
-        run("ip netns del " + ns_);
-    }
-    bool ok() const { return ok_; }
-    const std::string& namespace_name() const { return ns_; }
-    const std::string& peer_interface() const { return peer_; }
-    const std::string& dpdk_interface() const { return ours_; }
-    std::string in_ns(const std::string& command) const {
-        return "ip netns exec " + ns_ + " " + command;
-    }
-
-  private:
-    std::string ns_, ours_, peer_;
-    bool ok_ = false;
-};
 
 class DpdkStack : public ::testing::Test {
   protected:
@@ -126,14 +87,12 @@ class DpdkStack : public ::testing::Test {
         return rc == 0;
     }
 
-    void write_pki();
     // The probe's MAC, from its "ready" line.
     std::string probe_mac() const {
         const auto log = probe_process_->log();
         const auto at = log.find("mac=");
         return at == std::string::npos ? std::string() : log.substr(at + 4, 17);
     }
-    std::pair<int, std::string> tls_client(const char* mode);
 
     std::string probe_;
     std::unique_ptr<VethPair> veth_;
@@ -173,97 +132,6 @@ TEST_F(DpdkStack, LossAndReorderingStillDeliverEveryByteInOrder) {
     const auto log = probe_process_->log();
     EXPECT_EQ(log.find("injected_drops=0 "), std::string::npos) << "no loss was injected:\n" << log;
     EXPECT_EQ(log.find("injected_reorders=0\n"), std::string::npos) << log;
-}
-
-TEST_F(DpdkStack, TerminatesMutualTlsOverItsOwnTcp) {
-    // The TLS core over the userspace TCP; the client is Python's ssl in the
-    // namespace, on the kernel's TCP.
-    write_pki();
-    start({"--tls-port", "8443", "--cert", (dir_ / "server.pem").string(), "--key",
-           (dir_ / "server.key").string(), "--trust", (dir_ / "root.pem").string()});
-    const auto [ok, ok_output] = tls_client("cert");
-    EXPECT_EQ(ok, 0) << ok_output << probe_process_->log();
-    EXPECT_NE(ok_output.find("TLSv1.3 echoed 200000"), std::string::npos) << ok_output;
-    const auto [refused, refused_output] = tls_client("nocert");
-    EXPECT_NE(refused, 0) << "a client without a certificate got through: " << refused_output;
-    probe_process_->stop();
-    EXPECT_NE(probe_process_->log().find("tls_handshakes=1 tls_failures=1"), std::string::npos)
-        << probe_process_->log();
-}
-
-TEST_F(DpdkStack, RelaysTlsPlaintextToABackendThroughItsOwnTcpWithProxyV2) {
-    // Client (namespace, kernel TCP) -> mTLS on the DPDK stack -> active open
-    // through the same stack (ARP for the backend) -> backend in the
-    // namespace, which requires a PROXY v2 header and echoes.
-    write_pki();
-    const auto ready = dir_ / "backend.port";
-    ChildProcess backend({"/usr/bin/env", "ip", "netns", "exec", veth_->namespace_name(),
-                          binary_from_env("TEST_BACKEND_BIN"), "--listen", "10.77.0.2:9000",
-                          "--mode", "echo", "--proxy-protocol", "--ready-file", ready.string()},
-                         dir_ / "backend.log");
-    for (int i = 0; i < 200 && !std::filesystem::exists(ready); ++i)
-        std::this_thread::sleep_for(25ms);
-    ASSERT_TRUE(std::filesystem::exists(ready)) << backend.log();
-    start({"--tls-port", "8443", "--cert", (dir_ / "server.pem").string(), "--key",
-           (dir_ / "server.key").string(), "--trust", (dir_ / "root.pem").string(), "--upstream",
-           "10.77.0.2:9000", "--proxy-protocol"});
-    const auto [ok, output] = tls_client("cert");
-    EXPECT_EQ(ok, 0) << output << probe_process_->log() << backend.log();
-    EXPECT_NE(output.find("echoed 200000"), std::string::npos) << output;
-    probe_process_->stop();
-    EXPECT_NE(probe_process_->log().find("upstream_connects=1"), std::string::npos)
-        << probe_process_->log();
-}
-
-void DpdkStack::write_pki() {
-    const auto root = CertificateAuthority::root("DPDK Test Root");
-    CertOptions server_options;
-    server_options.common_name = "localhost";
-    server_options.dns_names = {"localhost"};
-    server_options.client_auth = false;
-    server_options.server_auth = true;
-    const auto server = root.issue(server_options);
-    CertOptions client_options;
-    client_options.common_name = "dpdk-client";
-    const auto client = root.issue(client_options);
-    write_file(dir_ / "root.pem", root.cert_pem());
-    write_file(dir_ / "server.pem", server.cert_pem());
-    write_file(dir_ / "server.key", server.key_pem());
-    write_file(dir_ / "client.pem", client.cert_pem());
-    write_file(dir_ / "client.key", client.key_pem());
-}
-
-// Python's ssl in the namespace sends 200 KB and expects them back; exit 0 on
-// success, 3 when the connection or handshake is refused.
-std::pair<int, std::string> DpdkStack::tls_client(const char* mode) {
-    const auto script = dir_ / "tls.py";
-    write_file(
-        script,
-        "import os, socket, ssl, sys\n"
-        "d = sys.argv[1]\n"
-        "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
-        "if sys.argv[2] == 'cert': ctx.load_cert_chain(d + '/client.pem', d + '/client.key')\n"
-        "data = os.urandom(200000)\n"
-        "try:\n"
-        "    with socket.create_connection(('10.77.0.1', 8443), timeout=20) as raw:\n"
-        "        with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
-        "            s.sendall(data)\n"
-        "            got = bytearray()\n"
-        "            while len(got) < len(data):\n"
-        "                chunk = s.recv(65536)\n"
-        "                if not chunk: break\n"
-        "                got += chunk\n"
-        "            print(s.version(), 'echoed', len(got))\n"
-        "            sys.exit(0 if bytes(got) == data else 1)\n"
-        "except (ssl.SSLError, ConnectionError, OSError) as e:\n"
-        "    print('refused:', e)\n"
-        "    sys.exit(3)\n");
-    const auto out = dir_ / "tls.out";
-    const int rc =
-        std::system((veth_->in_ns("python3 " + script.string() + " " + dir_.string() + " " + mode) +
-                     " >" + out.string() + " 2>&1")
-                        .c_str());
-    return {WEXITSTATUS(rc), read_file(out)};
 }
 
 TEST_F(DpdkStack, SynFloodGetsCookiesWhileLegitimateClientsConnect) {

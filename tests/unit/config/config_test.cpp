@@ -984,9 +984,6 @@ TEST(KnownKeys, MatchTheReferenceDocumentation) {
     }
 }
 
-}  // namespace
-}  // namespace portcullis::mgmt
-
 TEST(GoodConfig, DpdkTransportReachesItsFields) {
     const PkiDirectory pki;
     const Config config = parse_in(pki, R"(
@@ -1023,3 +1020,6 @@ address = "*:8443"
     EXPECT_EQ(dpdk.syn_backlog, 64u);
     EXPECT_EQ(config.workers.count, 0) << "a virtual device may be shared by every worker";
 }
+
+}  // namespace
+}  // namespace portcullis::mgmt

@@ -1,0 +1,251 @@
+// The daemon on the DPDK transport ([dataplane] transport = "dpdk"): its
+// workers drive one end of a veth pair through DPDK's af_packet device and
+// their own TCP; the clients (Python's ssl, OpenSSL's s_client) and the
+// backend live in a network namespace on the Linux kernel's TCP. The same
+// client-certificate policy as on the kernel transport, the backend reached
+// through the same stack with PROXY v2, per-lcore metrics, two workers
+// sharing the device by software steering, and a clean stop. Needs root
+// (namespaces, AF_PACKET); skips loudly without it.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "tests/integration/environment.hpp"
+#include "tests/integration/veth.hpp"
+
+namespace portcullis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class DpdkDaemon : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        const char* probe = std::getenv("PORTCULLIS_DPDK_PROBE");
+        if (probe == nullptr || *probe == '\0')
+            GTEST_SKIP()
+                << "SKIPPED LOUDLY: built without libdpdk-dev (scripts/test.sh installs it)";
+        if (::geteuid() != 0)
+            GTEST_SKIP() << "SKIPPED LOUDLY: needs root for network namespaces and AF_PACKET";
+        if (!run("command -v ip") || !run("command -v ethtool") || !run("command -v python3"))
+            GTEST_SKIP() << "SKIPPED LOUDLY: needs iproute2, ethtool and python3";
+        veth_ = std::make_unique<VethPair>();
+        if (!veth_->ok())
+            GTEST_SKIP() << "SKIPPED LOUDLY: cannot create a veth pair in a namespace";
+        env_ = std::make_unique<TestDeployment>();
+        write_file(env_->dir / "client-ca.pem", env_->client_ca.cert_pem());
+        const auto ready = env_->dir / "backend.port";
+        backend_ = std::make_unique<ChildProcess>(
+            std::vector<std::string>{"/usr/bin/env", "ip", "netns", "exec",
+                                     veth_->namespace_name(), binary_from_env("TEST_BACKEND_BIN"),
+                                     "--listen", "10.77.0.2:9000", "--mode", "echo",
+                                     "--proxy-protocol", "--record", record().string(),
+                                     "--ready-file", ready.string()},
+            env_->dir / "backend.log");
+        for (int i = 0; i < 200 && !std::filesystem::exists(ready); ++i)
+            std::this_thread::sleep_for(25ms);
+        ASSERT_TRUE(std::filesystem::exists(ready)) << backend_->log();
+    }
+
+    void TearDown() override {
+        daemon_.reset();
+        backend_.reset();
+        veth_.reset();
+        env_.reset();
+    }
+
+    std::filesystem::path record() const { return env_->dir / "proxy.jsonl"; }
+
+    // The daemon on the veth's near end at 10.77.0.1, listener "edge" on 8443.
+    void start(int workers, const std::string& extra_top = "") {
+        admin_port_ = free_port();
+        std::string listener = env_->listener("edge", 8443);
+        listener = replace_all(listener, "127.0.0.1:8443", "10.77.0.1:8443");
+        listener = replace_all(listener, "127.0.0.1:" + std::to_string(env_->backend->port()),
+                               "10.77.0.2:9000");
+        const std::string config =
+            "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin_port_) + "\"\n" + extra_top +
+            "[log]\naccess_log = \"access.log\"\n"
+            "[dataplane]\ntransport = \"dpdk\"\n[dataplane.dpdk]\n"
+            "eal_args = [\"--no-huge\", \"-m\", \"256\", \"--no-shconf\", \"--log-level\", "
+            "\"error\"]\n"
+            "device = \"net_af_packet0,iface=" +
+            veth_->dpdk_interface() + "\"\naddress = \"10.77.0.1/24\"\n\n" + listener;
+        daemon_ = std::make_unique<Daemon>(env_->write_config("dpdk", config), workers);
+    }
+
+    std::string metrics() const { return http_request(admin_port_, "GET", "/metrics").body; }
+
+    // Python's ssl in the namespace sends `bytes` and expects them back: 0 on
+    // success, 3 when the handshake or connection is refused.
+    std::pair<int, std::string> python_client(const std::string& cert_chain,
+                                              const std::string& key, int bytes = 100'000,
+                                              int connections = 1) {
+        const auto script = env_->dir / "client.py";
+        write_file(script,
+                   "import os, socket, ssl, sys\n"
+                   "d, chain, key, size, count = sys.argv[1], sys.argv[2], sys.argv[3], "
+                   "int(sys.argv[4]), int(sys.argv[5])\n"
+                   "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
+                   "if chain != 'none': ctx.load_cert_chain(d + '/' + chain, d + '/' + key)\n"
+                   "for i in range(count):\n"
+                   "    data = os.urandom(size)\n"
+                   "    try:\n"
+                   "        with socket.create_connection(('10.77.0.1', 8443), timeout=20) as raw:\n"
+                   "            with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
+                   "                s.sendall(data)\n"
+                   "                got = bytearray()\n"
+                   "                while len(got) < len(data):\n"
+                   "                    chunk = s.recv(65536)\n"
+                   "                    if not chunk: break\n"
+                   "                    got += chunk\n"
+                   "                print(s.version(), 'echoed', len(got))\n"
+                   "                if bytes(got) != data: sys.exit(1)\n"
+                   "    except (ssl.SSLError, ConnectionError, OSError) as e:\n"
+                   "        print('refused:', e)\n"
+                   "        sys.exit(3)\n");
+        const auto out = env_->dir / "client.out";
+        const int rc = std::system(
+            (veth_->in_ns("python3 " + script.string() + " " + env_->dir.string() + " " +
+                          cert_chain + " " + key + " " + std::to_string(bytes) + " " +
+                          std::to_string(connections)) +
+             " >" + out.string() + " 2>&1")
+                .c_str());
+        return {WEXITSTATUS(rc), read_file(out)};
+    }
+
+    // Writes `cert` with the client CA after it, and its key.
+    void write_client(const std::string& name, const IssuedCert& cert,
+                      const std::string& chain_pem) {
+        write_file(env_->dir / (name + ".pem"), cert.cert_pem() + chain_pem);
+        write_file(env_->dir / (name + ".key"), cert.key_pem());
+    }
+
+    std::unique_ptr<VethPair> veth_;
+    std::unique_ptr<TestDeployment> env_;
+    std::unique_ptr<ChildProcess> backend_;
+    std::unique_ptr<Daemon> daemon_;
+    int admin_port_ = 0;
+};
+
+TEST_F(DpdkDaemon, EnforcesTheClientCertificatePolicyOverItsOwnTcp) {
+    const auto good = env_->client("dpdk-good");
+    const auto revoked = env_->client("dpdk-revoked");
+    CertOptions expired_options;
+    expired_options.common_name = "dpdk-expired";
+    expired_options.not_before_offset_s = -7200;
+    expired_options.not_after_offset_s = -3600;
+    const auto expired = env_->client_ca.issue(expired_options);
+    const auto stranger_ca = CertificateAuthority::root("Stranger CA");
+    CertOptions stranger_options;
+    stranger_options.common_name = "dpdk-stranger";
+    const auto stranger = stranger_ca.issue(stranger_options);
+    env_->client_ca.revoke(revoked.cert.get());
+    env_->write_crls();
+    const std::string chain = env_->client_ca.cert_pem();
+    write_client("good", good, chain);
+    write_client("revoked", revoked, chain);
+    write_client("expired", expired, chain);
+    write_client("stranger", stranger, "");
+    start(1);
+
+    const auto [ok, ok_output] = python_client("good.pem", "good.key", 200'000);
+    EXPECT_EQ(ok, 0) << ok_output << daemon_->log();
+    EXPECT_NE(ok_output.find("TLSv1.3 echoed 200000"), std::string::npos) << ok_output;
+    struct Refusal {
+        const char* chain;
+        const char* key;
+        const char* reason;
+    };
+    for (const auto& refusal : {Refusal{"none", "none", "no_certificate"},
+                                Refusal{"revoked.pem", "revoked.key", "revoked"},
+                                Refusal{"expired.pem", "expired.key", "expired"},
+                                Refusal{"stranger.pem", "stranger.key", "unknown_ca"}}) {
+        const auto [rc, output] = python_client(refusal.chain, refusal.key);
+        EXPECT_EQ(rc, 3) << refusal.reason << " got through: " << output;
+        EXPECT_TRUE(daemon_->wait_for_log(std::string("reason=") + refusal.reason, 5s))
+            << daemon_->log();
+    }
+    // OpenSSL's own client, unchanged, through the same path.
+    const auto s_client = env_->dir / "s_client.out";
+    const int rc = std::system(
+        ("(echo hello-over-dpdk; sleep 1) | " +
+         veth_->in_ns("timeout 10 openssl s_client -connect 10.77.0.1:8443 -quiet -no_ign_eof "
+                      "-cert " +
+                      (env_->dir / "good.pem").string() + " -cert_chain " +
+                      (env_->dir / "good.pem").string() + " -key " +
+                      (env_->dir / "good.key").string() + " -CAfile " +
+                      (env_->dir / "root.pem").string()) +
+         " >" + s_client.string() + " 2>&1")
+            .c_str());
+    EXPECT_EQ(WEXITSTATUS(rc), 0) << read_file(s_client);
+    EXPECT_NE(read_file(s_client).find("hello-over-dpdk"), std::string::npos)
+        << read_file(s_client);
+
+    // The backend heard of each accepted client's identity in PROXY v2.
+    const auto proxied = read_file(record());
+    EXPECT_NE(proxied.find("dpdk-good"), std::string::npos) << proxied;
+    EXPECT_EQ(proxied.find("dpdk-revoked"), std::string::npos) << proxied;
+    EXPECT_NE(proxied.find("10.77.0.2"), std::string::npos) << proxied;
+
+    const auto text = metrics();
+    EXPECT_EQ(metric_value(
+                  text, "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}"),
+              2)
+        << text;
+    EXPECT_EQ(metric_value(text,
+                           "portcullis_client_certificate_rejections_total{listener=\"edge\",reason=\"revoked\"}"),
+              1)
+        << text;
+    EXPECT_GT(metric_value(text, "portcullis_dpdk_rx_packets_total{worker=\"0\"}"), 0) << text;
+    EXPECT_GT(metric_value(text, "portcullis_dpdk_busy_iterations_total{worker=\"0\"}"), 0);
+    EXPECT_GT(metric_value(text, "portcullis_dpdk_tcp_connections{worker=\"0\"}"), 0)
+        << "closed connections wait in TIME_WAIT";
+    EXPECT_FALSE(std::isnan(metric_value(text, "portcullis_dpdk_mbufs_in_use{worker=\"0\"}")));
+    EXPECT_GT(metric_value(text, "portcullis_worker_busy_seconds_total{worker=\"0\"}"), 0);
+
+    const auto access = read_file(env_->dir / "access.log");
+    EXPECT_NE(access.find("result=complete"), std::string::npos) << access;
+    EXPECT_NE(access.find("client=10.77.0.2:"), std::string::npos) << access;
+    EXPECT_NE(access.find("backend=10.77.0.2:9000"), std::string::npos) << access;
+}
+
+TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
+    write_client("good", env_->client("dpdk-steered"), env_->client_ca.cert_pem());
+    start(2);
+    const auto [ok, output] = python_client("good.pem", "good.key", 5'000, 24);
+    EXPECT_EQ(ok, 0) << output << daemon_->log();
+    const auto text = metrics();
+    // Each worker took some connections and left the others' frames alone.
+    for (const char* worker : {"0", "1"}) {
+        const std::string labels = std::string("{worker=\"") + worker + "\"}";
+        EXPECT_GT(metric_value(text, "portcullis_dpdk_steered_away_total" + labels), 0) << text;
+        EXPECT_GT(metric_value(text, "portcullis_dpdk_rx_packets_total" + labels), 0) << text;
+    }
+    EXPECT_EQ(metric_value(
+                  text, "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}") +
+                  metric_value(text, "portcullis_handshakes_total{listener=\"edge\",kind="
+                                     "\"resumed\",result=\"ok\"}"),
+              24)
+        << text;
+    EXPECT_EQ(read_file(record()).size() > 0, true);
+}
+
+TEST_F(DpdkDaemon, StopsCleanlyAndLeavesNothingInRunDpdk) {
+    start(1);
+    const pid_t worker = daemon_->worker_pids().at(0);
+    EXPECT_TRUE(daemon_->wait_for_log("transport dpdk device=net_af_packet0"));
+    EXPECT_TRUE(std::filesystem::exists("/var/run/dpdk/portcullis-" + std::to_string(worker) + "-0"))
+        << "the worker's runtime directory, while it runs";
+    EXPECT_EQ(daemon_->process().stop(), 0) << daemon_->log();
+    EXPECT_FALSE(
+        std::filesystem::exists("/var/run/dpdk/portcullis-" + std::to_string(worker) + "-0"));
+    EXPECT_NE(daemon_->log().find("worker 0 stopped"), std::string::npos) << daemon_->log();
+}
+
+}  // namespace
+}  // namespace portcullis::testing

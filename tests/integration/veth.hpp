@@ -1,0 +1,56 @@
+// A veth pair whose far end sits in a fresh network namespace with the Linux
+// kernel's TCP/IP at 10.77.0.2/24; the near end is for a DPDK af_packet
+// virtual device. Offloads are off on both ends, or the kernel hands DPDK
+// frames whose checksums were never computed.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace portcullis::testing {
+
+inline bool run(const std::string& command) {
+    return std::system((command + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+// A namespace with the kernel peer at 10.77.0.2 and the veth end DPDK drives.
+class VethPair {
+  public:
+    VethPair() {
+        // Unique per test: a namespace's devices may outlive "netns del" briefly.
+        static int instance = 0;
+        const auto id = std::to_string(::getpid() % 10000) + "x" + std::to_string(instance++);
+        ns_ = "pcl-ns-" + id;
+        ours_ = "pcld" + id;
+        peer_ = "pclp" + id;
+        ok_ = run("ip netns add " + ns_) &&
+              run("ip link add " + ours_ + " type veth peer name " + peer_) &&
+              run("ip link set " + peer_ + " netns " + ns_) &&
+              run("ip link set " + ours_ + " up") &&
+              run(in_ns("ip addr add 10.77.0.2/24 dev " + peer_)) &&
+              run(in_ns("ip link set " + peer_ + " up")) && run(in_ns("ip link set lo up"));
+        // Checksum offloads off on both ends, or the kernel hands DPDK frames
+        // whose checksums were never computed.
+        run("ethtool -K " + ours_ + " tx off tso off gso off gro off");
+        run(in_ns("ethtool -K " + peer_ + " tx off tso off gso off gro off"));
+    }
+    ~VethPair() {
+        run("ip link del " + ours_);  // removes both ends at once
+        run("ip netns del " + ns_);
+    }
+    bool ok() const { return ok_; }
+    const std::string& namespace_name() const { return ns_; }
+    const std::string& peer_interface() const { return peer_; }
+    const std::string& dpdk_interface() const { return ours_; }
+    std::string in_ns(const std::string& command) const {
+        return "ip netns exec " + ns_ + " " + command;
+    }
+
+  private:
+    std::string ns_, ours_, peer_;
+    bool ok_ = false;
+};
+
+}  // namespace portcullis::testing
