@@ -197,6 +197,12 @@ SigningService::SigningService(const HsmSettings& settings, HsmStats* stats)
         CK_RV rv = (*module_)->C_OpenSession(token->slot, CKF_SERIAL_SESSION, nullptr, nullptr,
                                              &token->control);
         if (rv == CKR_OK) rv = login(*module_, token->control, pin_);
+        // The same race seen from C_Login: while a sibling holds the store's
+        // lock, SoftHSM2 reports the user PIN as not initialised.
+        for (int attempt = 0; rv == CKR_USER_PIN_NOT_INITIALIZED && attempt < 20; ++attempt) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            rv = login(*module_, token->control, pin_);
+        }
         if (rv != CKR_OK)
             throw HsmError("token \"" + label + "\": login failed: " + ckr_name(rv) +
                            (rv == CKR_PIN_INCORRECT ? " (wrong PIN)" : ""));
