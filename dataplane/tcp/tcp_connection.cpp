@@ -333,7 +333,9 @@ void TcpConnection::process_data(const TcpSegment& segment, Millis now) {
     }
     // ACK every second full segment, at once after a hole, else after the delay.
     if (payload.size() >= send_mss_) ++unacked_full_segments_;
-    if (filled_hole || unacked_full_segments_ >= 2 || taken < payload.size()) {
+    const bool quickack = quickacks_left_ > 0;
+    if (quickack) --quickacks_left_;
+    if (quickack || filled_hole || unacked_full_segments_ >= 2 || taken < payload.size()) {
         emit_ack(now);
     } else if (delayed_ack_deadline_ == no_timer) {
         delayed_ack_deadline_ = now + config_.delayed_ack_ms;

@@ -48,6 +48,10 @@ struct TcpConfig {
     std::uint32_t rto_max_ms = 60000;
     int max_retransmissions = 8;  // then the connection is reset
     std::uint32_t delayed_ack_ms = 40;
+    // Data segments ACKed at once at the start of a connection (Linux's
+    // quickack): a handshake's flights are small, and a peer's Nagle would
+    // otherwise hold its next segment for our delayed ACK.
+    int quickack_segments = 16;
     std::uint32_t time_wait_ms = 60000;          // 2 MSL
     std::size_t max_out_of_order = 64;           // segments held beyond a hole
     std::uint32_t initial_window_segments = 10;  // RFC 6928
@@ -176,6 +180,7 @@ class TcpConnection {
     // ACK policy.
     Millis delayed_ack_deadline_ = no_timer;
     int unacked_full_segments_ = 0;
+    int quickacks_left_ = config_.quickack_segments;
 
     Millis time_wait_deadline_ = no_timer;
     bool reset_ = false;

@@ -137,8 +137,23 @@ TEST(TcpHandshake, RstAnsweringOurSynMeansRefused) {
     EXPECT_TRUE(tcp.reset());
 }
 
-TEST(TcpData, InOrderDataIsDeliveredAndAckedAfterTheDelay) {
+// Past the quickack segments at the start, ACKs wait for the delay.
+TcpConfig without_quickack() {
+    TcpConfig config;
+    config.quickack_segments = 0;
+    return config;
+}
+
+TEST(TcpData, FirstSegmentsAreAckedAtOnce) {
     Harness h;
+    h.establish();
+    h.input(h.from_peer(peer_iss + 1, flag::ack | flag::psh, our_iss + 1, bytes(100)));
+    ASSERT_EQ(h.sent.size(), 1u) << "quickack: a handshake flight is not held for 40 ms";
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 101);
+}
+
+TEST(TcpData, InOrderDataIsDeliveredAndAckedAfterTheDelay) {
+    Harness h(without_quickack());
     h.establish();
     const auto data = bytes(100);
     h.input(h.from_peer(peer_iss + 1, flag::ack | flag::psh, our_iss + 1, data));
@@ -152,7 +167,7 @@ TEST(TcpData, InOrderDataIsDeliveredAndAckedAfterTheDelay) {
 }
 
 TEST(TcpData, EverySecondFullSegmentIsAckedAtOnce) {
-    Harness h;
+    Harness h(without_quickack());
     h.establish();
     const auto mss = h.tcp->effective_mss();
     const auto data = bytes(mss);

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""DPDK transport against kernel transport: same binaries, same machine, same
+run, the server on CPU 0 and the clients on CPU 1. Needs root (a veth pair
+and a network namespace; DPDK's af_packet device drives the near end).
+
+1. Plain TCP connection rate (connect / accept / 1-byte request / echo /
+   close): portcullis-dpdk-probe serving its echo port on the userspace stack,
+   and the same binary with --kernel serving it on the kernel's TCP.
+2. Full mutual-TLS handshakes through the daemon (one worker, pinned to
+   CPU 0) with transport = "kernel" and transport = "dpdk", the backend in
+   the namespace.
+
+Server CPU per connection or handshake:
+  - DPDK: time spent in poll iterations that did work (a polling core is
+    always at 100%, so process CPU time says nothing),
+  - kernel: the server process's utime+stime from /proc (also reported:
+    CPU 0's whole non-idle time, which adds the softirq work done there).
+  Softirq work the kernel does on the client's CPU (veth delivery, and the
+  af_packet copies for DPDK) is in neither; on a real NIC the DPDK path has
+  no such work at all.
+
+  sudo perf/dpdk_vs_kernel.py --build build [--duration 8] [--json perf/results-dpdk.json]
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from perf_common import children_of, cpu_seconds, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+NS, NEAR, FAR = "pcl-bench", "pclbd0", "pclbp0"
+SERVER_IP, PEER_IP = "10.77.9.1", "10.77.9.2"
+SERVER_CPU, CLIENT_CPU = "0", "1"
+
+
+def sh(command, check=True):
+    return subprocess.run(command, shell=True, check=check, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+
+
+def in_ns(command):
+    return f"ip netns exec {NS} taskset -c {CLIENT_CPU} {command}"
+
+
+def setup_veth():
+    teardown_veth()
+    sh(f"ip netns add {NS}")
+    sh(f"ip link add {NEAR} type veth peer name {FAR}")
+    sh(f"ip link set {FAR} netns {NS}")
+    sh(f"ip link set {NEAR} up")
+    sh(f"ip netns exec {NS} ip addr add {PEER_IP}/24 dev {FAR}")
+    sh(f"ip netns exec {NS} ip link set {FAR} up")
+    sh(f"ip netns exec {NS} ip link set lo up")
+    sh(f"ethtool -K {NEAR} tx off tso off gso off gro off", check=False)
+    sh(f"ip netns exec {NS} ethtool -K {FAR} tx off tso off gso off gro off", check=False)
+
+
+def teardown_veth():
+    sh(f"ip link del {NEAR}", check=False)
+    sh(f"ip netns del {NS}", check=False)
+
+
+def kernel_owns_address(yes):
+    """The kernel answers for the server address only in kernel runs: in DPDK
+    runs it would answer ARP and send RSTs for the userspace stack's flows."""
+    sh(f"ip addr flush dev {NEAR}", check=False)
+    if yes:
+        sh(f"ip addr add {SERVER_IP}/24 dev {NEAR}")
+    sh(f"ip netns exec {NS} ip neigh flush dev {FAR}", check=False)
+
+
+def cpu0_busy_seconds():
+    fields = Path("/proc/stat").read_text().splitlines()
+    for line in fields:
+        if line.startswith(f"cpu{SERVER_CPU} "):
+            v = [int(x) for x in line.split()[1:]]
+            idle = v[3] + v[4]
+            return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def eal(prefix):
+    return (f"--no-huge -m 256 --no-pci --no-shconf -l {SERVER_CPU} --log-level=error "
+            f"--file-prefix {prefix} --vdev net_af_packet0,iface={NEAR}")
+
+
+TCP_CLIENT = r"""
+import multiprocessing, socket, sys, time
+# Processes, not threads: with threads the GIL's 5 ms switch interval, not
+# the server, sets the rate once replies come back in well under 5 ms.
+host, duration, workers = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+def run(_):
+    done = failed = 0
+    end = time.time() + duration
+    while time.time() < end:
+        try:
+            s = socket.create_connection((host, 7), timeout=5)
+            s.sendall(b'x')
+            if s.recv(1) == b'x':
+                done += 1
+            s.close()
+        except OSError:
+            failed += 1
+    return done, failed
+with multiprocessing.Pool(workers) as pool:
+    results = pool.map(run, range(workers))
+print(sum(r[0] for r in results), sum(r[1] for r in results))
+"""
+
+
+def plain_tcp(build, work, transport, args):
+    probe = build / "dataplane" / "portcullis-dpdk-probe"
+    kernel_owns_address(transport == "kernel")
+    log_path = work / f"probe-{transport}.log"
+    log = open(log_path, "w")
+    cmd = ["taskset", "-c", SERVER_CPU, str(probe), "--ip", SERVER_IP, "--echo-port", "7"]
+    cmd += ["--kernel"] if transport == "kernel" else ["--eal", eal(f"pclbench{os.getpid()}")]
+    server = subprocess.Popen(cmd, stdout=log, stderr=log)
+    try:
+        if not wait_for(lambda: "ready" in log_path.read_text(), 20):
+            raise RuntimeError(f"probe did not start: {log_path.read_text()}")
+        sh(in_ns(f"ping -c 1 -W 2 {SERVER_IP}"), check=False)  # ARP both ways
+        (work / "tcp_client.py").write_text(TCP_CLIENT)
+        cpu0_before = cpu0_busy_seconds()
+        out = subprocess.run(in_ns(f"python3 {work / 'tcp_client.py'} {SERVER_IP} {args.duration} "
+                                   f"{args.tcp_clients}"), shell=True, capture_output=True, text=True)
+        cpu0 = cpu0_busy_seconds() - cpu0_before
+        connections, errors = (int(x) for x in out.stdout.split())
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=15)
+        log.close()
+    text = log_path.read_text()
+    cpu_ns = int(re.search(r"cpu_ns=(\d+)", text).group(1))
+    busy = re.search(r"busy_ns=(\d+)", text)
+    server_s = int(busy.group(1)) / 1e9 if busy else cpu_ns / 1e9
+    n = max(connections, 1)
+    return {"transport": transport, "connections": connections, "errors": errors,
+            "connections_per_s": connections / args.duration,
+            "server_cpu_s": server_s, "server_cpu_us_per_connection": server_s * 1e6 / n,
+            "cpu0_busy_us_per_connection": cpu0 * 1e6 / n}
+
+
+def metric(port, name):
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return 0.0
+    for line in body.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def mtls(build, work, pki, transport, args):
+    portcullis = build / "mgmt" / "portcullis"
+    bench = build / "perf" / "portcullis-bench"
+    kernel_owns_address(transport == "kernel")
+    admin = 19000 + os.getpid() % 1000
+    dpdk = ""
+    if transport == "dpdk":
+        dpdk = f"""
+[dataplane]
+transport = "dpdk"
+[dataplane.dpdk]
+eal_args = ["--no-huge", "-m", "256", "--no-shconf", "--log-level", "error"]
+device = "net_af_packet0,iface={NEAR}"
+address = "{SERVER_IP}/24"
+"""
+    config = work / f"portcullis-{transport}.toml"
+    config.write_text(f"""
+[workers]
+count = 1
+[admin]
+address = "127.0.0.1:{admin}"
+{dpdk}
+[[listener]]
+name = "bench"
+address = "{SERVER_IP}:8443"
+  [listener.tls]
+  client_auth = "require"
+  trust_bundle = "pki/root-ca.cert.pem"
+  crl_files = ["pki/client-ca.crl.pem"]
+    [[listener.tls.certificate]]
+    chain = "pki/server-ec.chain.pem"
+    key = "pki/server-ec.key.pem"
+  [listener.upstream]
+  backends = ["{PEER_IP}:9000"]
+""")
+    log_path = work / f"portcullis-{transport}.log"
+    log = open(log_path, "w")
+    daemon = subprocess.Popen([str(portcullis), "--config", str(config)], stdout=log, stderr=log)
+    try:
+        if not wait_for(lambda: "portcullis ready" in log_path.read_text(), 20):
+            raise RuntimeError(f"portcullis did not become ready: {log_path.read_text()}")
+        workers = children_of(daemon.pid)
+        sh(in_ns(f"ping -c 1 -W 2 {SERVER_IP}"), check=False)
+        request = "GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
+        busy_name = 'portcullis_worker_busy_seconds_total{worker="0"}'
+        busy_before, cpu_before = metric(admin, busy_name), cpu_seconds(workers)
+        cpu0_before = cpu0_busy_seconds()
+        subprocess.run(in_ns(
+            f"{bench} --target {SERVER_IP}:8443 --sni localhost --ca {pki / 'root-ca.cert.pem'} "
+            f"--cert {pki / 'partner-a.chain.pem'} --key {pki / 'partner-a.key.pem'} --mode full "
+            f"--tls 1.3 --conns {args.conns} --duration {args.duration} --request '{request}' "
+            f"--json {work / 'bench.json'} --quiet"), shell=True, check=True,
+            stdout=subprocess.DEVNULL)
+        busy = metric(admin, busy_name) - busy_before
+        cpu = cpu_seconds(workers) - cpu_before
+        cpu0 = cpu0_busy_seconds() - cpu0_before
+        summary = json.loads((work / "bench.json").read_text())
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=15)
+        log.close()
+    n = max(summary["handshakes"], 1)
+    server_s = busy if transport == "dpdk" else cpu
+    return {"transport": transport, "handshakes": summary["handshakes"],
+            "handshakes_per_s": summary["handshakes_per_s"],
+            "errors_total": summary.get("errors_total", 0),
+            "latency_us": summary.get("latency_us", {}),
+            "server_cpu_s": server_s, "server_cpu_us_per_handshake": server_s * 1e6 / n,
+            "worker_busy_us_per_handshake": busy * 1e6 / n,
+            "cpu0_busy_us_per_handshake": cpu0 * 1e6 / n}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=str(ROOT / "build"))
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--conns", type=int, default=8, help="concurrent mTLS connections")
+    ap.add_argument("--tcp-clients", type=int, default=4, help="plain TCP client processes")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root: a veth pair, a network namespace and AF_PACKET")
+    build = Path(args.build)
+    for binary in ("dataplane/portcullis-dpdk-probe", "mgmt/portcullis", "perf/portcullis-bench",
+                   "tests/support/portcullis-test-backend"):
+        if not (build / binary).exists():
+            sys.exit(f"missing {build / binary}: build first (with libdpdk-dev installed)")
+    work = Path(tempfile.mkdtemp(prefix="portcullis-dpdk-bench."))
+    subprocess.run([str(ROOT / "scripts" / "make-demo-pki.sh"), str(work / "pki")], check=True,
+                   stdout=subprocess.DEVNULL)
+    results = {"machine": {"cpus": os.cpu_count()}, "duration_s": args.duration,
+               "plain_tcp": [], "mtls_full": []}
+    setup_veth()
+    backend = subprocess.Popen(in_ns(f"{build / 'tests/support/portcullis-test-backend'} "
+                                     f"--listen {PEER_IP}:9000 --mode http"), shell=True,
+                               start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        for transport in ("kernel", "dpdk"):
+            results["plain_tcp"].append(plain_tcp(build, work, transport, args))
+        for transport in ("kernel", "dpdk"):
+            results["mtls_full"].append(mtls(build, work, work / "pki", transport, args))
+    finally:
+        os.killpg(backend.pid, signal.SIGTERM)
+        backend.wait()
+        teardown_veth()
+    tcp = {r["transport"]: r for r in results["plain_tcp"]}
+    tls = {r["transport"]: r for r in results["mtls_full"]}
+    results["ratios"] = {
+        "plain_tcp_cpu_dpdk_over_kernel": tcp["dpdk"]["server_cpu_us_per_connection"] /
+        max(tcp["kernel"]["server_cpu_us_per_connection"], 1e-9),
+        "mtls_cpu_dpdk_over_kernel": tls["dpdk"]["server_cpu_us_per_handshake"] /
+        max(tls["kernel"]["server_cpu_us_per_handshake"], 1e-9),
+    }
+    print("\n| plain TCP | connections/s | server CPU µs/conn | CPU 0 busy µs/conn | errors |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in results["plain_tcp"]:
+        print(f"| {r['transport']} | {r['connections_per_s']:.0f} | "
+              f"{r['server_cpu_us_per_connection']:.1f} | {r['cpu0_busy_us_per_connection']:.1f} | "
+              f"{r['errors']} |")
+    print("\n| mTLS full (TLS 1.3) | handshakes/s | p50 µs | server CPU µs/handshake | "
+          "worker busy µs/handshake | CPU 0 busy µs/handshake | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results["mtls_full"]:
+        print(f"| {r['transport']} | {r['handshakes_per_s']:.0f} | "
+              f"{r['latency_us'].get('p50', 0):.0f} | {r['server_cpu_us_per_handshake']:.0f} | "
+              f"{r['worker_busy_us_per_handshake']:.0f} | {r['cpu0_busy_us_per_handshake']:.0f} | "
+              f"{r['errors_total']} |")
+    print(f"\nratios dpdk/kernel: plain TCP {results['ratios']['plain_tcp_cpu_dpdk_over_kernel']:.2f} "
+          f"(target <= 0.5), mTLS {results['ratios']['mtls_cpu_dpdk_over_kernel']:.2f} "
+          f"(target <= 1.0)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"JSON written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
