@@ -3,8 +3,10 @@
 # installs packages, builds, makes a demo PKI, starts a demo backend and
 # Portcullis, runs a short mTLS load with portcullis-bench (full and resumed
 # handshakes, plus clients that must be rejected) and prints what happened.
-#   scripts/quickstart.sh [--serve] [--duration SECONDS] [--workers N]
+#   scripts/quickstart.sh [--serve] [--duration SECONDS] [--workers N] [--dataplane kernel|dpdk]
 #   --serve     keep Portcullis and the backend running until Ctrl-C
+#   --dataplane dpdk   run on the DPDK transport (root): a veth pair whose far
+#               end is a network namespace holding the clients and the backend
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -13,16 +15,26 @@ source scripts/lib/deps.sh
 serve=0
 duration=5
 workers=0
+dataplane=kernel
 while [ $# -gt 0 ]; do
   case "$1" in
     --serve) serve=1 ;;
     --duration) duration=$2; shift ;;
     --workers) workers=$2; shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --dataplane) dataplane=$2; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
+
+case "$dataplane" in
+  kernel|dpdk) ;;
+  *) echo "--dataplane: kernel or dpdk, not $dataplane" >&2; exit 2 ;;
+esac
+if [ "$dataplane" = dpdk ] && [ "$(id -u)" -ne 0 ]; then
+  echo "--dataplane dpdk needs root (a network namespace, a veth pair, AF_PACKET)" >&2; exit 2
+fi
 
 install_dependencies
 build_tree build >/dev/null
@@ -36,6 +48,42 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Where clients and the backend run, and the address they reach Portcullis at.
+host=127.0.0.1
+in_clients=()
+backend_listen=127.0.0.1:0
+dataplane_toml=""
+if [ "$dataplane" = dpdk ]; then
+  [ -x "$bin/dataplane/portcullis-dpdk-probe" ] || { echo "this build has no DPDK (libdpdk-dev missing?)"; exit 1; }
+  ns=pcl-quick-$$ near=pclq$$a far=pclq$$b
+  echo "== veth pair: $near (DPDK af_packet, 10.77.7.1) <-> $far in namespace $ns (10.77.7.2: clients, backend)"
+  ip netns add "$ns"
+  ip link add "$near" type veth peer name "$far"
+  ip link set "$far" netns "$ns"
+  ip link set "$near" up
+  ip netns exec "$ns" ip addr add 10.77.7.2/24 dev "$far"
+  ip netns exec "$ns" ip link set "$far" up
+  ip netns exec "$ns" ip link set lo up
+  # Offloads off on both ends, or the kernel hands DPDK frames without checksums.
+  ethtool -K "$near" tx off tso off gso off gro off >/dev/null 2>&1 || true
+  ip netns exec "$ns" ethtool -K "$far" tx off tso off gso off gro off >/dev/null 2>&1 || true
+  veth_cleanup() { cleanup; ip link del "$near" 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; }
+  trap veth_cleanup EXIT
+  host=10.77.7.1
+  in_clients=(ip netns exec "$ns")
+  backend_listen=10.77.7.2:0
+  # One polling worker unless asked: on a small machine the clients need a core too.
+  [ "$workers" -eq 0 ] && workers=1
+  dataplane_toml="[dataplane]
+transport = \"dpdk\"
+
+[dataplane.dpdk]
+eal_args = [\"--no-huge\", \"-m\", \"256\", \"--log-level\", \"error\"]
+device = \"net_af_packet0,iface=$near\"
+address = \"10.77.7.1/24\"
+"
+fi
 
 echo "== demo PKI in $work/pki"
 scripts/make-demo-pki.sh "$work/pki" >/dev/null
@@ -65,8 +113,8 @@ for kind in ec rsa; do
 done
 
 echo "== demo backend (HTTP, reads the PROXY v2 header)"
-"$bin/tests/support/portcullis-test-backend" --listen 127.0.0.1:0 --ready-file "$work/backend.port" \
-  --mode http --proxy-protocol >"$work/backend.log" 2>&1 &
+"${in_clients[@]}" "$bin/tests/support/portcullis-test-backend" --listen "$backend_listen" \
+  --ready-file "$work/backend.port" --mode http --proxy-protocol >"$work/backend.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/backend.port" ] && break; sleep 0.05; done
 backend_port=$(cat "$work/backend.port")
@@ -80,6 +128,7 @@ count = $workers
 [admin]
 address = "127.0.0.1:$admin_port"
 
+$dataplane_toml
 [hsm]
 module = "$hsm_module"
 token = "portcullis-demo"
@@ -87,7 +136,7 @@ pin_file = "softhsm/pin"
 
 [[listener]]
 name = "edge"
-address = "127.0.0.1:$port"
+address = "$host:$port"
 
   [listener.tls]
   client_auth = "require"
@@ -104,13 +153,13 @@ address = "127.0.0.1:$port"
     key = "pkcs11:token=portcullis-demo;object=server-rsa;type=private"
 
   [listener.upstream]
-  backends = ["127.0.0.1:$backend_port"]
+  backends = ["${backend_listen%:*}:$backend_port"]
   proxy_protocol = true
 TOML
 
 echo "== portcullis --check-config"
 "$bin/mgmt/portcullis" --check-config "$work/portcullis.toml"
-echo "== starting portcullis on 127.0.0.1:$port"
+echo "== starting portcullis on $host:$port ($dataplane transport)"
 "$bin/mgmt/portcullis" --config "$work/portcullis.toml" >"$work/portcullis.log" 2>&1 &
 portcullis_pid=$!
 pids=("$portcullis_pid" "${pids[@]}")
@@ -118,13 +167,13 @@ for _ in $(seq 200); do grep -q "portcullis ready" "$work/portcullis.log" && bre
 grep -q "portcullis ready" "$work/portcullis.log" || { cat "$work/portcullis.log"; echo "portcullis did not start"; exit 1; }
 
 pki=$work/pki
-bench() { "$bin/perf/portcullis-bench" --target "127.0.0.1:$port" --ca "$pki/root-ca.cert.pem" --sni localhost --quiet "$@"; }
+bench() { "${in_clients[@]}" "$bin/perf/portcullis-bench" --target "$host:$port" --ca "$pki/root-ca.cert.pem" --sni localhost --quiet "$@"; }
 good=(--cert "$pki/partner-a.chain.pem" --key "$pki/partner-a.key.pem")
 request='GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
 
 echo "== curl through the edge"
-curl -sS --cacert "$pki/root-ca.cert.pem" --cert "$pki/partner-a.chain.pem" --key "$pki/partner-a.key.pem" \
-  "https://localhost:$port/" | head -5
+"${in_clients[@]}" curl -sS --cacert "$pki/root-ca.cert.pem" --cert "$pki/partner-a.chain.pem" \
+  --key "$pki/partner-a.key.pem" --resolve "localhost:$port:$host" "https://localhost:$port/" | head -5
 
 echo "== load: ${duration}s of full handshakes, ${duration}s of resumed handshakes (TLS 1.3, 8 connections)"
 bench "${good[@]}" --mode full --tls 1.3 --conns 8 --duration "$duration" --request "$request" --json "$work/full.json" >/dev/null
@@ -146,7 +195,7 @@ def load(name):
         return json.load(f)
 full, resume = load("full"), load("resume")
 print()
-print("Portcullis quickstart results (client side, portcullis-bench)")
+print(f"Portcullis quickstart results (client side, portcullis-bench)")
 print(f"  full handshakes   : {full['handshakes_per_s']:8.0f}/s  p50 {full['latency_us']['p50']:.0f} us  p99 {full['latency_us']['p99']:.0f} us  errors {full['errors_total']}")
 print(f"  resumed handshakes: {resume['handshakes_per_s']:8.0f}/s  p50 {resume['latency_us']['p50']:.0f} us  p99 {resume['latency_us']['p99']:.0f} us  resumed fraction {resume['resumed_fraction']:.2f}  errors {resume['errors_total']}")
 for name, label in (("nocert", "no client certificate"), ("revoked", "revoked certificate"), ("rogue", "unknown CA")):
@@ -156,7 +205,7 @@ PY
 echo
 echo "Server side (http://127.0.0.1:$admin_port/metrics, a few lines):"
 curl -sS "http://127.0.0.1:$admin_port/metrics" | grep -E \
-  '^portcullis_(handshakes_total|client_certificate_rejections_total\{.*(revoked|unknown_ca|no_certificate)|handshake_duration_seconds_(sum|count)|ticket_decryptions_total|reloads_total|worker_busy_seconds_total|connections_accepted_total|hsm_signatures_total|hsm_sign_duration_seconds_(sum|count))' \
+  '^portcullis_(dpdk_(rx_packets|tx_packets|busy_iterations|tcp_connections)|handshakes_total|client_certificate_rejections_total\{.*(revoked|unknown_ca|no_certificate)|handshake_duration_seconds_(sum|count)|ticket_decryptions_total|reloads_total|worker_busy_seconds_total|connections_accepted_total|hsm_signatures_total|hsm_sign_duration_seconds_(sum|count))' \
   | grep -v ' 0$' | sed 's/^/  /'
 echo
 echo "Rejections logged by the server (first of each reason):"
