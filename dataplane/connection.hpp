@@ -60,8 +60,8 @@ struct ListenerRuntime {
 
 class Connection {
   public:
-    Connection(WorkerRuntime& worker, ListenerRuntime& listener,
-               std::unique_ptr<ByteStream> client, SocketAddress peer, SocketAddress local);
+    Connection(WorkerRuntime& worker, ListenerRuntime& listener, std::unique_ptr<ByteStream> client,
+               SocketAddress peer, SocketAddress local);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;

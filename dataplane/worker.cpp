@@ -183,10 +183,10 @@ class Worker final : public TransportHost {
             // The gap between two epoll_waits is work: its sum over time is
             // this core's busy fraction (capacity planning reads it).
             if (!polling || n > 0) {
-                options_.stats->busy_ns.add(static_cast<std::uint64_t>(
-                    std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() -
-                                                                         work_started)
-                        .count()));
+                options_.stats->busy_ns.add(
+                    static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   Clock::now() - work_started)
+                                                   .count()));
             }
         }
         if (!connections_.empty()) {

@@ -85,11 +85,11 @@ struct ListenerStats {
 struct PacketStats {
     Counter rx_packets, tx_packets, rx_bytes, tx_bytes;
     std::array<Counter, net::drop_reason_count> rx_drops;  // by net::Drop
-    Counter not_for_us;      // other hosts' or other workers' frames
-    Counter steered_away;    // another worker's flow (software steering)
-    Counter tx_full;         // frames the port did not take
-    Counter mbuf_exhausted;  // allocations that failed
-    Counter mbufs_in_use;    // gauge
+    Counter not_for_us;                                    // other hosts' or other workers' frames
+    Counter steered_away;     // another worker's flow (software steering)
+    Counter tx_full;          // frames the port did not take
+    Counter mbuf_exhausted;   // allocations that failed
+    Counter mbufs_in_use;     // gauge
     Counter tcp_connections;  // gauge: the lcore's connection table
     Counter tcp_retransmissions;
     Counter resets_sent;

@@ -679,21 +679,23 @@ dataplane::dpdk::DpdkSettings read_dpdk(const Section& section) {
     require_non_empty(section, *device, "a PCI address or a virtual device");
     dpdk.device = device->value;
     const auto address = section.string("address");
-    if (!address) section.fail_missing("address", "the port's IPv4 address with prefix, \"10.0.0.1/24\"");
+    if (!address)
+        section.fail_missing("address", "the port's IPv4 address with prefix, \"10.0.0.1/24\"");
     const auto slash = address->value.find('/');
     int prefix = -1;
     if (slash != std::string::npos) {
         const auto digits = address->value.substr(slash + 1);
-        const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
+        const auto [end, error] =
+            std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
         if (error != std::errc{} || end != digits.data() + digits.size()) prefix = -1;
     }
     if (prefix < 1 || prefix > 32) {
-        section.source().fail(*address->node, address->key,
-                              "expected \"IPv4/prefix\" with a prefix in 1..32, got " +
-                                  in_quotes(address->value));
+        section.source().fail(
+            *address->node, address->key,
+            "expected \"IPv4/prefix\" with a prefix in 1..32, got " + in_quotes(address->value));
     }
-    dpdk.address = ipv4_of(section, StringField{address->value.substr(0, slash), address->node,
-                                                address->key});
+    dpdk.address =
+        ipv4_of(section, StringField{address->value.substr(0, slash), address->node, address->key});
     dpdk.netmask = prefix == 32 ? 0xffffffffu : ~((1u << (32 - prefix)) - 1);
     if (const auto gateway = section.string("gateway"); gateway && !gateway->value.empty()) {
         dpdk.gateway = ipv4_of(section, *gateway);
@@ -724,11 +726,13 @@ DataplaneSettings read_dataplane(const Section& section) {
 
 // On the DPDK transport the userspace stack owns one IPv4 address: listeners
 // bind to it (or to *), backends are IPv4.
-void check_dpdk_addresses(const Section& listener_section, const dataplane::ListenerSettings& listener,
+void check_dpdk_addresses(const Section& listener_section,
+                          const dataplane::ListenerSettings& listener,
                           const dataplane::dpdk::DpdkSettings& dpdk) {
     const auto fail = [&](const std::string& key, const std::string& problem) {
         const toml::node* node = listener_section.table().get(key);
-        if (node != nullptr) listener_section.source().fail(*node, listener_section.key_of(key), problem);
+        if (node != nullptr)
+            listener_section.source().fail(*node, listener_section.key_of(key), problem);
         listener_section.source().fail(listener_section.table_position(),
                                        listener_section.key_of(key), problem);
     };
@@ -740,15 +744,14 @@ void check_dpdk_addresses(const Section& listener_section, const dataplane::List
         char text[INET_ADDRSTRLEN] = {};
         ::inet_ntop(AF_INET, &port_address, text, sizeof text);
         fail("address", "on the dpdk transport a listener binds to the port's address " +
-                             std::string(text) + " (or *), got " + address.to_string());
+                            std::string(text) + " (or *), got " + address.to_string());
     }
     for (const auto& backend : listener.upstream.backends) {
         if (backend.family() != AF_INET) {
             const auto upstream = listener_section.subtable("upstream");
-            upstream->source().fail(*upstream->table().get("backends"),
-                                    upstream->key_of("backends"),
-                                    "the dpdk transport reaches IPv4 backends only, got " +
-                                        backend.to_string());
+            upstream->source().fail(
+                *upstream->table().get("backends"), upstream->key_of("backends"),
+                "the dpdk transport reaches IPv4 backends only, got " + backend.to_string());
         }
     }
 }

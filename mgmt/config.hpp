@@ -54,7 +54,7 @@ struct Config {
     LogSettings log;
     AdminSettings admin;
     ResumptionSettings resumption;
-    hsm::HsmSettings hsm;                                // module "" = no HSM
+    hsm::HsmSettings hsm;  // module "" = no HSM
     DataplaneSettings dataplane;
     std::vector<dataplane::ListenerSettings> listeners;  // at least one
 };

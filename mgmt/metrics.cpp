@@ -199,8 +199,8 @@ void add_packet_metrics(Families& out, const MetricsInput& input) {
          "Frames for other hosts, or other workers' own transmissions.", MetricType::Counter,
          &P::not_for_us},
         {"portcullis_dpdk_steered_away_total",
-         "TCP frames of flows that software steering gives to another worker.",
-         MetricType::Counter, &P::steered_away},
+         "TCP frames of flows that software steering gives to another worker.", MetricType::Counter,
+         &P::steered_away},
         {"portcullis_dpdk_tx_full_total", "Frames dropped because the port's TX ring was full.",
          MetricType::Counter, &P::tx_full},
         {"portcullis_dpdk_mbuf_alloc_failures_total", "Packet buffer allocations that failed.",
@@ -236,15 +236,16 @@ void add_packet_metrics(Families& out, const MetricsInput& input) {
                           {{"worker", std::to_string(w)}});
         }
     }
-    auto& drops = out.family("portcullis_dpdk_rx_drops_total",
-                             "Received frames dropped by the packet parser, by reason.",
-                             MetricType::Counter);
+    auto& drops =
+        out.family("portcullis_dpdk_rx_drops_total",
+                   "Received frames dropped by the packet parser, by reason.", MetricType::Counter);
     for (std::size_t w = 0; w < input.stats.size(); ++w) {
         const auto& packets = input.stats.slot(w).packets;
         for (std::size_t r = 1; r < dataplane::net::drop_reason_count; ++r) {
-            Families::add(drops, static_cast<double>(packets.rx_drops[r].get()),
-                          {{"worker", std::to_string(w)},
-                           {"reason", dataplane::net::to_string(static_cast<dataplane::net::Drop>(r))}});
+            Families::add(
+                drops, static_cast<double>(packets.rx_drops[r].get()),
+                {{"worker", std::to_string(w)},
+                 {"reason", dataplane::net::to_string(static_cast<dataplane::net::Drop>(r))}});
         }
     }
 }
@@ -274,7 +275,8 @@ std::string render_metrics(const MetricsInput& input) {
                           labels);
         }
     }
-    if (input.config.dataplane.transport == DataplaneTransport::dpdk) add_packet_metrics(out, input);
+    if (input.config.dataplane.transport == DataplaneTransport::dpdk)
+        add_packet_metrics(out, input);
 
     auto& accepted = out.family("portcullis_connections_accepted_total",
                                 "Client TCP connections accepted.", MetricType::Counter);

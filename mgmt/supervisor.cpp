@@ -26,8 +26,8 @@
 #ifdef PORTCULLIS_HAVE_DPDK
 #include "dataplane/dpdk/dpdk_transport.hpp"
 #endif
-#include "dataplane/worker.hpp"
 #include "dataplane/unique_fd.hpp"
+#include "dataplane/worker.hpp"
 #include "mgmt/admin_server.hpp"
 #include "mgmt/control_block.hpp"
 #include "mgmt/logging.hpp"
@@ -170,8 +170,8 @@ class Supervisor {
                 const auto snapshot = control_.config();
                 auto fresh = parse_config(snapshot.text, config_.source_file, config_directory());
                 apply_overrides(fresh);
-                return dataplane::ReloadedSettings{
-                    snapshot.generation, std::move(fresh.listeners), fresh.log.level};
+                return dataplane::ReloadedSettings{snapshot.generation, std::move(fresh.listeners),
+                                                   fresh.log.level};
             };
             sigset_t all;
             sigemptyset(&all);
@@ -268,8 +268,7 @@ class Supervisor {
         control_.set_worker_ready(static_cast<std::size_t>(index), false);
         if (stopping_) return;
         const bool startup_failure =
-            WIFEXITED(status) &&
-            WEXITSTATUS(status) == dataplane::worker_exit_startup_failed;
+            WIFEXITED(status) && WEXITSTATUS(status) == dataplane::worker_exit_startup_failed;
         if (startup_failure && !slot.ready) {
             spdlog::critical("worker {} could not start ({}); see the error above. Stopping.",
                              index, describe_status(status));

@@ -21,7 +21,7 @@ struct DpdkSettings {
     std::uint32_t netmask = 0;
     std::uint32_t gateway = 0;  // 0: only the local subnet
     std::uint16_t mtu = 1500;
-    unsigned mbufs = 8191;          // per worker's pool
+    unsigned mbufs = 8191;           // per worker's pool
     std::size_t syn_backlog = 1024;  // half-open connections before SYN cookies
 
     // "dddd:bb:dd.f" or "bb:dd.f"; virtual devices are named "net_...".

@@ -56,8 +56,8 @@ class DpdkTransport final : public Transport {
 
     void listen(ListenerRuntime& listener) override {
         stack_.listen(listener.settings.address.port(),
-                      [this, &listener](std::unique_ptr<TcpStream> stream, const SocketAddress& peer,
-                                        const SocketAddress& local) {
+                      [this, &listener](std::unique_ptr<TcpStream> stream,
+                                        const SocketAddress& peer, const SocketAddress& local) {
                           TcpStream* raw = stream.get();
                           std::unique_ptr<ByteStream> client = std::move(stream);
                           Connection* connection = host_.accept(listener, client, peer, local);
@@ -129,10 +129,9 @@ class DpdkTransport final : public Transport {
     }
 
     static std::uint64_t now_ms() {
-        return static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now().time_since_epoch())
-                .count());
+        return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              std::chrono::steady_clock::now().time_since_epoch())
+                                              .count());
     }
 
     DpdkSettings settings_;

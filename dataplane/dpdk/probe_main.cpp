@@ -76,8 +76,8 @@ int run_kernel_echo(const in_addr& address, int port, double seconds) {
     std::array<epoll_event, 64> events{};
     std::array<char, 16384> buffer{};
     while (!stop) {
-        if (seconds > 0 && std::chrono::steady_clock::now() - start >
-                               std::chrono::duration<double>(seconds))
+        if (seconds > 0 &&
+            std::chrono::steady_clock::now() - start > std::chrono::duration<double>(seconds))
             break;
         const int n = ::epoll_wait(epoll.get(), events.data(), 64, 100);
         for (int i = 0; i < n; ++i) {
@@ -127,8 +127,9 @@ int main(int argc, char** argv) {
     app.add_option("--reorder", faults.reorder,
                    "test hook: deliver this fraction of received TCP frames one frame late");
     bool kernel = false;
-    app.add_flag("--kernel", kernel,
-                 "benchmark baseline: serve the echo port on the kernel's TCP instead (--eal unused)");
+    app.add_flag(
+        "--kernel", kernel,
+        "benchmark baseline: serve the echo port on the kernel's TCP instead (--eal unused)");
     CLI11_PARSE(app, argc, argv);
     in_addr address{};
     if (::inet_pton(AF_INET, ip.c_str(), &address) != 1) {
@@ -162,10 +163,10 @@ int main(int argc, char** argv) {
             if (stack.poll(static_cast<std::uint64_t>(
                     std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch())
                         .count()))) {
-                busy_ns += static_cast<std::uint64_t>(
-                    std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now() - now)
-                        .count());
+                busy_ns +=
+                    static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   std::chrono::steady_clock::now() - now)
+                                                   .count());
             }
         }
         const auto& s = stack.stats();

@@ -27,17 +27,17 @@ struct TcpStream::FlowState {
     std::uint16_t peer_port;
     std::uint64_t key;
     TcpStream* stream = nullptr;
-    int listener = -1;          // index into the stack's listeners; -1: opened by us or echo
-    bool echo = false;          // the probe's echo service
-    bool accepted = false;      // handed to its listener
-    bool half_open = false;     // counted in the SYN backlog until it leaves SYN-RECEIVED
-    bool resolved = true;       // next hop's MAC known (an active open may wait for ARP)
-    net::Ipv4Address hop = 0;   // the next hop while unresolved
+    int listener = -1;         // index into the stack's listeners; -1: opened by us or echo
+    bool echo = false;         // the probe's echo service
+    bool accepted = false;     // handed to its listener
+    bool half_open = false;    // counted in the SYN backlog until it leaves SYN-RECEIVED
+    bool resolved = true;      // next hop's MAC known (an active open may wait for ARP)
+    net::Ipv4Address hop = 0;  // the next hop while unresolved
     bool established_once = false;
-    bool closing = false;       // echo: our FIN is queued
-    bool notify = false;        // input since the owner last heard of it
-    bool queued = false;        // in the stack's touched list
-    bool dead = false;          // retired: memory kept until the end of this poll
+    bool closing = false;  // echo: our FIN is queued
+    bool notify = false;   // input since the owner last heard of it
+    bool queued = false;   // in the stack's touched list
+    bool dead = false;     // retired: memory kept until the end of this poll
     std::uint64_t scheduled = tcp::TcpConnection::no_timer;  // its wheel slot's time
 };
 
@@ -345,7 +345,7 @@ void Stack::retire(Flow& flow) {
     if (TcpStream* stream = flow.stream) {
         stream->flow_ = nullptr;
         stream->ever_connected_ = flow.established_once;
-        stream->final_error_ = !flow.tcp.reset() ? 0
+        stream->final_error_ = !flow.tcp.reset()       ? 0
                                : flow.established_once ? ECONNRESET
                                                        : ECONNREFUSED;
         flow.stream = nullptr;
@@ -590,9 +590,9 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
             send_cookie(frame, tuple, now_ms);  // no state until the ACK proves the peer is real
             return;
         }
-        Flow* flow = accept_flow(frame, tcp::TcpConnection(tcp_config_, segment,
-                                                           static_cast<std::uint32_t>(rte_rand()),
-                                                           now_ms));
+        Flow* flow =
+            accept_flow(frame, tcp::TcpConnection(tcp_config_, segment,
+                                                  static_cast<std::uint32_t>(rte_rand()), now_ms));
         flow->half_open = true;
         ++half_open_;
         return;
@@ -601,12 +601,11 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
         !segment.has(tcp::flag::rst)) {
         if (const auto mss = cookies_.check(tuple, segment.seq, segment.ack, now_ms)) {
             ++stats_.syn_cookies_validated;
-            Flow* flow = accept_flow(
-                frame, tcp::TcpConnection(tcp_config_,
-                                          tcp::TcpConnection::CookieHandshake{
-                                              segment.seq - 1, segment.ack - 1,
-                                              std::min(*mss, tcp_config_.mss)},
-                                          now_ms));
+            Flow* flow = accept_flow(frame, tcp::TcpConnection(tcp_config_,
+                                                               tcp::TcpConnection::CookieHandshake{
+                                                                   segment.seq - 1, segment.ack - 1,
+                                                                   std::min(*mss, tcp_config_.mss)},
+                                                               now_ms));
             flow->tcp.input(segment, now_ms);  // the ACK may carry data
             return;
         }

@@ -48,7 +48,7 @@ struct StackStats {
     std::uint64_t connections_opened = 0, arp_requests = 0;
     std::uint64_t syn_cookies_sent = 0, syn_cookies_validated = 0;
     std::uint64_t time_wait_reused = 0;
-    std::uint64_t retransmissions = 0;  // of connections that have ended
+    std::uint64_t retransmissions = 0;                       // of connections that have ended
     std::uint64_t poll_iterations = 0, busy_iterations = 0;  // busy = did work
 };
 
@@ -84,7 +84,7 @@ class TcpStream final : public ByteStream {
     struct FlowState;
     explicit TcpStream(FlowState* flow) : flow_(flow) {}
     FlowState* flow_;
-    int final_error_ = 0;      // once the flow is gone: 0 = ended cleanly
+    int final_error_ = 0;  // once the flow is gone: 0 = ended cleanly
     bool ever_connected_ = false;
 };
 
@@ -92,8 +92,8 @@ class Stack {
     friend class TcpStream;
 
   public:
-    using AcceptHandler = std::function<void(std::unique_ptr<TcpStream> stream,
-                                             const SocketAddress& peer, const SocketAddress& local)>;
+    using AcceptHandler = std::function<void(
+        std::unique_ptr<TcpStream> stream, const SocketAddress& peer, const SocketAddress& local)>;
     using ActivityHandler = std::function<void(TcpStream& stream)>;
 
     Stack(Port& port, const StackAddress& address, const tcp::TcpConfig& tcp_config = {});

@@ -122,7 +122,7 @@ void SocketTransport::accept_from(Listening& listening) {
             // EMFILE/ENFILE/ENOBUFS: stop for this round rather than spin.
             if (log_limiter_.allow(std::chrono::steady_clock::now()))
                 spdlog::warn("accept failed listener={} error={}", listener.settings.name,
-                         std::strerror(errno));
+                             std::strerror(errno));
             return;
         }
         sockaddr_storage local{};

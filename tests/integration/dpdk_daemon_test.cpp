@@ -40,11 +40,10 @@ class DpdkDaemon : public ::testing::Test {
         write_file(env_->dir / "client-ca.pem", env_->client_ca.cert_pem());
         const auto ready = env_->dir / "backend.port";
         backend_ = std::make_unique<ChildProcess>(
-            std::vector<std::string>{"/usr/bin/env", "ip", "netns", "exec",
-                                     veth_->namespace_name(), binary_from_env("TEST_BACKEND_BIN"),
-                                     "--listen", "10.77.0.2:9000", "--mode", "echo",
-                                     "--proxy-protocol", "--record", record().string(),
-                                     "--ready-file", ready.string()},
+            std::vector<std::string>{"/usr/bin/env", "ip", "netns", "exec", veth_->namespace_name(),
+                                     binary_from_env("TEST_BACKEND_BIN"), "--listen",
+                                     "10.77.0.2:9000", "--mode", "echo", "--proxy-protocol",
+                                     "--record", record().string(), "--ready-file", ready.string()},
             env_->dir / "backend.log");
         for (int i = 0; i < 200 && !std::filesystem::exists(ready); ++i)
             std::this_thread::sleep_for(25ms);
@@ -82,39 +81,39 @@ class DpdkDaemon : public ::testing::Test {
 
     // Python's ssl in the namespace sends `bytes` and expects them back: 0 on
     // success, 3 when the handshake or connection is refused.
-    std::pair<int, std::string> python_client(const std::string& cert_chain,
-                                              const std::string& key, int bytes = 100'000,
-                                              int connections = 1) {
+    std::pair<int, std::string> python_client(const std::string& cert_chain, const std::string& key,
+                                              int bytes = 100'000, int connections = 1) {
         const auto script = env_->dir / "client.py";
-        write_file(script,
-                   "import os, socket, ssl, sys\n"
-                   "d, chain, key, size, count = sys.argv[1], sys.argv[2], sys.argv[3], "
-                   "int(sys.argv[4]), int(sys.argv[5])\n"
-                   "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
-                   "if chain != 'none': ctx.load_cert_chain(d + '/' + chain, d + '/' + key)\n"
-                   "for i in range(count):\n"
-                   "    data = os.urandom(size)\n"
-                   "    try:\n"
-                   "        with socket.create_connection(('10.77.0.1', 8443), timeout=20) as raw:\n"
-                   "            with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
-                   "                s.sendall(data)\n"
-                   "                got = bytearray()\n"
-                   "                while len(got) < len(data):\n"
-                   "                    chunk = s.recv(65536)\n"
-                   "                    if not chunk: break\n"
-                   "                    got += chunk\n"
-                   "                print(s.version(), 'echoed', len(got))\n"
-                   "                if bytes(got) != data: sys.exit(1)\n"
-                   "    except (ssl.SSLError, ConnectionError, OSError) as e:\n"
-                   "        print('refused:', e)\n"
-                   "        sys.exit(3)\n");
+        write_file(
+            script,
+            "import os, socket, ssl, sys\n"
+            "d, chain, key, size, count = sys.argv[1], sys.argv[2], sys.argv[3], "
+            "int(sys.argv[4]), int(sys.argv[5])\n"
+            "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
+            "if chain != 'none': ctx.load_cert_chain(d + '/' + chain, d + '/' + key)\n"
+            "for i in range(count):\n"
+            "    data = os.urandom(size)\n"
+            "    try:\n"
+            "        with socket.create_connection(('10.77.0.1', 8443), timeout=20) as raw:\n"
+            "            with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
+            "                s.sendall(data)\n"
+            "                got = bytearray()\n"
+            "                while len(got) < len(data):\n"
+            "                    chunk = s.recv(65536)\n"
+            "                    if not chunk: break\n"
+            "                    got += chunk\n"
+            "                print(s.version(), 'echoed', len(got))\n"
+            "                if bytes(got) != data: sys.exit(1)\n"
+            "    except (ssl.SSLError, ConnectionError, OSError) as e:\n"
+            "        print('refused:', e)\n"
+            "        sys.exit(3)\n");
         const auto out = env_->dir / "client.out";
-        const int rc = std::system(
-            (veth_->in_ns("python3 " + script.string() + " " + env_->dir.string() + " " +
-                          cert_chain + " " + key + " " + std::to_string(bytes) + " " +
-                          std::to_string(connections)) +
-             " >" + out.string() + " 2>&1")
-                .c_str());
+        const int rc =
+            std::system((veth_->in_ns("python3 " + script.string() + " " + env_->dir.string() +
+                                      " " + cert_chain + " " + key + " " + std::to_string(bytes) +
+                                      " " + std::to_string(connections)) +
+                         " >" + out.string() + " 2>&1")
+                            .c_str());
         return {WEXITSTATUS(rc), read_file(out)};
     }
 
@@ -193,13 +192,16 @@ TEST_F(DpdkDaemon, EnforcesTheClientCertificatePolicyOverItsOwnTcp) {
     EXPECT_NE(proxied.find("10.77.0.2"), std::string::npos) << proxied;
 
     const auto text = metrics();
-    EXPECT_EQ(metric_value(
-                  text, "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}"),
-              2)
+    EXPECT_EQ(
+        metric_value(text,
+                     "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}"),
+        2)
         << text;
-    EXPECT_EQ(metric_value(text,
-                           "portcullis_client_certificate_rejections_total{listener=\"edge\",reason=\"revoked\"}"),
-              1)
+    EXPECT_EQ(
+        metric_value(
+            text,
+            "portcullis_client_certificate_rejections_total{listener=\"edge\",reason=\"revoked\"}"),
+        1)
         << text;
     EXPECT_GT(metric_value(text, "portcullis_dpdk_rx_packets_total{worker=\"0\"}"), 0) << text;
     EXPECT_GT(metric_value(text, "portcullis_dpdk_busy_iterations_total{worker=\"0\"}"), 0);
@@ -226,11 +228,13 @@ TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
         EXPECT_GT(metric_value(text, "portcullis_dpdk_steered_away_total" + labels), 0) << text;
         EXPECT_GT(metric_value(text, "portcullis_dpdk_rx_packets_total" + labels), 0) << text;
     }
-    EXPECT_EQ(metric_value(
-                  text, "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}") +
-                  metric_value(text, "portcullis_handshakes_total{listener=\"edge\",kind="
-                                     "\"resumed\",result=\"ok\"}"),
-              24)
+    EXPECT_EQ(
+        metric_value(text,
+                     "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}") +
+            metric_value(text,
+                         "portcullis_handshakes_total{listener=\"edge\",kind="
+                         "\"resumed\",result=\"ok\"}"),
+        24)
         << text;
     EXPECT_EQ(read_file(record()).size() > 0, true);
 }
@@ -239,7 +243,8 @@ TEST_F(DpdkDaemon, StopsCleanlyAndLeavesNothingInRunDpdk) {
     start(1);
     const pid_t worker = daemon_->worker_pids().at(0);
     EXPECT_TRUE(daemon_->wait_for_log("transport dpdk device=net_af_packet0"));
-    EXPECT_TRUE(std::filesystem::exists("/var/run/dpdk/portcullis-" + std::to_string(worker) + "-0"))
+    EXPECT_TRUE(
+        std::filesystem::exists("/var/run/dpdk/portcullis-" + std::to_string(worker) + "-0"))
         << "the worker's runtime directory, while it runs";
     EXPECT_EQ(daemon_->process().stop(), 0) << daemon_->log();
     EXPECT_FALSE(
