@@ -33,7 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from perf_common import children_of, cpu_seconds, wait_for
+from perf_common import bench_listener, children_of, cpu_seconds, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 NS, NEAR, FAR = "pcl-bench", "pclbd0", "pclbp0"
@@ -182,19 +182,7 @@ count = 1
 [admin]
 address = "127.0.0.1:{admin}"
 {dpdk}
-[[listener]]
-name = "bench"
-address = "{SERVER_IP}:8443"
-  [listener.tls]
-  client_auth = "require"
-  trust_bundle = "pki/root-ca.cert.pem"
-  crl_files = ["pki/client-ca.crl.pem"]
-    [[listener.tls.certificate]]
-    chain = "pki/server-ec.chain.pem"
-    key = "pki/server-ec.key.pem"
-  [listener.upstream]
-  backends = ["{PEER_IP}:9000"]
-""")
+""" + bench_listener(f"{SERVER_IP}:8443", f"{PEER_IP}:9000"))
     log_path = work / f"portcullis-{transport}.log"
     log = open(log_path, "w")
     daemon = subprocess.Popen([str(portcullis), "--config", str(config)], stdout=log, stderr=log)

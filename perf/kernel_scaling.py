@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from perf_common import children_of, cpu_seconds, wait_for
+from perf_common import bench_listener, children_of, cpu_seconds, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def main():
     portcullis = build / "mgmt" / "portcullis"
     bench = build / "perf" / "portcullis-bench"
     backend = build / "tests" / "support" / "portcullis-test-backend"
-    cost = build / "perf" / "portcullis-handshake-cost"
+    cost = build / "perf" / "portcullis-tls-core-cost"
     for binary in (portcullis, bench, backend):
         if not binary.exists():
             sys.exit(f"missing {binary}: build first (meson compile -C {build})")
@@ -82,19 +82,7 @@ def run_one(portcullis, bench, pki, work, backend_port, workers, mode, args):
     config.write_text(f"""
 [workers]
 count = {workers}
-[[listener]]
-name = "bench"
-address = "127.0.0.1:{port}"
-  [listener.tls]
-  client_auth = "require"
-  trust_bundle = "pki/root-ca.cert.pem"
-  crl_files = ["pki/client-ca.crl.pem"]
-    [[listener.tls.certificate]]
-    chain = "pki/server-ec.chain.pem"
-    key = "pki/server-ec.key.pem"
-  [listener.upstream]
-  backends = ["127.0.0.1:{backend_port}"]
-""")
+""" + bench_listener(f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"))
     log = open(work / f"portcullis-{workers}-{mode}.log", "w")
     daemon = subprocess.Popen([str(portcullis), "--config", str(config)], stderr=log, stdout=log)
     try:

@@ -40,3 +40,23 @@ def wait_for(predicate, timeout=15.0):
             return True
         time.sleep(0.05)
     return False
+
+
+def bench_listener(address, backend):
+    """The [[listener]] every benchmark measures: mutual TLS with the demo PKI
+    (ECDSA P-256 server key, client certificates with an intermediate, CRL
+    checking on) in front of one backend."""
+    return f"""
+[[listener]]
+name = "bench"
+address = "{address}"
+  [listener.tls]
+  client_auth = "require"
+  trust_bundle = "pki/root-ca.cert.pem"
+  crl_files = ["pki/client-ca.crl.pem"]
+    [[listener.tls.certificate]]
+    chain = "pki/server-ec.chain.pem"
+    key = "pki/server-ec.key.pem"
+  [listener.upstream]
+  backends = ["{backend}"]
+"""
