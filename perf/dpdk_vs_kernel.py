@@ -231,7 +231,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: a veth pair, a network namespace and AF_PACKET")
-    build = Path(args.build)
+    build = Path(args.build).resolve()
     for binary in ("dataplane/portcullis-dpdk-probe", "mgmt/portcullis", "perf/portcullis-bench",
                    "tests/support/portcullis-test-backend"):
         if not (build / binary).exists():

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from perf_common import children_of, cpu_seconds, wait_for
+from perf_common import bench_listener, children_of, cpu_seconds, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
@@ -40,7 +40,7 @@ def main():
                     help="interleaved repetitions; the median is reported (shared machines are noisy)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    build = Path(args.build)
+    build = Path(args.build).resolve()
     portcullis = build / "mgmt" / "portcullis"
     bench = build / "perf" / "portcullis-bench"
     backend = build / "tests" / "support" / "portcullis-test-backend"
@@ -113,13 +113,13 @@ def run_one(ctx, key_source, sessions, latency_ms):
     port = 20000 + (os.getpid() + sessions + int(latency_ms * 10)) % 20000
     (work / "control").write_text(f"latency_ms = {latency_ms}\n")
     if key_source == "pem":
-        hsm, key = "", 'key = "pki/server-ec.key.pem"'
+        hsm, key = "", "pki/server-ec.key.pem"
     else:
         module = SOFTHSM if key_source == "softhsm" else ctx["bench"].parent.parent / "hsm" / \
             "libportcullis-test-pkcs11.so"
         hsm = (f'[hsm]\nmodule = "{module}"\ntoken = "perf"\npin_file = "pin"\nsessions = {sessions}\n'
                f'max_in_flight = 100000\n')
-        key = 'key = "pkcs11:token=perf;object=server-ec;type=private"'
+        key = "pkcs11:token=perf;object=server-ec;type=private"
     config = work / "portcullis.toml"
     config.write_text(f"""
 [workers]
@@ -127,19 +127,7 @@ count = 1
 [admin]
 address = ""
 {hsm}
-[[listener]]
-name = "bench"
-address = "127.0.0.1:{port}"
-  [listener.tls]
-  client_auth = "require"
-  trust_bundle = "pki/root-ca.cert.pem"
-  crl_files = ["pki/client-ca.crl.pem"]
-    [[listener.tls.certificate]]
-    chain = "pki/server-ec.chain.pem"
-    {key}
-  [listener.upstream]
-  backends = ["127.0.0.1:{ctx['backend_port']}"]
-""")
+""" + bench_listener(f"127.0.0.1:{port}", f"127.0.0.1:{ctx['backend_port']}", key))
     log_path = work / "portcullis.log"
     log = open(log_path, "w")
     daemon = subprocess.Popen([str(ctx["portcullis"]), "--config", str(config)], stderr=log, stdout=log,

@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--tls", default="1.3")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    build = Path(args.build)
+    build = Path(args.build).resolve()
     portcullis = build / "mgmt" / "portcullis"
     bench = build / "perf" / "portcullis-bench"
     backend = build / "tests" / "support" / "portcullis-test-backend"

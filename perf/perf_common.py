@@ -42,7 +42,7 @@ def wait_for(predicate, timeout=15.0):
     return False
 
 
-def bench_listener(address, backend):
+def bench_listener(address, backend, key="pki/server-ec.key.pem"):
     """The [[listener]] every benchmark measures: mutual TLS with the demo PKI
     (ECDSA P-256 server key, client certificates with an intermediate, CRL
     checking on) in front of one backend."""
@@ -56,7 +56,7 @@ address = "{address}"
   crl_files = ["pki/client-ca.crl.pem"]
     [[listener.tls.certificate]]
     chain = "pki/server-ec.chain.pem"
-    key = "pki/server-ec.key.pem"
+    key = "{key}"
   [listener.upstream]
   backends = ["{backend}"]
 """
