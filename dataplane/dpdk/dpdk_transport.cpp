@@ -108,7 +108,7 @@ class DpdkTransport final : public Transport {
         p.mbuf_exhausted.set(s.mbuf_exhausted);
         p.mbufs_in_use.set(port_.mbufs_in_use());
         p.tcp_connections.set(stack_.connections());
-        p.tcp_retransmissions.set(stack_.retransmissions());
+        p.tcp_retransmissions.set(s.retransmissions);
         p.resets_sent.set(s.resets_sent);
         p.syn_cookies_sent.set(s.syn_cookies_sent);
         p.syn_cookies_validated.set(s.syn_cookies_validated);

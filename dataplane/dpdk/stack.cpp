@@ -34,10 +34,11 @@ struct TcpStream::FlowState {
     bool resolved = true;      // next hop's MAC known (an active open may wait for ARP)
     net::Ipv4Address hop = 0;  // the next hop while unresolved
     bool established_once = false;
-    bool closing = false;  // echo: our FIN is queued
-    bool notify = false;   // input since the owner last heard of it
-    bool queued = false;   // in the stack's touched list
-    bool dead = false;     // retired: memory kept until the end of this poll
+    bool closing = false;                       // echo: our FIN is queued
+    bool notify = false;                        // input since the owner last heard of it
+    bool queued = false;                        // in the stack's touched list
+    bool dead = false;                          // retired: memory kept until the end of this poll
+    std::uint64_t retransmissions_counted = 0;  // already in the stack's total
     std::uint64_t scheduled = tcp::TcpConnection::no_timer;  // its wheel slot's time
 };
 
@@ -146,12 +147,6 @@ Stack::~Stack() {
         if (flow->stream != nullptr) flow->stream->flow_ = nullptr;
     for (std::uint16_t i = 0; i < tx_count_; ++i) rte_pktmbuf_free(tx_[i]);
     if (held_ != nullptr) rte_pktmbuf_free(held_);
-}
-
-std::uint64_t Stack::retransmissions() const {
-    std::uint64_t total = ended_retransmissions_;
-    for (const auto& [key, flow] : flows_) total += flow->tcp.stats().retransmissions;
-    return total;
 }
 
 void Stack::listen(std::uint16_t port, AcceptHandler handler) {
@@ -308,6 +303,7 @@ void Stack::service(Flow& flow, std::uint64_t now_ms) {
     if (flow.dead) return;
     tcp.push(now_ms);
     flush_flow(flow);
+    count_retransmissions(flow);
     if (tcp.state() == tcp::TcpState::closed) {
         retire(flow);
         return;
@@ -320,6 +316,14 @@ void Stack::service(Flow& flow, std::uint64_t now_ms) {
     const auto at = std::clamp<std::uint64_t>(deadline, now_ms + 1, now_ms + wheel_slots - 1);
     flow.scheduled = at;
     wheel_[at % wheel_slots].push_back(&flow);
+}
+
+// Every retransmission leaves through a visit, so the running total is kept
+// there instead of walking the table when the metrics ask.
+void Stack::count_retransmissions(Flow& flow) {
+    const auto total = flow.tcp.stats().retransmissions;
+    stats_.retransmissions += total - flow.retransmissions_counted;
+    flow.retransmissions_counted = total;
 }
 
 void Stack::unschedule(Flow& flow) {
@@ -338,7 +342,7 @@ void Stack::unschedule(Flow& flow) {
 void Stack::retire(Flow& flow) {
     if (flow.dead) return;
     flow.dead = true;
-    ended_retransmissions_ += flow.tcp.stats().retransmissions;
+    count_retransmissions(flow);
     if (flow.half_open) --half_open_;
     unschedule(flow);
     std::erase(unresolved_, &flow);

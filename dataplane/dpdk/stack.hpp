@@ -48,7 +48,7 @@ struct StackStats {
     std::uint64_t connections_opened = 0, arp_requests = 0;
     std::uint64_t syn_cookies_sent = 0, syn_cookies_validated = 0;
     std::uint64_t time_wait_reused = 0;
-    std::uint64_t retransmissions = 0;                       // of connections that have ended
+    std::uint64_t retransmissions = 0;                       // TCP segments sent again
     std::uint64_t poll_iterations = 0, busy_iterations = 0;  // busy = did work
 };
 
@@ -128,8 +128,6 @@ class Stack {
 
     const StackStats& stats() const { return stats_; }
     std::size_t connections() const { return flows_.size(); }
-    // Retransmissions so far, ended connections and live ones together.
-    std::uint64_t retransmissions() const;
 
   private:
     using Flow = TcpStream::FlowState;
@@ -144,6 +142,7 @@ class Stack {
     void service(Flow& flow, std::uint64_t now_ms);
     void schedule(Flow& flow);
     void unschedule(Flow& flow);
+    void count_retransmissions(Flow& flow);
     void retire(Flow& flow);
     void serve_echo_flow(Flow& flow);
     void flush_flow(Flow& flow);
@@ -177,7 +176,6 @@ class Stack {
     std::uint16_t tx_count_ = 0;
     std::array<std::uint8_t, 2048> scratch_{};
     StackStats stats_;
-    std::uint64_t ended_retransmissions_ = 0;
     FaultInjection faults_;
     std::unordered_map<net::Ipv4Address, net::MacAddress> arp_cache_;
     std::uint64_t last_arp_request_ = 0;
