@@ -175,8 +175,6 @@ void add_hsm_metrics(Families& out, const SharedStats& stats) {
               healthy);
 }
 
-}  // namespace
-
 // The DPDK transport's per-lcore (per-worker) packet and TCP counters.
 void add_packet_metrics(Families& out, const MetricsInput& input) {
     struct Field {
@@ -249,6 +247,8 @@ void add_packet_metrics(Families& out, const MetricsInput& input) {
         }
     }
 }
+
+}  // namespace
 
 std::string render_metrics(const MetricsInput& input) {
     Families out;

@@ -25,14 +25,8 @@ using namespace std::chrono_literals;
 class DpdkDaemon : public ::testing::Test {
   protected:
     void SetUp() override {
-        const char* probe = std::getenv("PORTCULLIS_DPDK_PROBE");
-        if (probe == nullptr || *probe == '\0')
-            GTEST_SKIP()
-                << "SKIPPED LOUDLY: built without libdpdk-dev (scripts/test.sh installs it)";
-        if (::geteuid() != 0)
-            GTEST_SKIP() << "SKIPPED LOUDLY: needs root for network namespaces and AF_PACKET";
-        if (!run("command -v ip") || !run("command -v ethtool") || !run("command -v python3"))
-            GTEST_SKIP() << "SKIPPED LOUDLY: needs iproute2, ethtool and python3";
+        if (const auto why = dpdk_veth_unavailable({"ip", "ethtool", "python3"}); !why.empty())
+            GTEST_SKIP() << "SKIPPED LOUDLY: " << why;
         veth_ = std::make_unique<VethPair>();
         if (!veth_->ok())
             GTEST_SKIP() << "SKIPPED LOUDLY: cannot create a veth pair in a namespace";

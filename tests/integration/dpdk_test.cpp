@@ -25,14 +25,9 @@ using namespace std::chrono_literals;
 class DpdkStack : public ::testing::Test {
   protected:
     void SetUp() override {
-        probe_ = std::getenv("PORTCULLIS_DPDK_PROBE") ? std::getenv("PORTCULLIS_DPDK_PROBE") : "";
-        if (probe_.empty() || !std::filesystem::exists(probe_))
-            GTEST_SKIP()
-                << "SKIPPED LOUDLY: built without libdpdk-dev (scripts/test.sh installs it)";
-        if (::geteuid() != 0)
-            GTEST_SKIP() << "SKIPPED LOUDLY: needs root for network namespaces and AF_PACKET";
-        if (!run("command -v ip") || !run("command -v ethtool") || !run("command -v ping"))
-            GTEST_SKIP() << "SKIPPED LOUDLY: needs iproute2, ethtool and ping";
+        if (const auto why = dpdk_veth_unavailable({"ip", "ethtool", "ping"}); !why.empty())
+            GTEST_SKIP() << "SKIPPED LOUDLY: " << why;
+        probe_ = std::getenv("PORTCULLIS_DPDK_PROBE");
         veth_ = std::make_unique<VethPair>();
         if (!veth_->ok())
             GTEST_SKIP() << "SKIPPED LOUDLY: cannot create a veth pair in a namespace";

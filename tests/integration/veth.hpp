@@ -7,12 +7,30 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <initializer_list>
 #include <string>
 
 namespace portcullis::testing {
 
 inline bool run(const std::string& command) {
     return std::system((command + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+// Why a test over veth with DPDK cannot run here, or "" when it can: a build
+// without DPDK (no probe), no root, or one of `tools` missing.
+inline std::string dpdk_veth_unavailable(std::initializer_list<std::string> tools) {
+    const char* probe = std::getenv("PORTCULLIS_DPDK_PROBE");
+    if (probe == nullptr || *probe == '\0' || !std::filesystem::exists(probe))
+        return "built without libdpdk-dev (scripts/test.sh installs it)";
+    if (::geteuid() != 0) return "needs root for network namespaces and AF_PACKET";
+    std::string needed;
+    bool missing = false;
+    for (const auto& tool : tools) {
+        needed += (needed.empty() ? "" : ", ") + tool;
+        missing |= !run("command -v " + tool);
+    }
+    return missing ? "needs " + needed : "";
 }
 
 // A namespace with the kernel peer at 10.77.0.2 and the veth end DPDK drives.
