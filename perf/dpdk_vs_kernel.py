@@ -25,15 +25,15 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from perf_common import bench_listener, children_of, cpu_seconds, wait_for
+from perf_common import bench_client, bench_listener, cpu_seconds, running_portcullis, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 NS, NEAR, FAR = "pcl-bench", "pclbd0", "pclbp0"
@@ -183,32 +183,20 @@ count = 1
 address = "127.0.0.1:{admin}"
 {dpdk}
 """ + bench_listener(f"{SERVER_IP}:8443", f"{PEER_IP}:9000"))
-    log_path = work / f"portcullis-{transport}.log"
-    log = open(log_path, "w")
-    daemon = subprocess.Popen([str(portcullis), "--config", str(config)], stdout=log, stderr=log)
-    try:
-        if not wait_for(lambda: "portcullis ready" in log_path.read_text(), 20):
-            raise RuntimeError(f"portcullis did not become ready: {log_path.read_text()}")
-        workers = children_of(daemon.pid)
+    with running_portcullis(portcullis, config, work / f"portcullis-{transport}.log") as workers:
         sh(in_ns(f"ping -c 1 -W 2 {SERVER_IP}"), check=False)
         request = "GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
         busy_name = 'portcullis_worker_busy_seconds_total{worker="0"}'
         busy_before, cpu_before = metric(admin, busy_name), cpu_seconds(workers)
         cpu0_before = cpu0_busy_seconds()
-        subprocess.run(in_ns(
-            f"{bench} --target {SERVER_IP}:8443 --sni localhost --ca {pki / 'root-ca.cert.pem'} "
-            f"--cert {pki / 'partner-a.chain.pem'} --key {pki / 'partner-a.key.pem'} --mode full "
-            f"--tls 1.3 --conns {args.conns} --duration {args.duration} --request '{request}' "
-            f"--json {work / 'bench.json'} --quiet"), shell=True, check=True,
-            stdout=subprocess.DEVNULL)
+        cmd = bench_client(bench, f"{SERVER_IP}:8443", pki) + [
+            "--mode", "full", "--tls", "1.3", "--conns", str(args.conns),
+            "--duration", str(args.duration), "--request", request, "--json", str(work / "bench.json")]
+        subprocess.run(in_ns(shlex.join(cmd)), shell=True, check=True, stdout=subprocess.DEVNULL)
         busy = metric(admin, busy_name) - busy_before
         cpu = cpu_seconds(workers) - cpu_before
         cpu0 = cpu0_busy_seconds() - cpu0_before
         summary = json.loads((work / "bench.json").read_text())
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=15)
-        log.close()
     n = max(summary["handshakes"], 1)
     server_s = busy if transport == "dpdk" else cpu
     return {"transport": transport, "handshakes": summary["handshakes"],

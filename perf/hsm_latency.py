@@ -19,10 +19,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from perf_common import bench_listener, children_of, cpu_seconds, wait_for
+from perf_common import bench_client, bench_listener, cpu_seconds, running_portcullis, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
@@ -128,28 +127,14 @@ count = 1
 address = ""
 {hsm}
 """ + bench_listener(f"127.0.0.1:{port}", f"127.0.0.1:{ctx['backend_port']}", key))
-    log_path = work / "portcullis.log"
-    log = open(log_path, "w")
-    daemon = subprocess.Popen([str(ctx["portcullis"]), "--config", str(config)], stderr=log, stdout=log,
-                              env=ctx["env"])
-    try:
-        if not wait_for(lambda: "portcullis ready" in log_path.read_text()):
-            raise RuntimeError("portcullis did not become ready:\n" + log_path.read_text())
-        worker_pids = children_of(daemon.pid)
-        pki = work / "pki"
-        cmd = ["taskset", "-c", "1", str(ctx["bench"]), "--target", f"127.0.0.1:{port}", "--sni", "localhost",
-               "--ca", str(pki / "root-ca.cert.pem"), "--cert", str(pki / "partner-a.chain.pem"),
-               "--key", str(pki / "partner-a.key.pem"), "--mode", "full", "--tls", "1.3",
-               "--conns", str(args.conns), "--duration", str(args.duration), "--request", "ping\\n",
-               "--response-bytes", "5", "--json", str(work / "bench.json"), "--quiet"]
+    with running_portcullis(ctx["portcullis"], config, work / "portcullis.log", ctx["env"]) as worker_pids:
+        cmd = ["taskset", "-c", "1"] + bench_client(ctx["bench"], f"127.0.0.1:{port}", work / "pki") + [
+            "--mode", "full", "--tls", "1.3", "--conns", str(args.conns), "--duration", str(args.duration),
+            "--request", "ping\\n", "--response-bytes", "5", "--json", str(work / "bench.json")]
         before = cpu_seconds(worker_pids)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=ctx["env"])
         after = cpu_seconds(worker_pids)
         summary = json.loads((work / "bench.json").read_text())
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=20)
-        log.close()
     handshakes = max(summary["handshakes"], 1)
     return {
         "key": key_source, "sessions": sessions if key_source != "pem" else 0, "hsm_latency_ms": latency_ms,

@@ -18,10 +18,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from perf_common import bench_listener, children_of, cpu_seconds, wait_for
+from perf_common import bench_client, bench_listener, cpu_seconds, running_portcullis, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,27 +82,16 @@ def run_one(portcullis, bench, pki, work, backend_port, workers, mode, args):
 [workers]
 count = {workers}
 """ + bench_listener(f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"))
-    log = open(work / f"portcullis-{workers}-{mode}.log", "w")
-    daemon = subprocess.Popen([str(portcullis), "--config", str(config)], stderr=log, stdout=log)
-    try:
-        if not wait_for(lambda: "portcullis ready" in (work / f"portcullis-{workers}-{mode}.log").read_text()):
-            raise RuntimeError("portcullis did not become ready")
-        worker_pids = children_of(daemon.pid)
+    with running_portcullis(portcullis, config, work / f"portcullis-{workers}-{mode}.log") as worker_pids:
         request = "GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
-        cmd = [str(bench), "--target", f"127.0.0.1:{port}", "--sni", "localhost",
-               "--ca", str(pki / "root-ca.cert.pem"), "--cert", str(pki / "partner-a.chain.pem"),
-               "--key", str(pki / "partner-a.key.pem"), "--mode", mode, "--tls", args.tls,
-               "--conns", str(args.conns), "--threads", str(args.client_threads),
-               "--duration", str(args.duration), "--request", request,
-               "--json", str(work / "bench.json"), "--quiet"]
+        cmd = bench_client(bench, f"127.0.0.1:{port}", pki) + [
+            "--mode", mode, "--tls", args.tls, "--conns", str(args.conns),
+            "--threads", str(args.client_threads), "--duration", str(args.duration),
+            "--request", request, "--json", str(work / "bench.json")]
         before = cpu_seconds(worker_pids)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         after = cpu_seconds(worker_pids)
         summary = json.loads((work / "bench.json").read_text())
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=15)
-        log.close()
     handshakes = max(summary["handshakes"], 1)
     return {
         "workers": workers, "mode": mode,

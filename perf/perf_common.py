@@ -1,6 +1,9 @@
 """Helpers shared by the perf/ scripts: finding a daemon's children and
 reading their CPU time from /proc, and waiting for a condition."""
+import contextlib
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -60,3 +63,27 @@ address = "{address}"
   [listener.upstream]
   backends = ["{backend}"]
 """
+
+
+@contextlib.contextmanager
+def running_portcullis(portcullis, config, log_path, env=None):
+    """Portcullis on `config` for the length of the block (stopped with
+    SIGTERM after it); yields the worker pids once it logs that it is ready."""
+    log_path = Path(log_path)
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen([str(portcullis), "--config", str(config)], stdout=log,
+                                  stderr=log, env=env)
+        try:
+            if not wait_for(lambda: "portcullis ready" in log_path.read_text(), 20):
+                raise RuntimeError("portcullis did not become ready:\n" + log_path.read_text())
+            yield children_of(daemon.pid)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=20)
+
+
+def bench_client(bench, target, pki):
+    """portcullis-bench against `target` as the demo PKI's accepted client."""
+    return [str(bench), "--target", target, "--sni", "localhost",
+            "--ca", str(pki / "root-ca.cert.pem"), "--cert", str(pki / "partner-a.chain.pem"),
+            "--key", str(pki / "partner-a.key.pem"), "--quiet"]
