@@ -453,6 +453,15 @@ void TcpConnection::emit(std::uint8_t flags, std::uint32_t seq, std::size_t leng
         out.header.options.ts_value = static_cast<std::uint32_t>(now - ts_base_) + 1;
         out.header.options.ts_echo = (flags & flag::ack) ? ts_recent_ : 0;
     }
+    // A segment that carries our ACK makes the pure ACKs still waiting in this
+    // batch redundant: the echo after a request, the FIN after the peer's FIN
+    // go out as one segment, as from a kernel. Duplicate ACKs that report a
+    // hole stay: the peer's fast retransmit counts them.
+    if ((flags & flag::ack) && out_of_order_.empty()) {
+        std::erase_if(output_, [](const OutSegment& queued) {
+            return queued.header.flags == flag::ack && queued.payload_length == 0;
+        });
+    }
     out.payload_length = length;
     output_.push_back(out);
     if (flags & flag::ack) {

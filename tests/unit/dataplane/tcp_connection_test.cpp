@@ -152,6 +152,51 @@ TEST(TcpData, FirstSegmentsAreAckedAtOnce) {
     EXPECT_EQ(h.sent[0].header.ack, peer_iss + 101);
 }
 
+// What one poll produces is one batch: the owner answers before the batch
+// is sent, so the ACK rides on the answer instead of going out alone.
+TEST(TcpData, AnAnswerInTheSameBatchCarriesTheAck) {
+    Harness h;
+    h.establish();
+    h.tcp->input(h.from_peer(peer_iss + 1, flag::ack | flag::psh, our_iss + 1, bytes(1)), h.now);
+    const auto answer = bytes(1);
+    ASSERT_EQ(h.tcp->send(answer), 1u);
+    h.tcp->push(h.now);
+    h.drain();
+    ASSERT_EQ(h.sent.size(), 1u) << "no separate pure ACK before the answer";
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 2);
+    EXPECT_EQ(h.sent[0].payload_length, 1u);
+}
+
+TEST(TcpClose, OurFinInTheSameBatchCarriesTheAckOfTheirs) {
+    Harness h;
+    h.establish();
+    h.tcp->input(h.from_peer(peer_iss + 1, flag::ack | flag::fin, our_iss + 1), h.now);
+    h.tcp->close();
+    h.tcp->push(h.now);
+    h.drain();
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.flags, flag::fin | flag::ack);
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 2);
+    EXPECT_EQ(h.tcp->state(), TcpState::last_ack);
+}
+
+TEST(TcpData, DuplicateAcksForAHoleAreNotFoldedIntoData) {
+    Harness h;
+    h.establish();
+    const auto data = bytes(100);
+    h.tcp->input(h.from_peer(peer_iss + 101, flag::ack, our_iss + 1, data), h.now);
+    h.tcp->input(h.from_peer(peer_iss + 201, flag::ack, our_iss + 1, data), h.now);
+    ASSERT_EQ(h.tcp->send(bytes(10)), 10u);
+    h.tcp->push(h.now);
+    h.drain();
+    ASSERT_EQ(h.sent.size(), 3u)
+        << "two duplicate ACKs the peer's fast retransmit counts, then data";
+    EXPECT_EQ(h.sent[0].payload_length, 0u);
+    EXPECT_EQ(h.sent[1].payload_length, 0u);
+    EXPECT_EQ(h.sent[1].header.ack, peer_iss + 1);
+    EXPECT_EQ(h.sent[2].payload_length, 10u);
+}
+
 TEST(TcpData, InOrderDataIsDeliveredAndAckedAfterTheDelay) {
     Harness h(without_quickack());
     h.establish();
