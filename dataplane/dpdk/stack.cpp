@@ -132,7 +132,12 @@ int TcpStream::connect_result() {
 // ---- Stack -----------------------------------------------------------------
 
 Stack::Stack(Port& port, const StackAddress& address, const tcp::TcpConfig& tcp_config)
-    : port_(port), address_(address), tcp_config_(tcp_config), cookies_(random_secret()) {
+    : port_(port),
+      address_(address),
+      tcp_config_(tcp_config),
+      next_port_(static_cast<std::uint16_t>(
+          first_ephemeral_port + rte_rand() % (last_ephemeral_port - first_ephemeral_port + 1))),
+      cookies_(random_secret()) {
     std::copy_n(port.mac().addr_bytes, 6, mac_.begin());
     for (auto& slot : wheel_) slot.reserve(16);
     touched_.reserve(256);
@@ -373,6 +378,12 @@ bool Stack::owns(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t l
     return h % steering_count_ == steering_index_;
 }
 
+tcp::TcpConfig Stack::tcp_config_for(net::Ipv4Address peer) const {
+    auto config = tcp_config_;
+    config.timestamp_offset = timestamp_clock_.offset(address_.address, peer);
+    return config;
+}
+
 net::Ipv4Address Stack::next_hop(net::Ipv4Address destination) const {
     if ((destination & address_.netmask) == (address_.address & address_.netmask))
         return destination;
@@ -413,10 +424,12 @@ std::unique_ptr<TcpStream> Stack::connect(net::Ipv4Address address, std::uint16_
         error = EADDRNOTAVAIL;
         return nullptr;
     }
-    auto flow = std::make_unique<Flow>(
-        *this, tcp::TcpConnection(tcp_config_, static_cast<std::uint32_t>(rte_rand()), now_ms_),
-        net::Route{mac_, {}, address_.address, address}, local, port,
-        flow_key(address, port, local));
+    auto flow =
+        std::make_unique<Flow>(*this,
+                               tcp::TcpConnection(tcp_config_for(address),
+                                                  static_cast<std::uint32_t>(rte_rand()), now_ms_),
+                               net::Route{mac_, {}, address_.address, address}, local, port,
+                               flow_key(address, port, local));
     const auto mac = arp_cache_.find(hop);
     if (mac != arp_cache_.end()) {
         flow->route.destination_mac = mac->second;
@@ -595,7 +608,7 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
             return;
         }
         Flow* flow =
-            accept_flow(frame, tcp::TcpConnection(tcp_config_, segment,
+            accept_flow(frame, tcp::TcpConnection(tcp_config_for(frame.source_ip), segment,
                                                   static_cast<std::uint32_t>(rte_rand()), now_ms));
         flow->half_open = true;
         ++half_open_;
@@ -605,11 +618,11 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
         !segment.has(tcp::flag::rst)) {
         if (const auto mss = cookies_.check(tuple, segment.seq, segment.ack, now_ms)) {
             ++stats_.syn_cookies_validated;
-            Flow* flow = accept_flow(frame, tcp::TcpConnection(tcp_config_,
-                                                               tcp::TcpConnection::CookieHandshake{
-                                                                   segment.seq - 1, segment.ack - 1,
-                                                                   std::min(*mss, tcp_config_.mss)},
-                                                               now_ms));
+            Flow* flow = accept_flow(
+                frame, tcp::TcpConnection(
+                           tcp_config_for(frame.source_ip),
+                           tcp::TcpConnection::CookieHandshake{segment.seq - 1, segment.ack - 1,
+                                                               std::min(*mss, tcp_config_.mss)}));
             flow->tcp.input(segment, now_ms);  // the ACK may carry data
             return;
         }

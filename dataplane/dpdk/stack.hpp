@@ -28,6 +28,7 @@
 #include "dataplane/socket_address.hpp"
 #include "dataplane/tcp/syn_cookie.hpp"
 #include "dataplane/tcp/tcp_connection.hpp"
+#include "dataplane/tcp/timestamp_clock.hpp"
 
 namespace portcullis::dataplane {
 class Connection;
@@ -150,6 +151,7 @@ class Stack {
     net::Ipv4Address next_hop(net::Ipv4Address destination) const;
     bool owns(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) const;
     std::uint16_t allocate_port(net::Ipv4Address peer, std::uint16_t peer_port);
+    tcp::TcpConfig tcp_config_for(net::Ipv4Address peer) const;
     void send_frame(rte_mbuf* mbuf);
     rte_mbuf* allocate();
     void flush_tx();
@@ -158,6 +160,7 @@ class Stack {
     StackAddress address_;
     net::MacAddress mac_{};
     tcp::TcpConfig tcp_config_;
+    tcp::TimestampClock timestamp_clock_{tcp::TimestampClock::boot_key()};
     std::uint16_t echo_port_ = 0;
     std::vector<std::pair<std::uint16_t, AcceptHandler>> listeners_;
     ActivityHandler on_activity_;
@@ -179,7 +182,7 @@ class Stack {
     FaultInjection faults_;
     std::unordered_map<net::Ipv4Address, net::MacAddress> arp_cache_;
     std::uint64_t last_arp_request_ = 0;
-    std::uint16_t next_port_ = 32768;
+    std::uint16_t next_port_;  // starts at random: a restart does not replay the last run's ports
     tcp::SynCookies cookies_;
     std::size_t syn_backlog_ = 1024;
     std::size_t half_open_ = 0;

@@ -48,7 +48,6 @@ TcpConnection::TcpConnection(const TcpConfig& config, const TcpSegment& syn, std
       irs_(syn.seq),
       rcv_nxt_(syn.seq + 1),
       receive_buffer_(config.receive_buffer),
-      ts_base_(now),
       rto_ms_(config.rto_initial_ms) {
     output_.reserve(16);
     negotiate(syn.options);
@@ -67,7 +66,6 @@ TcpConnection::TcpConnection(const TcpConfig& config, std::uint32_t iss, Millis 
       snd_max_(iss),
       send_buffer_(config.send_buffer),
       receive_buffer_(config.receive_buffer),
-      ts_base_(now),
       rto_ms_(config.rto_initial_ms) {
     output_.reserve(16);
     send_mss_ = config.mss;
@@ -75,7 +73,7 @@ TcpConnection::TcpConnection(const TcpConfig& config, std::uint32_t iss, Millis 
     emit(flag::syn, iss_, 0, now);
 }
 
-TcpConnection::TcpConnection(const TcpConfig& config, const CookieHandshake& handshake, Millis now)
+TcpConnection::TcpConnection(const TcpConfig& config, const CookieHandshake& handshake)
     : config_(config),
       state_(TcpState::established),
       iss_(handshake.iss),
@@ -86,7 +84,6 @@ TcpConnection::TcpConnection(const TcpConfig& config, const CookieHandshake& han
       irs_(handshake.peer_iss),
       rcv_nxt_(handshake.peer_iss + 1),
       receive_buffer_(config.receive_buffer),
-      ts_base_(now),
       rto_ms_(config.rto_initial_ms) {
     output_.reserve(16);
     syn_acked_ = true;
@@ -135,7 +132,15 @@ void TcpConnection::input(const TcpSegment& segment, Millis now) {
     if (state_ == TcpState::syn_sent) {
         if (segment.has(flag::ack) &&
             (seq_le(segment.ack, iss_) || seq_gt(segment.ack, snd_nxt_))) {
-            if (!segment.has(flag::rst)) emit(flag::rst, segment.ack, 0, now);
+            if (segment.has(flag::rst)) return;
+            emit(flag::rst, segment.ack, 0, now);
+            // Most often the peer's TIME_WAIT of an earlier connection on
+            // these ports: the RST clears it, so the SYN goes again now
+            // instead of after the retransmission timeout (once only).
+            if (!syn_resent_after_reset_) {
+                syn_resent_after_reset_ = true;
+                retransmit_first(now);
+            }
             return;
         }
         if (segment.has(flag::rst)) {
@@ -231,7 +236,7 @@ void TcpConnection::process_ack(const TcpSegment& segment, Millis now) {
         retransmissions_in_row_ = 0;
         // RTT: from timestamps when both use them, else one timed segment (Karn).
         if (timestamps_ && segment.options.timestamps && segment.options.ts_echo != 0) {
-            update_rtt(static_cast<std::uint32_t>(now - ts_base_ + 1) - segment.options.ts_echo);
+            update_rtt(ts_value(now) - segment.options.ts_echo);
         } else if (timing_ && seq_gt(ack, timed_seq_)) {
             update_rtt(static_cast<std::uint32_t>(now - timed_at_));
             timing_ = false;
@@ -395,7 +400,7 @@ void TcpConnection::close() {
 void TcpConnection::abort() {
     if (state_ == TcpState::closed) return;
     if (state_ != TcpState::syn_sent && state_ != TcpState::time_wait)
-        emit(flag::rst | flag::ack, snd_nxt_, 0, ts_base_);
+        emit(flag::rst | flag::ack, snd_nxt_, 0, 0);
     go_closed(true);
 }
 
@@ -450,7 +455,7 @@ void TcpConnection::emit(std::uint8_t flags, std::uint32_t seq, std::size_t leng
         out.header.options.timestamps = timestamps_;
     }
     if (out.header.options.timestamps) {
-        out.header.options.ts_value = static_cast<std::uint32_t>(now - ts_base_) + 1;
+        out.header.options.ts_value = ts_value(now);
         out.header.options.ts_echo = (flags & flag::ack) ? ts_recent_ : 0;
     }
     // A segment that carries our ACK makes the pure ACKs still waiting in this

@@ -41,6 +41,8 @@ struct TcpConfig {
     std::uint16_t mss = 1460;       // advertised; what we send is min(ours, peer's)
     std::uint8_t window_scale = 7;  // ours, if the peer scales too
     bool timestamps = true;         // RFC 7323, if the peer offers them
+    // TSval = the millisecond clock + this (see timestamp_clock.hpp).
+    std::uint32_t timestamp_offset = 0;
     std::uint32_t receive_buffer = 256 * 1024;
     std::uint32_t send_buffer = 256 * 1024;
     std::uint32_t rto_initial_ms = 1000;  // RFC 6298 2.1
@@ -81,7 +83,7 @@ class TcpConnection {
         std::uint32_t iss = 0;
         std::uint16_t mss = 536;
     };
-    TcpConnection(const TcpConfig& config, const CookieHandshake& handshake, Millis now);
+    TcpConnection(const TcpConfig& config, const CookieHandshake& handshake);
 
     void input(const TcpSegment& segment, Millis now);
     void on_timer(Millis now);
@@ -130,6 +132,9 @@ class TcpConnection {
     void enter_time_wait(Millis now);
     void go_closed(bool by_reset);
     std::uint32_t receive_window() const;
+    std::uint32_t ts_value(Millis now) const {
+        return static_cast<std::uint32_t>(now + 1) + config_.timestamp_offset;
+    }
     std::uint32_t data_start() const { return syn_acked_ ? snd_una_ : iss_ + 1; }
     bool fin_sent() const { return fin_queued_ && seq_gt(snd_nxt_, fin_seq_); }
 
@@ -160,7 +165,6 @@ class TcpConnection {
     // Options in use.
     bool timestamps_ = false;
     std::uint32_t ts_recent_ = 0;
-    Millis ts_base_ = 0;
 
     // RFC 6298.
     bool rtt_measured_ = false;
@@ -170,6 +174,7 @@ class TcpConnection {
     bool timing_ = false;
     Millis rto_deadline_ = no_timer;
     int retransmissions_in_row_ = 0;
+    bool syn_resent_after_reset_ = false;
 
     // NewReno.
     std::uint32_t cwnd_ = 0, ssthresh_ = 0xffffffff;

@@ -144,6 +144,41 @@ TcpConfig without_quickack() {
     return config;
 }
 
+// A backend's TIME_WAIT of an earlier connection on the same ports answers
+// our SYN with an ACK for the old one.
+TEST(TcpHandshake, StaleAckToOurSynIsResetAndTheSynSentAgainAtOnce) {
+    TcpConfig config;
+    TcpConnection tcp(config, our_iss, 0);
+    tcp.clear_output();
+    TcpSegment stale;
+    stale.flags = flag::ack;
+    stale.seq = 777;
+    stale.ack = 123456;  // the old connection's sequence space
+    tcp.input(stale, 1);
+    ASSERT_EQ(tcp.output().size(), 2u);
+    EXPECT_EQ(tcp.output()[0].header.flags, flag::rst);
+    EXPECT_EQ(tcp.output()[0].header.seq, 123456u) << "RFC 9293: the RST takes the ACK's number";
+    EXPECT_EQ(tcp.output()[1].header.flags, flag::syn);
+    EXPECT_EQ(tcp.output()[1].header.seq, our_iss);
+    EXPECT_EQ(tcp.state(), TcpState::syn_sent);
+    tcp.clear_output();
+    tcp.input(stale, 2);
+    ASSERT_EQ(tcp.output().size(), 1u) << "once only: after that the timer paces the SYN";
+    EXPECT_EQ(tcp.output()[0].header.flags, flag::rst);
+}
+
+TEST(TcpTimestamps, TsvalIsTheClockPlusTheOffsetSoItRisesAcrossConnections) {
+    TcpConfig config;
+    config.timestamp_offset = 4'000'000'000u;  // wraps: comparisons are modulo 2^32
+    TcpConnection first(config, our_iss, 1000);
+    TcpConnection second(config, our_iss + 99, 1005);
+    const auto first_tsval = first.output()[0].header.options.ts_value;
+    const auto second_tsval = second.output()[0].header.options.ts_value;
+    EXPECT_EQ(first_tsval, static_cast<std::uint32_t>(1001u + 4'000'000'000u));
+    EXPECT_TRUE(seq_gt(second_tsval, first_tsval))
+        << "a peer's TIME_WAIT takes the later SYN only with a newer timestamp";
+}
+
 TEST(TcpData, FirstSegmentsAreAckedAtOnce) {
     Harness h;
     h.establish();
@@ -460,7 +495,7 @@ TEST(SynCookie, RoundTripCarriesTheMssAndNothingElseValidates) {
 
 TEST(SynCookie, ConnectionFromACookieCarriesData) {
     TcpConfig config;
-    TcpConnection tcp(config, TcpConnection::CookieHandshake{peer_iss, our_iss, 1400}, 0);
+    TcpConnection tcp(config, TcpConnection::CookieHandshake{peer_iss, our_iss, 1400});
     EXPECT_EQ(tcp.state(), TcpState::established);
     EXPECT_EQ(tcp.effective_mss(), 1400);
     const auto data = bytes(10);
