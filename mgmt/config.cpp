@@ -37,7 +37,8 @@ using namespace std::string_view_literals;
 constexpr std::array kTopLevelTables{"workers"sv, "log"sv,      "admin"sv,    "resumption"sv,
                                      "hsm"sv,     "listener"sv, "dataplane"sv};
 constexpr std::array kDataplaneKeys{"transport"sv};
-constexpr std::array kDataplaneTables{"dpdk"sv};
+constexpr std::array kDataplaneTables{"dpdk"sv, "keepalive"sv};
+constexpr std::array kKeepaliveKeys{"idle_s"sv, "interval_s"sv, "probes"sv};
 constexpr std::array kDpdkKeys{"eal_args"sv, "device"sv, "address"sv,    "gateway"sv,
                                "mtu"sv,      "mbufs"sv,  "syn_backlog"sv};
 constexpr std::array kAdminKeys{"address"sv};
@@ -712,6 +713,15 @@ dataplane::dpdk::DpdkSettings read_dpdk(const Section& section) {
     return dpdk;
 }
 
+dataplane::KeepaliveSettings read_keepalive(const Section& section) {
+    section.reject_unknown_keys(kKeepaliveKeys);
+    dataplane::KeepaliveSettings keepalive;
+    keepalive.idle_s = section.integer_or("idle_s", keepalive.idle_s, 0, 86400);
+    keepalive.interval_s = section.integer_or("interval_s", keepalive.interval_s, 1, 3600);
+    keepalive.probes = section.integer_or("probes", keepalive.probes, 1, 127);
+    return keepalive;
+}
+
 DataplaneSettings read_dataplane(const Section& section) {
     section.reject_unknown_keys(kDataplaneKeys, kDataplaneTables);
     DataplaneSettings dataplane;
@@ -719,6 +729,8 @@ DataplaneSettings read_dataplane(const Section& section) {
     // Checked even on the kernel transport: switching over must not reveal typos.
     const auto dpdk = section.subtable("dpdk");
     if (dpdk) dataplane.dpdk = read_dpdk(*dpdk);
+    if (const auto keepalive = section.subtable("keepalive"))
+        dataplane.keepalive = read_keepalive(*keepalive);
     if (dataplane.transport == DataplaneTransport::dpdk && !dpdk)
         section.fail_missing("dpdk", "a [dataplane.dpdk] table for transport \"dpdk\"");
     return dataplane;
@@ -1133,6 +1145,7 @@ std::vector<std::string> known_config_keys() {
     append_keys(keys, "resumption.", kResumptionKeys);
     append_keys(keys, "dataplane.", kDataplaneKeys);
     append_keys(keys, "dataplane.dpdk.", kDpdkKeys);
+    append_keys(keys, "dataplane.keepalive.", kKeepaliveKeys);
     append_keys(keys, "listener[].", kListenerKeys);
     append_keys(keys, "listener[].tls.", kTlsKeys);
     append_keys(keys, "listener[].tls.certificate[].", kCertificateKeys);

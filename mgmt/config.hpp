@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dataplane/dpdk/dpdk_settings.hpp"
+#include "dataplane/keepalive_settings.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "hsm/hsm_settings.hpp"
 
@@ -45,6 +46,7 @@ enum class DataplaneTransport { kernel, dpdk };
 struct DataplaneSettings {
     DataplaneTransport transport = DataplaneTransport::kernel;
     dataplane::dpdk::DpdkSettings dpdk;  // with transport = dpdk
+    dataplane::KeepaliveSettings keepalive;
 };
 
 struct Config {

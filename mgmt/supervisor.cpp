@@ -189,11 +189,12 @@ class Supervisor {
                                                          dataplane::TransportHost& host,
                                                          dataplane::PacketStats& stats) const {
         if (config_.dataplane.transport == DataplaneTransport::kernel)
-            return std::make_unique<dataplane::kernel::SocketTransport>(epoll_fd, host);
+            return std::make_unique<dataplane::kernel::SocketTransport>(
+                epoll_fd, host, config_.dataplane.keepalive);
 #ifdef PORTCULLIS_HAVE_DPDK
         return dataplane::dpdk::make_dpdk_transport(
-            config_.dataplane.dpdk, dataplane::dpdk::WorkerPlacement{index, worker_count_, cpu},
-            host, &stats);
+            config_.dataplane.dpdk, config_.dataplane.keepalive,
+            dataplane::dpdk::WorkerPlacement{index, worker_count_, cpu}, host, &stats);
 #else
         (void)index, (void)cpu, (void)stats;
         throw std::runtime_error(

@@ -37,15 +37,15 @@ int first_allowed_cpu() {
 
 class DpdkTransport final : public Transport {
   public:
-    DpdkTransport(const DpdkSettings& settings, const WorkerPlacement& placement,
-                  TransportHost& host, PacketStats* stats)
+    DpdkTransport(const DpdkSettings& settings, const KeepaliveSettings& keepalive,
+                  const WorkerPlacement& placement, TransportHost& host, PacketStats* stats)
         : settings_(settings),
           host_(host),
           stats_(stats),
           eal_(eal_arguments(settings, placement)),
           port_(PortSettings{0, settings.mbufs, 1024, 1024, settings.mtu}),
           stack_(port_, StackAddress{settings.address, settings.netmask, settings.gateway},
-                 tcp_config(settings)) {
+                 tcp_config(settings, keepalive)) {
         stack_.set_steering(static_cast<unsigned>(placement.index),
                             static_cast<unsigned>(placement.count));
         stack_.set_syn_backlog(settings.syn_backlog);
@@ -122,9 +122,13 @@ class DpdkTransport final : public Transport {
     }
 
   private:
-    static tcp::TcpConfig tcp_config(const DpdkSettings& settings) {
+    static tcp::TcpConfig tcp_config(const DpdkSettings& settings,
+                                     const KeepaliveSettings& keepalive) {
         tcp::TcpConfig config;
         config.mss = static_cast<std::uint16_t>(settings.mtu - 40);  // IPv4 + TCP headers
+        config.keepalive_idle_ms = static_cast<std::uint32_t>(keepalive.idle_s) * 1000;
+        config.keepalive_interval_ms = static_cast<std::uint32_t>(keepalive.interval_s) * 1000;
+        config.keepalive_probes = keepalive.probes;
         return config;
     }
 
@@ -166,9 +170,10 @@ std::vector<std::string> eal_arguments(const DpdkSettings& settings,
 }
 
 std::unique_ptr<Transport> make_dpdk_transport(const DpdkSettings& settings,
+                                               const KeepaliveSettings& keepalive,
                                                const WorkerPlacement& placement,
                                                TransportHost& host, PacketStats* stats) {
-    return std::make_unique<DpdkTransport>(settings, placement, host, stats);
+    return std::make_unique<DpdkTransport>(settings, keepalive, placement, host, stats);
 }
 
 }  // namespace portcullis::dataplane::dpdk

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dataplane/dpdk/dpdk_settings.hpp"
+#include "dataplane/keepalive_settings.hpp"
 #include "dataplane/transport.hpp"
 #include "dataplane/worker_stats.hpp"
 
@@ -27,6 +28,7 @@ std::vector<std::string> eal_arguments(const DpdkSettings& settings,
 
 // Throws DpdkError when the EAL or the port cannot start.
 std::unique_ptr<Transport> make_dpdk_transport(const DpdkSettings& settings,
+                                               const KeepaliveSettings& keepalive,
                                                const WorkerPlacement& placement,
                                                TransportHost& host, PacketStats* stats);
 

@@ -29,6 +29,16 @@ void set_nodelay(int fd) {
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+void set_keepalive(int fd, const KeepaliveSettings& keepalive) {
+    if (keepalive.idle_s == 0) return;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepalive.idle_s, sizeof keepalive.idle_s);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &keepalive.interval_s,
+                 sizeof keepalive.interval_s);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &keepalive.probes, sizeof keepalive.probes);
+}
+
 void add_to_epoll(int epoll_fd, int fd, const void* owner, std::uint64_t tag,
                   std::uint32_t events) {
     epoll_event ev{};
@@ -63,8 +73,9 @@ struct SocketTransport::Listening {
     UniqueFd socket;
 };
 
-SocketTransport::SocketTransport(int epoll_fd, TransportHost& host)
-    : epoll_fd_(epoll_fd), host_(host) {}
+SocketTransport::SocketTransport(int epoll_fd, TransportHost& host,
+                                 const KeepaliveSettings& keepalive)
+    : epoll_fd_(epoll_fd), host_(host), keepalive_(keepalive) {}
 
 SocketTransport::~SocketTransport() = default;
 
@@ -87,6 +98,7 @@ std::unique_ptr<ByteStream> SocketTransport::connect(const SocketAddress& backen
         return nullptr;
     }
     set_nodelay(fd.get());
+    set_keepalive(fd.get(), keepalive_);
     if (::connect(fd.get(), backend.sa(), backend.length) != 0 && errno != EINPROGRESS) {
         error = errno;
         return nullptr;
@@ -129,6 +141,7 @@ void SocketTransport::accept_from(Listening& listening) {
         socklen_t local_len = sizeof local;
         ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
         set_nodelay(fd.get());
+        set_keepalive(fd.get(), keepalive_);
         auto socket_stream = std::make_unique<SocketStream>(std::move(fd), false);
         SocketStream* raw = socket_stream.get();
         std::unique_ptr<ByteStream> stream = std::move(socket_stream);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "dataplane/keepalive_settings.hpp"
 #include "dataplane/log_limiter.hpp"
 #include "dataplane/transport.hpp"
 #include "dataplane/unique_fd.hpp"
@@ -15,7 +16,7 @@ namespace portcullis::dataplane::kernel {
 
 class SocketTransport final : public Transport {
   public:
-    SocketTransport(int epoll_fd, TransportHost& host);
+    SocketTransport(int epoll_fd, TransportHost& host, const KeepaliveSettings& keepalive = {});
     ~SocketTransport() override;
 
     void listen(ListenerRuntime& listener) override;
@@ -33,6 +34,7 @@ class SocketTransport final : public Transport {
 
     int epoll_fd_;
     TransportHost& host_;
+    KeepaliveSettings keepalive_;
     std::vector<std::unique_ptr<Listening>> listening_;
     LogLimiter log_limiter_{20.0, 50.0};
 };

@@ -128,7 +128,15 @@ bool TcpConnection::acceptable(const TcpSegment& segment) const {
 
 void TcpConnection::input(const TcpSegment& segment, Millis now) {
     if (state_ == TcpState::closed) return;
+    last_heard_ = now;
+    process_segment(segment, now);
+    if (config_.keepalive_idle_ms != 0 && keepalive_deadline_ == no_timer &&
+        (state_ == TcpState::established || state_ == TcpState::close_wait)) {
+        keepalive_deadline_ = now + config_.keepalive_idle_ms;
+    }
+}
 
+void TcpConnection::process_segment(const TcpSegment& segment, Millis now) {
     if (state_ == TcpState::syn_sent) {
         if (segment.has(flag::ack) &&
             (seq_le(segment.ack, iss_) || seq_gt(segment.ack, snd_nxt_))) {
@@ -556,22 +564,47 @@ void TcpConnection::on_timer(Millis now) {
         rto_deadline_ = now + rto_ms_;
     }
     if (delayed_ack_deadline_ != no_timer && now >= delayed_ack_deadline_) emit_ack(now);
+    if (keepalive_deadline_ != no_timer && now >= keepalive_deadline_) keepalive(now);
+}
+
+void TcpConnection::keepalive(Millis now) {
+    keepalive_deadline_ = no_timer;
+    if (state_ != TcpState::established && state_ != TcpState::close_wait) return;
+    if (now - last_heard_ < config_.keepalive_idle_ms) {  // heard from since: not idle
+        keepalive_probes_sent_ = 0;
+        keepalive_deadline_ = last_heard_ + config_.keepalive_idle_ms;
+        return;
+    }
+    if (snd_una_ != snd_nxt_) {  // our data in flight: the retransmission timer judges the peer
+        keepalive_deadline_ = now + config_.keepalive_idle_ms;
+        return;
+    }
+    if (keepalive_probes_sent_ >= config_.keepalive_probes) {
+        abort();
+        return;
+    }
+    // One below what the peer expects: any live TCP answers it with an ACK.
+    ++keepalive_probes_sent_;
+    ++stats_.keepalive_probes;
+    emit(flag::ack, snd_nxt_ - 1, 0, now);
+    keepalive_deadline_ = now + config_.keepalive_interval_ms;
 }
 
 TcpConnection::Millis TcpConnection::next_timer() const {
-    return std::min({rto_deadline_, delayed_ack_deadline_, time_wait_deadline_});
+    return std::min(
+        {rto_deadline_, delayed_ack_deadline_, time_wait_deadline_, keepalive_deadline_});
 }
 
 void TcpConnection::enter_time_wait(Millis now) {
     state_ = TcpState::time_wait;
-    rto_deadline_ = no_timer;
+    rto_deadline_ = keepalive_deadline_ = no_timer;
     time_wait_deadline_ = now + config_.time_wait_ms;
 }
 
 void TcpConnection::go_closed(bool by_reset) {
     state_ = TcpState::closed;
     reset_ = reset_ || by_reset;
-    rto_deadline_ = delayed_ack_deadline_ = time_wait_deadline_ = no_timer;
+    rto_deadline_ = delayed_ack_deadline_ = time_wait_deadline_ = keepalive_deadline_ = no_timer;
 }
 
 }  // namespace portcullis::dataplane::tcp

@@ -57,6 +57,11 @@ struct TcpConfig {
     std::uint32_t time_wait_ms = 60000;          // 2 MSL
     std::size_t max_out_of_order = 64;           // segments held beyond a hole
     std::uint32_t initial_window_segments = 10;  // RFC 6928
+    // RFC 9293 3.8.4: after this long without a segment from the peer, probe
+    // every interval; `keepalive_probes` unanswered ones reset. 0 = off.
+    std::uint32_t keepalive_idle_ms = 0;
+    std::uint32_t keepalive_interval_ms = 10000;
+    int keepalive_probes = 6;
 };
 
 // A segment to transmit. Its payload stays in the connection's send buffer
@@ -109,6 +114,7 @@ class TcpConnection {
     TcpState state() const { return state_; }
 
     struct Stats {
+        std::uint64_t keepalive_probes = 0;
         std::uint64_t retransmissions = 0;
         std::uint64_t fast_retransmissions = 0;
         std::uint64_t out_of_order_dropped = 0;
@@ -119,6 +125,7 @@ class TcpConnection {
     std::uint16_t effective_mss() const { return send_mss_; }
 
   private:
+    void process_segment(const TcpSegment& segment, Millis now);
     void negotiate(const TcpOptions& peer);
     void process_ack(const TcpSegment& segment, Millis now);
     void process_data(const TcpSegment& segment, Millis now);
@@ -130,6 +137,7 @@ class TcpConnection {
     void retransmit_first(Millis now);
     void update_rtt(std::uint32_t sample_ms);
     void enter_time_wait(Millis now);
+    void keepalive(Millis now);
     void go_closed(bool by_reset);
     std::uint32_t receive_window() const;
     std::uint32_t ts_value(Millis now) const {
@@ -188,6 +196,12 @@ class TcpConnection {
     int quickacks_left_ = config_.quickack_segments;
 
     Millis time_wait_deadline_ = no_timer;
+
+    // Keepalive: the deadline is checked against last_heard_ when it fires,
+    // so a segment only stores a time and never moves the timer.
+    Millis last_heard_ = 0;
+    Millis keepalive_deadline_ = no_timer;
+    int keepalive_probes_sent_ = 0;
     bool reset_ = false;
     bool syn_acked_ = false;
     Stats stats_;

@@ -233,6 +233,47 @@ TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
     EXPECT_EQ(read_file(record()).size() > 0, true);
 }
 
+// A client that vanishes without a FIN (its link goes down) is dropped by the
+// userspace TCP's keepalive, long before the listener's idle timeout.
+TEST_F(DpdkDaemon, KeepaliveDropsAClientThatVanished) {
+    write_client("good", env_->client("dpdk-keepalive"), env_->client_ca.cert_pem());
+    start(1, "[dataplane.keepalive]\nidle_s = 1\ninterval_s = 1\nprobes = 2\n");
+    const auto script = env_->dir / "silent.py";
+    write_file(script,
+               "import socket, ssl, sys, time\n"
+               "d = sys.argv[1]\n"
+               "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
+               "ctx.load_cert_chain(d + '/good.pem', d + '/good.key')\n"
+               "raw = socket.create_connection(('10.77.0.1', 8443), timeout=20)\n"
+               "s = ctx.wrap_socket(raw, server_hostname='localhost')\n"
+               "s.sendall(b'x')\n"
+               "print('open', s.recv(1), flush=True)\n"
+               "time.sleep(60)\n");
+    ChildProcess silent({"/usr/bin/env", "ip", "netns", "exec", veth_->namespace_name(), "python3",
+                         script.string(), env_->dir.string()},
+                        env_->dir / "silent.log");
+    ASSERT_TRUE(silent.wait_for_log("open b'x'")) << silent.log() << daemon_->log();
+    const std::string active = "portcullis_connections_active{listener=\"edge\"}";
+    EXPECT_EQ(metric_value(metrics(), active), 1);
+
+    ASSERT_EQ(std::system(veth_->in_ns("ip link set " + veth_->peer_interface() + " down").c_str()),
+              0);
+    const auto vanished = std::chrono::steady_clock::now();
+    while (metric_value(metrics(), active) != 0 &&
+           std::chrono::steady_clock::now() - vanished < 15s)
+        std::this_thread::sleep_for(100ms);
+    const auto dropped_after = std::chrono::steady_clock::now() - vanished;
+    EXPECT_EQ(metric_value(metrics(), active), 0) << "the silent client was never dropped";
+    // idle 1 s + 2 probes 1 s apart + the 1 s after the last one.
+    EXPECT_GE(dropped_after, 2s);
+    EXPECT_LT(dropped_after, 10s);
+
+    ASSERT_EQ(std::system(veth_->in_ns("ip link set " + veth_->peer_interface() + " up").c_str()),
+              0);
+    const auto [ok, output] = python_client("good.pem", "good.key", 1'000);
+    EXPECT_EQ(ok, 0) << "still serving after dropping it: " << output << daemon_->log();
+}
+
 TEST_F(DpdkDaemon, StopsCleanlyAndLeavesNothingInRunDpdk) {
     start(1);
     const pid_t worker = daemon_->worker_pids().at(0);

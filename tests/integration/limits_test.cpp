@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 #include "dataplane/socket_address.hpp"
@@ -47,7 +51,8 @@ class Limits : public ::testing::Test {
         client = std::make_unique<IssuedCert>(env->client("limits-client"));
         port = free_port();
         const auto config =
-            "[workers]\nmax_connections = 4\n\n" +
+            "[workers]\nmax_connections = 4\n\n[dataplane.keepalive]\nidle_s = 42\n"
+            "interval_s = 7\nprobes = 3\n\n" +
             env->listener("edge", port, "", "handshake_timeout_ms = 300\nidle_timeout_ms = 500\n");
         daemon = std::make_unique<Daemon>(env->write_config("limits", config));
     }
@@ -101,6 +106,48 @@ TEST_F(Limits, PortScanIsClosedQuietly) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     EXPECT_TRUE(daemon->wait_for_log("connection closed before handshake")) << daemon->log();
     EXPECT_TRUE(run_client(port, good()).exchanged);
+}
+
+// The kernel's view of the accepted socket, from /proc/net/tcp: its timer
+// kind ("tr": 2 = keepalive) and seconds until it fires, or nullopt.
+struct SocketTimer {
+    int kind = 0;
+    double seconds = 0;
+};
+std::optional<SocketTimer> server_socket_timer(int server_port, int client_port) {
+    std::ifstream table("/proc/net/tcp");
+    std::string line;
+    std::getline(table, line);  // header
+    while (std::getline(table, line)) {
+        std::istringstream row(line);
+        std::string slot, local, remote, state, queues, timer;
+        row >> slot >> local >> remote >> state >> queues >> timer;
+        const auto port_of = [](const std::string& address) {
+            return std::stoi(address.substr(address.find(':') + 1), nullptr, 16);
+        };
+        if (state != "01" || port_of(local) != server_port || port_of(remote) != client_port)
+            continue;
+        const auto colon = timer.find(':');
+        return SocketTimer{std::stoi(timer.substr(0, colon), nullptr, 16),
+                           static_cast<double>(std::stol(timer.substr(colon + 1), nullptr, 16)) /
+                               static_cast<double>(::sysconf(_SC_CLK_TCK))};
+    }
+    return std::nullopt;
+}
+
+TEST_F(Limits, AcceptedSocketsCarryTheConfiguredKeepalive) {
+    auto fd = tcp_connect(port);
+    ASSERT_TRUE(fd);
+    std::optional<SocketTimer> timer;
+    // Before handshake_timeout_ms (300) closes it; the worker accepts asynchronously.
+    for (int i = 0; i < 20 && (!timer || timer->kind != 2); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        timer = server_socket_timer(port, local_port_of(fd.get()));
+    }
+    ASSERT_TRUE(timer) << "the accepted socket is not in /proc/net/tcp";
+    EXPECT_EQ(timer->kind, 2) << "no keepalive timer on the accepted socket";
+    EXPECT_GT(timer->seconds, 35.0) << "idle_s = 42 not applied";
+    EXPECT_LE(timer->seconds, 42.5);
 }
 
 TEST_F(Limits, IdleConnectionIsClosed) {

@@ -506,6 +506,10 @@ std::vector<BrokenCase> broken_cases() {
          with_top("[workers]\ncount = <@>2\n[dataplane]\ntransport = \"dpdk\"\n"
                   "[dataplane.dpdk]\ndevice = \"0000:03:00.0\"\naddress = \"127.0.0.1/8\"\n"),
          "workers.count", "a PCI device on the dpdk transport is served by exactly one worker"},
+        {"KeepaliveWithoutProbes", with_top("[dataplane.keepalive]\nprobes = <@>0\n"),
+         "dataplane.keepalive.probes", "expected an integer in 1..127, got 0"},
+        {"KeepaliveUnknownKey", with_top("[dataplane.keepalive]\n<@>time_s = 30\n"),
+         "dataplane.keepalive.time_s", "unknown key"},
     };
 }
 
@@ -1019,6 +1023,34 @@ address = "*:8443"
     EXPECT_EQ(dpdk.mbufs, 4095u);
     EXPECT_EQ(dpdk.syn_backlog, 64u);
     EXPECT_EQ(config.workers.count, 0) << "a virtual device may be shared by every worker";
+}
+
+TEST(GoodConfig, KeepaliveReachesItsFieldsAndZeroTurnsItOff) {
+    const PkiDirectory pki;
+    const auto with_keepalive = [&](const std::string& table) {
+        return parse_in(pki, table + R"(
+[[listener]]
+address = "127.0.0.1:8443"
+  [listener.tls]
+  trust_bundle = "pki/client-ca.pem"
+    [[listener.tls.certificate]]
+    chain = "pki/server-ec.chain.pem"
+    key = "pki/server-ec.key.pem"
+  [listener.upstream]
+  backends = ["127.0.0.1:9000"]
+)");
+    };
+    const auto defaults = with_keepalive("").dataplane.keepalive;
+    EXPECT_EQ(defaults.idle_s, 60);
+    EXPECT_EQ(defaults.interval_s, 10);
+    EXPECT_EQ(defaults.probes, 6);
+    const auto set =
+        with_keepalive("[dataplane.keepalive]\nidle_s = 5\ninterval_s = 2\nprobes = 3\n")
+            .dataplane.keepalive;
+    EXPECT_EQ(set.idle_s, 5);
+    EXPECT_EQ(set.interval_s, 2);
+    EXPECT_EQ(set.probes, 3);
+    EXPECT_EQ(with_keepalive("[dataplane.keepalive]\nidle_s = 0\n").dataplane.keepalive.idle_s, 0);
 }
 
 }  // namespace

@@ -445,6 +445,69 @@ TEST(TcpReset, RetransmissionLimitAbortsWithRst) {
     EXPECT_TRUE(h.sent.back().header.has(flag::rst));
 }
 
+TcpConfig with_keepalive() {
+    TcpConfig config;
+    config.keepalive_idle_ms = 1000;
+    config.keepalive_interval_ms = 100;
+    config.keepalive_probes = 3;
+    return config;
+}
+
+TEST(TcpKeepalive, AnIdleConnectionIsProbedAndAnAnswerKeepsItOpen) {
+    Harness h(with_keepalive());
+    h.establish();
+    h.advance(999);
+    EXPECT_TRUE(h.sent.empty());
+    h.advance(1);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.flags, flag::ack);
+    EXPECT_EQ(h.sent[0].header.seq, our_iss) << "one below snd_nxt: the peer must answer";
+    EXPECT_EQ(h.sent[0].payload_length, 0u);
+    EXPECT_EQ(h.tcp->stats().keepalive_probes, 1u);
+    h.advance(50);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));  // the peer's answer
+    h.advance(100);
+    EXPECT_TRUE(h.sent.empty()) << "answered: no second probe";
+    h.advance(899);  // t = 2049
+    EXPECT_TRUE(h.sent.empty());
+    h.advance(1);
+    ASSERT_EQ(h.sent.size(), 1u) << "idle again a full period after the answer (t = 1050)";
+    EXPECT_EQ(h.tcp->state(), TcpState::established);
+}
+
+TEST(TcpKeepalive, UnansweredProbesResetTheConnection) {
+    Harness h(with_keepalive());
+    h.establish();
+    h.advance(1000);
+    for (int probe = 2; probe <= 3; ++probe) {
+        h.advance(100);
+        ASSERT_EQ(h.sent.size(), 1u);
+        EXPECT_EQ(h.sent[0].header.flags, flag::ack);
+    }
+    EXPECT_EQ(h.tcp->stats().keepalive_probes, 3u);
+    h.advance(100);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_TRUE(h.sent[0].header.flags & flag::rst);
+    EXPECT_EQ(h.tcp->state(), TcpState::closed);
+    EXPECT_TRUE(h.tcp->reset());
+}
+
+TEST(TcpKeepalive, TrafficFromThePeerDefersTheProbeAndZeroIdleTurnsItOff) {
+    Harness h(with_keepalive());
+    h.establish();
+    h.advance(500);
+    h.input(h.from_peer(peer_iss + 1, flag::ack | flag::psh, our_iss + 1, bytes(10)));
+    h.advance(500);
+    EXPECT_TRUE(h.sent.empty()) << "heard from 500 ms ago: not idle";
+    h.advance(500);
+    ASSERT_EQ(h.sent.size(), 1u);
+    EXPECT_EQ(h.sent[0].header.seq, our_iss);
+
+    Harness off;  // keepalive_idle_ms = 0
+    off.establish();
+    EXPECT_EQ(off.tcp->next_timer(), TcpConnection::no_timer);
+}
+
 TEST(TcpRtt, TimestampsGiveAnRttEstimateAndEchoTsRecent) {
     Harness h({}, true);
     ASSERT_TRUE(h.sent[0].header.options.timestamps);
