@@ -781,11 +781,8 @@ buffer_bytes = 16777216
     EXPECT_EQ(second.tls.trust_file, "");
 }
 
-// The defaults are the ones docs/portcullis.example.toml and docs/configuration.md promise,
-// written out here rather than taken from the structs, so a changed struct default shows up.
-TEST(GoodConfig, OmittedKeysTakeTheDocumentedDefaults) {
-    const PkiDirectory pki;
-    const Config config = parse_in(pki, R"(
+// The smallest configuration that parses: one listener, everything else omitted.
+constexpr std::string_view minimal_listener = R"(
 [[listener]]
 address = "*:8443"
   [listener.tls]
@@ -795,7 +792,13 @@ address = "*:8443"
     key = "pki/server-ec.key.pem"
   [listener.upstream]
   backends = ["127.0.0.1:9000"]
-)");
+)";
+
+// The defaults are the ones docs/portcullis.example.toml and docs/configuration.md promise,
+// written out here rather than taken from the structs, so a changed struct default shows up.
+TEST(GoodConfig, OmittedKeysTakeTheDocumentedDefaults) {
+    const PkiDirectory pki;
+    const Config config = parse_in(pki, minimal_listener);
     EXPECT_EQ(config.workers.count, 0);
     EXPECT_EQ(config.workers.max_connections, 10000);
     EXPECT_EQ(config.log.level, "info");
@@ -1028,17 +1031,7 @@ address = "*:8443"
 TEST(GoodConfig, KeepaliveReachesItsFieldsAndZeroTurnsItOff) {
     const PkiDirectory pki;
     const auto with_keepalive = [&](const std::string& table) {
-        return parse_in(pki, table + R"(
-[[listener]]
-address = "127.0.0.1:8443"
-  [listener.tls]
-  trust_bundle = "pki/client-ca.pem"
-    [[listener.tls.certificate]]
-    chain = "pki/server-ec.chain.pem"
-    key = "pki/server-ec.key.pem"
-  [listener.upstream]
-  backends = ["127.0.0.1:9000"]
-)");
+        return parse_in(pki, table + std::string(minimal_listener));
     };
     const auto defaults = with_keepalive("").dataplane.keepalive;
     EXPECT_EQ(defaults.idle_s, 60);
