@@ -716,7 +716,8 @@ dataplane::dpdk::DpdkSettings read_dpdk(const Section& section) {
 dataplane::KeepaliveSettings read_keepalive(const Section& section) {
     section.reject_unknown_keys(kKeepaliveKeys);
     dataplane::KeepaliveSettings keepalive;
-    keepalive.idle_s = section.integer_or("idle_s", keepalive.idle_s, 0, 86400);
+    // Linux refuses TCP_KEEPIDLE above 32767 s; both transports take the same range.
+    keepalive.idle_s = section.integer_or("idle_s", keepalive.idle_s, 0, 32767);
     keepalive.interval_s = section.integer_or("interval_s", keepalive.interval_s, 1, 3600);
     keepalive.probes = section.integer_or("probes", keepalive.probes, 1, 127);
     return keepalive;

@@ -313,9 +313,12 @@ void Stack::service(Flow& flow, std::uint64_t now_ms) {
         retire(flow);
         return;
     }
-    // Back on the wheel at its next deadline (the horizon's end if later).
+    // Back on the wheel at its next deadline (the horizon's end if later). A
+    // flow already due no later than that stays where it is: an early visit
+    // only re-checks, while moving it is a search through its slot, and
+    // far deadlines (keepalive, TIME_WAIT) would otherwise move on every visit.
     const auto deadline = tcp.next_timer();
-    if (deadline == flow.scheduled) return;
+    if (flow.scheduled != tcp::TcpConnection::no_timer && flow.scheduled <= deadline) return;
     unschedule(flow);
     if (deadline == tcp::TcpConnection::no_timer) return;
     const auto at = std::clamp<std::uint64_t>(deadline, now_ms + 1, now_ms + wheel_slots - 1);

@@ -128,7 +128,6 @@ bool TcpConnection::acceptable(const TcpSegment& segment) const {
 
 void TcpConnection::input(const TcpSegment& segment, Millis now) {
     if (state_ == TcpState::closed) return;
-    last_heard_ = now;
     process_segment(segment, now);
     if (config_.keepalive_idle_ms != 0 && keepalive_deadline_ == no_timer &&
         (state_ == TcpState::established || state_ == TcpState::close_wait)) {
@@ -169,6 +168,8 @@ void TcpConnection::process_segment(const TcpSegment& segment, Millis now) {
             rto_deadline_ = no_timer;
             if (timing_) update_rtt(static_cast<std::uint32_t>(now - timed_at_));
             state_ = TcpState::established;
+            last_heard_ = now;
+            keepalive_probes_sent_ = 0;
             emit_ack(now);
             transmit(now);
         } else {
@@ -184,6 +185,9 @@ void TcpConnection::process_segment(const TcpSegment& segment, Millis now) {
         if (!segment.has(flag::rst)) emit_ack(now);  // tells the peer where we are
         return;
     }
+    // Only what fits the window counts: forged strays must not keep us alive.
+    last_heard_ = now;
+    keepalive_probes_sent_ = 0;  // answered
 
     if (segment.has(flag::rst)) {
         // RFC 5961 3.2: only an exact RST resets; others get a challenge ACK.
@@ -243,8 +247,10 @@ void TcpConnection::process_ack(const TcpSegment& segment, Millis now) {
         snd_una_ = ack;
         retransmissions_in_row_ = 0;
         // RTT: from timestamps when both use them, else one timed segment (Karn).
-        if (timestamps_ && segment.options.timestamps && segment.options.ts_echo != 0) {
-            update_rtt(ts_value(now) - segment.options.ts_echo);
+        const auto echoed_age = static_cast<std::int32_t>(ts_value(now) - segment.options.ts_echo);
+        if (timestamps_ && segment.options.timestamps && segment.options.ts_echo != 0 &&
+            echoed_age >= 0) {  // an echo from the future is no sample
+            update_rtt(static_cast<std::uint32_t>(echoed_age));
         } else if (timing_ && seq_gt(ack, timed_seq_)) {
             update_rtt(static_cast<std::uint32_t>(now - timed_at_));
             timing_ = false;
@@ -470,14 +476,18 @@ void TcpConnection::emit(std::uint8_t flags, std::uint32_t seq, std::size_t leng
     // batch redundant: the echo after a request, the FIN after the peer's FIN
     // go out as one segment, as from a kernel. Duplicate ACKs that report a
     // hole stay: the peer's fast retransmit counts them.
-    if ((flags & flag::ack) && out_of_order_.empty()) {
-        std::erase_if(output_, [](const OutSegment& queued) {
-            return queued.header.flags == flag::ack && queued.payload_length == 0;
+    // A keepalive probe (below snd_una) is out of the peer's window, so the
+    // peer ignores its ACK field: it neither replaces nor is replaced.
+    const bool keepalive_probe = length == 0 && !(flags & flag::syn) && seq_lt(seq, snd_una_);
+    if ((flags & flag::ack) && !keepalive_probe && out_of_order_.empty()) {
+        std::erase_if(output_, [this](const OutSegment& queued) {
+            return queued.header.flags == flag::ack && queued.payload_length == 0 &&
+                   !seq_lt(queued.header.seq, snd_una_);
         });
     }
     out.payload_length = length;
     output_.push_back(out);
-    if (flags & flag::ack) {
+    if ((flags & flag::ack) && !keepalive_probe) {
         delayed_ack_deadline_ = no_timer;
         unacked_full_segments_ = 0;
     }
@@ -571,7 +581,6 @@ void TcpConnection::keepalive(Millis now) {
     keepalive_deadline_ = no_timer;
     if (state_ != TcpState::established && state_ != TcpState::close_wait) return;
     if (now - last_heard_ < config_.keepalive_idle_ms) {  // heard from since: not idle
-        keepalive_probes_sent_ = 0;
         keepalive_deadline_ = last_heard_ + config_.keepalive_idle_ms;
         return;
     }

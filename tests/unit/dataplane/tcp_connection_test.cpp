@@ -475,6 +475,23 @@ TEST(TcpKeepalive, AnIdleConnectionIsProbedAndAnAnswerKeepsItOpen) {
     EXPECT_EQ(h.tcp->state(), TcpState::established);
 }
 
+// With the interval as long as the idle time, each answer arrives a full
+// idle period before the next check: the answer itself must reset the count.
+TEST(TcpKeepalive, AnsweredProbesNeverResetEvenWithALongInterval) {
+    auto config = with_keepalive();
+    config.keepalive_interval_ms = config.keepalive_idle_ms;
+    Harness h(config);
+    h.establish();
+    for (int round = 0; round < 5; ++round) {
+        h.advance(1000);
+        ASSERT_EQ(h.sent.size(), 1u) << "round " << round;
+        EXPECT_EQ(h.sent[0].header.seq, our_iss);
+        h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));  // answered at once
+    }
+    EXPECT_EQ(h.tcp->state(), TcpState::established);
+    EXPECT_FALSE(h.tcp->reset());
+}
+
 TEST(TcpKeepalive, UnansweredProbesResetTheConnection) {
     Harness h(with_keepalive());
     h.establish();
@@ -490,6 +507,17 @@ TEST(TcpKeepalive, UnansweredProbesResetTheConnection) {
     EXPECT_TRUE(h.sent[0].header.flags & flag::rst);
     EXPECT_EQ(h.tcp->state(), TcpState::closed);
     EXPECT_TRUE(h.tcp->reset());
+}
+
+TEST(TcpKeepalive, SegmentsOutsideTheWindowDoNotCountAsHeard) {
+    Harness h(with_keepalive());
+    h.establish();
+    h.advance(500);
+    h.input(h.from_peer(peer_iss + 900'000, flag::ack, our_iss + 1, bytes(10)));  // a stray
+    ASSERT_EQ(h.sent.size(), 1u) << "answered with an ACK saying where we are";
+    h.advance(500);
+    ASSERT_EQ(h.sent.size(), 1u) << "still probed at 1000 ms: a forged stray keeps nothing alive";
+    EXPECT_EQ(h.sent[0].header.seq, our_iss);
 }
 
 TEST(TcpKeepalive, TrafficFromThePeerDefersTheProbeAndZeroIdleTurnsItOff) {
@@ -533,6 +561,30 @@ TEST(TcpRtt, TimestampsGiveAnRttEstimateAndEchoTsRecent) {
     h.now = 50;
     h.input(data_ack);
     EXPECT_EQ(h.tcp->rto_ms(), 200u) << "20 ms samples: the 200 ms floor";
+}
+
+TEST(TcpRtt, AnEchoFromTheFutureIsNoSample) {
+    TcpConfig config;
+    config.rto_min_ms = 1;  // so the estimate shows through
+    Harness h(config, true);
+    auto ack = h.from_peer(peer_iss + 1, flag::ack, our_iss + 1);
+    ack.options.timestamps = true;
+    ack.options.ts_value = 78;
+    ack.options.ts_echo = h.sent[0].header.options.ts_value;
+    h.now = 30;
+    h.input(ack);
+    ASSERT_EQ(h.tcp->rto_ms(), 90u) << "30 ms sample: srtt 30 + 4 x rttvar 15";
+    h.tcp->send(bytes(10));
+    h.tcp->push(h.now);
+    h.drain();
+    ASSERT_EQ(h.sent.size(), 1u);
+    auto data_ack = h.from_peer(peer_iss + 1, flag::ack, our_iss + 11);
+    data_ack.options.timestamps = true;
+    data_ack.options.ts_value = 79;
+    data_ack.options.ts_echo = h.sent[0].header.options.ts_value + 100'000;  // never sent
+    h.now = 40;
+    h.input(data_ack);
+    EXPECT_EQ(h.tcp->rto_ms(), 90u) << "a negative age taken as huge would pin the RTO at 60 s";
 }
 
 TEST(SynCookie, RoundTripCarriesTheMssAndNothingElseValidates) {
