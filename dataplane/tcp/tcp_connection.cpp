@@ -168,8 +168,7 @@ void TcpConnection::process_segment(const TcpSegment& segment, Millis now) {
             rto_deadline_ = no_timer;
             if (timing_) update_rtt(static_cast<std::uint32_t>(now - timed_at_));
             state_ = TcpState::established;
-            last_heard_ = now;
-            keepalive_probes_sent_ = 0;
+            heard_from_peer(now);
             emit_ack(now);
             transmit(now);
         } else {
@@ -185,9 +184,7 @@ void TcpConnection::process_segment(const TcpSegment& segment, Millis now) {
         if (!segment.has(flag::rst)) emit_ack(now);  // tells the peer where we are
         return;
     }
-    // Only what fits the window counts: forged strays must not keep us alive.
-    last_heard_ = now;
-    keepalive_probes_sent_ = 0;  // answered
+    heard_from_peer(now);  // only what fits the window: forged strays must not keep us alive
 
     if (segment.has(flag::rst)) {
         // RFC 5961 3.2: only an exact RST resets; others get a challenge ACK.

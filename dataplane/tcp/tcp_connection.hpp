@@ -138,6 +138,11 @@ class TcpConnection {
     void update_rtt(std::uint32_t sample_ms);
     void enter_time_wait(Millis now);
     void keepalive(Millis now);
+    // Any probes so far count as answered.
+    void heard_from_peer(Millis now) {
+        last_heard_ = now;
+        keepalive_probes_sent_ = 0;
+    }
     void go_closed(bool by_reset);
     std::uint32_t receive_window() const;
     std::uint32_t ts_value(Millis now) const {

@@ -1004,16 +1004,7 @@ gateway = "10.77.0.254"
 mtu = 9000
 mbufs = 4095
 syn_backlog = 64
-[[listener]]
-address = "*:8443"
-  [listener.tls]
-  trust_bundle = "pki/client-ca.pem"
-    [[listener.tls.certificate]]
-    chain = "pki/server-ec.chain.pem"
-    key = "pki/server-ec.key.pem"
-  [listener.upstream]
-  backends = ["10.77.0.2:9000"]
-)");
+)" + std::string(minimal_listener));
     EXPECT_EQ(config.dataplane.transport, DataplaneTransport::dpdk);
     const auto& dpdk = config.dataplane.dpdk;
     EXPECT_EQ(dpdk.eal_args, (std::vector<std::string>{"--no-huge", "-m", "256"}));
