@@ -100,6 +100,8 @@ const char* to_string(Drop reason) {
             return "unsupported_protocol";
         case Drop::malformed_tcp_options:
             return "malformed_tcp_options";
+        case Drop::handoff_full:
+            return "handoff_full";
         case Drop::count_:
             break;
     }
@@ -113,12 +115,16 @@ std::uint32_t checksum_add(std::uint32_t sum, std::span<const std::uint8_t> byte
     return sum;
 }
 
-std::uint16_t checksum_finish(std::uint32_t sum) {
+std::uint16_t checksum_fold(std::uint32_t sum) {
     while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    return static_cast<std::uint16_t>(~sum);
+    return static_cast<std::uint16_t>(sum);
 }
 
-Frame parse_frame(std::span<const std::uint8_t> bytes) {
+std::uint16_t checksum_finish(std::uint32_t sum) {
+    return static_cast<std::uint16_t>(~checksum_fold(sum));
+}
+
+Frame parse_frame(std::span<const std::uint8_t> bytes, bool checksums_verified) {
     Frame frame;
     auto drop = [&](Drop why) {
         frame.kind = Frame::Kind::dropped;
@@ -155,7 +161,7 @@ Frame parse_frame(std::span<const std::uint8_t> bytes) {
     if (total_length > l3.size()) return drop(Drop::truncated);
     const std::uint16_t fragment = load16(l3.data() + 6);
     if ((fragment & 0x3fff) != 0) return drop(Drop::fragment);  // MF set or offset non-zero
-    if (checksum_finish(checksum_add(0, l3.first(header_length))) != 0)
+    if (!checksums_verified && checksum_finish(checksum_add(0, l3.first(header_length))) != 0)
         return drop(Drop::bad_ip_checksum);
     frame.ttl = l3[8];
     const std::uint8_t protocol = l3[9];
@@ -178,7 +184,8 @@ Frame parse_frame(std::span<const std::uint8_t> bytes) {
         return drop(Drop::malformed_tcp_options);
     const std::uint32_t sum = pseudo_header_sum(frame.source_ip, frame.destination_ip,
                                                 static_cast<std::uint16_t>(l4.size()));
-    if (checksum_finish(checksum_add(sum, l4)) != 0) return drop(Drop::bad_l4_checksum);
+    if (!checksums_verified && checksum_finish(checksum_add(sum, l4)) != 0)
+        return drop(Drop::bad_l4_checksum);
     frame.source_port = load16(l4.data());
     frame.destination_port = load16(l4.data() + 2);
     auto& segment = frame.segment;
@@ -205,7 +212,8 @@ std::uint8_t* write_ethernet(std::span<std::uint8_t> out, const MacAddress& sour
 }
 
 void write_ipv4(std::uint8_t* ip, std::uint16_t total_length, std::uint8_t protocol,
-                Ipv4Address source, Ipv4Address destination) {
+                Ipv4Address source, Ipv4Address destination,
+                Checksums checksums = Checksums::computed) {
     ip[0] = 0x45;
     ip[1] = 0;
     store16(ip + 2, total_length);
@@ -216,7 +224,8 @@ void write_ipv4(std::uint8_t* ip, std::uint16_t total_length, std::uint8_t proto
     store16(ip + 10, 0);
     store32(ip + 12, source);
     store32(ip + 16, destination);
-    store16(ip + 10, checksum_finish(checksum_add(0, {ip, ipv4_header_bytes})));
+    if (checksums == Checksums::computed)
+        store16(ip + 10, checksum_finish(checksum_add(0, {ip, ipv4_header_bytes})));
 }
 
 }  // namespace
@@ -254,7 +263,8 @@ std::size_t build_icmp_echo_reply(std::span<std::uint8_t> out, const Frame& requ
 }
 
 std::size_t build_tcp(std::span<std::uint8_t> out, const Route& route, std::uint16_t source_port,
-                      std::uint16_t destination_port, const tcp::TcpSegment& segment) {
+                      std::uint16_t destination_port, const tcp::TcpSegment& segment,
+                      Checksums checksums) {
     std::uint8_t options[40];
     std::size_t option_bytes = 0;
     const auto& o = segment.options;
@@ -290,7 +300,7 @@ std::size_t build_tcp(std::span<std::uint8_t> out, const Route& route, std::uint
     if (out.size() < length) return 0;
     auto* ip = write_ethernet(out, route.source_mac, route.destination_mac, ethertype_ipv4);
     write_ipv4(ip, static_cast<std::uint16_t>(ipv4_header_bytes + tcp_length), protocol_tcp,
-               route.source_ip, route.destination_ip);
+               route.source_ip, route.destination_ip, checksums);
     auto* tcp = ip + ipv4_header_bytes;
     store16(tcp, source_port);
     store16(tcp + 2, destination_port);
@@ -307,7 +317,9 @@ std::size_t build_tcp(std::span<std::uint8_t> out, const Route& route, std::uint
                     segment.payload.size());
     const std::uint32_t sum = pseudo_header_sum(route.source_ip, route.destination_ip,
                                                 static_cast<std::uint16_t>(tcp_length));
-    store16(tcp + 16, checksum_finish(checksum_add(sum, {tcp, tcp_length})));
+    store16(tcp + 16, checksums == Checksums::computed
+                          ? checksum_finish(checksum_add(sum, {tcp, tcp_length}))
+                          : checksum_fold(sum));
     return length;
 }
 

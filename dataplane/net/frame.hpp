@@ -1,8 +1,9 @@
 // Ethernet frames as the DPDK transport sees them: Ethernet II, ARP (IPv4 over
 // Ethernet), IPv4 without options or fragments (anything else is dropped with
 // a reason), ICMP echo, and TCP with its options parsed into tcp::TcpSegment.
-// Checksums are verified on input and computed on output. Pure functions on
-// byte spans: no allocation, unit-tested and fuzzed without a NIC.
+// Checksums are verified on input and computed on output, unless the NIC
+// does either (checksum offload). Pure functions on byte spans: no
+// allocation, unit-tested and fuzzed without a NIC.
 #pragma once
 
 #include <array>
@@ -35,6 +36,7 @@ enum class Drop {
     bad_l4_checksum,
     unsupported_protocol,
     malformed_tcp_options,
+    handoff_full,  // the stack's: another worker's flow, and its handoff ring was full
     count_
 };
 inline constexpr std::size_t drop_reason_count = static_cast<std::size_t>(Drop::count_);
@@ -68,7 +70,9 @@ struct Frame {
     tcp::TcpSegment segment;  // payload points into the frame
 };
 
-Frame parse_frame(std::span<const std::uint8_t> bytes);
+// `checksums_verified`: the NIC checked the IPv4 and TCP checksums and found
+// them good, so they are not summed again.
+Frame parse_frame(std::span<const std::uint8_t> bytes, bool checksums_verified = false);
 
 // Builders write into `out` and return the frame length (0 if it does not fit).
 struct Route {
@@ -82,13 +86,21 @@ std::size_t build_arp(std::span<std::uint8_t> out, const ArpMessage& message,
                       const MacAddress& source_mac, const MacAddress& destination_mac);
 std::size_t build_icmp_echo_reply(std::span<std::uint8_t> out, const Frame& request,
                                   const MacAddress& our_mac);
-// A whole TCP/IPv4 frame for `segment`, options and segment.payload included,
-// with both checksums computed.
+// Who fills in the IPv4 and TCP checksums of a frame we send.
+enum class Checksums {
+    computed,   // here, in software
+    offloaded,  // the NIC: the IPv4 checksum is left 0 and the TCP checksum
+                // field holds the pseudo-header sum, as DPDK's TX offload expects
+};
+
+// A whole TCP/IPv4 frame for `segment`, options and segment.payload included.
 std::size_t build_tcp(std::span<std::uint8_t> out, const Route& route, std::uint16_t source_port,
-                      std::uint16_t destination_port, const tcp::TcpSegment& segment);
+                      std::uint16_t destination_port, const tcp::TcpSegment& segment,
+                      Checksums checksums = Checksums::computed);
 
 // RFC 1071 ones'-complement sum.
 std::uint32_t checksum_add(std::uint32_t sum, std::span<const std::uint8_t> bytes);
-std::uint16_t checksum_finish(std::uint32_t sum);
+std::uint16_t checksum_fold(std::uint32_t sum);    // to 16 bits
+std::uint16_t checksum_finish(std::uint32_t sum);  // folded and complemented
 
 }  // namespace portcullis::dataplane::net

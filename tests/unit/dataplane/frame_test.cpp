@@ -64,6 +64,50 @@ TEST(Frame, TcpRoundTripWithOptionsAndPayload) {
     EXPECT_EQ(std::vector<std::uint8_t>(s.payload.begin(), s.payload.end()), payload);
 }
 
+// With checksum offload the NIC sums the IPv4 header, and the TCP segment
+// whose checksum field holds the pseudo-header sum: doing that here must give
+// the frame with both checksums computed, byte for byte.
+TEST(Frame, OffloadedChecksumsAreWhatTheNicCompletes) {
+    tcp::TcpSegment segment;
+    segment.seq = 7;
+    segment.ack = 9;
+    segment.flags = tcp::flag::ack | tcp::flag::psh;
+    segment.window = 501;
+    segment.options.timestamps = true;
+    segment.options.ts_value = 42;
+    const std::vector<std::uint8_t> payload(333, 0xa5);  // odd length
+    segment.payload = payload;
+    const Route route{theirs, ours, their_ip, our_ip};
+    std::vector<std::uint8_t> offloaded(1600);
+    offloaded.resize(build_tcp(offloaded, route, 40000, 443, segment, Checksums::offloaded));
+    const auto computed = tcp_frame(segment);
+    ASSERT_EQ(offloaded.size(), computed.size());
+    EXPECT_NE(offloaded, computed);
+
+    auto* ip = offloaded.data() + ethernet_header_bytes;
+    EXPECT_EQ(ip[10] | ip[11], 0) << "the IPv4 checksum is left to the NIC";
+    const std::uint16_t ip_sum = checksum_finish(checksum_add(0, {ip, ipv4_header_bytes}));
+    ip[10] = static_cast<std::uint8_t>(ip_sum >> 8);
+    ip[11] = static_cast<std::uint8_t>(ip_sum);
+    auto* tcp = ip + ipv4_header_bytes;
+    const std::size_t tcp_length = offloaded.size() - ethernet_header_bytes - ipv4_header_bytes;
+    const std::uint16_t tcp_sum = checksum_finish(checksum_add(0, {tcp, tcp_length}));
+    tcp[16] = static_cast<std::uint8_t>(tcp_sum >> 8);
+    tcp[17] = static_cast<std::uint8_t>(tcp_sum);
+    EXPECT_EQ(offloaded, computed);
+}
+
+TEST(Frame, ChecksumsTheNicVerifiedAreNotSummedAgain) {
+    tcp::TcpSegment segment;
+    segment.flags = tcp::flag::ack;
+    auto bytes = tcp_frame(segment);
+    bytes[ethernet_header_bytes + 10] ^= 0xff;  // a checksum the NIC would have caught
+    EXPECT_EQ(parse_frame(bytes).drop, Drop::bad_ip_checksum);
+    const auto trusted = parse_frame(bytes, true);
+    EXPECT_EQ(trusted.kind, Frame::Kind::tcp) << to_string(trusted.drop);
+    EXPECT_EQ(trusted.destination_port, 443);
+}
+
 TEST(Frame, CorruptionIsCaughtByTheChecksums) {
     tcp::TcpSegment segment;
     segment.flags = tcp::flag::ack;
