@@ -234,9 +234,10 @@ void add_packet_metrics(Families& out, const MetricsInput& input) {
                           {{"worker", std::to_string(w)}});
         }
     }
-    auto& drops =
-        out.family("portcullis_dpdk_rx_drops_total",
-                   "Received frames dropped by the packet parser, by reason.", MetricType::Counter);
+    auto& drops = out.family(
+        "portcullis_dpdk_rx_drops_total",
+        "Received frames dropped (by the packet parser, or a full handoff ring), by reason.",
+        MetricType::Counter);
     for (std::size_t w = 0; w < input.stats.size(); ++w) {
         const auto& packets = input.stats.slot(w).packets;
         for (std::size_t r = 1; r < dataplane::net::drop_reason_count; ++r) {

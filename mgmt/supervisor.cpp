@@ -192,9 +192,11 @@ class Supervisor {
             return std::make_unique<dataplane::kernel::SocketTransport>(
                 epoll_fd, host, config_.dataplane.keepalive);
 #ifdef PORTCULLIS_HAVE_DPDK
+        dataplane::dpdk::WorkerPlacement placement{
+            index, worker_count_, cpu, static_cast<int>(control_.supervisor_pid()), nullptr};
+        if (index > 0) placement.primary_ready = [this] { return control_.worker_ready(0); };
         return dataplane::dpdk::make_dpdk_transport(
-            config_.dataplane.dpdk, config_.dataplane.keepalive,
-            dataplane::dpdk::WorkerPlacement{index, worker_count_, cpu}, host, &stats);
+            config_.dataplane.dpdk, config_.dataplane.keepalive, placement, host, &stats);
 #else
         (void)index, (void)cpu, (void)stats;
         throw std::runtime_error(
@@ -292,7 +294,32 @@ class Supervisor {
             listener.connections_active.set(0);
         if (slot.quick_deaths > 0)
             std::this_thread::sleep_for(std::chrono::milliseconds(200 * slot.quick_deaths));
+        if (index == 0 && workers_share_queues()) {
+            restart_queue_group();
+            return;
+        }
         start_worker(index);
+    }
+
+    bool workers_share_queues() const {
+        return config_.dataplane.transport == DataplaneTransport::dpdk && worker_count_ > 1 &&
+               config_.dataplane.dpdk.queues_per_worker();
+    }
+
+    // The secondaries poll queues of the port the dead primary started; a new
+    // primary starts it afresh, so they go too and attach to the new one.
+    void restart_queue_group() {
+        for (std::size_t i = 1; i < slots_.size(); ++i) {
+            auto& secondary = slots_[i];
+            if (secondary.pid <= 0) continue;
+            ::kill(secondary.pid, SIGKILL);
+            ::waitpid(secondary.pid, nullptr, 0);
+            secondary.pid = -1;
+            control_.set_worker_ready(i, false);
+            stats_.slot(i).restarts.add();
+            for (auto& listener : stats_.slot(i).listeners) listener.connections_active.set(0);
+        }
+        for (int i = 0; i < worker_count_; ++i) start_worker(i);
     }
 
     void stop_workers() {

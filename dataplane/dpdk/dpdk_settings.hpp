@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,14 @@ struct DpdkSettings {
     std::uint16_t mtu = 1500;
     unsigned mbufs = 8191;           // per worker's pool
     std::size_t syn_backlog = 1024;  // half-open connections before SYN cookies
+    // Several workers on one port: each polls an RX/TX queue pair of its own
+    // (DPDK primary and secondary processes; RSS spreads flows where the port
+    // has it; needs hugepages) instead of each opening the device and seeing
+    // every frame (virtual devices only). Unset: queues on PCI ports.
+    std::optional<bool> queue_per_worker;
+    bool checksum_offload = true;  // where the port offers it
+
+    bool queues_per_worker() const { return queue_per_worker.value_or(is_pci()); }
 
     // "dddd:bb:dd.f" or "bb:dd.f"; virtual devices are named "net_...".
     bool is_pci() const {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "dataplane/connection.hpp"
 #include "dataplane/dpdk/port.hpp"
@@ -35,6 +36,25 @@ int first_allowed_cpu() {
     return 0;
 }
 
+bool shares_queues(const DpdkSettings& settings, const WorkerPlacement& placement) {
+    return placement.count > 1 && settings.queues_per_worker();
+}
+
+// A secondary process's EAL finds the port only once the primary started it.
+std::vector<std::string> eal_arguments_once_primary_ready(const DpdkSettings& settings,
+                                                          const WorkerPlacement& placement) {
+    if (shares_queues(settings, placement) && placement.index > 0 && placement.primary_ready) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (!placement.primary_ready()) {
+            if (std::chrono::steady_clock::now() > deadline)
+                throw DpdkError(
+                    "worker 0, the DPDK primary process, did not start the port in 60 s");
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
+    return eal_arguments(settings, placement);
+}
+
 class DpdkTransport final : public Transport {
   public:
     DpdkTransport(const DpdkSettings& settings, const KeepaliveSettings& keepalive,
@@ -42,12 +62,13 @@ class DpdkTransport final : public Transport {
         : settings_(settings),
           host_(host),
           stats_(stats),
-          eal_(eal_arguments(settings, placement)),
-          port_(PortSettings{0, settings.mbufs, 1024, 1024, settings.mtu}),
+          eal_(eal_arguments_once_primary_ready(settings, placement)),
+          port_(port_settings(settings, placement)),
           stack_(port_, StackAddress{settings.address, settings.netmask, settings.gateway},
                  tcp_config(settings, keepalive)) {
-        stack_.set_steering(static_cast<unsigned>(placement.index),
-                            static_cast<unsigned>(placement.count));
+        if (!shares_queues(settings, placement))
+            stack_.set_steering(static_cast<unsigned>(placement.index),
+                                static_cast<unsigned>(placement.count));
         stack_.set_syn_backlog(settings.syn_backlog);
         stack_.on_activity([this](TcpStream& stream) {
             if (stream.owner != nullptr) host_.activity(*stream.owner);
@@ -118,10 +139,29 @@ class DpdkTransport final : public Transport {
     }
 
     std::string describe() const override {
-        return "dpdk device=" + settings_.device + " address=" + dotted(settings_.address);
+        const auto& offloads = port_.offloads();
+        return "dpdk device=" + settings_.device + " address=" + dotted(settings_.address) +
+               " queue=" + std::to_string(port_.queue()) + "/" + std::to_string(port_.queues()) +
+               (Eal::secondary() ? " (secondary process)" : "") +
+               " rss=" + (offloads.rss ? "on" : "off") + " checksums: tx " +
+               (offloads.tx_checksums ? "offloaded" : "software") + ", rx " +
+               (offloads.rx_checksums ? "offloaded" : "software");
     }
 
   private:
+    static PortSettings port_settings(const DpdkSettings& settings,
+                                      const WorkerPlacement& placement) {
+        PortSettings port;
+        port.mbufs = settings.mbufs;
+        port.mtu = settings.mtu;
+        port.checksum_offload = settings.checksum_offload;
+        if (shares_queues(settings, placement)) {
+            port.queues = static_cast<std::uint16_t>(placement.count);
+            port.queue = static_cast<std::uint16_t>(placement.index);
+        }
+        return port;
+    }
+
     static tcp::TcpConfig tcp_config(const DpdkSettings& settings,
                                      const KeepaliveSettings& keepalive) {
         tcp::TcpConfig config;
@@ -155,6 +195,25 @@ std::vector<std::string> eal_arguments(const DpdkSettings& settings,
         return std::find(args.begin(), args.end(), flag) != args.end();
     };
     const int cpu = placement.cpu >= 0 ? placement.cpu : first_allowed_cpu();
+    if (shares_queues(settings, placement)) {
+        // One EAL runtime for the daemon's workers; lcore ids of their own
+        // (the worker's index, run on its CPU) keep the processes' per-lcore
+        // mempool caches apart even when two share a CPU.
+        const bool primary = placement.index == 0;
+        args.insert(
+            args.end(),
+            {"--lcores", std::to_string(placement.index) + "@" + std::to_string(cpu),
+             "--file-prefix",
+             "portcullis-" + std::to_string(placement.group > 0 ? placement.group : ::getpid()),
+             "--proc-type", primary ? "primary" : "secondary"});
+        if (settings.is_pci()) {
+            args.insert(args.end(), {"-a", settings.device});
+        } else {
+            if (!has("--no-pci")) args.push_back("--no-pci");
+            if (primary) args.insert(args.end(), {"--vdev", settings.device});
+        }
+        return args;
+    }
     args.insert(args.end(), {"-l", std::to_string(cpu)});
     // Every worker is its own DPDK primary process: a prefix of its own keeps
     // their runtime files apart (and they are removed on exit).

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <rte_ethdev.h>
 #include <rte_random.h>
+#include <rte_ring.h>
 
 #include <algorithm>
 #include <cstring>
@@ -139,6 +140,12 @@ Stack::Stack(Port& port, const StackAddress& address, const tcp::TcpConfig& tcp_
           first_ephemeral_port + rte_rand() % (last_ephemeral_port - first_ephemeral_port + 1))),
       cookies_(random_secret()) {
     std::copy_n(port.mac().addr_bytes, 6, mac_.begin());
+    if (port.queues() > 1) {
+        sharing_ = Sharing::queue_per_worker;
+        steering_index_ = port.queue();
+        steering_count_ = port.queues();
+    }
+    if (port.offloads().tx_checksums) tx_checksums_ = net::Checksums::offloaded;
     for (auto& slot : wheel_) slot.reserve(16);
     touched_.reserve(256);
     due_.reserve(256);
@@ -176,7 +183,7 @@ void Stack::send_frame(rte_mbuf* mbuf) {
 
 void Stack::flush_tx() {
     if (tx_count_ == 0) return;
-    const std::uint16_t sent = rte_eth_tx_burst(port_.id(), 0, tx_.data(), tx_count_);
+    const std::uint16_t sent = rte_eth_tx_burst(port_.id(), port_.queue(), tx_.data(), tx_count_);
     for (std::uint16_t i = 0; i < sent; ++i) stats_.tx_bytes += tx_[i]->pkt_len;
     stats_.tx_packets += sent;
     for (std::uint16_t i = sent; i < tx_count_; ++i) {
@@ -246,35 +253,88 @@ bool Stack::poll(std::uint64_t now_ms) {
 
 void Stack::receive_burst(std::uint64_t now_ms) {
     std::array<rte_mbuf*, burst> rx{};
-    const std::uint16_t received = rte_eth_rx_burst(port_.id(), 0, rx.data(), burst);
-    for (std::uint16_t i = 0; i < received; ++i) {
+    const std::uint16_t received = rte_eth_rx_burst(port_.id(), port_.queue(), rx.data(), burst);
+    for (std::uint16_t i = 0; i < received; ++i) receive(rx[i], false, now_ms);
+    if (sharing_ != Sharing::queue_per_worker) return;
+    const unsigned handed = rte_ring_sc_dequeue_burst(
+        port_.handoff(port_.queue()), reinterpret_cast<void**>(rx.data()), burst, nullptr);
+    for (unsigned i = 0; i < handed; ++i) receive(rx[i], true, now_ms);
+}
+
+// `handed`: another worker received the frame and passed it on.
+void Stack::receive(rte_mbuf* mbuf, bool handed, std::uint64_t now_ms) {
+    if (!handed) {
         ++stats_.rx_packets;
-        stats_.rx_bytes += rx[i]->pkt_len;
-        const auto frame = net::parse_frame(
-            {rte_pktmbuf_mtod(rx[i], const std::uint8_t*), rte_pktmbuf_data_len(rx[i])});
-        if (frame.kind == net::Frame::Kind::tcp && (faults_.drop > 0 || faults_.reorder > 0)) {
-            const double roll = static_cast<double>(rte_rand() % 1'000'000) / 1e6;
-            if (roll < faults_.drop) {
-                ++stats_.injected_drops;
-                rte_pktmbuf_free(rx[i]);
-                continue;
-            }
-            if (held_ == nullptr && roll < faults_.drop + faults_.reorder) {
-                ++stats_.injected_reorders;
-                held_ = rx[i];  // delivered after the next frame
-                continue;
-            }
+        stats_.rx_bytes += mbuf->pkt_len;
+    }
+    const bool verified =
+        port_.offloads().rx_checksums &&
+        (mbuf->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD &&
+        (mbuf->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+    const auto frame = net::parse_frame(
+        {rte_pktmbuf_mtod(mbuf, const std::uint8_t*), rte_pktmbuf_data_len(mbuf)}, verified);
+    if (!handed && sharing_ == Sharing::queue_per_worker && hand_off(mbuf, frame)) return;
+    if (frame.kind == net::Frame::Kind::tcp && (faults_.drop > 0 || faults_.reorder > 0)) {
+        const double roll = static_cast<double>(rte_rand() % 1'000'000) / 1e6;
+        if (roll < faults_.drop) {
+            ++stats_.injected_drops;
+            rte_pktmbuf_free(mbuf);
+            return;
         }
-        handle(frame, now_ms);  // copies what it keeps: the mbuf can go
-        rte_pktmbuf_free(rx[i]);
-        if (held_ != nullptr) {
-            const auto late = net::parse_frame(
-                {rte_pktmbuf_mtod(held_, const std::uint8_t*), rte_pktmbuf_data_len(held_)});
-            handle(late, now_ms);
-            rte_pktmbuf_free(held_);
-            held_ = nullptr;
+        if (held_ == nullptr && roll < faults_.drop + faults_.reorder) {
+            ++stats_.injected_reorders;
+            held_ = mbuf;  // delivered after the next frame
+            return;
         }
     }
+    handle(frame, handed, now_ms);  // copies what it keeps: the mbuf can go
+    rte_pktmbuf_free(mbuf);
+    if (held_ != nullptr) {
+        const auto late = net::parse_frame(
+            {rte_pktmbuf_mtod(held_, const std::uint8_t*), rte_pktmbuf_data_len(held_)});
+        handle(late, false, now_ms);
+        rte_pktmbuf_free(held_);
+        held_ = nullptr;
+    }
+}
+
+// A frame on this worker's queue that another worker must see: ARP (each
+// keeps its own cache; a copy goes to every other worker and this one
+// handles it too) or a segment of a flow another worker opened (its local
+// port names the owner). Returns whether the frame left this worker.
+bool Stack::hand_off(rte_mbuf* mbuf, const net::Frame& frame) {
+    const auto drop_handed = [this](rte_mbuf* frame_copy) {
+        ++stats_.rx_drops[static_cast<std::size_t>(net::Drop::handoff_full)];
+        rte_pktmbuf_free(frame_copy);
+    };
+    if (frame.kind == net::Frame::Kind::arp) {
+        for (unsigned worker = 0; worker < steering_count_; ++worker) {
+            if (worker == steering_index_) continue;
+            rte_mbuf_refcnt_update(mbuf, 1);  // one reference per reader
+            if (rte_ring_mp_enqueue(port_.handoff(static_cast<std::uint16_t>(worker)), mbuf) != 0)
+                drop_handed(mbuf);
+        }
+        return false;
+    }
+    if (frame.kind != net::Frame::Kind::tcp || frame.destination_ip != address_.address)
+        return false;
+    const std::uint16_t local = frame.destination_port;
+    // Clients' flows stay where their frames land; so do closed ports' resets.
+    if (local < first_ephemeral_port || local > last_ephemeral_port || serves(local)) return false;
+    const unsigned owner = local % steering_count_;
+    if (owner == steering_index_ ||
+        flows_.find(flow_key(frame.source_ip, frame.source_port, local)) != flows_.end())
+        return false;
+    ++stats_.steered_away;
+    if (rte_ring_mp_enqueue(port_.handoff(static_cast<std::uint16_t>(owner)), mbuf) != 0)
+        drop_handed(mbuf);
+    return true;
+}
+
+bool Stack::serves(std::uint16_t local_port) const {
+    if (echo_port_ != 0 && local_port == echo_port_) return true;
+    return std::any_of(listeners_.begin(), listeners_.end(),
+                       [local_port](const auto& listener) { return listener.first == local_port; });
 }
 
 // One visit: timers, the SYN backlog, handing an established connection to
@@ -372,7 +432,7 @@ void Stack::retire(Flow& flow) {
 
 // Another worker's flow, by the hash of its 4-tuple (our address is fixed).
 bool Stack::owns(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) const {
-    if (steering_count_ == 1) return true;
+    if (sharing_ != Sharing::every_frame) return true;  // a queue of its own: handed its frames
     std::uint32_t h = peer * 0x9e3779b1u;
     h ^= ((std::uint32_t{peer_port} << 16) | local_port) * 0x85ebca77u;
     h ^= h >> 15;
@@ -403,7 +463,10 @@ std::uint16_t Stack::allocate_port(net::Ipv4Address peer, std::uint16_t peer_por
         const std::uint16_t port = next_port_;
         next_port_ = next_port_ >= last_ephemeral_port ? first_ephemeral_port
                                                        : static_cast<std::uint16_t>(next_port_ + 1);
-        if (!owns(peer, peer_port, port)) continue;
+        const bool ours = sharing_ == Sharing::queue_per_worker
+                              ? port % steering_count_ == steering_index_
+                              : owns(peer, peer_port, port);
+        if (!ours) continue;
         const auto found = flows_.find(flow_key(peer, peer_port, port));
         if (found == flows_.end()) return port;
         if (found->second->tcp.state() == tcp::TcpState::time_wait) {
@@ -485,7 +548,7 @@ void Stack::serve_echo_flow(Flow& flow) {
     }
 }
 
-void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
+void Stack::handle(const net::Frame& frame, bool handed, std::uint64_t now_ms) {
     // Other workers on the same port transmit with our MAC; their frames
     // come back to us on virtual devices.
     if (frame.kind != net::Frame::Kind::dropped && frame.source_mac == mac_) {
@@ -497,11 +560,12 @@ void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
             ++stats_.rx_drops[static_cast<std::size_t>(frame.drop)];
             return;
         case net::Frame::Kind::arp:
-            handle_arp(frame);
+            handle_arp(frame, handed);
             return;
         case net::Frame::Kind::icmp_echo_request: {
-            // Every worker sees it; the first answers.
-            if (frame.destination_ip != address_.address || steering_index_ != 0) {
+            // Where every worker sees it, the first answers.
+            if (frame.destination_ip != address_.address ||
+                (sharing_ == Sharing::every_frame && steering_index_ != 0)) {
                 ++stats_.not_for_us;
                 return;
             }
@@ -528,7 +592,7 @@ void Stack::handle(const net::Frame& frame, std::uint64_t now_ms) {
     }
 }
 
-void Stack::handle_arp(const net::Frame& frame) {
+void Stack::handle_arp(const net::Frame& frame, bool handed) {
     const auto& arp = frame.arp;
     if (arp.sender_ip != 0) {
         arp_cache_[arp.sender_ip] = arp.sender_mac;
@@ -545,7 +609,10 @@ void Stack::handle_arp(const net::Frame& frame) {
             }
         }
     }
-    if (arp.operation != 1 || arp.target_ip != address_.address || steering_index_ != 0) {
+    // One answer: from the worker whose queue the request reached, or the
+    // first worker where every worker sees it.
+    const bool answers = sharing_ == Sharing::every_frame ? steering_index_ == 0 : !handed;
+    if (arp.operation != 1 || arp.target_ip != address_.address || !answers) {
         ++stats_.not_for_us;
         return;
     }
@@ -601,8 +668,7 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
         ++stats_.steered_away;
         return;
     }
-    bool served = echo_port_ != 0 && frame.destination_port == echo_port_;
-    for (const auto& listener : listeners_) served |= listener.first == frame.destination_port;
+    const bool served = serves(frame.destination_port);
     const tcp::FourTuple tuple{frame.source_ip, frame.source_port, address_.address,
                                frame.destination_port};
     if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack) && served) {
@@ -656,8 +722,9 @@ bool Stack::reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& se
     constexpr std::size_t minimum = 60;
     auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, room));
     const net::Route route{mac_, frame.source_mac, address_.address, frame.source_ip};
-    const auto written =
-        net::build_tcp({data, room}, route, frame.destination_port, frame.source_port, segment);
+    const auto written = net::build_tcp({data, room}, route, frame.destination_port,
+                                        frame.source_port, segment, tx_checksums_);
+    prepare_checksums(mbuf);
     std::fill(data + written, data + room, 0);
     rte_pktmbuf_trim(mbuf, static_cast<std::uint16_t>(room - std::max(written, minimum)));
     send_frame(mbuf);
@@ -689,8 +756,8 @@ void Stack::flush_flow(Flow& flow) {
         segment.payload = std::span(scratch_).first(out.payload_length);
         const std::size_t room = rte_pktmbuf_tailroom(mbuf);
         auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_mtod(mbuf, std::uint8_t*));
-        std::size_t length =
-            net::build_tcp({data, room}, flow.route, flow.local_port, flow.peer_port, segment);
+        std::size_t length = net::build_tcp({data, room}, flow.route, flow.local_port,
+                                            flow.peer_port, segment, tx_checksums_);
         if (length == 0) {
             rte_pktmbuf_free(mbuf);
             continue;
@@ -700,9 +767,18 @@ void Stack::flush_flow(Flow& flow) {
             length = 60;
         }
         rte_pktmbuf_append(mbuf, static_cast<std::uint16_t>(length));
+        prepare_checksums(mbuf);
         send_frame(mbuf);
     }
     flow.tcp.clear_output();
+}
+
+// Tells the NIC to fill in the checksums build_tcp left to it.
+void Stack::prepare_checksums(rte_mbuf* mbuf) const {
+    if (tx_checksums_ != net::Checksums::offloaded) return;
+    mbuf->l2_len = net::ethernet_header_bytes;
+    mbuf->l3_len = net::ipv4_header_bytes;
+    mbuf->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
 }
 
 }  // namespace portcullis::dataplane::dpdk

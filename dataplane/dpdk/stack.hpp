@@ -9,10 +9,16 @@
 // connections whose timers are due, so idle and TIME_WAIT connections cost
 // nothing per poll.
 //
-// Several worker processes may share one port that hands each of them every
-// frame (af_packet on a veth): software steering keeps a flow on the worker
-// its 4-tuple hashes to, and a worker picks local ports for its active opens
-// that hash back to itself.
+// Several worker processes share a port in one of two ways:
+// - a queue each (DPDK primary/secondary processes, RSS where the port has
+//   it): a flow a client opens belongs to the worker whose queue its frames
+//   reach; a flow we open belongs to the worker its local port names (port
+//   mod workers), and its frames reaching another queue are handed to the
+//   owner through the owner's ring. ARP is shared with every worker.
+// - a virtual device that hands each of them every frame (af_packet on a
+//   veth): software steering keeps a flow on the worker its 4-tuple hashes
+//   to, and a worker picks local ports for its active opens that hash back
+//   to itself.
 #pragma once
 
 #include <array>
@@ -40,7 +46,7 @@ struct StackStats {
     std::uint64_t rx_packets = 0, tx_packets = 0, rx_bytes = 0, tx_bytes = 0;
     std::array<std::uint64_t, net::drop_reason_count> rx_drops{};  // by net::Drop
     std::uint64_t not_for_us = 0;
-    std::uint64_t steered_away = 0;  // another worker's flow (software steering)
+    std::uint64_t steered_away = 0;  // another worker's flow: left to it, or handed to its queue
     std::uint64_t tx_full = 0;       // frames the NIC did not take
     std::uint64_t mbuf_exhausted = 0;
     std::uint64_t resets_sent = 0;
@@ -118,10 +124,13 @@ class Stack {
     // Resolves `address` ahead of the first connection that needs it.
     void resolve(net::Ipv4Address address, std::uint64_t now_ms);
 
-    // This worker takes the flows whose 4-tuple hashes to `index` of `count`.
+    // Every worker sees every frame; this one takes the flows whose 4-tuple
+    // hashes to `index` of `count`. (A port of several queues needs nothing:
+    // the stack shares it by queue.)
     void set_steering(unsigned index, unsigned count) {
         steering_index_ = index;
         steering_count_ = count == 0 ? 1 : count;
+        sharing_ = steering_count_ > 1 ? Sharing::every_frame : Sharing::alone;
     }
     // Half-open connections kept before SYN cookies take over.
     void set_syn_backlog(std::size_t backlog) { syn_backlog_ = backlog; }
@@ -132,9 +141,12 @@ class Stack {
 
   private:
     using Flow = TcpStream::FlowState;
+    enum class Sharing { alone, every_frame, queue_per_worker };
     void receive_burst(std::uint64_t now_ms);
-    void handle(const net::Frame& frame, std::uint64_t now_ms);
-    void handle_arp(const net::Frame& frame);
+    void receive(rte_mbuf* mbuf, bool handed, std::uint64_t now_ms);
+    bool hand_off(rte_mbuf* mbuf, const net::Frame& frame);
+    void handle(const net::Frame& frame, bool handed, std::uint64_t now_ms);
+    void handle_arp(const net::Frame& frame, bool handed);
     void handle_tcp(const net::Frame& frame, std::uint64_t now_ms);
     Flow* accept_flow(const net::Frame& frame, tcp::TcpConnection connection);
     void send_reset(const net::Frame& frame);
@@ -150,6 +162,8 @@ class Stack {
     void send_arp_request(net::Ipv4Address target, std::uint64_t now_ms);
     net::Ipv4Address next_hop(net::Ipv4Address destination) const;
     bool owns(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) const;
+    bool serves(std::uint16_t local_port) const;
+    void prepare_checksums(rte_mbuf* mbuf) const;
     std::uint16_t allocate_port(net::Ipv4Address peer, std::uint16_t peer_port);
     tcp::TcpConfig tcp_config_for(net::Ipv4Address peer) const;
     void send_frame(rte_mbuf* mbuf);
@@ -186,7 +200,9 @@ class Stack {
     tcp::SynCookies cookies_;
     std::size_t syn_backlog_ = 1024;
     std::size_t half_open_ = 0;
+    Sharing sharing_ = Sharing::alone;
     unsigned steering_index_ = 0, steering_count_ = 1;
+    net::Checksums tx_checksums_ = net::Checksums::computed;
     rte_mbuf* held_ = nullptr;  // a reordered frame waiting for the next one
     std::uint64_t now_ms_ = 0;
 };
