@@ -39,8 +39,9 @@ constexpr std::array kTopLevelTables{"workers"sv, "log"sv,      "admin"sv,    "r
 constexpr std::array kDataplaneKeys{"transport"sv};
 constexpr std::array kDataplaneTables{"dpdk"sv, "keepalive"sv};
 constexpr std::array kKeepaliveKeys{"idle_s"sv, "interval_s"sv, "probes"sv};
-constexpr std::array kDpdkKeys{"eal_args"sv, "device"sv, "address"sv,    "gateway"sv,
-                               "mtu"sv,      "mbufs"sv,  "syn_backlog"sv};
+constexpr std::array kDpdkKeys{
+    "eal_args"sv, "device"sv,      "address"sv,          "gateway"sv,         "mtu"sv,
+    "mbufs"sv,    "syn_backlog"sv, "queue_per_worker"sv, "checksum_offload"sv};
 constexpr std::array kAdminKeys{"address"sv};
 constexpr std::array kHsmKeys{
     "module"sv,   "token"sv,         "failover_token"sv,       "pin_file"sv,         "pin_env"sv,
@@ -710,6 +711,28 @@ dataplane::dpdk::DpdkSettings read_dpdk(const Section& section) {
         section.integer_or("mbufs", static_cast<int>(dpdk.mbufs), 1023, 1 << 20));
     dpdk.syn_backlog = static_cast<std::size_t>(
         section.integer_or("syn_backlog", static_cast<int>(dpdk.syn_backlog), 1, 1 << 20));
+    dpdk.checksum_offload = section.boolean_or("checksum_offload", dpdk.checksum_offload);
+    if (section.table().get("queue_per_worker") != nullptr)
+        dpdk.queue_per_worker = section.boolean_or("queue_per_worker", false);
+    if (dpdk.queue_per_worker.value_or(false) &&
+        (dpdk.device.starts_with("net_af_packet") || dpdk.device.starts_with("eth_af_packet"))) {
+        section.source().fail(*section.table().get("queue_per_worker"),
+                              section.key_of("queue_per_worker"),
+                              "net_af_packet cannot serve DPDK secondary processes (they get no "
+                              "RX/TX); use queue_per_worker = false");
+    }
+    if (dpdk.queue_per_worker.value_or(false)) {
+        // Secondary processes map the primary's memory: hugepage files and a
+        // shared runtime directory.
+        if (const auto args = section.string_list("eal_args"))
+            for (const auto& arg : args->items)
+                if (arg.value == "--no-huge" || arg.value == "--no-shconf" ||
+                    arg.value == "--in-memory")
+                    section.source().fail(*arg.node, args->key,
+                                          "queue_per_worker needs hugepages and a shared "
+                                          "DPDK runtime; remove " +
+                                              in_quotes(arg.value));
+    }
     return dpdk;
 }
 
@@ -1032,14 +1055,16 @@ Config read_config(const toml::table& root, const Source& source) {
     const bool dpdk = config.dataplane.transport == DataplaneTransport::dpdk;
     if (dpdk && config.dataplane.dpdk.is_pci() && config.workers.count == 0)
         config.workers.count = 1;
-    if (dpdk && config.dataplane.dpdk.is_pci() && config.workers.count != 1) {
-        // A PCI port belongs to one process; several workers share a port
-        // only through a virtual device that hands each of them every frame.
+    if (dpdk && config.dataplane.dpdk.is_pci() && !config.dataplane.dpdk.queues_per_worker() &&
+        config.workers.count != 1) {
+        // Without a queue each, workers share a port only through a virtual
+        // device that hands each of them every frame.
         const auto workers = top.subtable("workers");
         const auto& at = workers ? *workers : top;
         const toml::node* count = workers ? workers->table().get("count") : nullptr;
         const std::string problem =
-            "a PCI device on the dpdk transport is served by exactly one worker; set count = 1";
+            "a PCI device on the dpdk transport is shared by workers only with "
+            "queue_per_worker = true; set that or count = 1";
         if (count != nullptr) at.source().fail(*count, "workers.count", problem);
         at.source().fail(at.table_position(), "workers.count", problem);
     }

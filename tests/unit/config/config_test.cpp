@@ -502,10 +502,28 @@ std::vector<BrokenCase> broken_cases() {
              .text(),
          "listener[0].address",
          "on the dpdk transport a listener binds to the port's address 10.0.0.1 (or *)"},
-        {"DpdkPciPortWithTwoWorkers",
+        {"DpdkPciPortSharedWithoutQueues",
          with_top("[workers]\ncount = <@>2\n[dataplane]\ntransport = \"dpdk\"\n"
-                  "[dataplane.dpdk]\ndevice = \"0000:03:00.0\"\naddress = \"127.0.0.1/8\"\n"),
-         "workers.count", "a PCI device on the dpdk transport is served by exactly one worker"},
+                  "[dataplane.dpdk]\ndevice = \"0000:03:00.0\"\naddress = \"127.0.0.1/8\"\n"
+                  "queue_per_worker = false\n"),
+         "workers.count",
+         "a PCI device on the dpdk transport is shared by workers only with queue_per_worker = "
+         "true"},
+        {"DpdkQueuesWithoutHugepages",
+         with_top("[dataplane]\ntransport = \"dpdk\"\n[dataplane.dpdk]\n"
+                  "eal_args = [\"-m\", \"256\", <@>\"--no-huge\"]\ndevice = \"net_tap0\"\n"
+                  "address = \"127.0.0.1/8\"\nqueue_per_worker = true\n"),
+         "dataplane.dpdk.eal_args",
+         "queue_per_worker needs hugepages and a shared DPDK runtime; remove \"--no-huge\""},
+        {"DpdkQueuesOnAfPacket",
+         with_top("[dataplane]\ntransport = \"dpdk\"\n[dataplane.dpdk]\n"
+                  "device = \"net_af_packet0,iface=v0\"\naddress = \"127.0.0.1/8\"\n"
+                  "queue_per_worker = <@>true\n"),
+         "dataplane.dpdk.queue_per_worker", "net_af_packet cannot serve DPDK secondary processes"},
+        {"DpdkChecksumOffloadNotABoolean",
+         with_top("[dataplane]\ntransport = \"dpdk\"\n[dataplane.dpdk]\ndevice = \"net_tap0\"\n"
+                  "address = \"127.0.0.1/8\"\nchecksum_offload = <@>\"yes\"\n"),
+         "dataplane.dpdk.checksum_offload", "expected a boolean"},
         {"KeepaliveWithoutProbes", with_top("[dataplane.keepalive]\nprobes = <@>0\n"),
          "dataplane.keepalive.probes", "expected an integer in 1..127, got 0"},
         {"KeepaliveUnknownKey", with_top("[dataplane.keepalive]\n<@>time_s = 30\n"),
@@ -1017,6 +1035,37 @@ syn_backlog = 64
     EXPECT_EQ(dpdk.mbufs, 4095u);
     EXPECT_EQ(dpdk.syn_backlog, 64u);
     EXPECT_EQ(config.workers.count, 0) << "a virtual device may be shared by every worker";
+    EXPECT_FALSE(dpdk.queues_per_worker()) << "virtual devices: every worker sees every frame";
+    EXPECT_TRUE(dpdk.checksum_offload);
+}
+
+TEST(GoodConfig, DpdkPciPortIsSharedByQueues) {
+    const PkiDirectory pki;
+    const Config config = parse_in(pki, R"(
+[workers]
+count = 4
+[dataplane]
+transport = "dpdk"
+[dataplane.dpdk]
+eal_args = ["--socket-mem", "1024"]
+device = "0000:3b:00.0"
+address = "10.77.0.1/24"
+checksum_offload = false
+)" + std::string(minimal_listener));
+    const auto& dpdk = config.dataplane.dpdk;
+    EXPECT_TRUE(dpdk.is_pci());
+    EXPECT_TRUE(dpdk.queues_per_worker()) << "the default for PCI ports";
+    EXPECT_FALSE(dpdk.checksum_offload);
+    EXPECT_EQ(config.workers.count, 4);
+    const Config virtual_device = parse_in(pki, R"(
+[dataplane]
+transport = "dpdk"
+[dataplane.dpdk]
+device = "net_tap0,iface=tap0"
+address = "10.77.0.1/24"
+queue_per_worker = true
+)" + std::string(minimal_listener));
+    EXPECT_TRUE(virtual_device.dataplane.dpdk.queues_per_worker());
 }
 
 TEST(GoodConfig, KeepaliveReachesItsFieldsAndZeroTurnsItOff) {
