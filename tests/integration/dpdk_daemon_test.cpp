@@ -53,21 +53,25 @@ class DpdkDaemon : public ::testing::Test {
 
     std::filesystem::path record() const { return env_->dir / "proxy.jsonl"; }
 
-    // The daemon on the veth's near end at 10.77.0.1, listener "edge" on 8443.
-    void start(int workers, const std::string& extra_top = "") {
+    // The daemon on the veth's near end at 10.77.0.1 (or the port `dpdk_table`
+    // describes at server_ip_), listener "edge" on 8443.
+    void start(int workers, const std::string& extra_top = "", std::string dpdk_table = "") {
         admin_port_ = free_port();
         std::string listener = env_->listener("edge", 8443);
-        listener = replace_all(listener, "127.0.0.1:8443", "10.77.0.1:8443");
+        listener = replace_all(listener, "127.0.0.1:8443", server_ip_ + ":8443");
         listener = replace_all(listener, "127.0.0.1:" + std::to_string(env_->backend->port()),
                                "10.77.0.2:9000");
-        const std::string config =
-            "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin_port_) + "\"\n" + extra_top +
-            "[log]\naccess_log = \"access.log\"\n"
-            "[dataplane]\ntransport = \"dpdk\"\n[dataplane.dpdk]\n"
-            "eal_args = [\"--no-huge\", \"-m\", \"256\", \"--no-shconf\", \"--log-level\", "
-            "\"error\"]\n"
-            "device = \"net_af_packet0,iface=" +
-            veth_->dpdk_interface() + "\"\naddress = \"10.77.0.1/24\"\n\n" + listener;
+        if (dpdk_table.empty())
+            dpdk_table =
+                "eal_args = [\"--no-huge\", \"-m\", \"256\", \"--no-shconf\", \"--log-level\", "
+                "\"error\"]\n"
+                "device = \"net_af_packet0,iface=" +
+                veth_->dpdk_interface() + "\"\naddress = \"10.77.0.1/24\"\n";
+        const std::string config = "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin_port_) +
+                                   "\"\n" + extra_top +
+                                   "[log]\naccess_log = \"access.log\"\n"
+                                   "[dataplane]\ntransport = \"dpdk\"\n[dataplane.dpdk]\n" +
+                                   dpdk_table + "\n" + listener;
         daemon_ = std::make_unique<Daemon>(env_->write_config("dpdk", config), workers);
     }
 
@@ -78,36 +82,36 @@ class DpdkDaemon : public ::testing::Test {
     std::pair<int, std::string> python_client(const std::string& cert_chain, const std::string& key,
                                               int bytes = 100'000, int connections = 1) {
         const auto script = env_->dir / "client.py";
-        write_file(
-            script,
-            "import os, socket, ssl, sys\n"
-            "d, chain, key, size, count = sys.argv[1], sys.argv[2], sys.argv[3], "
-            "int(sys.argv[4]), int(sys.argv[5])\n"
-            "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
-            "if chain != 'none': ctx.load_cert_chain(d + '/' + chain, d + '/' + key)\n"
-            "for i in range(count):\n"
-            "    data = os.urandom(size)\n"
-            "    try:\n"
-            "        with socket.create_connection(('10.77.0.1', 8443), timeout=20) as raw:\n"
-            "            with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
-            "                s.sendall(data)\n"
-            "                got = bytearray()\n"
-            "                while len(got) < len(data):\n"
-            "                    chunk = s.recv(65536)\n"
-            "                    if not chunk: break\n"
-            "                    got += chunk\n"
-            "                print(s.version(), 'echoed', len(got))\n"
-            "                if bytes(got) != data: sys.exit(1)\n"
-            "    except (ssl.SSLError, ConnectionError, OSError) as e:\n"
-            "        print('refused:', e)\n"
-            "        sys.exit(3)\n");
+        write_file(script,
+                   "import os, socket, ssl, sys\n"
+                   "d, chain, key, size, count = sys.argv[1], sys.argv[2], sys.argv[3], "
+                   "int(sys.argv[4]), int(sys.argv[5])\n"
+                   "ctx = ssl.create_default_context(cafile=d + '/root.pem')\n"
+                   "if chain != 'none': ctx.load_cert_chain(d + '/' + chain, d + '/' + key)\n"
+                   "for i in range(count):\n"
+                   "    data = os.urandom(size)\n"
+                   "    try:\n"
+                   "        with socket.create_connection((os.environ['SERVER'], 8443), "
+                   "timeout=20) as raw:\n"
+                   "            with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
+                   "                s.sendall(data)\n"
+                   "                got = bytearray()\n"
+                   "                while len(got) < len(data):\n"
+                   "                    chunk = s.recv(65536)\n"
+                   "                    if not chunk: break\n"
+                   "                    got += chunk\n"
+                   "                print(s.version(), 'echoed', len(got))\n"
+                   "                if bytes(got) != data: sys.exit(1)\n"
+                   "    except (ssl.SSLError, ConnectionError, OSError) as e:\n"
+                   "        print('refused:', e)\n"
+                   "        sys.exit(3)\n");
         const auto out = env_->dir / "client.out";
-        const int rc =
-            std::system((veth_->in_ns("python3 " + script.string() + " " + env_->dir.string() +
-                                      " " + cert_chain + " " + key + " " + std::to_string(bytes) +
-                                      " " + std::to_string(connections)) +
-                         " >" + out.string() + " 2>&1")
-                            .c_str());
+        const int rc = std::system(
+            (veth_->in_ns("env SERVER=" + server_ip_ + " python3 " + script.string() + " " +
+                          env_->dir.string() + " " + cert_chain + " " + key + " " +
+                          std::to_string(bytes) + " " + std::to_string(connections)) +
+             " >" + out.string() + " 2>&1")
+                .c_str());
         return {WEXITSTATUS(rc), read_file(out)};
     }
 
@@ -123,6 +127,7 @@ class DpdkDaemon : public ::testing::Test {
     std::unique_ptr<ChildProcess> backend_;
     std::unique_ptr<Daemon> daemon_;
     int admin_port_ = 0;
+    std::string server_ip_ = "10.77.0.1";
 };
 
 TEST_F(DpdkDaemon, EnforcesTheClientCertificatePolicyOverItsOwnTcp) {
@@ -231,6 +236,68 @@ TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
         24)
         << text;
     EXPECT_EQ(read_file(record()).size() > 0, true);
+}
+
+// Two workers poll a queue each of one port: worker 0 is the DPDK primary
+// process that configures the port's two queues, worker 1 a secondary that
+// attaches to it. The port is DPDK's tap device, which serves secondary
+// processes and offers checksum offload (af_packet does neither); its kernel
+// end moves into the namespace as 10.78.0.2, which is also the gateway to the
+// backend at 10.77.0.2.
+TEST_F(DpdkDaemon, TwoWorkersPollAQueueEachOfOnePort) {
+    Hugepages hugepages(128);
+    if (!hugepages.unavailable().empty())
+        GTEST_SKIP() << "SKIPPED LOUDLY: " << hugepages.unavailable();
+    write_client("good", env_->client("dpdk-queues"), env_->client_ca.cert_pem());
+    const std::string tap = "pcltap" + std::to_string(::getpid() % 100000);
+    server_ip_ = "10.78.0.1";
+    start(2, "",
+          "eal_args = [\"-m\", \"128\", \"--log-level\", \"error\"]\n"
+          "device = \"net_tap0,iface=" +
+              tap +
+              "\"\naddress = \"10.78.0.1/24\"\ngateway = \"10.78.0.2\"\n"
+              "queue_per_worker = true\nmbufs = 4095\n");
+    ASSERT_TRUE(daemon_->wait_for_log("queue=1/2 (secondary process)")) << daemon_->log();
+    EXPECT_TRUE(daemon_->wait_for_log("checksums: tx offloaded, rx offloaded")) << daemon_->log();
+    const pid_t supervisor = daemon_->process().pid();
+    const std::string runtime = "/var/run/dpdk/portcullis-" + std::to_string(supervisor);
+    EXPECT_TRUE(std::filesystem::exists(runtime)) << "one EAL runtime for both workers";
+    ASSERT_TRUE(run("ip link set " + tap + " netns " + veth_->namespace_name()) &&
+                run(veth_->in_ns("ip link set " + tap + " address 02:00:00:00:78:02")) &&
+                run(veth_->in_ns("ip addr add 10.78.0.2/24 dev " + tap)) &&
+                run(veth_->in_ns("ip link set " + tap + " up")))
+        << "moving the tap device's kernel end into the namespace";
+
+    const auto [ok, output] = python_client("good.pem", "good.key", 5'000, 24);
+    EXPECT_EQ(ok, 0) << output << daemon_->log();
+    const auto text = metrics();
+    EXPECT_EQ(
+        metric_value(text,
+                     "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}") +
+            metric_value(text,
+                         "portcullis_handshakes_total{listener=\"edge\",kind="
+                         "\"resumed\",result=\"ok\"}"),
+        24)
+        << text;
+    // Both served clients: a handshake's server flight alone is some KB.
+    for (const char* worker : {"0", "1"}) {
+        const std::string labels = std::string("{worker=\"") + worker + "\"}";
+        EXPECT_GT(metric_value(text, "portcullis_dpdk_tx_bytes_total" + labels), 20'000) << text;
+        EXPECT_EQ(metric_value(text, "portcullis_dpdk_rx_drops_total{worker=\"" +
+                                         std::string(worker) + "\",reason=\"bad_l4_checksum\"}"),
+                  0)
+            << text;
+    }
+    EXPECT_GT(read_file(record()).size(), 0u) << "the backend heard from both through the gateway";
+
+    EXPECT_EQ(daemon_->process().stop(), 0) << daemon_->log();
+    EXPECT_FALSE(std::filesystem::exists(runtime));
+    std::string left;
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/hugepages"))
+        if (entry.path().filename().string().starts_with("portcullis-" +
+                                                         std::to_string(supervisor)))
+            left += entry.path().string() + " ";
+    EXPECT_EQ(left, "") << "hugepage files left behind";
 }
 
 // A client that vanishes without a FIN is dropped by the userspace TCP's

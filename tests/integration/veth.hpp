@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <initializer_list>
 #include <string>
 
@@ -32,6 +33,43 @@ inline std::string dpdk_veth_unavailable(std::initializer_list<std::string> tool
     }
     return missing ? "needs " + needed : "";
 }
+
+// 2 MB hugepages for DPDK's primary and secondary processes, which share
+// hugepage memory; the reservation is given back when the test ends.
+class Hugepages {
+  public:
+    explicit Hugepages(long pages) {
+        const long free_pages = read_count("free_hugepages");
+        original_ = read_count("nr_hugepages");
+        if (free_pages < pages) write_count(original_ + pages - free_pages);
+        if (!run("grep -q ' hugetlbfs ' /proc/mounts"))
+            run("mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages");
+        if (read_count("free_hugepages") < pages)
+            why_ = "cannot reserve " + std::to_string(pages) + " 2 MB hugepages";
+        else if (!run("grep -q ' hugetlbfs ' /proc/mounts"))
+            why_ = "cannot mount hugetlbfs";
+    }
+    ~Hugepages() {
+        if (read_count("nr_hugepages") != original_) write_count(original_);
+    }
+    // Why they are not there, or "".
+    const std::string& unavailable() const { return why_; }
+
+  private:
+    static std::string path(const std::string& name) {
+        return "/sys/kernel/mm/hugepages/hugepages-2048kB/" + name;
+    }
+    static long read_count(const std::string& name) {
+        std::ifstream in(path(name));
+        long value = -1;
+        in >> value;
+        return value;
+    }
+    static void write_count(long value) { std::ofstream(path("nr_hugepages")) << value << "\n"; }
+
+    long original_ = 0;
+    std::string why_;
+};
 
 // A namespace with the kernel peer at 10.77.0.2 and the veth end DPDK drives.
 class VethPair {
