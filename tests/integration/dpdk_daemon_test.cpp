@@ -245,6 +245,13 @@ TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
 // end moves into the namespace as 10.78.0.2, which is also the gateway to the
 // backend at 10.77.0.2.
 TEST_F(DpdkDaemon, TwoWorkersPollAQueueEachOfOnePort) {
+#ifdef __SANITIZE_ADDRESS__
+    // Reproduced without Portcullis: a minimal primary/secondary pair built
+    // with -fsanitize=address crashes in librte_net_tap's secondary RX path
+    // (a NULL read); the same program without the sanitizer runs.
+    GTEST_SKIP() << "SKIPPED LOUDLY: DPDK's tap PMD crashes in a secondary process under "
+                    "AddressSanitizer; this test runs in the plain build";
+#endif
     Hugepages hugepages(128);
     if (!hugepages.unavailable().empty())
         GTEST_SKIP() << "SKIPPED LOUDLY: " << hugepages.unavailable();
