@@ -77,6 +77,12 @@ class DpdkDaemon : public ::testing::Test {
 
     std::string metrics() const { return http_request(admin_port_, "GET", "/metrics").body; }
 
+    static double successful_handshakes(const std::string& metrics_text) {
+        const std::string ok = "portcullis_handshakes_total{listener=\"edge\",kind=";
+        return metric_value(metrics_text, ok + "\"full\",result=\"ok\"}") +
+               metric_value(metrics_text, ok + "\"resumed\",result=\"ok\"}");
+    }
+
     // Python's ssl in the namespace sends `bytes` and expects them back: 0 on
     // success, 3 when the handshake or connection is refused.
     std::pair<int, std::string> python_client(const std::string& cert_chain, const std::string& key,
@@ -227,14 +233,7 @@ TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
         EXPECT_GT(metric_value(text, "portcullis_dpdk_steered_away_total" + labels), 0) << text;
         EXPECT_GT(metric_value(text, "portcullis_dpdk_rx_packets_total" + labels), 0) << text;
     }
-    EXPECT_EQ(
-        metric_value(text,
-                     "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}") +
-            metric_value(text,
-                         "portcullis_handshakes_total{listener=\"edge\",kind="
-                         "\"resumed\",result=\"ok\"}"),
-        24)
-        << text;
+    EXPECT_EQ(successful_handshakes(text), 24) << text;
     EXPECT_EQ(read_file(record()).size() > 0, true);
 }
 
@@ -278,14 +277,7 @@ TEST_F(DpdkDaemon, TwoWorkersPollAQueueEachOfOnePort) {
     const auto [ok, output] = python_client("good.pem", "good.key", 5'000, 24);
     EXPECT_EQ(ok, 0) << output << daemon_->log();
     const auto text = metrics();
-    EXPECT_EQ(
-        metric_value(text,
-                     "portcullis_handshakes_total{listener=\"edge\",kind=\"full\",result=\"ok\"}") +
-            metric_value(text,
-                         "portcullis_handshakes_total{listener=\"edge\",kind="
-                         "\"resumed\",result=\"ok\"}"),
-        24)
-        << text;
+    EXPECT_EQ(successful_handshakes(text), 24) << text;
     // Both served clients: a handshake's server flight alone is some KB.
     for (const char* worker : {"0", "1"}) {
         const std::string labels = std::string("{worker=\"") + worker + "\"}";
