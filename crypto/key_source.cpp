@@ -2,21 +2,17 @@
 
 #include <openssl/pem.h>
 
-#include <cstdio>
-#include <memory>
-
 namespace portcullis::crypto {
 
 UniqueEvpPkey PemFileKeySource::load(const std::string& reference) {
     if (reference.starts_with("pkcs11:")) {
         throw KeyLoadError("key " + reference + ": a pkcs11: key needs an [hsm] section");
     }
-    std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(reference.c_str(), "rb"),
-                                                       &std::fclose);
+    const UniqueBio file(BIO_new_file(reference.c_str(), "rb"));
     if (!file) throw KeyLoadError("key " + reference + ": cannot open file");
     // A null passphrase callback with no user data makes encrypted keys fail
     // instead of prompting on a terminal the daemon does not have.
-    UniqueEvpPkey key(PEM_read_PrivateKey(
+    UniqueEvpPkey key(PEM_read_bio_PrivateKey(
         file.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr));
     if (!key)
         throw KeyLoadError("key " + reference + ": not an unencrypted PEM private key (" +

@@ -31,16 +31,17 @@ namespace {
 constexpr const char* default_tls12_ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
     "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305";
-constexpr const char* default_groups = "X25519:P-256:P-384";
+// Hybrid post-quantum first, as OpenSSL 3.5's own default does: a client that
+// offers X25519MLKEM768 gets it, any other falls back to classical X25519 or
+// the NIST curves without a HelloRetryRequest when it sent one of their shares.
+constexpr const char* default_groups = "X25519MLKEM768:X25519:P-256:P-384";
 
 [[noreturn]] void fail(const std::string& what) {
     throw TlsConfigError(what + " (" + drain_openssl_errors() + ")");
 }
 
-using UniqueFile = std::unique_ptr<FILE, decltype(&std::fclose)>;
-
-UniqueFile open_file(const std::string& path, const std::string& role) {
-    UniqueFile file(std::fopen(path.c_str(), "rb"), &std::fclose);
+UniqueBio open_file(const std::string& path, const std::string& role) {
+    UniqueBio file(BIO_new_file(path.c_str(), "rb"));
     if (!file) throw TlsConfigError(role + " " + path + ": cannot open file");
     return file;
 }
@@ -48,7 +49,7 @@ UniqueFile open_file(const std::string& path, const std::string& role) {
 std::vector<UniqueX509> read_certificates(const std::string& path) {
     auto file = open_file(path, "certificate chain");
     std::vector<UniqueX509> certs;
-    while (X509* cert = PEM_read_X509(file.get(), nullptr, nullptr, nullptr))
+    while (X509* cert = PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr))
         certs.emplace_back(cert);
     ERR_clear_error();  // the loop ends on "no start line"
     if (certs.empty())
@@ -95,7 +96,7 @@ UniqueX509Store build_trust_store(const TlsPolicy& policy, std::vector<UniqueX50
     for (const auto& path : policy.crl_files) {
         auto file = open_file(path, "CRL");
         int loaded = 0;
-        while (X509_CRL* raw = PEM_read_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
+        while (X509_CRL* raw = PEM_read_bio_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
             UniqueX509Crl crl(raw);
             if (X509_STORE_add_crl(store.get(), crl.get()) != 1)
                 fail("CRL " + path + ": cannot add to trust store");
@@ -118,8 +119,9 @@ std::string file_contents(const std::string& path) {
     if (path.empty()) return text;
     auto file = open_file(path, "trust bundle");
     char chunk[4096];
-    std::size_t n;
-    while ((n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0) text.append(chunk, n);
+    int n;
+    while ((n = BIO_read(file.get(), chunk, sizeof chunk)) > 0)
+        text.append(chunk, static_cast<std::size_t>(n));
     return text;
 }
 

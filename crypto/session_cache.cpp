@@ -350,7 +350,7 @@ int on_new_session(SSL* ssl, SSL_SESSION* session) {
     const std::unique_ptr<unsigned char, OpenSslFree> der(raw);
     if (length <= 0) return 0;
     const std::int64_t expires_at =
-        std::int64_t{SSL_SESSION_get_time(session)} + SSL_SESSION_get_timeout(session);
+        std::int64_t{SSL_SESSION_get_time_ex(session)} + SSL_SESSION_get_timeout(session);
     cache->store(id_of(session), {der.get(), static_cast<std::size_t>(length)}, expires_at,
                  std::time(nullptr));
     return 0;

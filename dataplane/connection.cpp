@@ -17,7 +17,7 @@ namespace {
 using Status = ByteStream::Status;
 
 // Log text is one line of key=value pairs; quotes inside values are escaped.
-std::string quoted(std::string_view text) {
+std::string log_quoted(std::string_view text) {
     std::string out;
     out.reserve(text.size() + 2);
     out.push_back('"');
@@ -97,8 +97,8 @@ void Connection::on_tick() {
                 spdlog::info(
                     "client rejected listener={} client={} reason=timeout detail={} subject=\"\"",
                     s.name, peer_.to_string(),
-                    quoted("handshake not finished within " +
-                           std::to_string(s.handshake_timeout_ms) + " ms"));
+                    log_quoted("handshake not finished within " +
+                               std::to_string(s.handshake_timeout_ms) + " ms"));
             }
             finish("handshake timeout");
         }
@@ -207,7 +207,7 @@ void Connection::log_rejection() {
     const auto suppressed = worker_.log_limiter.take_suppressed();
     spdlog::info("client rejected listener={} client={} reason={} detail={} subject={}{}",
                  listener_.settings.name, peer_.to_string(), crypto::to_string(failure.reason),
-                 quoted(failure.detail), quoted(failure.peer_subject),
+                 log_quoted(failure.detail), log_quoted(failure.peer_subject),
                  suppressed ? " suppressed_before=" + std::to_string(suppressed) : std::string());
 }
 
@@ -235,7 +235,7 @@ void Connection::on_established() {
         spdlog::debug(
             "client accepted listener={} client={} version={} cipher={} resumed={} subject={}",
             listener_.settings.name, peer_.to_string(), peer.tls_version, peer.cipher, peer.resumed,
-            quoted(peer.subject_dn));
+            log_quoted(peer.subject_dn));
     }
     connect_upstream();
 }
@@ -457,7 +457,7 @@ void Connection::write_access_log(const char* result) {
         millis, listener_.settings.name, peer_.to_string(), outcome,
         crypto::to_string(tls_.failure().reason), established ? peer.tls_version : "-",
         established ? peer.cipher : "-", established && peer.resumed,
-        quoted(established ? peer.subject_dn : tls_.failure().peer_subject),
+        log_quoted(established ? peer.subject_dn : tls_.failure().peer_subject),
         established && peer.certificate_presented ? peer.sha256_hex() : "-",
         backend_connected_ ? backends_->address(backend_).to_string() : "-", plaintext_from_client_,
         plaintext_to_client_,

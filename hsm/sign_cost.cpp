@@ -77,8 +77,8 @@ int main(int argc, char** argv) {
     std::vector<std::pair<std::string, Cost>> results;
 
     if (!pem.empty()) {
-        std::unique_ptr<FILE, decltype(&std::fclose)> f(std::fopen(pem.c_str(), "r"), &std::fclose);
-        crypto::UniqueEvpPkey key(f ? PEM_read_PrivateKey(f.get(), nullptr, nullptr, nullptr)
+        const crypto::UniqueBio f(BIO_new_file(pem.c_str(), "r"));
+        crypto::UniqueEvpPkey key(f ? PEM_read_bio_PrivateKey(f.get(), nullptr, nullptr, nullptr)
                                     : nullptr);
         if (key) results.emplace_back("pem", measure(key.get(), signatures));
     }

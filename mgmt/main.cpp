@@ -12,6 +12,7 @@
 #include "mgmt/logging.hpp"
 #include "mgmt/reload.hpp"
 #include "mgmt/supervisor.hpp"
+#include "mgmt/version.hpp"
 
 namespace {
 
@@ -39,7 +40,11 @@ int main(int argc, char** argv) {
         app.add_option("--check-config", check_path, "validate this configuration file and exit");
     app.add_option("--workers", workers, "override workers.count")->check(CLI::Range(0, 1024));
     app.add_option("--log-level", log_level, "override log.level");
-    app.set_version_flag("--version", "portcullis " PORTCULLIS_VERSION);
+    app.set_version_flag("--version", [] {
+        std::string text = mgmt::version_text();
+        text.pop_back();  // CLI11 ends the line itself
+        return text;
+    });
     run_opt->excludes(check_opt);
     CLI11_PARSE(app, argc, argv);
     if (config_path.empty() && check_path.empty()) {

@@ -14,8 +14,6 @@
 namespace portcullis::mgmt {
 namespace {
 
-using UniqueFile = std::unique_ptr<FILE, decltype(&std::fclose)>;
-
 std::int64_t unix_time_of(const ASN1_TIME* time) {
     if (time == nullptr) return 0;
     std::tm parts{};
@@ -31,8 +29,8 @@ std::vector<ListenerInventory> read_tls_inventory(const Config& config) {
         ListenerInventory entry;
         entry.name = listener.name;
         for (const auto& spec : listener.tls.certificates) {
-            UniqueFile file(std::fopen(spec.chain_file.c_str(), "rb"), &std::fclose);
-            crypto::UniqueX509 leaf(file ? PEM_read_X509(file.get(), nullptr, nullptr, nullptr)
+            const crypto::UniqueBio file(BIO_new_file(spec.chain_file.c_str(), "rb"));
+            crypto::UniqueX509 leaf(file ? PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr)
                                          : nullptr);
             if (!leaf) {
                 entry.problems.push_back("certificate " + spec.chain_file + ": cannot read");
@@ -43,12 +41,12 @@ std::vector<ListenerInventory> read_tls_inventory(const Config& config) {
                  unix_time_of(X509_get0_notAfter(leaf.get()))});
         }
         for (const auto& path : listener.tls.crl_files) {
-            UniqueFile file(std::fopen(path.c_str(), "rb"), &std::fclose);
+            const crypto::UniqueBio file(BIO_new_file(path.c_str(), "rb"));
             if (!file) {
                 entry.problems.push_back("CRL " + path + ": cannot read");
                 continue;
             }
-            while (X509_CRL* raw = PEM_read_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
+            while (X509_CRL* raw = PEM_read_bio_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
                 crypto::UniqueX509Crl crl(raw);
                 entry.crls.push_back({path, crypto::subject_rfc2253(X509_CRL_get_issuer(raw)),
                                       unix_time_of(X509_CRL_get0_lastUpdate(raw)),

@@ -9,8 +9,10 @@
 #               end is a network namespace holding the clients and the backend
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 source scripts/lib/deps.sh
+source scripts/lib/platform.sh
+on_platform_or_reexec "$0" "$@" || exit 1
+root=$(pwd)
 
 serve=0
 duration=5

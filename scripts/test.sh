@@ -6,6 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
+source scripts/lib/platform.sh
+on_platform_or_reexec "$0" "$@" || { echo "0 passed, 1 failed"; exit 1; }
 
 sanitize=1
 if [ "${1:-}" = "--no-sanitize" ]; then sanitize=0; shift; fi

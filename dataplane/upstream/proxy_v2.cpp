@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <stdexcept>
@@ -55,7 +56,11 @@ std::vector<std::uint8_t> ssl_tlv_value(const crypto::PeerIdentity& id) {
 
 std::vector<std::uint8_t> encode(const SocketAddress& client, const SocketAddress& local,
                                  const crypto::PeerIdentity& identity) {
-    std::vector<std::uint8_t> body;
+    // The fixed 16-byte header is filled in last, in place, once the length
+    // of what follows is known: one buffer, no copy of the body.
+    constexpr std::size_t fixed = 16;
+    static_assert(fixed == signature.size() + 4);
+    std::vector<std::uint8_t> body(fixed);
     std::uint8_t family = family_unspec;
     if (client.family() == AF_INET && local.family() == AF_INET) {
         family = family_tcp4;
@@ -84,16 +89,14 @@ std::vector<std::uint8_t> encode(const SocketAddress& client, const SocketAddres
                 std::string_view(reinterpret_cast<const char*>(identity.sha256.data()),
                                  identity.sha256.size()));
     }
-    if (body.size() > 0xffff) throw std::length_error("PROXY v2 header longer than 65535 bytes");
-
-    std::vector<std::uint8_t> header;
-    header.reserve(16 + body.size());
-    put_bytes(header, signature.data(), signature.size());
-    header.push_back(version2_proxy);
-    header.push_back(family);
-    put16(header, body.size());
-    header.insert(header.end(), body.begin(), body.end());
-    return header;
+    const std::size_t length = body.size() - fixed;
+    if (length > 0xffff) throw std::length_error("PROXY v2 header longer than 65535 bytes");
+    std::copy(signature.begin(), signature.end(), body.begin());
+    body[12] = version2_proxy;
+    body[13] = family;
+    body[14] = static_cast<std::uint8_t>(length >> 8);
+    body[15] = static_cast<std::uint8_t>(length & 0xff);
+    return body;
 }
 
 }  // namespace portcullis::dataplane::proxy_v2

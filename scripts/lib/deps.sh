@@ -1,23 +1,29 @@
-# Sourced by quickstart.sh and test.sh: installs every Debian package the
-# project builds, tests and demos with. Idempotent; apt runs only when
-# something is missing.
+# Sourced by quickstart.sh, test.sh and dev-shell.sh, after platform.sh has
+# put them on Debian 13: installs every Debian package the project builds,
+# tests and demos with. Idempotent; apt runs only when something is missing,
+# so a package added here reaches a cached Debian 13 root on its next use.
 
 portcullis_packages=(
   g++ meson ninja-build pkg-config python3
   openssl libssl-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  softhsm2 libp11-dev libengine-pkcs11-openssl
-  libdpdk-dev ethtool iputils-ping clang-14 libclang-rt-14-dev
-  curl iproute2 procps
+  softhsm2 libp11-dev libengine-pkcs11-openssl pkcs11-provider
+  libdpdk-dev ethtool iputils-ping clang libclang-rt-dev
+  curl iproute2 procps ca-certificates
 )
+
+# In the Debian 13 root only, so that dev-shell.sh debugs and profiles as a
+# developer's own machine would.
+# Node.js and npm (the real-client tests use its https module and axios) come
+# with it there; on a Debian 13 host any Node.js distribution will do.
+portcullis_root_packages=(gdb valgrind linux-perf git less clang-format nodejs npm)
 
 install_dependencies() {
   local missing=()
   for p in "${portcullis_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  # Node.js runs the real-client tests (https module, axios); any distribution of it will do.
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ ${#missing[@]} -eq 0 ]; then
@@ -30,11 +36,20 @@ install_dependencies() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# meson setup (once) + compile into $1 with extra setup options after it.
+# meson setup (once per platform) + compile into $1 with extra setup options
+# after it. A tree configured on another platform (a Debian 12 build from
+# before the Debian 13 root, say) is set up afresh rather than mixed.
 build_tree() {
   local dir=$1; shift
+  local platform
+  platform="$(. /etc/os-release; echo "$ID-$VERSION_CODENAME") $(openssl version | cut -d' ' -f2)"
+  if [ -f "$dir/build.ninja" ] && [ "$(cat "$dir/.portcullis-platform" 2>/dev/null)" != "$platform" ]; then
+    echo "== $dir was configured on another platform; setting it up afresh for $platform"
+    rm -rf "$dir"
+  fi
   if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" "$@"
+    meson setup "$dir" "$@" || return 1
+    echo "$platform" >"$dir/.portcullis-platform"
   fi
   meson compile -C "$dir"
 }

@@ -229,6 +229,10 @@ crypto::UniqueSslCtx make_client_context(const ClientOptions& o, std::string& er
     if (o.min_version) SSL_CTX_set_min_proto_version(ctx.get(), o.min_version);
     if (o.max_version) SSL_CTX_set_max_proto_version(ctx.get(), o.max_version);
     if (o.security_level_zero) SSL_CTX_set_cipher_list(ctx.get(), "ALL:@SECLEVEL=0");
+    if (!o.groups.empty() && SSL_CTX_set1_groups_list(ctx.get(), o.groups.c_str()) != 1) {
+        error = "client rejected groups " + o.groups;
+        return nullptr;
+    }
     if (!o.sigalgs.empty()) {
         SSL_CTX_set1_sigalgs_list(ctx.get(), o.sigalgs.c_str());
         // `sigalgs` steers the server's signature; the client's own
@@ -324,6 +328,7 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     result.resumed = SSL_session_reused(ssl.get()) == 1;
     result.version = SSL_get_version(ssl.get());
     result.cipher = SSL_get_cipher_name(ssl.get());
+    if (const char* group = SSL_get0_group_name(ssl.get())) result.group = group;
     const unsigned char* alpn = nullptr;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(ssl.get(), &alpn, &alpn_len);

@@ -89,6 +89,7 @@ struct ClientOptions {
     int max_version = 0;
     bool security_level_zero = false;  // needed to really offer TLS 1.0/1.1
     std::string sigalgs;
+    std::string groups;  // key-exchange groups offered; empty = the library's default
     std::vector<std::string> alpn;
     std::string send = "ping\n";         // written after the handshake; echo expected
     bool half_close = false;             // shutdown(SHUT_WR) after sending
@@ -106,6 +107,7 @@ struct ClientResult {
     std::string error;
     int local_port = 0;
     std::string version, cipher, alpn;
+    std::string group;  // negotiated key-exchange group, e.g. "X25519MLKEM768"
     std::string server_leaf_cn;
     int server_key_type = 0;      // EVP_PKEY_EC / EVP_PKEY_RSA of the server leaf
     bool eof_after_data = false;  // the connection ended cleanly after the echo

@@ -313,6 +313,20 @@ bool running(pid_t pid) {
     return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
 }
 
+TEST(Lifecycle, VersionNamesTheLibrariesLoadedAtRunTime) {
+    TestDeployment env;
+    ChildProcess version({binary_from_env("PORTCULLIS_BIN"), "--version"}, env.dir / "version.log");
+    ASSERT_EQ(version.wait_exit(std::chrono::seconds(10)), 0) << version.log();
+    const std::string text = version.log();
+    EXPECT_EQ(text.rfind("portcullis ", 0), 0u) << text;
+    // The platform is OpenSSL 3.5 LTS; the runtime library is what counts.
+    EXPECT_NE(text.find("\nOpenSSL 3.5."), std::string::npos) << text;
+    if (!binary_from_env("PORTCULLIS_DPDK_PROBE").empty())
+        EXPECT_NE(text.find("\nDPDK 24.11"), std::string::npos) << text;
+    else
+        EXPECT_NE(text.find("\nDPDK: not in this build"), std::string::npos) << text;
+}
+
 TEST(Lifecycle, WorkersAndAdminExitWhenTheSupervisorIsKilled) {
     TestDeployment env;
     const int admin = free_port();

@@ -62,6 +62,30 @@ TEST_F(ProtocolPolicy, Tls13AndTls12AreServed) {
     }
 }
 
+TEST_F(ProtocolPolicy, HybridPostQuantumGroupIsPreferredAndClassicalGroupsStillServe) {
+    // Offered -> negotiated with the default groups
+    // (X25519MLKEM768:X25519:P-256:P-384). A client sending only a P-256
+    // share gets P-256 at once, no HelloRetryRequest for a group it lacks.
+    for (const auto& [offered, expected] : std::vector<std::pair<std::string, std::string>>{
+             {"", "X25519MLKEM768"},
+             {"X25519MLKEM768:X25519", "X25519MLKEM768"},
+             {"X25519:P-256", "x25519"},
+             {"P-256", "secp256r1"}}) {
+        auto o = good();
+        o.min_version = o.max_version = TLS1_3_VERSION;
+        o.groups = offered;
+        const auto r = run_client(port, o);
+        EXPECT_TRUE(r.exchanged) << offered << ": " << r.error;
+        EXPECT_EQ(r.group, expected) << "offered " << (offered.empty() ? "default" : offered);
+    }
+    // TLS 1.2 has no hybrid group: ECDHE on X25519.
+    auto o = good();
+    o.min_version = o.max_version = TLS1_2_VERSION;
+    const auto r = run_client(port, o);
+    EXPECT_TRUE(r.exchanged) << r.error;
+    EXPECT_EQ(r.group, "x25519");
+}
+
 TEST_F(ProtocolPolicy, Tls10AndTls11AreRefused) {
     for (const int version : {TLS1_VERSION, TLS1_1_VERSION}) {
         auto o = good();

@@ -94,6 +94,28 @@ TEST_F(RealClients, OpensslSClient) {
     EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
 }
 
+// OpenSSL 3.5's s_client offers the hybrid post-quantum group first and
+// Portcullis's default prefers it; a client that lacks it falls back to
+// X25519 without failing. Both sides of the handshake are real OpenSSL 3.5.
+TEST_F(RealClients, OpensslSClientNegotiatesHybridPostQuantumGroup) {
+    if (!have("openssl")) GTEST_SKIP() << "SKIPPED LOUDLY: openssl is not installed";
+    for (const auto& [groups, expected] : std::vector<std::pair<std::string, std::string>>{
+             {"", "X25519MLKEM768"}, {"X25519:P-256", "X25519"}}) {
+        const auto r =
+            run("printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: "
+                "close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect 127.0.0.1:" +
+                std::to_string(port) + " -servername localhost -tls1_3 -CAfile " +
+                file("root.pem") + " -cert " + file("client.pem") + " -key " + file("client.key") +
+                " -cert_chain " + file("client-ca.pem") +
+                (groups.empty() ? "" : " -groups " + groups) + " -verify_return_error -ign_eof");
+        EXPECT_EQ(r.status, 0) << r.output;
+        EXPECT_NE(r.output.find(expected), std::string::npos)
+            << "offered " << (groups.empty() ? "the default groups" : groups) << ":\n"
+            << r.output;
+        EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
+    }
+}
+
 TEST_F(RealClients, PythonSsl) {
     if (!have("python3")) GTEST_SKIP() << "SKIPPED LOUDLY: python3 is not installed";
     const auto r = run("timeout 20 python3 " + clients_dir() + "/python_ssl.py localhost " +
