@@ -320,7 +320,7 @@ bool Connection::move_tls_to_upstream() {
             client_close_notify_ = true;
             moved = true;
         } else if (r.status == crypto::TlsConnection::IoStatus::failed) {
-            finish("tls read error");
+            fail_with_alert("tls read error");
             return false;
         } else {
             // need_input with the client's FIN seen: every byte it sent is out.
@@ -385,7 +385,7 @@ bool Connection::move_upstream_to_tls() {
             plaintext_to_client_ += r.bytes;
             moved = true;
         } else if (r.status == crypto::TlsConnection::IoStatus::failed) {
-            finish("tls write error");
+            fail_with_alert("tls write error");
             return false;
         } else {
             break;  // TLS output full: flush to the client first
@@ -417,6 +417,16 @@ bool Connection::flush_tls_to_client() {
         }
     }
     return moved;
+}
+
+// RFC 8446 §6.2 / RFC 5246 §7.2.2: a fatal error is announced before the
+// close. OpenSSL has already written the alert record into the TLS output;
+// it goes out, followed by a FIN, before the connection ends.
+void Connection::fail_with_alert(const char* why) {
+    flush_tls_to_client();
+    if (finished_) return;  // the client's socket failed while flushing
+    client_->shutdown_write();
+    finish(why);
 }
 
 // A connection ends when both directions are complete: everything the client

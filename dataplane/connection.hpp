@@ -92,6 +92,8 @@ class Connection {
     void check_upstream_connect();
     void publish_backend_state();
     void maybe_finish();
+    // A fatal TLS error after the handshake: the alert OpenSSL wrote, then FIN.
+    void fail_with_alert(const char* why);
     void finish(const char* why);
     void log_rejection();
     void forget_key_operation();
