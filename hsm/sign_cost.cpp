@@ -1,14 +1,17 @@
 // portcullis-hsm-sign-cost (perf tool, kept in hsm/ because it drives the
 // deprecated ENGINE API): the cost of one ECDSA signature through each way
-// OpenSSL can reach a key — PEM in memory, the libp11 PKCS#11 engine, and
-// hsm/'s Pkcs11KeySource (the module called directly) — on the same token
-// key, in one process, one thread, synchronously. Prints µs per signature
+// OpenSSL can reach a key — PEM in memory, the libp11 PKCS#11 engine,
+// pkcs11-provider (OpenSSL 3's provider for PKCS#11, in a library context
+// of its own) and hsm/'s Pkcs11KeySource (the module called directly) — on
+// the same token key, in one process, one thread, synchronously. Prints µs per signature
 // (wall and CPU) and writes JSON. Used to choose between the engine and the
 // module (docs/hsm.md); the asynchronous behaviour is measured end to end by
 // perf/hsm_latency.py.
 #include <openssl/engine.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/provider.h>
+#include <openssl/store.h>
 #include <time.h>
 
 #include <CLI/CLI.hpp>
@@ -34,7 +37,8 @@ struct Cost {
     int failures = 0;
 };
 
-Cost measure(EVP_PKEY* key, int signatures) {
+// `libctx` is where the key's provider lives (nullptr: the default context).
+Cost measure(EVP_PKEY* key, int signatures, OSSL_LIB_CTX* libctx = nullptr) {
     const unsigned char message[32] = {1, 2, 3};
     unsigned char signature[1024];
     Cost cost;
@@ -44,7 +48,8 @@ Cost measure(EVP_PKEY* key, int signatures) {
         std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
                                                                     &EVP_MD_CTX_free);
         std::size_t length = sizeof signature;
-        if (EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1 ||
+        if (EVP_DigestSignInit_ex(ctx.get(), nullptr, "SHA256", libctx, nullptr, key, nullptr) !=
+                1 ||
             EVP_DigestSign(ctx.get(), signature, &length, message, sizeof message) != 1)
             ++cost.failures;
     }
@@ -55,10 +60,50 @@ Cost measure(EVP_PKEY* key, int signatures) {
     return cost;
 }
 
+using UniqueLibCtx = std::unique_ptr<OSSL_LIB_CTX, decltype(&OSSL_LIB_CTX_free)>;
+
+// pkcs11-provider loaded by name from OpenSSL's modules directory into a
+// context of its own, told the module and PIN the way its documentation's
+// configuration file would; the key comes from its OSSL_STORE by URI.
+void measure_pkcs11_provider(const hsm::HsmSettings& settings, const std::string& uri,
+                             int signatures, std::vector<std::pair<std::string, Cost>>& results) {
+    UniqueLibCtx libctx(OSSL_LIB_CTX_new(), &OSSL_LIB_CTX_free);
+    std::string module = settings.module;
+    std::string pin = "file:" + settings.pin_file;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string("pkcs11-module-path", module.data(), 0),
+        OSSL_PARAM_construct_utf8_string("pkcs11-module-token-pin", pin.data(), 0),
+        OSSL_PARAM_construct_end()};
+    OSSL_PROVIDER* base = OSSL_PROVIDER_load(libctx.get(), "default");
+    OSSL_PROVIDER* pkcs11 = OSSL_PROVIDER_load_ex(libctx.get(), "pkcs11", params);
+    if (base == nullptr || pkcs11 == nullptr) {
+        std::cerr << "pkcs11-provider unavailable (Debian package pkcs11-provider)\n";
+    } else {
+        crypto::UniqueEvpPkey key;
+        if (OSSL_STORE_CTX* store = OSSL_STORE_open_ex(uri.c_str(), libctx.get(), nullptr, nullptr,
+                                                       nullptr, nullptr, nullptr, nullptr)) {
+            while (!key && !OSSL_STORE_eof(store)) {
+                OSSL_STORE_INFO* info = OSSL_STORE_load(store);
+                if (info != nullptr && OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+                    key.reset(OSSL_STORE_INFO_get1_PKEY(info));
+                OSSL_STORE_INFO_free(info);
+            }
+            OSSL_STORE_close(store);
+        }
+        if (key)
+            results.emplace_back("pkcs11-provider", measure(key.get(), signatures, libctx.get()));
+        else
+            std::cerr << "pkcs11-provider: no private key at " << uri << "\n";
+    }
+    if (pkcs11) OSSL_PROVIDER_unload(pkcs11);
+    if (base) OSSL_PROVIDER_unload(base);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"ECDSA signature cost: PEM vs libp11 engine vs hsm/ module path"};
+    CLI::App app{
+        "ECDSA signature cost: PEM vs libp11 engine vs pkcs11-provider vs hsm/ module path"};
     hsm::HsmSettings settings;
     std::string pem, uri, json;
     int signatures = 2000;
@@ -100,6 +145,7 @@ int main(int argc, char** argv) {
         }
         if (engine) ENGINE_free(engine);
     }
+    measure_pkcs11_provider(settings, uri, signatures, results);
     {
         auto service = std::make_shared<hsm::SigningService>(settings, nullptr);
         hsm::Pkcs11KeySource keys(service);
