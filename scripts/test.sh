@@ -27,6 +27,7 @@ run_suite() {
   if ! build_tree "$dir" "$@"; then
     echo "BUILD FAILED in $dir"
     status=1
+    failed_programs=$((failed_programs + 1))  # counted, so the last line cannot say 0 failed
     return
   fi
   if ! meson test -C "$dir" --print-errorlogs --num-processes 2 "${extra_args[@]}"; then

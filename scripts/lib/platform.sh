@@ -63,6 +63,20 @@ ensure_platform_root() {
   flock -u 9
 }
 
+# The certificate authorities the host's administrator added
+# (/usr/local/share/ca-certificates: a company proxy's, say) are trusted in
+# the root too, or npm and curl inside fail where they work outside.
+sync_local_certificates() {
+  local R=$1 src=/usr/local/share/ca-certificates dst=$1/usr/local/share/ca-certificates
+  [ -d "$src" ] || return 0
+  if ! diff -rq "$src" "$dst" >/dev/null 2>&1; then
+    rm -rf "$dst"
+    cp -a "$src" "$dst"
+    chroot "$R" update-ca-certificates --fresh >/dev/null 2>&1 ||
+      echo "WARNING: update-ca-certificates failed in $R; TLS to local registries may fail" >&2
+  fi
+}
+
 # run_in_platform_root DIR CMD... : CMD in the root with the working
 # directory DIR, as root, with a clean environment (the host's PATH points at
 # host tools) except the variables the tests and scripts read.
@@ -72,9 +86,12 @@ run_in_platform_root() {
   # The root's resolver and hosts follow the host's at every entry.
   cat /etc/resolv.conf >"$R/etc/resolv.conf" 2>/dev/null || true
   if [ -r /etc/hosts ]; then cat /etc/hosts >"$R/etc/hosts"; else printf '127.0.0.1 localhost\n::1 localhost\n' >"$R/etc/hosts"; fi
+  sync_local_certificates "$R"
   local keep=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
   local name
-  for name in TERM CI ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS MESON_TESTTHREADS $(compgen -e | grep -E '^PORTCULLIS_' || true); do
+  for name in TERM CI ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS MESON_TESTTHREADS \
+      http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY \
+      $(compgen -e | grep -E '^PORTCULLIS_' || true); do
     [ -n "${!name+x}" ] && keep+=("$name=${!name}")
   done
   unshare --mount --propagation private -- bash -euc '
