@@ -37,7 +37,7 @@ ClientOptions TestDeployment::options_for(const IssuedCert& cert) const {
     ClientOptions o;
     o.cert = cert.cert.get();
     o.key = cert.key.get();
-    o.chain = {client_ca.cert()};
+    o.chain.push_back(client_ca.cert());
     o.trusted_server_ca = root.cert();
     return o;
 }
