@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "dataplane/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace portcullis::dataplane {
 
@@ -23,7 +23,7 @@ class AccessLog {
     std::uint64_t failed_writes() const { return failed_writes_; }
 
   private:
-    UniqueFd owned_;
+    base::UniqueFd owned_;
     int fd_ = -1;
     std::uint64_t failed_writes_ = 0;
 };

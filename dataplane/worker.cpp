@@ -16,6 +16,7 @@
 #include <system_error>
 #include <thread>
 
+#include "base/os_error.hpp"
 #include "crypto/key_source.hpp"
 #include "dataplane/connection.hpp"
 #include "hsm/pkcs11_key_source.hpp"
@@ -29,11 +30,7 @@ constexpr int event_batch = 256;
 // completions) this often: one epoll_wait per interval, never per packet.
 constexpr auto poll_mode_control_interval = std::chrono::microseconds(100);
 
-std::system_error os_error(const std::string& what) {
-    return {errno, std::generic_category(), what};
-}
-
-UniqueFd open_signal_fd() {
+base::UniqueFd open_signal_fd() {
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
@@ -43,8 +40,8 @@ UniqueFd open_signal_fd() {
     sigaddset(&mask, SIGUSR1);
     sigaddset(&mask, SIGUSR2);
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-    UniqueFd fd(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
-    if (!fd) throw os_error("signalfd");
+    base::UniqueFd fd(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!fd) throw base::os_error("signalfd");
     return fd;
 }
 
@@ -87,7 +84,7 @@ class Worker final : public TransportHost {
         access_log_ = AccessLog(options.access_log);
         runtime_.access_log = &access_log_;
         epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
-        if (!epoll_) throw os_error("epoll_create1");
+        if (!epoll_) throw base::os_error("epoll_create1");
         signals_ = open_signal_fd();
         add_to_epoll(signals_.get(), this, EPOLLIN);
 
@@ -112,7 +109,7 @@ class Worker final : public TransportHost {
         }
         keys_ = std::make_unique<hsm::Pkcs11KeySource>(signing_);
         reload_done_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-        if (!reload_done_) throw os_error("eventfd");
+        if (!reload_done_) throw base::os_error("eventfd");
         add_to_epoll(reload_done_.get(), &reload_done_, EPOLLIN);
         refresh_ticket_keys();
         transport_ = options.make_transport(epoll_.get(), *this);
@@ -166,7 +163,7 @@ class Worker final : public TransportHost {
                 n = ::epoll_wait(epoll_.get(), events.data(), event_batch, tick_interval_ms);
                 runtime_.now = Clock::now();
             }
-            if (n < 0 && errno != EINTR) throw os_error("epoll_wait");
+            if (n < 0 && errno != EINTR) throw base::os_error("epoll_wait");
             const auto work_started = runtime_.now;
             for (int i = 0; i < n; ++i) dispatch(events[static_cast<std::size_t>(i)]);
             if (runtime_.now >= next_tick) {
@@ -221,7 +218,8 @@ class Worker final : public TransportHost {
         epoll_event ev{};
         ev.events = events;
         ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | epoll_tag_control;
-        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw os_error("epoll_ctl");
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+            throw base::os_error("epoll_ctl");
     }
 
     void dispatch(const epoll_event& event) {
@@ -394,8 +392,8 @@ class Worker final : public TransportHost {
     std::unique_ptr<hsm::Pkcs11KeySource> keys_;
     WorkerRuntime runtime_;
     AccessLog access_log_;
-    UniqueFd epoll_;
-    UniqueFd signals_;
+    base::UniqueFd epoll_;
+    base::UniqueFd signals_;
     // Outlives the listeners and connections: their streams may belong to it.
     std::unique_ptr<Transport> transport_;
     std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
@@ -403,7 +401,7 @@ class Worker final : public TransportHost {
     std::vector<Connection*> finished_;  // reaped after each event batch
     crypto::TicketKeyring ticket_keys_;  // shared by every context of this worker
     std::uint64_t ticket_generation_ = 0;
-    UniqueFd reload_done_;
+    base::UniqueFd reload_done_;
     std::thread reload_thread_;
     struct ReloadResult {
         std::uint64_t generation = 0;

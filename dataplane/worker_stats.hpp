@@ -10,26 +10,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/counter.hpp"
 #include "crypto/reject_reason.hpp"
 #include "dataplane/net/frame.hpp"
 #include "hsm/hsm_stats.hpp"
 
 namespace portcullis::dataplane {
 
-class Counter {
-  public:
-    void add(std::uint64_t n = 1) {
-        value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    }
-    void sub(std::uint64_t n = 1) {
-        value_.store(value_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
-    }
-    void set(std::uint64_t v) { value_.store(v, std::memory_order_relaxed); }
-    std::uint64_t get() const { return value_.load(std::memory_order_relaxed); }
-
-  private:
-    std::atomic<std::uint64_t> value_{0};
-};
+using base::Counter;
 
 // Fixed-size slots: the layout must not depend on the configuration, because
 // a reload may change listeners' settings while the mapping stays.

@@ -8,7 +8,7 @@
 #include <mutex>
 #include <vector>
 
-#include "dataplane/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace portcullis::hsm {
 
@@ -23,7 +23,7 @@ class CompletionQueue {
     std::vector<std::shared_ptr<SignOperation>> drain();
 
   private:
-    dataplane::UniqueFd event_;
+    base::UniqueFd event_;
     std::mutex mutex_;
     std::vector<std::shared_ptr<SignOperation>> done_;
 };

@@ -8,18 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/counter.hpp"
+
 namespace portcullis::hsm {
 
-class SharedCounter {
-  public:
-    void add(std::uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
-    void sub(std::uint64_t n = 1) { value_.fetch_sub(n, std::memory_order_relaxed); }
-    void set(std::uint64_t v) { value_.store(v, std::memory_order_relaxed); }
-    std::uint64_t get() const { return value_.load(std::memory_order_relaxed); }
-
-  private:
-    std::atomic<std::uint64_t> value_{0};
-};
+using base::SharedCounter;
 
 inline constexpr std::size_t max_hsm_keys = 16;
 // Sign latency buckets, seconds (a network HSM answers in 1-5 ms).

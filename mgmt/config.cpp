@@ -22,7 +22,7 @@
 #include <sstream>
 #include <utility>
 
-#include "dataplane/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "dataplane/worker_stats.hpp"
 #include "hsm/pkcs11_uri.hpp"
 
@@ -505,7 +505,7 @@ std::string writable_log_path(const Section& section, const StringField& field) 
     const fs::path resolved =
         (written.is_absolute() ? written : section.source().base_directory() / written)
             .lexically_normal();
-    const dataplane::UniqueFd opened(
+    const base::UniqueFd opened(
         ::open(resolved.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
     if (!opened) {
         section.source().fail(*field.node, field.key,
@@ -548,7 +548,7 @@ std::string existing_path(const Section& section, const StringField& field, Path
 
     const int flags =
         O_RDONLY | O_CLOEXEC | O_NONBLOCK | (kind == PathKind::directory ? O_DIRECTORY : 0);
-    const dataplane::UniqueFd opened(::open(resolved.c_str(), flags));
+    const base::UniqueFd opened(::open(resolved.c_str(), flags));
     if (!opened) fail("cannot read " + shown + ": " + std::strerror(errno));
     return resolved.string();
 }

@@ -7,9 +7,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/unique_fd.hpp"
 #include "crypto/key_source.hpp"
 #include "crypto/server_tls_context.hpp"
-#include "dataplane/unique_fd.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::mgmt {
@@ -39,8 +39,8 @@ std::string check_tls_material(const Config& config) {
 std::string check_tls_material_in_child(const Config& config) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return std::string("pipe: ") + std::strerror(errno);
-    dataplane::UniqueFd read_end(fds[0]);
-    dataplane::UniqueFd write_end(fds[1]);
+    base::UniqueFd read_end(fds[0]);
+    base::UniqueFd write_end(fds[1]);
     const pid_t pid = ::fork();
     if (pid < 0) return std::string("fork: ") + std::strerror(errno);
     if (pid == 0) {

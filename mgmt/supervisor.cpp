@@ -26,7 +26,7 @@
 #ifdef PORTCULLIS_HAVE_DPDK
 #include "dataplane/dpdk/dpdk_transport.hpp"
 #endif
-#include "dataplane/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "dataplane/worker.hpp"
 #include "mgmt/admin_server.hpp"
 #include "mgmt/control_block.hpp"
@@ -37,7 +37,7 @@
 namespace portcullis::mgmt {
 namespace {
 
-using dataplane::UniqueFd;
+using base::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
 // A worker that dies this soon after its start counts as crash-looping.
@@ -530,9 +530,9 @@ class Supervisor {
     Clock::time_point admin_started_;
     std::optional<Clock::time_point> admin_restart_at_;
     std::vector<WorkerSlot> slots_;
-    UniqueFd signals_;
-    UniqueFd ready_read_;
-    UniqueFd ready_write_;
+    base::UniqueFd signals_;
+    base::UniqueFd ready_read_;
+    base::UniqueFd ready_write_;
     bool stopping_ = false;
     bool announced_ready_ = false;
     int exit_code_ = 0;

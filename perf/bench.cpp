@@ -27,16 +27,16 @@
 #include <thread>
 #include <vector>
 
+#include "base/unique_fd.hpp"
 #include "crypto/openssl_handles.hpp"
 #include "dataplane/socket_address.hpp"
-#include "dataplane/unique_fd.hpp"
 #include "perf/latency_histogram.hpp"
 
 namespace {
 
 using namespace portcullis;
 using Clock = std::chrono::steady_clock;
-using dataplane::UniqueFd;
+using base::UniqueFd;
 
 struct Options {
     std::string target;
@@ -108,7 +108,7 @@ class ClientThread {
     Shared& shared_;
     int slot_count_;
     crypto::UniqueSslCtx ctx_;
-    UniqueFd epoll_;
+    base::UniqueFd epoll_;
 };
 
 int slot_index() {
@@ -292,7 +292,7 @@ class Slot {
     }
 
     ClientThread& owner_;
-    UniqueFd fd_;
+    base::UniqueFd fd_;
     crypto::UniqueSsl ssl_;
     UniqueSession session_;
     State state_ = State::idle;

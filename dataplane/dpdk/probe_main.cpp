@@ -20,8 +20,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "base/unique_fd.hpp"
 #include "dataplane/dpdk/stack.hpp"
-#include "dataplane/unique_fd.hpp"
 
 namespace {
 
@@ -51,8 +51,8 @@ std::uint64_t cpu_ns() {
 // The same echo service on the kernel's TCP (epoll, non-blocking sockets):
 // the baseline the benchmark compares the userspace stack with.
 int run_kernel_echo(const in_addr& address, int port, double seconds) {
-    using portcullis::dataplane::UniqueFd;
-    UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    using portcullis::base::UniqueFd;
+    base::UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
     const int one = 1;
     ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in sin{};
@@ -64,7 +64,7 @@ int run_kernel_echo(const in_addr& address, int port, double seconds) {
         std::perror("portcullis-dpdk-probe: kernel listener");
         return 1;
     }
-    UniqueFd epoll(::epoll_create1(0));
+    base::UniqueFd epoll(::epoll_create1(0));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = listener.get();

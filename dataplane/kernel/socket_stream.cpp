@@ -12,7 +12,7 @@ bool would_block(int err) {
 
 }  // namespace
 
-SocketStream::SocketStream(UniqueFd fd, bool connecting)
+SocketStream::SocketStream(base::UniqueFd fd, bool connecting)
     : fd_(std::move(fd)),
       readable_(!connecting),
       writable_(!connecting),

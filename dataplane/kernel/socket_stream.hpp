@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
+#include "base/unique_fd.hpp"
 #include "dataplane/byte_stream.hpp"
-#include "dataplane/unique_fd.hpp"
 
 namespace portcullis::dataplane {
 class Connection;
@@ -18,7 +18,7 @@ namespace portcullis::dataplane::kernel {
 class SocketStream final : public ByteStream {
   public:
     // `connecting`: a non-blocking connect() is under way.
-    SocketStream(UniqueFd fd, bool connecting);
+    SocketStream(base::UniqueFd fd, bool connecting);
 
     Io read(std::span<std::uint8_t> into) override;
     Io write(std::span<const std::uint8_t> bytes) override;
@@ -32,7 +32,7 @@ class SocketStream final : public ByteStream {
     Connection* owner = nullptr;
 
   private:
-    UniqueFd fd_;
+    base::UniqueFd fd_;
     bool readable_ = true;  // a fresh socket may already hold data
     bool writable_ = true;
     int connect_result_ = 0;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "base/os_error.hpp"
 #include "dataplane/connection.hpp"
 #include "dataplane/kernel/socket_stream.hpp"
 
@@ -19,10 +20,6 @@ enum Tag : std::uint64_t { client_tag = 0, upstream_tag = 1, listener_tag = 2 };
 static_assert(listener_tag != epoll_tag_control);
 
 constexpr int accept_batch = 64;
-
-std::system_error os_error(const std::string& what) {
-    return {errno, std::generic_category(), what};
-}
 
 void set_nodelay(int fd) {
     const int one = 1;
@@ -44,25 +41,26 @@ void add_to_epoll(int epoll_fd, int fd, const void* owner, std::uint64_t tag,
     epoll_event ev{};
     ev.events = events;
     ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | tag;
-    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) throw os_error("epoll_ctl add");
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) throw base::os_error("epoll_ctl add");
 }
 
 constexpr std::uint32_t edge_events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
-UniqueFd open_listener(const ListenerSettings& settings) {
+base::UniqueFd open_listener(const ListenerSettings& settings) {
     const auto& address = settings.address;
-    UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd) throw os_error("socket");
+    base::UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) throw base::os_error("socket");
     const int one = 1;
     // Every worker binds its own socket; the kernel spreads new connections.
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-        throw os_error("SO_REUSEPORT");
+        throw base::os_error("SO_REUSEPORT");
     if (address.family() == AF_INET6)
         ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (::bind(fd.get(), address.sa(), address.length) != 0)
-        throw os_error("bind " + address.to_string());
-    if (::listen(fd.get(), settings.backlog) != 0) throw os_error("listen " + address.to_string());
+        throw base::os_error("bind " + address.to_string());
+    if (::listen(fd.get(), settings.backlog) != 0)
+        throw base::os_error("listen " + address.to_string());
     return fd;
 }
 
@@ -70,7 +68,7 @@ UniqueFd open_listener(const ListenerSettings& settings) {
 
 struct SocketTransport::Listening {
     ListenerRuntime& listener;
-    UniqueFd socket;
+    base::UniqueFd socket;
 };
 
 SocketTransport::SocketTransport(int epoll_fd, TransportHost& host,
@@ -92,7 +90,7 @@ void SocketTransport::stop_listening() {
 
 std::unique_ptr<ByteStream> SocketTransport::connect(const SocketAddress& backend,
                                                      Connection& owner, int& error) {
-    UniqueFd fd(::socket(backend.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    base::UniqueFd fd(::socket(backend.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) {
         error = errno;
         return nullptr;
@@ -126,8 +124,8 @@ void SocketTransport::accept_from(Listening& listening) {
     for (int i = 0; i < accept_batch; ++i) {
         sockaddr_storage peer{};
         socklen_t peer_len = sizeof peer;
-        UniqueFd fd(::accept4(listening.socket.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len,
-                              SOCK_NONBLOCK | SOCK_CLOEXEC));
+        base::UniqueFd fd(::accept4(listening.socket.get(), reinterpret_cast<sockaddr*>(&peer),
+                                    &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!fd) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
             if (errno == EINTR || errno == ECONNABORTED) continue;

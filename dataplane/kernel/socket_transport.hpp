@@ -7,10 +7,10 @@
 #include <memory>
 #include <vector>
 
+#include "base/unique_fd.hpp"
 #include "dataplane/keepalive_settings.hpp"
 #include "dataplane/log_limiter.hpp"
 #include "dataplane/transport.hpp"
-#include "dataplane/unique_fd.hpp"
 
 namespace portcullis::dataplane::kernel {
 

@@ -19,12 +19,12 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/unique_fd.hpp"
 #include "dataplane/socket_address.hpp"
-#include "dataplane/unique_fd.hpp"
 
 namespace portcullis::testing {
 
-using dataplane::UniqueFd;
+using base::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
 std::filesystem::path make_temp_dir() {
@@ -36,7 +36,7 @@ std::filesystem::path make_temp_dir() {
 
 int free_port(const char* host) {
     const bool v6 = std::string(host).find(':') != std::string::npos;
-    UniqueFd fd(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0));
+    base::UniqueFd fd(::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0));
     sockaddr_storage ss{};
     socklen_t len;
     if (v6) {
@@ -265,12 +265,12 @@ crypto::UniqueSslCtx make_client_context(const ClientOptions& o, std::string& er
 }
 
 // Blocking TCP connection with 5 s send/receive timeouts.
-UniqueFd connect_tcp(int port, const char* host, std::string& error) {
+base::UniqueFd connect_tcp(int port, const char* host, std::string& error) {
     const bool v6 = std::string(host).find(':') != std::string::npos;
     auto address =
         dataplane::SocketAddress::parse(v6 ? "[" + std::string(host) + "]:" + std::to_string(port)
                                            : std::string(host) + ":" + std::to_string(port));
-    UniqueFd fd(::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    base::UniqueFd fd(::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     timeval timeout{5, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
@@ -303,7 +303,7 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     ClientResult result;
     auto ctx = make_client_context(o, result.error);
     if (!ctx) return result;
-    UniqueFd fd = connect_tcp(port, host, result.error);
+    base::UniqueFd fd = connect_tcp(port, host, result.error);
     if (!fd) return result;
     sockaddr_storage local{};
     socklen_t local_len = sizeof local;
@@ -378,7 +378,7 @@ namespace portcullis::testing {
 
 HttpResponse http_request(int port, const std::string& method, const std::string& path) {
     HttpResponse response;
-    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    base::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_port = htons(static_cast<std::uint16_t>(port));

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "base/unique_fd.hpp"
 #include "crypto/openssl_handles.hpp"
-#include "dataplane/unique_fd.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace portcullis::testing {
@@ -122,7 +122,7 @@ ClientResult run_client(int port, const ClientOptions& options, const char* host
 // writes time out after 5 s; `ok` is false when connect or the handshake failed.
 struct TlsSession {
     crypto::UniqueSslCtx ctx;
-    dataplane::UniqueFd fd;
+    base::UniqueFd fd;
     crypto::UniqueSsl ssl;
     bool ok = false;
 };

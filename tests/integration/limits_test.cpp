@@ -10,8 +10,8 @@
 #include <sstream>
 #include <thread>
 
+#include "base/unique_fd.hpp"
 #include "dataplane/socket_address.hpp"
-#include "dataplane/unique_fd.hpp"
 #include "tests/integration/environment.hpp"
 
 namespace portcullis::testing {
@@ -19,9 +19,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-dataplane::UniqueFd tcp_connect(int port) {
+base::UniqueFd tcp_connect(int port) {
     const auto address = dataplane::SocketAddress::parse("127.0.0.1:" + std::to_string(port));
-    dataplane::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
+    base::UniqueFd fd(::socket(AF_INET, SOCK_STREAM, 0));
     timeval timeout{5, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     if (::connect(fd.get(), address->sa(), address->length) != 0) return {};
@@ -166,7 +166,7 @@ TEST_F(Limits, IdleConnectionIsClosed) {
 }
 
 TEST_F(Limits, ConnectionsOverTheLimitAreRefused) {
-    std::vector<dataplane::UniqueFd> held;
+    std::vector<base::UniqueFd> held;
     for (int i = 0; i < 4; ++i) {
         held.push_back(tcp_connect(port));
         ASSERT_TRUE(held.back());

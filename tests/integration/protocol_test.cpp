@@ -4,8 +4,8 @@
 #include <openssl/err.h>
 #include <sys/socket.h>
 
+#include "base/unique_fd.hpp"
 #include "dataplane/socket_address.hpp"
-#include "dataplane/unique_fd.hpp"
 #include "tests/integration/environment.hpp"
 
 namespace portcullis::testing {

@@ -7,8 +7,8 @@
 
 #include <thread>
 
+#include "base/unique_fd.hpp"
 #include "dataplane/socket_address.hpp"
-#include "dataplane/unique_fd.hpp"
 #include "tests/integration/environment.hpp"
 
 namespace portcullis::testing {

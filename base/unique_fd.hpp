@@ -1,11 +1,12 @@
-// Owning file descriptor.
+// Owning file descriptor: closes what it holds on destruction or reset; moves,
+// never copies. The one owner of every descriptor in the process.
 #pragma once
 
 #include <unistd.h>
 
 #include <utility>
 
-namespace portcullis::dataplane {
+namespace portcullis::base {
 
 class UniqueFd {
   public:
@@ -31,4 +32,4 @@ class UniqueFd {
     int fd_ = -1;
 };
 
-}  // namespace portcullis::dataplane
+}  // namespace portcullis::base
