@@ -260,7 +260,17 @@ crypto::UniqueSslCtx make_client_context(const ClientOptions& o, std::string& er
         SSL_CTX_set_alpn_protos(ctx.get(), reinterpret_cast<const unsigned char*>(wire.data()),
                                 static_cast<unsigned>(wire.size()));
     }
+    if (!o.cipher_list.empty() && SSL_CTX_set_cipher_list(ctx.get(), o.cipher_list.c_str()) != 1) {
+        error = "client rejected cipher list " + o.cipher_list;
+        return nullptr;
+    }
+    if (!o.ciphersuites.empty() &&
+        SSL_CTX_set_ciphersuites(ctx.get(), o.ciphersuites.c_str()) != 1) {
+        error = "client rejected ciphersuites " + o.ciphersuites;
+        return nullptr;
+    }
     SSL_CTX_set_info_callback(ctx.get(), capture_alert);
+    if (o.customize_context) o.customize_context(ctx.get());
     return ctx;
 }
 
