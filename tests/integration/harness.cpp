@@ -211,7 +211,9 @@ int alert_index() {
 }
 
 void capture_alert(const SSL* ssl, int where, int value) {
-    if (!(where & SSL_CB_READ_ALERT) || (value >> 8) != SSL3_AL_FATAL) return;
+    // SSL_CB_READ_ALERT is two bits, one of them shared with SSL_CB_WRITE_ALERT:
+    // only an alert the server sent counts.
+    if ((where & SSL_CB_READ_ALERT) != SSL_CB_READ_ALERT || (value >> 8) != SSL3_AL_FATAL) return;
     if (auto* capture = static_cast<AlertCapture*>(SSL_get_ex_data(ssl, alert_index()))) {
         // OpenSSL 3.0's alert table predates TLS 1.3's certificate_required (116).
         capture->alert =
