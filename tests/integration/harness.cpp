@@ -211,7 +211,9 @@ int alert_index() {
 }
 
 void capture_alert(const SSL* ssl, int where, int value) {
-    if (!(where & SSL_CB_READ_ALERT) || (value >> 8) != SSL3_AL_FATAL) return;
+    // SSL_CB_READ_ALERT is two bits, one of them shared with SSL_CB_WRITE_ALERT:
+    // only an alert the server sent counts.
+    if ((where & SSL_CB_READ_ALERT) != SSL_CB_READ_ALERT || (value >> 8) != SSL3_AL_FATAL) return;
     if (auto* capture = static_cast<AlertCapture*>(SSL_get_ex_data(ssl, alert_index()))) {
         // OpenSSL 3.0's alert table predates TLS 1.3's certificate_required (116).
         capture->alert =
@@ -260,7 +262,17 @@ crypto::UniqueSslCtx make_client_context(const ClientOptions& o, std::string& er
         SSL_CTX_set_alpn_protos(ctx.get(), reinterpret_cast<const unsigned char*>(wire.data()),
                                 static_cast<unsigned>(wire.size()));
     }
+    if (!o.cipher_list.empty() && SSL_CTX_set_cipher_list(ctx.get(), o.cipher_list.c_str()) != 1) {
+        error = "client rejected cipher list " + o.cipher_list;
+        return nullptr;
+    }
+    if (!o.ciphersuites.empty() &&
+        SSL_CTX_set_ciphersuites(ctx.get(), o.ciphersuites.c_str()) != 1) {
+        error = "client rejected ciphersuites " + o.ciphersuites;
+        return nullptr;
+    }
     SSL_CTX_set_info_callback(ctx.get(), capture_alert);
+    if (o.customize_context) o.customize_context(ctx.get());
     return ctx;
 }
 

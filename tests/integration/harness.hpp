@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -95,6 +96,10 @@ struct ClientOptions {
     bool half_close = false;             // shutdown(SHUT_WR) after sending
     SSL_SESSION* resume_from = nullptr;  // offer this session
     bool no_ticket = false;              // TLS 1.2: ask for session-ID resumption, not tickets
+    std::string cipher_list;             // TLS 1.2 suites offered; empty = the library's default
+    std::string ciphersuites;            // TLS 1.3 suites offered; empty = the library's default
+    // Last say over the client context before it connects (e.g. a key-log callback).
+    std::function<void(SSL_CTX*)> customize_context;
 };
 
 using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SESSION_free>>;
