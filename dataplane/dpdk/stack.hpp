@@ -120,18 +120,15 @@ class Stack {
     }
     // Half-open connections kept before SYN cookies take over.
     void set_syn_backlog(std::size_t backlog) { syn_backlog_ = backlog; }
+
+    const StackStats& stats() const { return stats_; }
+    std::size_t connections() const { return flows_.size(); }
+
 #ifdef PORTCULLIS_FAULT_INJECTION
     void inject_faults(const FaultInjection& faults) {
         faults_.configure(faults);
     }
 #endif
-
-    const StackStats& stats() const {
-        return stats_;
-    }
-    std::size_t connections() const {
-        return flows_.size();
-    }
 
   private:
     using Flow = TcpStream::FlowState;
