@@ -1,11 +1,9 @@
-// TOML text -> Config, checked top down. Each table is read through a Section that knows
-// its dotted key path, so every error can name file, line, column and key. The accepted
-// keys live in one set of lists that both the reader and known_config_keys() use.
+// TOML text -> Config, checked top down: one reader per section of the file, built on
+// mgmt/toml_reader.hpp (which names file, line, column and key in every error). The accepted
+// keys live in one set of lists that both the readers and known_config_keys() use.
 #include "mgmt/config.hpp"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -22,15 +20,16 @@
 #include <sstream>
 #include <utility>
 
-#include "base/unique_fd.hpp"
 #include "dataplane/worker_stats.hpp"
 #include "hsm/pkcs11_uri.hpp"
+#include "mgmt/toml_reader.hpp"
 
 namespace portcullis::mgmt {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::string_view_literals;
+using namespace toml_reader;
 
 // The keys each table accepts. The reader rejects anything else, and
 // known_config_keys() is built from these same lists so the two cannot drift.
@@ -83,15 +82,6 @@ constexpr std::string_view kPkcs11Scheme = "pkcs11:";
 // No ALPN unless asked for: Portcullis forwards bytes, so offering h2 to
 // clients of an HTTP/1.1-only backend would break them.
 const std::vector<std::string> kDefaultAlpn{};
-constexpr std::string_view kAddressForms =
-    "expected \"IPv4:port\", \"[IPv6]:port\" or \"*:port\" with a numeric address "
-    "(no host names) and a port in 1..65535";
-
-template <typename Value>
-struct Choice {
-    std::string_view text;
-    Value value;
-};
 
 constexpr std::array kClientAuthChoices{
     Choice<crypto::ClientAuth>{"require", crypto::ClientAuth::require},
@@ -117,440 +107,12 @@ constexpr std::array kLogLevelChoices{
     Choice<std::string_view>{"off", "off"},
 };
 
-std::string format_message(const std::string& file, int line, int column, const std::string& key,
-                           const std::string& problem) {
-    std::string text = file;
-    if (line > 0) text += ":" + std::to_string(line) + ":" + std::to_string(column);
-    text += ": ";
-    if (!key.empty()) text += key + ": ";
-    return text + problem;
-}
-
-std::string in_quotes(std::string_view text) {
-    std::string out = "\"";
-    out += text;
-    return out + "\"";
-}
-
-template <typename Range>
-std::string joined(const Range& items, std::string_view separator, bool quote) {
-    std::string out;
-    for (const auto& item : items) {
-        if (!out.empty()) out += separator;
-        out += quote ? in_quotes(item) : std::string(item);
-    }
-    return out;
-}
-
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-    std::vector<std::size_t> previous(b.size() + 1);
-    std::vector<std::size_t> current(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) previous[j] = j;
-    for (std::size_t i = 1; i <= a.size(); ++i) {
-        current[0] = i;
-        for (std::size_t j = 1; j <= b.size(); ++j) {
-            const std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-            current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
-        }
-        std::swap(previous, current);
-    }
-    return previous[b.size()];
-}
-
-// A typo such as "client_auht" deserves a pointer to the key that was meant.
-std::optional<std::string_view> closest_match(std::string_view unknown,
-                                              const std::vector<std::string_view>& candidates) {
-    constexpr std::size_t kMaxTypoDistance = 2;
-    std::optional<std::string_view> best;
-    std::size_t best_distance = kMaxTypoDistance + 1;
-    for (const auto candidate : candidates) {
-        const std::size_t distance = edit_distance(unknown, candidate);
-        if (distance < best_distance && distance < candidate.size() / 2) {
-            best = candidate;
-            best_distance = distance;
-        }
-    }
-    return best;
-}
-
-std::string_view type_name(toml::node_type type) {
-    switch (type) {
-        case toml::node_type::table:
-            return "a table";
-        case toml::node_type::array:
-            return "an array";
-        case toml::node_type::string:
-            return "a string";
-        case toml::node_type::integer:
-            return "an integer";
-        case toml::node_type::floating_point:
-            return "a floating-point number";
-        case toml::node_type::boolean:
-            return "a boolean";
-        case toml::node_type::date:
-            return "a date";
-        case toml::node_type::time:
-            return "a time";
-        case toml::node_type::date_time:
-            return "a date-time";
-        case toml::node_type::none:
-            break;
-    }
-    return "nothing";
-}
-
-// "a string \"10\"": the operator sees both what the parser found and the value.
-std::string describe(const toml::node& node) {
-    std::ostringstream out;
-    out << type_name(node.type());
-    if (const auto* text = node.as_string()) {
-        out << " " << in_quotes(text->get());
-    } else if (node.is_value()) {
-        node.visit([&out](const auto& value) {
-            if constexpr (toml::is_value<decltype(value)>) out << " " << value;
-        });
-    }
-    return out.str();
-}
-
-// A string value together with where it came from, so later checks can point at it.
-struct StringField {
-    std::string value;
-    const toml::node* node;
-    std::string key;
-};
-
-struct StringList {
-    std::vector<StringField> items;
-    const toml::node* node;
-    std::string key;
-};
-
-// Everything an error needs besides the node: the file name and where relative paths start.
-class Source {
-  public:
-    Source(std::string file, fs::path base_directory)
-        : file_(std::move(file)), base_directory_(std::move(base_directory)) {}
-
-    [[noreturn]] void fail(const toml::source_region& where, std::string key,
-                           std::string problem) const {
-        throw ConfigError(file_, static_cast<int>(where.begin.line),
-                          static_cast<int>(where.begin.column), std::move(key), std::move(problem));
-    }
-
-    [[noreturn]] void fail(const toml::node& node, std::string key, std::string problem) const {
-        fail(node.source(), std::move(key), std::move(problem));
-    }
-
-    const fs::path& base_directory() const { return base_directory_; }
-
-  private:
-    std::string file_;
-    fs::path base_directory_;
-};
-
-class Section {
-  public:
-    Section(const toml::table& table, std::string path, const Source& source)
-        : table_(table), path_(std::move(path)), source_(source) {}
-
-    const std::string& path() const { return path_; }
-    const toml::table& table() const { return table_; }
-    const Source& source() const { return source_; }
-
-    std::string key_of(std::string_view name) const {
-        return path_.empty() ? std::string(name) : path_ + "." + std::string(name);
-    }
-
-    // Reports the unknown key that comes first in the file, whatever order toml++ keeps.
-    void reject_unknown_keys(std::span<const std::string_view> keys,
-                             std::span<const std::string_view> tables = {}) const {
-        const toml::key* first_unknown = nullptr;
-        for (const auto& [name, node] : table_) {
-            const auto known = [&name](std::span<const std::string_view> list) {
-                return std::find(list.begin(), list.end(), name.str()) != list.end();
-            };
-            if (known(keys) || known(tables)) continue;
-            if (first_unknown == nullptr || precedes(name.source(), first_unknown->source())) {
-                first_unknown = &name;
-            }
-        }
-        if (first_unknown == nullptr) return;
-        std::vector<std::string_view> expected(keys.begin(), keys.end());
-        expected.insert(expected.end(), tables.begin(), tables.end());
-        std::string problem = "unknown key; expected one of: " + joined(expected, ", ", false);
-        if (const auto guess = closest_match(first_unknown->str(), expected)) {
-            problem += " (did you mean " + std::string(*guess) + "?)";
-        }
-        source_.fail(first_unknown->source(), key_of(first_unknown->str()), problem);
-    }
-
-    [[noreturn]] void fail_missing(std::string_view name, std::string_view hint = {}) const {
-        std::string problem = "missing required key";
-        if (!hint.empty()) problem += " (" + std::string(hint) + ")";
-        source_.fail(table_position(), key_of(name), problem);
-    }
-
-    std::optional<std::int64_t> integer(std::string_view name, std::int64_t min,
-                                        std::int64_t max) const {
-        const toml::node* node = table_.get(name);
-        if (node == nullptr) return std::nullopt;
-        const auto* value = node->as_integer();
-        if (value == nullptr) {
-            source_.fail(*node, key_of(name), "expected an integer, got " + describe(*node));
-        }
-        if (value->get() < min || value->get() > max) {
-            source_.fail(*node, key_of(name),
-                         "expected an integer in " + std::to_string(min) + ".." +
-                             std::to_string(max) + ", got " + std::to_string(value->get()));
-        }
-        return value->get();
-    }
-
-    int integer_or(std::string_view name, int fallback, std::int64_t min, std::int64_t max) const {
-        return static_cast<int>(integer(name, min, max).value_or(fallback));
-    }
-
-    bool boolean_or(std::string_view name, bool fallback) const {
-        const toml::node* node = table_.get(name);
-        if (node == nullptr) return fallback;
-        const auto* value = node->as_boolean();
-        if (value == nullptr) {
-            source_.fail(*node, key_of(name),
-                         "expected a boolean (true or false), got " + describe(*node));
-        }
-        return value->get();
-    }
-
-    std::string string_or(std::string_view name, std::string fallback) const {
-        const auto field = string(name);
-        return field ? field->value : std::move(fallback);
-    }
-
-    std::optional<StringField> string(std::string_view name) const {
-        const toml::node* node = table_.get(name);
-        if (node == nullptr) return std::nullopt;
-        return string_of(*node, key_of(name));
-    }
-
-    std::optional<StringList> string_list(std::string_view name) const {
-        const toml::node* node = table_.get(name);
-        if (node == nullptr) return std::nullopt;
-        const auto* array = node->as_array();
-        if (array == nullptr) {
-            source_.fail(*node, key_of(name),
-                         "expected an array of strings, got " + describe(*node));
-        }
-        StringList list{{}, node, key_of(name)};
-        for (std::size_t i = 0; i < array->size(); ++i) {
-            list.items.push_back(
-                string_of(*array->get(i), list.key + "[" + std::to_string(i) + "]"));
-        }
-        return list;
-    }
-
-    template <typename Value, std::size_t N>
-    Value choice_or(std::string_view name, Value fallback,
-                    const std::array<Choice<Value>, N>& choices) const {
-        const toml::node* node = table_.get(name);
-        if (node == nullptr) return fallback;
-        std::vector<std::string_view> texts;
-        for (const auto& choice : choices) texts.push_back(choice.text);
-        const std::string expected = "expected one of " + joined(texts, ", ", true);
-        const auto* value = node->as_string();
-        if (value == nullptr) {
-            source_.fail(*node, key_of(name), expected + ", got " + describe(*node));
-        }
-        for (const auto& choice : choices) {
-            if (choice.text == value->get()) return choice.value;
-        }
-        source_.fail(*node, key_of(name), expected + ", got " + in_quotes(value->get()));
-    }
-
-    std::optional<Section> subtable(std::string_view name) const {
-        const toml::node* node = table_.get(name);
-        if (node == nullptr) return std::nullopt;
-        const auto* table = node->as_table();
-        if (table == nullptr) {
-            source_.fail(*node, key_of(name),
-                         "expected a table ([" + table_header(name) + "]), got " + describe(*node));
-        }
-        return Section(*table, key_of(name), source_);
-    }
-
-    // Absent = empty; the caller decides whether that is an error.
-    std::vector<Section> table_array(std::string_view name) const {
-        std::vector<Section> sections;
-        const toml::node* node = table_.get(name);
-        if (node == nullptr) return sections;
-        const std::string expected = "expected an array of tables ([[" + table_header(name) + "]])";
-        const auto* array = node->as_array();
-        if (array == nullptr) {
-            source_.fail(*node, key_of(name), expected + ", got " + describe(*node));
-        }
-        if (array->empty()) {
-            source_.fail(*node, key_of(name), expected + " with at least one element, got []");
-        }
-        for (std::size_t i = 0; i < array->size(); ++i) {
-            const toml::node& element = *array->get(i);
-            const std::string key = key_of(name) + "[" + std::to_string(i) + "]";
-            const auto* table = element.as_table();
-            if (table == nullptr) {
-                source_.fail(element, key, expected + ", got " + describe(element));
-            }
-            sections.emplace_back(*table, key, source_);
-        }
-        return sections;
-    }
-
-    toml::source_region table_position() const {
-        toml::source_region where = table_.source();
-        // The root table of a document carries no position of its own.
-        if (where.begin.line == 0) where.begin = {1, 1};
-        return where;
-    }
-
-  private:
-    static bool precedes(const toml::source_region& a, const toml::source_region& b) {
-        return std::pair(a.begin.line, a.begin.column) < std::pair(b.begin.line, b.begin.column);
-    }
-
-    StringField string_of(const toml::node& node, std::string key) const {
-        const auto* value = node.as_string();
-        if (value == nullptr) source_.fail(node, key, "expected a string, got " + describe(node));
-        return StringField{value->get(), &node, std::move(key)};
-    }
-
-    // "listener[0].tls" -> "listener.tls": the header the operator writes in the file.
-    std::string table_header(std::string_view name) const {
-        std::string header;
-        for (std::size_t i = 0; i < path_.size(); ++i) {
-            if (path_[i] == '[') {
-                i = path_.find(']', i);
-                continue;
-            }
-            header += path_[i];
-        }
-        if (!header.empty()) header += ".";
-        return header + std::string(name);
-    }
-
-    const toml::table& table_;
-    std::string path_;
-    const Source& source_;
-};
-
-// ---- value checks -------------------------------------------------------------------------
-
-bool is_wildcard(const dataplane::SocketAddress& address) {
-    if (address.family() == AF_INET) {
-        return reinterpret_cast<const sockaddr_in*>(address.sa())->sin_addr.s_addr ==
-               htonl(INADDR_ANY);
-    }
-    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(address.sa())->sin6_addr);
-}
-
-dataplane::SocketAddress address_of(const Section& section, const StringField& field,
-                                    bool wildcard_allowed) {
-    const std::string& text = field.value;
-    const auto parsed = dataplane::SocketAddress::parse(text);
-    if (!parsed) {
-        std::string problem;
-        const auto colon = text.rfind(':');
-        if (colon != std::string::npos) {
-            // A numeric but out-of-range port is the most common slip; say so directly.
-            std::uint64_t port = 0;
-            const char* first = text.data() + colon + 1;
-            const char* last = text.data() + text.size();
-            const auto [end, error] = std::from_chars(first, last, port);
-            if (error == std::errc::result_out_of_range ||
-                (error == std::errc() && end == last && (port == 0 || port > 65535))) {
-                problem = "port " + text.substr(colon + 1) + " is out of range 1..65535; ";
-            }
-        }
-        section.source().fail(*field.node, field.key,
-                              problem + std::string(kAddressForms) + ", got " + in_quotes(text));
-    }
-    if (!wildcard_allowed && is_wildcard(*parsed)) {
-        section.source().fail(
-            *field.node, field.key,
-            "a backend needs a concrete address, not the wildcard " + in_quotes(text));
-    }
-    return *parsed;
-}
-
 // Two listeners collide when they would bind the same port on the same address, or when one
 // of them is the wildcard of that family: with SO_REUSEPORT the kernel would accept both and
 // silently split the traffic between two policies.
 bool overlaps(const dataplane::SocketAddress& a, const dataplane::SocketAddress& b) {
     if (a.family() != b.family() || a.port() != b.port()) return false;
     return a.host() == b.host() || is_wildcard(a) || is_wildcard(b);
-}
-
-void require_non_empty(const Section& section, const StringField& field, std::string_view what) {
-    if (field.value.empty()) {
-        section.source().fail(*field.node, field.key,
-                              "expected " + std::string(what) + ", got \"\"");
-    }
-}
-
-enum class PathKind { file, directory };
-
-// Resolves against the configuration's directory and proves the path can be opened now, so a
-// typo fails at start-up with the key that holds it rather than in a worker later.
-// A log file: it must open for appending (it is created if missing), so a
-// typo fails at --check-config rather than when the first client arrives.
-std::string writable_log_path(const Section& section, const StringField& field) {
-    const fs::path written(field.value);
-    const fs::path resolved =
-        (written.is_absolute() ? written : section.source().base_directory() / written)
-            .lexically_normal();
-    const base::UniqueFd opened(
-        ::open(resolved.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-    if (!opened) {
-        section.source().fail(*field.node, field.key,
-                              "cannot open " + in_quotes(resolved.string()) +
-                                  " for appending: " + std::strerror(errno));
-    }
-    return resolved.string();
-}
-
-std::string existing_path(const Section& section, const StringField& field, PathKind kind) {
-    require_non_empty(section, field, kind == PathKind::file ? "a file path" : "a directory path");
-    const fs::path written(field.value);
-    const fs::path resolved =
-        (written.is_absolute() ? written : section.source().base_directory() / written)
-            .lexically_normal();
-    const std::string shown = in_quotes(resolved.string());
-    const std::string relative_note =
-        written.is_absolute() ? std::string()
-                              : " (relative paths are resolved against " +
-                                    in_quotes(section.source().base_directory().string()) + ")";
-    const auto fail = [&](const std::string& problem) {
-        section.source().fail(*field.node, field.key, problem);
-    };
-
-    struct stat status {};
-    if (::stat(resolved.c_str(), &status) != 0) {
-        const int error = errno;
-        if (error == ENOENT) fail(shown + " does not exist" + relative_note);
-        fail("cannot access " + shown + ": " + std::strerror(error));
-    }
-    if (kind == PathKind::file && S_ISDIR(status.st_mode)) {
-        fail(shown + " is a directory, expected a file");
-    }
-    if (kind == PathKind::file && !S_ISREG(status.st_mode)) {
-        fail(shown + " is not a regular file");
-    }
-    if (kind == PathKind::directory && !S_ISDIR(status.st_mode)) {
-        fail(shown + " is not a directory");
-    }
-
-    const int flags =
-        O_RDONLY | O_CLOEXEC | O_NONBLOCK | (kind == PathKind::directory ? O_DIRECTORY : 0);
-    const base::UniqueFd opened(::open(resolved.c_str(), flags));
-    if (!opened) fail("cannot read " + shown + ": " + std::strerror(errno));
-    return resolved.string();
 }
 
 bool is_hex_digit(char c) {
@@ -656,15 +218,6 @@ AdminSettings read_admin(const Section& section) {
                                                : std::optional(address_of(section, *address, true));
     }
     return admin;
-}
-
-std::uint32_t ipv4_of(const Section& section, const StringField& field) {
-    in_addr address{};
-    if (::inet_pton(AF_INET, field.value.c_str(), &address) != 1) {
-        section.source().fail(*field.node, field.key,
-                              "expected a numeric IPv4 address, got " + in_quotes(field.value));
-    }
-    return ntohl(address.s_addr);
 }
 
 dataplane::dpdk::DpdkSettings read_dpdk(const Section& section) {
@@ -1117,15 +670,6 @@ void append_keys(std::vector<std::string>& keys, std::string_view prefix,
 }
 
 }  // namespace
-
-ConfigError::ConfigError(std::string file, int line, int column, std::string key,
-                         std::string problem)
-    : std::runtime_error(format_message(file, line, column, key, problem)),
-      file_(std::move(file)),
-      line_(line),
-      column_(column),
-      key_(std::move(key)),
-      problem_(std::move(problem)) {}
 
 Config load_config(const std::string& path) {
     std::error_code error;

@@ -36,15 +36,13 @@ std::string check_tls_material(const Config& config) {
     return {};
 }
 
-std::string check_tls_material_in_child(const Config& config) {
+std::string check_tls_material_in_child(const Config& config, ChildSetup setup) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return std::string("pipe: ") + std::strerror(errno);
     base::UniqueFd read_end(fds[0]);
     base::UniqueFd write_end(fds[1]);
-    const pid_t pid = ::fork();
-    if (pid < 0) return std::string("fork: ") + std::strerror(errno);
-    if (pid == 0) {
-        read_end.reset();
+    setup.inherited.push_back(&read_end);
+    const pid_t pid = fork_child(setup, [&config, &write_end] {
         const std::string problem = check_tls_material(config);
         std::size_t written = 0;
         while (written < problem.size()) {
@@ -53,8 +51,9 @@ std::string check_tls_material_in_child(const Config& config) {
             if (n <= 0) break;
             written += static_cast<std::size_t>(n);
         }
-        ::_exit(problem.empty() ? 0 : 1);
-    }
+        return problem.empty() ? 0 : 1;
+    });
+    if (pid < 0) return std::string("fork: ") + std::strerror(errno);
     write_end.reset();
     std::string problem;
     char chunk[1024];

@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -29,10 +29,12 @@
 #include "base/unique_fd.hpp"
 #include "dataplane/worker.hpp"
 #include "mgmt/admin_server.hpp"
+#include "mgmt/child_process.hpp"
 #include "mgmt/control_block.hpp"
 #include "mgmt/logging.hpp"
 #include "mgmt/reload.hpp"
 #include "mgmt/shared_stats.hpp"
+#include "mgmt/ticket_rotation.hpp"
 
 namespace portcullis::mgmt {
 namespace {
@@ -44,25 +46,12 @@ using Clock = std::chrono::steady_clock;
 constexpr auto quick_death = std::chrono::seconds(2);
 constexpr int max_quick_deaths = 5;
 constexpr auto stop_grace = std::chrono::seconds(10);
-// Generated ticket keys kept: current + previous (one more period of decryption).
-constexpr std::size_t generated_ticket_keys = 2;
-
-std::int64_t unix_now() {
-    return static_cast<std::int64_t>(::time(nullptr));
-}
-
-bool same_keys(const std::vector<crypto::TicketKey>& a, const std::vector<crypto::TicketKey>& b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (a[i].bytes() != b[i].bytes()) return false;
-    return true;
-}
-
 struct WorkerSlot {
     pid_t pid = -1;
     bool ready = false;
     Clock::time_point started;
     int quick_deaths = 0;
+    std::optional<Clock::time_point> restart_at;  // dead, to be started again then
 };
 
 std::string describe_status(int status) {
@@ -87,6 +76,7 @@ class Supervisor {
                             ? config.workers.count
                             : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))),
           stats_(static_cast<std::size_t>(worker_count_)),
+          tickets_(control_, config_.resumption),
           slots_(static_cast<std::size_t>(worker_count_)) {
         control_.set_supervisor_pid(::getpid());
         control_.publish_config(config_.text);
@@ -95,7 +85,6 @@ class Supervisor {
             limits.max_entries = static_cast<std::size_t>(config_.resumption.session_cache_entries);
             session_cache_ = std::make_unique<crypto::SharedSessionCache>(limits);
         }
-        init_ticket_keys();
         sigset_t mask;
         sigemptyset(&mask);
         for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1}) sigaddset(&mask, sig);
@@ -115,14 +104,15 @@ class Supervisor {
         start_admin();
         while (!stopping_) {
             pollfd fds[2] = {{signals_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
-            const auto until_rotation = std::chrono::duration_cast<std::chrono::milliseconds>(
-                next_ticket_rotation_ - Clock::now());
+            const auto until_next = std::chrono::duration_cast<std::chrono::milliseconds>(
+                next_deadline() - Clock::now());
             const int timeout =
-                static_cast<int>(std::clamp<std::int64_t>(until_rotation.count() + 1, 0, 1000));
+                static_cast<int>(std::clamp<std::int64_t>(until_next.count() + 1, 0, 1000));
             if (::poll(fds, 2, timeout) < 0 && errno != EINTR) break;
             drain_ready_pipe();
             handle_signals();
-            if (Clock::now() >= next_ticket_rotation_) rotate_ticket_keys();
+            restart_due_workers();
+            if (Clock::now() >= tickets_.next_rotation()) tickets_.rotate();
             if (admin_pid_ < 0 && admin_restart_at_ && Clock::now() >= *admin_restart_at_)
                 start_admin();
         }
@@ -133,15 +123,28 @@ class Supervisor {
     }
 
   private:
+    // The earliest time the loop has something to do without being woken.
+    Clock::time_point next_deadline() const {
+        auto next = tickets_.next_rotation();
+        if (admin_restart_at_) next = std::min(next, *admin_restart_at_);
+        if (group_restart_at_) next = std::min(next, *group_restart_at_);
+        for (const auto& slot : slots_)
+            if (slot.restart_at) next = std::min(next, *slot.restart_at);
+        return next;
+    }
+
+    // Nothing of the supervisor's event handling survives in a child: the
+    // worker keeps only the readiness pipe's write end.
+    ChildSetup child_setup(bool keep_ready_pipe) {
+        ChildSetup setup{control_.supervisor_pid(), {&signals_, &ready_read_}};
+        if (!keep_ready_pipe) setup.inherited.push_back(&ready_write_);
+        return setup;
+    }
+
     void start_worker(int index) {
         auto& slot = slots_[static_cast<std::size_t>(index)];
-        const pid_t pid = ::fork();
-        if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
-        if (pid == 0) {
-            // Child: nothing of the supervisor's event handling survives.
-            die_with_supervisor();
-            signals_.reset();
-            ready_read_.reset();
+        slot.restart_at.reset();
+        const pid_t pid = fork_child(child_setup(true), [this, index] {
             configure_logging("worker-" + std::to_string(index), config_.log.level);
             dataplane::WorkerOptions options;
             options.index = index;
@@ -173,13 +176,9 @@ class Supervisor {
                 return dataplane::ReloadedSettings{snapshot.generation, std::move(fresh.listeners),
                                                    fresh.log.level};
             };
-            sigset_t all;
-            sigemptyset(&all);
-            ::sigprocmask(SIG_SETMASK, &all, nullptr);
-            const int code = dataplane::run_worker(options);
-            spdlog::default_logger()->flush();
-            ::_exit(code);
-        }
+            return dataplane::run_worker(options);
+        });
+        if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
         slot.pid = pid;
         slot.ready = false;
         slot.started = Clock::now();
@@ -292,13 +291,30 @@ class Supervisor {
         // The dead worker's connections are gone; its gauge must not linger.
         for (auto& listener : stats_.slot(static_cast<std::size_t>(index)).listeners)
             listener.connections_active.set(0);
-        if (slot.quick_deaths > 0)
-            std::this_thread::sleep_for(std::chrono::milliseconds(200 * slot.quick_deaths));
-        if (index == 0 && workers_share_queues()) {
-            restart_queue_group();
+        // A worker that keeps dying right after its start waits longer each
+        // time. The loop carries the restart out at its time, so signals
+        // and readiness are handled meanwhile instead of waiting behind it.
+        const auto at = Clock::now() + std::chrono::milliseconds(200 * slot.quick_deaths);
+        if (workers_share_queues() && (index == 0 || group_restart_at_)) {
+            // A secondary that dies meanwhile is started again with the group.
+            if (index == 0) group_restart_at_ = at;
             return;
         }
-        start_worker(index);
+        slot.restart_at = at;
+    }
+
+    void restart_due_workers() {
+        if (stopping_) return;
+        const auto now = Clock::now();
+        if (group_restart_at_ && now >= *group_restart_at_) {
+            group_restart_at_.reset();
+            restart_queue_group();
+        }
+        for (std::size_t i = 0; i < slots_.size(); ++i) {
+            const auto& slot = slots_[i];
+            if (slot.pid < 0 && slot.restart_at && now >= *slot.restart_at)
+                start_worker(static_cast<int>(i));
+        }
     }
 
     bool workers_share_queues() const {
@@ -354,13 +370,6 @@ class Supervisor {
         return admin_pid_ > 0;
     }
 
-    // A supervisor killed outright (SIGKILL, OOM killer) must not leave
-    // unsupervised workers holding the ports: they get SIGTERM and drain.
-    void die_with_supervisor() const {
-        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (::getppid() != control_.supervisor_pid()) ::raise(SIGTERM);  // died before prctl
-    }
-
     std::string config_directory() const {
         return std::filesystem::path(config_.source_file).parent_path().string();
     }
@@ -383,7 +392,7 @@ class Supervisor {
             fresh = load_config(config_.source_file);
             apply_overrides(*fresh);
             problem = restart_only_changes(config_, *fresh);
-            if (problem.empty()) problem = check_tls_material_in_child(*fresh);
+            if (problem.empty()) problem = check_tls_material_in_child(*fresh, child_setup(false));
             if (problem.empty() && !fresh->resumption.ticket_key_file.empty())
                 file_keys = crypto::read_ticket_key_file(fresh->resumption.ticket_key_file);
             if (problem.empty()) control_.publish_config(fresh->text);
@@ -396,20 +405,9 @@ class Supervisor {
             control_.publish_reload(false, problem);
             return;
         }
-        const bool key_source_changed =
-            fresh->resumption.ticket_key_file != config_.resumption.ticket_key_file;
-        const bool rotation_changed =
-            fresh->resumption.ticket_rotation_s != config_.resumption.ticket_rotation_s;
+        tickets_.reload(fresh->resumption, std::move(file_keys));
         config_ = std::move(*fresh);
         spdlog::set_level(spdlog::level::from_str(config_.log.level));
-        if (!file_keys.empty()) {
-            install_file_keys(std::move(file_keys));
-        } else if (key_source_changed) {
-            ticket_keys_ = {crypto::TicketKey::random()};
-            ticket_key_created_ = unix_now();
-            control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, true);
-        }
-        if (rotation_changed || key_source_changed) schedule_ticket_rotation();
         for (const auto& s : slots_)
             if (s.pid > 0) ::kill(s.pid, SIGHUP);
         control_.publish_reload(true, "");
@@ -417,71 +415,12 @@ class Supervisor {
                      control_.config_generation(), worker_count_);
     }
 
-    // ---- ticket keys -------------------------------------------------------------------
-
-    // From the kernel, not OpenSSL: the supervisor holds no OpenSSL state across fork.
-    void init_ticket_keys() {
-        if (!config_.resumption.ticket_key_file.empty()) {
-            install_file_keys(crypto::read_ticket_key_file(config_.resumption.ticket_key_file));
-        } else {
-            ticket_keys_ = {crypto::TicketKey::random()};
-            ticket_key_created_ = unix_now();
-            control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, false);
-        }
-        schedule_ticket_rotation();
-    }
-
-    void schedule_ticket_rotation() {
-        next_ticket_rotation_ =
-            Clock::now() + std::chrono::seconds(config_.resumption.ticket_rotation_s);
-    }
-
-    void install_file_keys(std::vector<crypto::TicketKey> keys) {
-        if (same_keys(keys, ticket_keys_)) return;
-        const bool new_current =
-            ticket_keys_.empty() || keys.front().bytes() != ticket_keys_.front().bytes();
-        if (new_current) ticket_key_created_ = unix_now();
-        ticket_keys_ = std::move(keys);
-        control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, new_current);
-        spdlog::info("ticket keys loaded from {}: {} keys", config_.resumption.ticket_key_file,
-                     ticket_keys_.size());
-    }
-
-    // Generated keys: a new current key, the old one decrypts for one more
-    // period. Key file: re-read, so appliances sharing it stay in step.
-    void rotate_ticket_keys() {
-        schedule_ticket_rotation();
-        if (!config_.resumption.ticket_key_file.empty()) {
-            try {
-                install_file_keys(crypto::read_ticket_key_file(config_.resumption.ticket_key_file));
-            } catch (const std::exception& e) {
-                spdlog::error("ticket key file not re-read, keeping the current keys: {}",
-                              e.what());
-            }
-            return;
-        }
-        ticket_keys_.insert(ticket_keys_.begin(), crypto::TicketKey::random());
-        if (ticket_keys_.size() > generated_ticket_keys) ticket_keys_.resize(generated_ticket_keys);
-        ticket_key_created_ = unix_now();
-        control_.publish_ticket_keys(ticket_keys_, ticket_key_created_, true);
-        spdlog::debug("ticket key rotated");
-    }
-
     // ---- admin process -----------------------------------------------------------------
 
     void start_admin() {
         admin_restart_at_.reset();
         if (!config_.admin.address) return;
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            spdlog::error("cannot start the admin process: {}", std::strerror(errno));
-            return;
-        }
-        if (pid == 0) {
-            die_with_supervisor();
-            signals_.reset();
-            ready_read_.reset();
-            ready_write_.reset();
+        const pid_t pid = fork_child(child_setup(false), [this] {
             configure_logging("admin", config_.log.level);
             AdminOptions options;
             options.address = *config_.admin.address;
@@ -489,12 +428,11 @@ class Supervisor {
             options.stats = &stats_;
             options.control = &control_;
             options.session_cache = session_cache_.get();
-            sigset_t all;
-            sigemptyset(&all);
-            ::sigprocmask(SIG_SETMASK, &all, nullptr);
-            const int code = run_admin(options);
-            spdlog::default_logger()->flush();
-            ::_exit(code);
+            return run_admin(options);
+        });
+        if (pid < 0) {
+            spdlog::error("cannot start the admin process: {}", std::strerror(errno));
+            return;
         }
         admin_pid_ = pid;
         admin_started_ = Clock::now();
@@ -523,13 +461,12 @@ class Supervisor {
     SharedStats stats_;
     ControlBlock control_;
     std::unique_ptr<crypto::SharedSessionCache> session_cache_;
-    std::vector<crypto::TicketKey> ticket_keys_;  // current first
-    std::int64_t ticket_key_created_ = 0;
-    Clock::time_point next_ticket_rotation_;
+    TicketKeyRotation tickets_;
     pid_t admin_pid_ = -1;
     Clock::time_point admin_started_;
     std::optional<Clock::time_point> admin_restart_at_;
     std::vector<WorkerSlot> slots_;
+    std::optional<Clock::time_point> group_restart_at_;  // DPDK queue group, after worker 0 died
     base::UniqueFd signals_;
     base::UniqueFd ready_read_;
     base::UniqueFd ready_write_;

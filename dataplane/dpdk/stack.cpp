@@ -4,14 +4,14 @@
 #include <netinet/in.h>
 #include <rte_ethdev.h>
 #include <rte_random.h>
-#include <rte_ring.h>
 
 #include <algorithm>
 #include <cstring>
 
 namespace portcullis::dataplane::dpdk {
 
-struct TcpStream::FlowState {
+// A flow is its own timer on the stack's wheel.
+struct TcpStream::FlowState : TimerWheel::Timer {
     FlowState(Stack& owner, tcp::TcpConnection connection, const net::Route& path,
               std::uint16_t local, std::uint16_t peer, std::uint64_t flow_key)
         : stack(owner),
@@ -40,7 +40,6 @@ struct TcpStream::FlowState {
     bool queued = false;                        // in the stack's touched list
     bool dead = false;                          // retired: memory kept until the end of this poll
     std::uint64_t retransmissions_counted = 0;  // already in the stack's total
-    std::uint64_t scheduled = tcp::TcpConnection::no_timer;  // its wheel slot's time
 };
 
 namespace {
@@ -60,6 +59,12 @@ std::array<std::uint8_t, 16> random_secret() {
         std::memcpy(secret.data() + i, &r, 8);
     }
     return secret;
+}
+
+net::MacAddress mac_of(const Port& port) {
+    net::MacAddress mac{};
+    std::copy_n(port.mac().addr_bytes, mac.size(), mac.begin());
+    return mac;
 }
 
 SocketAddress ipv4_address(net::Ipv4Address address, std::uint16_t port) {
@@ -135,20 +140,19 @@ int TcpStream::connect_result() {
 Stack::Stack(Port& port, const StackAddress& address, const tcp::TcpConfig& tcp_config)
     : port_(port),
       address_(address),
+      mac_(mac_of(port)),
+      neighbors_(tx_, stats_, mac_, address.address),
       tcp_config_(tcp_config),
       next_port_(static_cast<std::uint16_t>(
           first_ephemeral_port + rte_rand() % (last_ephemeral_port - first_ephemeral_port + 1))),
       cookies_(random_secret()) {
-    std::copy_n(port.mac().addr_bytes, 6, mac_.begin());
     if (port.queues() > 1) {
         sharing_ = Sharing::queue_per_worker;
         steering_index_ = port.queue();
         steering_count_ = port.queues();
     }
     if (port.offloads().tx_checksums) tx_checksums_ = net::Checksums::offloaded;
-    for (auto& slot : wheel_) slot.reserve(16);
     touched_.reserve(256);
-    due_.reserve(256);
 }
 
 Stack::~Stack() {
@@ -157,8 +161,6 @@ Stack::~Stack() {
         if (flow->stream != nullptr) flow->stream->flow_ = nullptr;
     for (auto& flow : opened_)
         if (flow->stream != nullptr) flow->stream->flow_ = nullptr;
-    for (std::uint16_t i = 0; i < tx_count_; ++i) rte_pktmbuf_free(tx_[i]);
-    if (held_ != nullptr) rte_pktmbuf_free(held_);
 }
 
 void Stack::listen(std::uint16_t port, AcceptHandler handler) {
@@ -168,29 +170,6 @@ void Stack::listen(std::uint16_t port, AcceptHandler handler) {
 void Stack::stop_listening() {
     // Established flows keep their index; only new SYNs look the port up.
     for (auto& listener : listeners_) listener.first = 0;
-}
-
-rte_mbuf* Stack::allocate() {
-    rte_mbuf* mbuf = rte_pktmbuf_alloc(port_.pool());
-    if (mbuf == nullptr) ++stats_.mbuf_exhausted;
-    return mbuf;
-}
-
-void Stack::send_frame(rte_mbuf* mbuf) {
-    if (tx_count_ == tx_.size()) flush_tx();
-    tx_[tx_count_++] = mbuf;
-}
-
-void Stack::flush_tx() {
-    if (tx_count_ == 0) return;
-    const std::uint16_t sent = rte_eth_tx_burst(port_.id(), port_.queue(), tx_.data(), tx_count_);
-    for (std::uint16_t i = 0; i < sent; ++i) stats_.tx_bytes += tx_[i]->pkt_len;
-    stats_.tx_packets += sent;
-    for (std::uint16_t i = sent; i < tx_count_; ++i) {
-        ++stats_.tx_full;
-        rte_pktmbuf_free(tx_[i]);
-    }
-    tx_count_ = 0;
 }
 
 // Marks a flow for a visit in this poll (or the next one, when called from
@@ -215,28 +194,10 @@ bool Stack::poll(std::uint64_t now_ms) {
     bool work = stats_.rx_packets != packets_before || !touched_.empty();
 
     // Timers due since the last poll.
-    if (wheel_now_ == 0) wheel_now_ = now_ms - 1;
-    const std::uint64_t steps = std::min<std::uint64_t>(now_ms - wheel_now_, wheel_slots);
-    for (std::uint64_t i = 1; i <= steps; ++i) {
-        auto& slot = wheel_[(wheel_now_ + i) % wheel_slots];
-        for (std::size_t j = 0; j < slot.size();) {
-            Flow* flow = slot[j];
-            if (flow->scheduled <= now_ms) {
-                flow->scheduled = tcp::TcpConnection::no_timer;
-                due_.push_back(flow);
-                slot[j] = slot.back();
-                slot.pop_back();
-            } else {
-                ++j;
-            }
-        }
-    }
-    wheel_now_ = now_ms;
-    for (Flow* flow : due_) {
+    wheel_.advance(now_ms, [this, now_ms, &work](TimerWheel::Timer& timer) {
         work = true;
-        service(*flow, now_ms);
-    }
-    due_.clear();
+        service(static_cast<Flow&>(timer), now_ms);
+    });
     // Flows with input or with writes from their owners; servicing one may
     // touch others (a relay writes into its partner), so this grows as it goes.
     for (std::size_t i = 0; i < touched_.size(); ++i) {
@@ -245,7 +206,7 @@ bool Stack::poll(std::uint64_t now_ms) {
         service(*flow, now_ms);
     }
     touched_.clear();
-    flush_tx();
+    tx_.flush();
     graveyard_.clear();
     if (work) ++stats_.busy_iterations;
     return work;
@@ -256,8 +217,7 @@ void Stack::receive_burst(std::uint64_t now_ms) {
     const std::uint16_t received = rte_eth_rx_burst(port_.id(), port_.queue(), rx.data(), burst);
     for (std::uint16_t i = 0; i < received; ++i) receive(rx[i], false, now_ms);
     if (sharing_ != Sharing::queue_per_worker) return;
-    const unsigned handed = rte_ring_sc_dequeue_burst(
-        port_.handoff(port_.queue()), reinterpret_cast<void**>(rx.data()), burst, nullptr);
+    const unsigned handed = handoff_.receive(rx);
     for (unsigned i = 0; i < handed; ++i) receive(rx[i], true, now_ms);
 }
 
@@ -274,28 +234,19 @@ void Stack::receive(rte_mbuf* mbuf, bool handed, std::uint64_t now_ms) {
     const auto frame = net::parse_frame(
         {rte_pktmbuf_mtod(mbuf, const std::uint8_t*), rte_pktmbuf_data_len(mbuf)}, verified);
     if (!handed && sharing_ == Sharing::queue_per_worker && hand_off(mbuf, frame)) return;
-    if (frame.kind == net::Frame::Kind::tcp && (faults_.drop > 0 || faults_.reorder > 0)) {
-        const double roll = static_cast<double>(rte_rand() % 1'000'000) / 1e6;
-        if (roll < faults_.drop) {
-            ++stats_.injected_drops;
-            rte_pktmbuf_free(mbuf);
-            return;
-        }
-        if (held_ == nullptr && roll < faults_.drop + faults_.reorder) {
-            ++stats_.injected_reorders;
-            held_ = mbuf;  // delivered after the next frame
-            return;
-        }
-    }
+#ifdef PORTCULLIS_FAULT_INJECTION
+    if (frame.kind == net::Frame::Kind::tcp && faults_.intercept(mbuf)) return;
+#endif
     handle(frame, handed, now_ms);  // copies what it keeps: the mbuf can go
     rte_pktmbuf_free(mbuf);
-    if (held_ != nullptr) {
+#ifdef PORTCULLIS_FAULT_INJECTION
+    if (rte_mbuf* held = faults_.release()) {
         const auto late = net::parse_frame(
-            {rte_pktmbuf_mtod(held_, const std::uint8_t*), rte_pktmbuf_data_len(held_)});
+            {rte_pktmbuf_mtod(held, const std::uint8_t*), rte_pktmbuf_data_len(held)});
         handle(late, false, now_ms);
-        rte_pktmbuf_free(held_);
-        held_ = nullptr;
+        rte_pktmbuf_free(held);
     }
+#endif
 }
 
 // A frame on this worker's queue that another worker must see: ARP (each
@@ -303,17 +254,8 @@ void Stack::receive(rte_mbuf* mbuf, bool handed, std::uint64_t now_ms) {
 // handles it too) or a segment of a flow another worker opened (its local
 // port names the owner). Returns whether the frame left this worker.
 bool Stack::hand_off(rte_mbuf* mbuf, const net::Frame& frame) {
-    const auto drop_handed = [this](rte_mbuf* frame_copy) {
-        ++stats_.rx_drops[static_cast<std::size_t>(net::Drop::handoff_full)];
-        rte_pktmbuf_free(frame_copy);
-    };
     if (frame.kind == net::Frame::Kind::arp) {
-        for (unsigned worker = 0; worker < steering_count_; ++worker) {
-            if (worker == steering_index_) continue;
-            rte_mbuf_refcnt_update(mbuf, 1);  // one reference per reader
-            if (rte_ring_mp_enqueue(port_.handoff(static_cast<std::uint16_t>(worker)), mbuf) != 0)
-                drop_handed(mbuf);
-        }
+        handoff_.share(mbuf, steering_index_, steering_count_);
         return false;
     }
     if (frame.kind != net::Frame::Kind::tcp || frame.destination_ip != address_.address)
@@ -326,8 +268,7 @@ bool Stack::hand_off(rte_mbuf* mbuf, const net::Frame& frame) {
         flows_.find(flow_key(frame.source_ip, frame.source_port, local)) != flows_.end())
         return false;
     ++stats_.steered_away;
-    if (rte_ring_mp_enqueue(port_.handoff(static_cast<std::uint16_t>(owner)), mbuf) != 0)
-        drop_handed(mbuf);
+    handoff_.pass(mbuf, owner);
     return true;
 }
 
@@ -373,17 +314,17 @@ void Stack::service(Flow& flow, std::uint64_t now_ms) {
         retire(flow);
         return;
     }
-    // Back on the wheel at its next deadline (the horizon's end if later). A
-    // flow already due no later than that stays where it is: an early visit
-    // only re-checks, while moving it is a search through its slot, and
-    // far deadlines (keepalive, TIME_WAIT) would otherwise move on every visit.
+    // Back on the wheel at its next deadline. A flow already due no later
+    // than that stays where it is: an early visit only re-checks, and the
+    // retransmission deadline, which moves on with every ACK, would
+    // otherwise relink the flow on almost every visit.
     const auto deadline = tcp.next_timer();
-    if (flow.scheduled != tcp::TcpConnection::no_timer && flow.scheduled <= deadline) return;
-    unschedule(flow);
-    if (deadline == tcp::TcpConnection::no_timer) return;
-    const auto at = std::clamp<std::uint64_t>(deadline, now_ms + 1, now_ms + wheel_slots - 1);
-    flow.scheduled = at;
-    wheel_[at % wheel_slots].push_back(&flow);
+    if (flow.scheduled() && flow.deadline() <= deadline) return;
+    if (deadline == tcp::TcpConnection::no_timer) {
+        TimerWheel::cancel(flow);
+        return;
+    }
+    wheel_.schedule(flow, deadline);
 }
 
 // Every retransmission leaves through a visit, so the running total is kept
@@ -394,17 +335,6 @@ void Stack::count_retransmissions(Flow& flow) {
     flow.retransmissions_counted = total;
 }
 
-void Stack::unschedule(Flow& flow) {
-    if (flow.scheduled == tcp::TcpConnection::no_timer) return;
-    auto& slot = wheel_[flow.scheduled % wheel_slots];
-    const auto at = std::find(slot.begin(), slot.end(), &flow);
-    if (at != slot.end()) {
-        *at = slot.back();
-        slot.pop_back();
-    }
-    flow.scheduled = tcp::TcpConnection::no_timer;
-}
-
 // The flow leaves the table now (its key can be used again at once); its
 // memory lives until the end of this poll, since lists may still name it.
 void Stack::retire(Flow& flow) {
@@ -412,7 +342,7 @@ void Stack::retire(Flow& flow) {
     flow.dead = true;
     count_retransmissions(flow);
     if (flow.half_open) --half_open_;
-    unschedule(flow);
+    TimerWheel::cancel(flow);
     std::erase(unresolved_, &flow);
     if (TcpStream* stream = flow.stream) {
         stream->flow_ = nullptr;
@@ -496,14 +426,13 @@ std::unique_ptr<TcpStream> Stack::connect(net::Ipv4Address address, std::uint16_
                                                   static_cast<std::uint32_t>(rte_rand()), now_ms_),
                                net::Route{mac_, {}, address_.address, address}, local, port,
                                flow_key(address, port, local));
-    const auto mac = arp_cache_.find(hop);
-    if (mac != arp_cache_.end()) {
-        flow->route.destination_mac = mac->second;
+    if (const auto* mac = neighbors_.find(hop)) {
+        flow->route.destination_mac = *mac;
     } else {
         flow->resolved = false;
         flow->hop = hop;
         unresolved_.push_back(flow.get());
-        send_arp_request(hop, now_ms_);
+        neighbors_.request(hop, now_ms_);
     }
     auto stream = std::unique_ptr<TcpStream>(new TcpStream(flow.get()));
     flow->stream = stream.get();
@@ -515,23 +444,7 @@ std::unique_ptr<TcpStream> Stack::connect(net::Ipv4Address address, std::uint16_
 
 void Stack::resolve(net::Ipv4Address address, std::uint64_t now_ms) {
     const auto hop = next_hop(address);
-    if (hop != 0 && arp_cache_.find(hop) == arp_cache_.end()) {
-        last_arp_request_ = 0;
-        send_arp_request(hop, now_ms);
-    }
-}
-
-void Stack::send_arp_request(net::Ipv4Address target, std::uint64_t now_ms) {
-    if (now_ms - last_arp_request_ < 100 && last_arp_request_ != 0) return;
-    last_arp_request_ = now_ms;
-    rte_mbuf* mbuf = allocate();
-    if (mbuf == nullptr) return;
-    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, 60));
-    const net::ArpMessage request{1, mac_, address_.address, {}, target};
-    const auto length = net::build_arp({data, 60}, request, mac_, net::broadcast_mac);
-    std::fill(data + length, data + 60, 0);
-    ++stats_.arp_requests;
-    send_frame(mbuf);
+    if (hop != 0 && neighbors_.find(hop) == nullptr) neighbors_.request_now(hop, now_ms);
 }
 
 // What arrives goes straight back; the peer's FIN ends it.
@@ -562,26 +475,9 @@ void Stack::handle(const net::Frame& frame, bool handed, std::uint64_t now_ms) {
         case net::Frame::Kind::arp:
             handle_arp(frame, handed);
             return;
-        case net::Frame::Kind::icmp_echo_request: {
-            // Where every worker sees it, the first answers.
-            if (frame.destination_ip != address_.address ||
-                (sharing_ == Sharing::every_frame && steering_index_ != 0)) {
-                ++stats_.not_for_us;
-                return;
-            }
-            rte_mbuf* mbuf = allocate();
-            if (mbuf == nullptr) return;
-            const std::size_t length =
-                net::ethernet_header_bytes + net::ipv4_header_bytes + frame.icmp.size();
-            auto* data = reinterpret_cast<std::uint8_t*>(
-                rte_pktmbuf_append(mbuf, static_cast<std::uint16_t>(length)));
-            if (data == nullptr || net::build_icmp_echo_reply({data, length}, frame, mac_) == 0) {
-                rte_pktmbuf_free(mbuf);
-                return;
-            }
-            send_frame(mbuf);
+        case net::Frame::Kind::icmp_echo_request:
+            handle_icmp(frame);
             return;
-        }
         case net::Frame::Kind::tcp:
             if (frame.destination_ip != address_.address) {
                 ++stats_.not_for_us;
@@ -594,8 +490,7 @@ void Stack::handle(const net::Frame& frame, bool handed, std::uint64_t now_ms) {
 
 void Stack::handle_arp(const net::Frame& frame, bool handed) {
     const auto& arp = frame.arp;
-    if (arp.sender_ip != 0) {
-        arp_cache_[arp.sender_ip] = arp.sender_mac;
+    if (neighbors_.learn(arp)) {
         for (std::size_t i = 0; i < unresolved_.size();) {
             Flow* flow = unresolved_[i];
             if (flow->hop == arp.sender_ip) {
@@ -612,17 +507,21 @@ void Stack::handle_arp(const net::Frame& frame, bool handed) {
     // One answer: from the worker whose queue the request reached, or the
     // first worker where every worker sees it.
     const bool answers = sharing_ == Sharing::every_frame ? steering_index_ == 0 : !handed;
-    if (arp.operation != 1 || arp.target_ip != address_.address || !answers) {
+    if (answers) {
+        neighbors_.answer(arp);
+    } else {
+        ++stats_.not_for_us;
+    }
+}
+
+void Stack::handle_icmp(const net::Frame& frame) {
+    // Where every worker sees it, the first answers.
+    if (frame.destination_ip != address_.address ||
+        (sharing_ == Sharing::every_frame && steering_index_ != 0)) {
         ++stats_.not_for_us;
         return;
     }
-    rte_mbuf* mbuf = allocate();
-    if (mbuf == nullptr) return;
-    const net::ArpMessage reply{2, mac_, address_.address, arp.sender_mac, arp.sender_ip};
-    auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, 60));
-    const auto length = net::build_arp({data, 60}, reply, mac_, arp.sender_mac);
-    std::fill(data + length, data + 60, 0);  // minimum Ethernet frame
-    send_frame(mbuf);
+    neighbors_.answer_echo(frame);
 }
 
 Stack::Flow* Stack::accept_flow(const net::Frame& frame, tcp::TcpConnection connection) {
@@ -716,7 +615,7 @@ void Stack::send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple,
 // A segment answering `frame` that belongs to no connection (RST, cookie
 // SYN-ACK), padded to the Ethernet minimum.
 bool Stack::reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& segment) {
-    rte_mbuf* mbuf = allocate();
+    rte_mbuf* mbuf = tx_.allocate();
     if (mbuf == nullptr) return false;
     constexpr std::size_t room = 64;
     constexpr std::size_t minimum = 60;
@@ -727,7 +626,7 @@ bool Stack::reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& se
     prepare_checksums(mbuf);
     std::fill(data + written, data + room, 0);
     rte_pktmbuf_trim(mbuf, static_cast<std::uint16_t>(room - std::max(written, minimum)));
-    send_frame(mbuf);
+    tx_.send(mbuf);
     return true;
 }
 
@@ -749,7 +648,7 @@ void Stack::send_reset(const net::Frame& frame) {
 void Stack::flush_flow(Flow& flow) {
     if (!flow.resolved) return;  // its SYN waits in the output for the next hop's MAC
     for (const auto& out : flow.tcp.output()) {
-        rte_mbuf* mbuf = allocate();
+        rte_mbuf* mbuf = tx_.allocate();
         if (mbuf == nullptr) break;  // the retransmission timer recovers
         tcp::TcpSegment segment = out.header;
         flow.tcp.copy_payload(out, std::span(scratch_).first(out.payload_length));
@@ -768,7 +667,7 @@ void Stack::flush_flow(Flow& flow) {
         }
         rte_pktmbuf_append(mbuf, static_cast<std::uint16_t>(length));
         prepare_checksums(mbuf);
-        send_frame(mbuf);
+        tx_.send(mbuf);
     }
     flow.tcp.clear_output();
 }

@@ -5,9 +5,11 @@
 // Connections surface as TcpStreams (ByteStream): accepted ones through a
 // listening port's handler, opened ones through connect() (active open, ARP
 // for the next hop, gateway outside the subnet). The worker's Connection
-// drives them exactly like kernel sockets. A timer wheel visits only the
-// connections whose timers are due, so idle and TIME_WAIT connections cost
-// nothing per poll.
+// drives them exactly like kernel sockets. A timer wheel (TimerWheel) visits
+// only the connections whose timers are due, so idle and TIME_WAIT
+// connections cost nothing per poll. ARP and ping are Neighbors', frames for
+// another worker's queue QueueHandoff's, output TxBurst's; the stack decides
+// which frame is whose.
 //
 // Several worker processes share a port in one of two ways:
 // - a queue each (DPDK primary/secondary processes, RSS where the port has
@@ -29,42 +31,26 @@
 #include <vector>
 
 #include "dataplane/byte_stream.hpp"
+#include "dataplane/dpdk/neighbors.hpp"
 #include "dataplane/dpdk/port.hpp"
+#include "dataplane/dpdk/queue_handoff.hpp"
+#include "dataplane/dpdk/stack_stats.hpp"
+#include "dataplane/dpdk/tx_burst.hpp"
 #include "dataplane/net/frame.hpp"
 #include "dataplane/socket_address.hpp"
 #include "dataplane/tcp/syn_cookie.hpp"
 #include "dataplane/tcp/tcp_connection.hpp"
 #include "dataplane/tcp/timestamp_clock.hpp"
+#include "dataplane/timer_wheel.hpp"
+#ifdef PORTCULLIS_FAULT_INJECTION
+#include "dataplane/dpdk/fault_injection.hpp"
+#endif
 
 namespace portcullis::dataplane {
 class Connection;
 }
 
 namespace portcullis::dataplane::dpdk {
-
-struct StackStats {
-    std::uint64_t rx_packets = 0, tx_packets = 0, rx_bytes = 0, tx_bytes = 0;
-    std::array<std::uint64_t, net::drop_reason_count> rx_drops{};  // by net::Drop
-    std::uint64_t not_for_us = 0;
-    std::uint64_t steered_away = 0;  // another worker's flow: left to it, or handed to its queue
-    std::uint64_t tx_full = 0;       // frames the NIC did not take
-    std::uint64_t mbuf_exhausted = 0;
-    std::uint64_t resets_sent = 0;
-    std::uint64_t injected_drops = 0, injected_reorders = 0;
-    std::uint64_t connections_accepted = 0;
-    std::uint64_t connections_opened = 0, arp_requests = 0;
-    std::uint64_t syn_cookies_sent = 0, syn_cookies_validated = 0;
-    std::uint64_t time_wait_reused = 0;
-    std::uint64_t retransmissions = 0;                       // TCP segments sent again
-    std::uint64_t poll_iterations = 0, busy_iterations = 0;  // busy = did work
-};
-
-// Loss and reordering on input, for tests on kernels without netem: a
-// dropped frame is freed unseen; a held frame is delivered after the next one.
-struct FaultInjection {
-    double drop = 0;     // probability per received TCP frame
-    double reorder = 0;  // probability per received TCP frame
-};
 
 struct StackAddress {
     net::Ipv4Address address = 0;
@@ -134,10 +120,15 @@ class Stack {
     }
     // Half-open connections kept before SYN cookies take over.
     void set_syn_backlog(std::size_t backlog) { syn_backlog_ = backlog; }
-    void inject_faults(const FaultInjection& faults) { faults_ = faults; }
 
     const StackStats& stats() const { return stats_; }
     std::size_t connections() const { return flows_.size(); }
+
+#ifdef PORTCULLIS_FAULT_INJECTION
+    void inject_faults(const FaultInjection& faults) {
+        faults_.configure(faults);
+    }
+#endif
 
   private:
     using Flow = TcpStream::FlowState;
@@ -147,6 +138,7 @@ class Stack {
     bool hand_off(rte_mbuf* mbuf, const net::Frame& frame);
     void handle(const net::Frame& frame, bool handed, std::uint64_t now_ms);
     void handle_arp(const net::Frame& frame, bool handed);
+    void handle_icmp(const net::Frame& frame);
     void handle_tcp(const net::Frame& frame, std::uint64_t now_ms);
     Flow* accept_flow(const net::Frame& frame, tcp::TcpConnection connection);
     void send_reset(const net::Frame& frame);
@@ -154,48 +146,40 @@ class Stack {
     bool reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& segment);
     void service(Flow& flow, std::uint64_t now_ms);
     void schedule(Flow& flow);
-    void unschedule(Flow& flow);
     void count_retransmissions(Flow& flow);
     void retire(Flow& flow);
     void serve_echo_flow(Flow& flow);
     void flush_flow(Flow& flow);
-    void send_arp_request(net::Ipv4Address target, std::uint64_t now_ms);
     net::Ipv4Address next_hop(net::Ipv4Address destination) const;
     bool owns(net::Ipv4Address peer, std::uint16_t peer_port, std::uint16_t local_port) const;
     bool serves(std::uint16_t local_port) const;
     void prepare_checksums(rte_mbuf* mbuf) const;
     std::uint16_t allocate_port(net::Ipv4Address peer, std::uint16_t peer_port);
     tcp::TcpConfig tcp_config_for(net::Ipv4Address peer) const;
-    void send_frame(rte_mbuf* mbuf);
-    rte_mbuf* allocate();
-    void flush_tx();
 
     Port& port_;
     StackAddress address_;
     net::MacAddress mac_{};
+    StackStats stats_;
+    TxBurst tx_{port_, stats_};
+    QueueHandoff handoff_{port_, stats_};
+    Neighbors neighbors_;
+#ifdef PORTCULLIS_FAULT_INJECTION
+    FaultInjector faults_{stats_};
+#endif
     tcp::TcpConfig tcp_config_;
     tcp::TimestampClock timestamp_clock_{tcp::TimestampClock::boot_key()};
     std::uint16_t echo_port_ = 0;
     std::vector<std::pair<std::uint16_t, AcceptHandler>> listeners_;
     ActivityHandler on_activity_;
+    // Before the flows, which are its timers: it outlives every one of them.
+    TimerWheel wheel_;
     std::unordered_map<std::uint64_t, std::unique_ptr<Flow>> flows_;
     std::vector<std::unique_ptr<Flow>> opened_;  // connect() during a poll: joins flows_ after it
     std::vector<Flow*> touched_;                 // flows to visit in this iteration
     std::vector<Flow*> unresolved_;              // active opens waiting for ARP
     std::vector<std::unique_ptr<Flow>> graveyard_;  // retired in this poll
-    // Timer wheel: one slot per millisecond; later deadlines wait in the last
-    // slot of the horizon and are rescheduled from there.
-    static constexpr std::size_t wheel_slots = 1024;
-    std::array<std::vector<Flow*>, wheel_slots> wheel_;
-    std::uint64_t wheel_now_ = 0;  // the slot time processed last
-    std::vector<Flow*> due_;
-    std::array<rte_mbuf*, 64> tx_{};
-    std::uint16_t tx_count_ = 0;
     std::array<std::uint8_t, 2048> scratch_{};
-    StackStats stats_;
-    FaultInjection faults_;
-    std::unordered_map<net::Ipv4Address, net::MacAddress> arp_cache_;
-    std::uint64_t last_arp_request_ = 0;
     std::uint16_t next_port_;  // starts at random: a restart does not replay the last run's ports
     tcp::SynCookies cookies_;
     std::size_t syn_backlog_ = 1024;
@@ -203,7 +187,6 @@ class Stack {
     Sharing sharing_ = Sharing::alone;
     unsigned steering_index_ = 0, steering_count_ = 1;
     net::Checksums tx_checksums_ = net::Checksums::computed;
-    rte_mbuf* held_ = nullptr;  // a reordered frame waiting for the next one
     std::uint64_t now_ms_ = 0;
 };
 
