@@ -3,12 +3,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -19,16 +17,16 @@
 #include "base/os_error.hpp"
 #include "crypto/key_source.hpp"
 #include "dataplane/connection.hpp"
+#include "dataplane/reactor.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::dataplane {
 namespace {
 
 constexpr int tick_interval_ms = 100;
-constexpr int event_batch = 256;
-// A polling worker looks at its control descriptors (signals, reload, HSM
-// completions) this often: one epoll_wait per interval, never per packet.
-constexpr auto poll_mode_control_interval = std::chrono::microseconds(100);
+
+// The worker's own descriptors in its reactor.
+enum ControlTag : unsigned { signals_tag = 0, reload_tag = 1, key_operations_tag = 2 };
 
 base::UniqueFd open_signal_fd() {
     sigset_t mask;
@@ -75,18 +73,17 @@ bool same_upstream(const UpstreamSettings& a, const UpstreamSettings& b) {
            a.retry_after_ms == b.retry_after_ms && a.proxy_protocol == b.proxy_protocol;
 }
 
-class Worker final : public TransportHost {
+class Worker final : public TransportHost, private Reactor::Handler {
   public:
-    explicit Worker(const WorkerOptions& options) : options_(options) {
+    explicit Worker(const WorkerOptions& options)
+        : options_(options), reactor_(runtime_.now, options.stats->busy_ns) {
         runtime_.index = options.index;
         runtime_.stats = options.stats;
         runtime_.now = Clock::now();
         access_log_ = AccessLog(options.access_log);
         runtime_.access_log = &access_log_;
-        epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
-        if (!epoll_) throw base::os_error("epoll_create1");
         signals_ = open_signal_fd();
-        add_to_epoll(signals_.get(), this, EPOLLIN);
+        reactor_.add(signals_.get(), EPOLLIN, *this, signals_tag);
 
         if (options.hsm.enabled()) {
             // Opened here, in the worker, never inherited: PKCS#11 handles
@@ -105,14 +102,14 @@ class Worker final : public TransportHost {
             completions_ = std::make_unique<hsm::CompletionQueue>();
             async_scope_ = std::make_unique<hsm::AsyncSigningScope>(*completions_);
             runtime_.signing = signing_.get();
-            add_to_epoll(completions_->fd(), completions_.get(), EPOLLIN);
+            reactor_.add(completions_->fd(), EPOLLIN, *this, key_operations_tag);
         }
         keys_ = std::make_unique<hsm::Pkcs11KeySource>(signing_);
         reload_done_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         if (!reload_done_) throw base::os_error("eventfd");
-        add_to_epoll(reload_done_.get(), &reload_done_, EPOLLIN);
+        reactor_.add(reload_done_.get(), EPOLLIN, *this, reload_tag);
         refresh_ticket_keys();
-        transport_ = options.make_transport(epoll_.get(), *this);
+        transport_ = options.make_transport(reactor_, *this);
         runtime_.transport = transport_.get();
         spdlog::info("worker {} transport {}", options.index, transport_->describe());
 
@@ -139,34 +136,10 @@ class Worker final : public TransportHost {
             const char byte = static_cast<char>(options_.index);
             [[maybe_unused]] const auto n = ::write(options_.ready_fd, &byte, 1);
         }
-        std::array<epoll_event, event_batch> events{};
         auto next_tick = Clock::now();
-        auto next_control = Clock::now();
-        const bool polling = transport_->polls();
         while (!drained()) {
-            int n = 0;
-            if (polling) {
-                runtime_.now = Clock::now();
-                // A polling core is always at 100% on top: its busy time is
-                // the iterations that did work.
-                if (transport_->poll(runtime_.now)) {
-                    options_.stats->busy_ns.add(static_cast<std::uint64_t>(
-                        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() -
-                                                                             runtime_.now)
-                            .count()));
-                }
-                reap_finished();
-                if (runtime_.now < next_control) continue;
-                next_control = runtime_.now + poll_mode_control_interval;
-                n = ::epoll_wait(epoll_.get(), events.data(), event_batch, 0);
-            } else {
-                n = ::epoll_wait(epoll_.get(), events.data(), event_batch, tick_interval_ms);
-                runtime_.now = Clock::now();
-            }
-            if (n < 0 && errno != EINTR) throw base::os_error("epoll_wait");
-            const auto work_started = runtime_.now;
-            for (int i = 0; i < n; ++i) dispatch(events[static_cast<std::size_t>(i)]);
-            if (runtime_.now >= next_tick) {
+            const auto turn = reactor_.turn(tick_interval_ms);
+            if (turn.looked && runtime_.now >= next_tick) {
                 for (auto& connection : connections_) {
                     if (connection->finished()) continue;
                     connection->on_tick();
@@ -178,11 +151,12 @@ class Worker final : public TransportHost {
             }
             reap_finished();
             // The gap between two epoll_waits is work: its sum over time is
-            // this core's busy fraction (capacity planning reads it).
-            if (!polling || n > 0) {
+            // this core's busy fraction (capacity planning reads it). A
+            // polling reactor counts its poller's work itself.
+            if (turn.looked && (!reactor_.polls() || turn.dispatched > 0)) {
                 options_.stats->busy_ns.add(
                     static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                   Clock::now() - work_started)
+                                                   Clock::now() - turn.started)
                                                    .count()));
             }
         }
@@ -214,31 +188,25 @@ class Worker final : public TransportHost {
         return draining_ && (connections_.empty() || Clock::now() >= drain_deadline_);
     }
 
-    void add_to_epoll(int fd, const void* owner, std::uint32_t events) {
-        epoll_event ev{};
-        ev.events = events;
-        ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | epoll_tag_control;
-        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
-            throw base::os_error("epoll_ctl");
-    }
-
-    void dispatch(const epoll_event& event) {
-        if ((event.data.u64 & epoll_tag_mask) != epoll_tag_control) {
-            transport_->on_epoll_event(event);
-            return;
-        }
-        void* owner = reinterpret_cast<void*>(event.data.u64 & ~epoll_tag_mask);
-        if (owner == &reload_done_) {
-            finish_reload();
-        } else if (completions_ && owner == completions_.get()) {
-            finish_key_operations();
-        } else {
-            handle_signals();
+    // Reactor::Handler: the worker's control descriptors.
+    void on_ready(unsigned tag, std::uint32_t) override {
+        switch (tag) {
+            case signals_tag:
+                handle_signals();
+                break;
+            case reload_tag:
+                finish_reload();
+                break;
+            case key_operations_tag:
+                finish_key_operations();
+                break;
         }
     }
 
-    // TransportHost.
-    Connection* accept(ListenerRuntime& listener, std::unique_ptr<ByteStream>& client,
+    // TransportHost. The accept glue of every transport: limits, counting,
+    // the Connection, and serving at once a client that already sent its
+    // ClientHello instead of waiting for another turn of the loop.
+    Connection* accept(ListenerRuntime& listener, std::unique_ptr<ByteStream> client,
                        const SocketAddress& peer, const SocketAddress& local) override {
         if (draining_) return nullptr;
         if (connections_.size() >= static_cast<std::size_t>(options_.max_connections)) {
@@ -255,7 +223,9 @@ class Worker final : public TransportHost {
             std::make_unique<Connection>(runtime_, listener, std::move(client), peer, local);
         connection->slot = connections_.size();
         connections_.push_back(std::move(connection));
-        return connections_.back().get();
+        Connection& accepted = *connections_.back();
+        activity(accepted);
+        return &accepted;
     }
 
     void activity(Connection& connection) override {
@@ -392,7 +362,8 @@ class Worker final : public TransportHost {
     std::unique_ptr<hsm::Pkcs11KeySource> keys_;
     WorkerRuntime runtime_;
     AccessLog access_log_;
-    base::UniqueFd epoll_;
+    // Outlives the transport and every stream: it holds their handlers' addresses.
+    Reactor reactor_;
     base::UniqueFd signals_;
     // Outlives the listeners and connections: their streams may belong to it.
     std::unique_ptr<Transport> transport_;

@@ -1,7 +1,7 @@
-// A worker: one process, one thread, one transport (kernel sockets under
-// epoll, or a DPDK port polled to completion), and every connection it
-// accepts for life. The supervisor forks it before any TLS context exists;
-// the worker builds its own contexts, so no OpenSSL state is shared between
+// A worker: one process, one thread, one reactor (dataplane/reactor.hpp),
+// one transport registered in it (kernel sockets under epoll, or a DPDK port
+// polled to completion), and every connection it accepts for life. The supervisor forks it before
+// any TLS context exists; the worker builds its own contexts, so no OpenSSL state is shared between
 // processes (OpenSSL 3.0's process-wide locks then cost nothing across cores).
 #pragma once
 
@@ -13,6 +13,7 @@
 
 #include "crypto/ticket_keys.hpp"
 #include "dataplane/listener_settings.hpp"
+#include "dataplane/reactor.hpp"
 #include "dataplane/transport.hpp"
 #include "dataplane/worker_stats.hpp"
 #include "hsm/hsm_settings.hpp"
@@ -52,8 +53,9 @@ struct WorkerOptions {
     // session threads itself, after fork. Disabled when module is "".
     hsm::HsmSettings hsm;
     // Builds the transport inside the worker process (after fork: a DPDK EAL
-    // and its port are per process). `epoll_fd` is the worker's own.
-    std::function<std::unique_ptr<Transport>(int epoll_fd, TransportHost& host)> make_transport;
+    // and its port are per process); it registers what it needs in the
+    // worker's `reactor`, which outlives it.
+    std::function<std::unique_ptr<Transport>(Reactor& reactor, TransportHost& host)> make_transport;
 };
 
 // Exit codes of a worker process.

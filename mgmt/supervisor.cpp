@@ -158,8 +158,9 @@ class Supervisor {
             options.session_cache = session_cache_.get();
             options.hsm = config_.hsm;
             options.make_transport = [this, index, cpu = options.cpu, stats = options.stats](
-                                         int epoll_fd, dataplane::TransportHost& host) {
-                return make_transport(index, cpu, epoll_fd, host, stats->packets);
+                                         dataplane::Reactor& reactor,
+                                         dataplane::TransportHost& host) {
+                return make_transport(index, cpu, reactor, host, stats->packets);
             };
             options.poll_ticket_keys = [this](std::uint64_t& generation,
                                               std::vector<crypto::TicketKey>& keys) {
@@ -184,18 +185,19 @@ class Supervisor {
         slot.started = Clock::now();
     }
 
-    std::unique_ptr<dataplane::Transport> make_transport(int index, int cpu, int epoll_fd,
+    std::unique_ptr<dataplane::Transport> make_transport(int index, int cpu,
+                                                         dataplane::Reactor& reactor,
                                                          dataplane::TransportHost& host,
                                                          dataplane::PacketStats& stats) const {
         if (config_.dataplane.transport == DataplaneTransport::kernel)
             return std::make_unique<dataplane::kernel::SocketTransport>(
-                epoll_fd, host, config_.dataplane.keepalive);
+                reactor, host, config_.dataplane.keepalive);
 #ifdef PORTCULLIS_HAVE_DPDK
         dataplane::dpdk::WorkerPlacement placement{
             index, worker_count_, cpu, static_cast<int>(control_.supervisor_pid()), nullptr};
         if (index > 0) placement.primary_ready = [this] { return control_.worker_ready(0); };
         return dataplane::dpdk::make_dpdk_transport(
-            config_.dataplane.dpdk, config_.dataplane.keepalive, placement, host, &stats);
+            config_.dataplane.dpdk, config_.dataplane.keepalive, placement, reactor, host, &stats);
 #else
         (void)index, (void)cpu, (void)stats;
         throw std::runtime_error(

@@ -55,10 +55,11 @@ std::vector<std::string> eal_arguments_once_primary_ready(const DpdkSettings& se
     return eal_arguments(settings, placement);
 }
 
-class DpdkTransport final : public Transport {
+class DpdkTransport final : public Transport, private Reactor::Poller {
   public:
     DpdkTransport(const DpdkSettings& settings, const KeepaliveSettings& keepalive,
-                  const WorkerPlacement& placement, TransportHost& host, PacketStats* stats)
+                  const WorkerPlacement& placement, Reactor& reactor, TransportHost& host,
+                  PacketStats* stats)
         : settings_(settings),
           host_(host),
           stats_(stats),
@@ -73,18 +74,18 @@ class DpdkTransport final : public Transport {
         stack_.on_activity([this](TcpStream& stream) {
             if (stream.owner != nullptr) host_.activity(*stream.owner);
         });
+        reactor.set_poller(*this);
     }
 
     void listen(ListenerRuntime& listener) override {
         stack_.listen(listener.settings.address.port(),
                       [this, &listener](std::unique_ptr<TcpStream> stream,
                                         const SocketAddress& peer, const SocketAddress& local) {
-                          TcpStream* raw = stream.get();
-                          std::unique_ptr<ByteStream> client = std::move(stream);
-                          Connection* connection = host_.accept(listener, client, peer, local);
-                          if (connection == nullptr) return;  // refused: the stream resets
-                          raw->owner = connection;
-                          host_.activity(*connection);
+                          TcpStream& raw = *stream;
+                          Connection* connection =
+                              host_.accept(listener, std::move(stream), peer, local);
+                          // Refused: the stream reset when it was dropped.
+                          if (connection != nullptr) raw.owner = connection;
                       });
         // The first client should not wait for ARP toward its backend.
         for (const auto& backend : listener.settings.upstream.backends)
@@ -104,15 +105,6 @@ class DpdkTransport final : public Transport {
         stream->owner = &owner;
         return stream;
     }
-
-    bool polls() const override { return true; }
-
-    bool poll(std::chrono::steady_clock::time_point now) override {
-        return stack_.poll(static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()));
-    }
-
-    void on_epoll_event(const epoll_event&) override {}
 
     void publish_stats() override {
         if (stats_ == nullptr) return;
@@ -149,6 +141,11 @@ class DpdkTransport final : public Transport {
     }
 
   private:
+    bool poll(Reactor::Clock::time_point now) override {
+        return stack_.poll(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()));
+    }
+
     static PortSettings port_settings(const DpdkSettings& settings,
                                       const WorkerPlacement& placement) {
         PortSettings port;
@@ -230,9 +227,9 @@ std::vector<std::string> eal_arguments(const DpdkSettings& settings,
 
 std::unique_ptr<Transport> make_dpdk_transport(const DpdkSettings& settings,
                                                const KeepaliveSettings& keepalive,
-                                               const WorkerPlacement& placement,
+                                               const WorkerPlacement& placement, Reactor& reactor,
                                                TransportHost& host, PacketStats* stats) {
-    return std::make_unique<DpdkTransport>(settings, keepalive, placement, host, stats);
+    return std::make_unique<DpdkTransport>(settings, keepalive, placement, reactor, host, stats);
 }
 
 }  // namespace portcullis::dataplane::dpdk

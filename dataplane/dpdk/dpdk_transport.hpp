@@ -1,6 +1,7 @@
 // The DPDK transport of a worker: an EAL instance, the port, and the
 // userspace stack on one RX/TX queue pair, polled to completion by the
-// worker's thread pinned to its core. Several workers share a port either by
+// worker's thread pinned to its core (the transport is its reactor's poller,
+// so that reactor runs in poll mode). Several workers share a port either by
 // queues (worker 0 is the DPDK primary process that starts the port, the
 // others attach as secondaries, each polling its own queue) or, on virtual
 // devices, by each being a primary of its own that sees every frame and keeps
@@ -14,6 +15,7 @@
 
 #include "dataplane/dpdk/dpdk_settings.hpp"
 #include "dataplane/keepalive_settings.hpp"
+#include "dataplane/reactor.hpp"
 #include "dataplane/transport.hpp"
 #include "dataplane/worker_stats.hpp"
 
@@ -33,10 +35,11 @@ struct WorkerPlacement {
 std::vector<std::string> eal_arguments(const DpdkSettings& settings,
                                        const WorkerPlacement& placement);
 
-// Throws DpdkError when the EAL or the port cannot start.
+// Throws DpdkError when the EAL or the port cannot start. `reactor`
+// outlives the transport (it calls the transport's poller).
 std::unique_ptr<Transport> make_dpdk_transport(const DpdkSettings& settings,
                                                const KeepaliveSettings& keepalive,
-                                               const WorkerPlacement& placement,
+                                               const WorkerPlacement& placement, Reactor& reactor,
                                                TransportHost& host, PacketStats* stats);
 
 }  // namespace portcullis::dataplane::dpdk

@@ -12,11 +12,17 @@ bool would_block(int err) {
 
 }  // namespace
 
-SocketStream::SocketStream(base::UniqueFd fd, bool connecting)
+SocketStream::SocketStream(base::UniqueFd fd, bool connecting, TransportHost& host)
     : fd_(std::move(fd)),
+      host_(host),
       readable_(!connecting),
       writable_(!connecting),
       connect_result_(connecting ? EINPROGRESS : 0) {}
+
+void SocketStream::on_ready(unsigned, std::uint32_t events) {
+    on_events(events);
+    if (owner != nullptr) host_.activity(*owner);
+}
 
 void SocketStream::on_events(std::uint32_t events) {
     if (connect_result_ == EINPROGRESS) {

@@ -1,13 +1,17 @@
 // A ByteStream over a non-blocking kernel TCP socket registered
-// edge-triggered with the worker's epoll. Readiness is remembered in flags,
-// so a full buffer can pause a direction without any epoll_ctl call and a
-// drained socket costs no extra recv() returning EAGAIN.
+// edge-triggered with the worker's reactor, as the handler of its own
+// descriptor: readiness goes straight to the connection that owns it.
+// Readiness is remembered in flags, so a full buffer can pause a direction
+// without any epoll_ctl call and a drained socket costs no extra recv()
+// returning EAGAIN.
 #pragma once
 
 #include <cstdint>
 
 #include "base/unique_fd.hpp"
 #include "dataplane/byte_stream.hpp"
+#include "dataplane/reactor.hpp"
+#include "dataplane/transport.hpp"
 
 namespace portcullis::dataplane {
 class Connection;
@@ -15,24 +19,28 @@ class Connection;
 
 namespace portcullis::dataplane::kernel {
 
-class SocketStream final : public ByteStream {
+class SocketStream final : public ByteStream, public Reactor::Handler {
   public:
-    // `connecting`: a non-blocking connect() is under way.
-    SocketStream(base::UniqueFd fd, bool connecting);
+    // `connecting`: a non-blocking connect() is under way. `host` hears of
+    // the readiness of the stream once `owner` is set.
+    SocketStream(base::UniqueFd fd, bool connecting, TransportHost& host);
 
     Io read(std::span<std::uint8_t> into) override;
     Io write(std::span<const std::uint8_t> bytes) override;
     void shutdown_write() override;
     int connect_result() override { return connect_result_; }
 
-    // Records what epoll reported.
-    void on_events(std::uint32_t events);
+    // Records what epoll reported, then tells the owner's worker.
+    void on_ready(unsigned tag, std::uint32_t events) override;
     int fd() const { return fd_.get(); }
 
     Connection* owner = nullptr;
 
   private:
+    void on_events(std::uint32_t events);
+
     base::UniqueFd fd_;
+    TransportHost& host_;
     bool readable_ = true;  // a fresh socket may already hold data
     bool writable_ = true;
     int connect_result_ = 0;

@@ -16,9 +16,6 @@
 namespace portcullis::dataplane::kernel {
 namespace {
 
-enum Tag : std::uint64_t { client_tag = 0, upstream_tag = 1, listener_tag = 2 };
-static_assert(listener_tag != epoll_tag_control);
-
 constexpr int accept_batch = 64;
 
 void set_nodelay(int fd) {
@@ -34,14 +31,6 @@ void set_keepalive(int fd, const KeepaliveSettings& keepalive) {
     ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &keepalive.interval_s,
                  sizeof keepalive.interval_s);
     ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &keepalive.probes, sizeof keepalive.probes);
-}
-
-void add_to_epoll(int epoll_fd, int fd, const void* owner, std::uint64_t tag,
-                  std::uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.u64 = reinterpret_cast<std::uintptr_t>(owner) | tag;
-    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) throw base::os_error("epoll_ctl add");
 }
 
 constexpr std::uint32_t edge_events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -66,26 +55,32 @@ base::UniqueFd open_listener(const ListenerSettings& settings) {
 
 }  // namespace
 
-struct SocketTransport::Listening {
+struct SocketTransport::Listening final : Reactor::Handler {
+    Listening(SocketTransport& transport, ListenerRuntime& listener, base::UniqueFd socket)
+        : transport(transport), listener(listener), socket(std::move(socket)) {}
+    void on_ready(unsigned, std::uint32_t) override {
+        if (socket) transport.accept_from(*this);
+    }
+
+    SocketTransport& transport;
     ListenerRuntime& listener;
     base::UniqueFd socket;
 };
 
-SocketTransport::SocketTransport(int epoll_fd, TransportHost& host,
+SocketTransport::SocketTransport(Reactor& reactor, TransportHost& host,
                                  const KeepaliveSettings& keepalive)
-    : epoll_fd_(epoll_fd), host_(host), keepalive_(keepalive) {}
+    : reactor_(reactor), host_(host), keepalive_(keepalive) {}
 
 SocketTransport::~SocketTransport() = default;
 
 void SocketTransport::listen(ListenerRuntime& listener) {
-    auto listening =
-        std::make_unique<Listening>(Listening{listener, open_listener(listener.settings)});
-    add_to_epoll(epoll_fd_, listening->socket.get(), listening.get(), listener_tag, EPOLLIN);
+    auto listening = std::make_unique<Listening>(*this, listener, open_listener(listener.settings));
+    reactor_.add(listening->socket.get(), EPOLLIN, *listening);
     listening_.push_back(std::move(listening));
 }
 
 void SocketTransport::stop_listening() {
-    listening_.clear();  // closing leaves the epoll set
+    for (auto& listening : listening_) listening->socket.reset();  // closing leaves the epoll set
 }
 
 std::unique_ptr<ByteStream> SocketTransport::connect(const SocketAddress& backend,
@@ -101,22 +96,10 @@ std::unique_ptr<ByteStream> SocketTransport::connect(const SocketAddress& backen
         error = errno;
         return nullptr;
     }
-    auto stream = std::make_unique<SocketStream>(std::move(fd), true);
+    auto stream = std::make_unique<SocketStream>(std::move(fd), true, host_);
     stream->owner = &owner;
-    add_to_epoll(epoll_fd_, stream->fd(), stream.get(), upstream_tag, edge_events);
+    reactor_.add(stream->fd(), edge_events, *stream);
     return stream;
-}
-
-void SocketTransport::on_epoll_event(const epoll_event& event) {
-    const auto tag = event.data.u64 & epoll_tag_mask;
-    void* object = reinterpret_cast<void*>(event.data.u64 & ~epoll_tag_mask);
-    if (tag == listener_tag) {
-        accept_from(*static_cast<Listening*>(object));
-        return;
-    }
-    auto* stream = static_cast<SocketStream*>(object);
-    stream->on_events(event.events);
-    host_.activity(*stream->owner);
 }
 
 void SocketTransport::accept_from(Listening& listening) {
@@ -140,18 +123,18 @@ void SocketTransport::accept_from(Listening& listening) {
         ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
         set_nodelay(fd.get());
         set_keepalive(fd.get(), keepalive_);
-        auto socket_stream = std::make_unique<SocketStream>(std::move(fd), false);
-        SocketStream* raw = socket_stream.get();
-        std::unique_ptr<ByteStream> stream = std::move(socket_stream);
-        Connection* connection = host_.accept(
-            listener, stream, SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
-            SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len));
+        auto stream = std::make_unique<SocketStream>(std::move(fd), false, host_);
+        SocketStream& raw = *stream;
+        Connection* connection =
+            host_.accept(listener, std::move(stream),
+                         SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
+                         SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len));
         if (connection == nullptr) continue;  // refused: the stream closed with it
-        raw->owner = connection;
-        add_to_epoll(epoll_fd_, raw->fd(), raw, client_tag, edge_events);
-        // A client that already sent its ClientHello is served without
-        // waiting for another epoll round.
-        host_.activity(*connection);
+        raw.owner = connection;
+        // Registered after the first pump: readiness that arrived meanwhile
+        // is reported by the add itself (edge-triggered epoll checks the
+        // current state), so nothing is missed.
+        reactor_.add(raw.fd(), edge_events, raw);
     }
 }
 
