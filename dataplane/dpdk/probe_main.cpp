@@ -52,7 +52,7 @@ std::uint64_t cpu_ns() {
 // the baseline the benchmark compares the userspace stack with.
 int run_kernel_echo(const in_addr& address, int port, double seconds) {
     using portcullis::base::UniqueFd;
-    base::UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
     const int one = 1;
     ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in sin{};
@@ -64,7 +64,7 @@ int run_kernel_echo(const in_addr& address, int port, double seconds) {
         std::perror("portcullis-dpdk-probe: kernel listener");
         return 1;
     }
-    base::UniqueFd epoll(::epoll_create1(0));
+    UniqueFd epoll(::epoll_create1(0));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = listener.get();

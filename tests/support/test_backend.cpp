@@ -114,7 +114,7 @@ void serve_http(int fd, std::string buffer, const Options& options,
     }
 }
 
-void serve(base::UniqueFd client, const Options& options) {
+void serve(UniqueFd client, const Options& options) {
     std::string buffer;
     std::optional<portcullis::testing::ProxyHeader> proxy;
     if (options.proxy_protocol) {
@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
     if (any_port)
         reinterpret_cast<sockaddr_in*>(&address->storage)->sin_port = 0;  // same offset for v6
 
-    base::UniqueFd listener(::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd listener(::socket(address->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     const int one = 1;
     ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(listener.get(), address->sa(), address->length) != 0 ||
@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
     while (!stopping) {
         pollfd pfd{listener.get(), POLLIN, 0};
         if (::poll(&pfd, 1, 200) <= 0) continue;
-        base::UniqueFd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        UniqueFd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!client) continue;
         std::thread(serve, std::move(client), std::cref(options)).detach();
     }
