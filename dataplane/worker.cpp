@@ -17,9 +17,9 @@
 #include <thread>
 
 #include "base/os_error.hpp"
+#include "crypto/key_completion_queue.hpp"
 #include "crypto/key_source.hpp"
 #include "dataplane/connection.hpp"
-#include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::dataplane {
 namespace {
@@ -88,26 +88,14 @@ class Worker final : public TransportHost {
         signals_ = open_signal_fd();
         add_to_epoll(signals_.get(), this, EPOLLIN);
 
-        if (options.hsm.enabled()) {
-            // Opened here, in the worker, never inherited: PKCS#11 handles
-            // do not survive fork.
-            try {
-                signing_ = std::make_shared<hsm::SigningService>(options.hsm, &options.stats->hsm);
-            } catch (const hsm::HsmError& e) {
-                // Name the keys that cannot be used, not just the token.
-                std::string keys;
-                for (const auto& listener : options.listeners)
-                    for (const auto& certificate : listener.tls.certificates)
-                        if (hsm::is_pkcs11_reference(certificate.key))
-                            keys += (keys.empty() ? "" : ", ") + certificate.key;
-                throw hsm::HsmError("keys " + keys + ": " + e.what());
-            }
-            completions_ = std::make_unique<hsm::CompletionQueue>();
-            async_scope_ = std::make_unique<hsm::AsyncSigningScope>(*completions_);
-            runtime_.signing = signing_.get();
+        if (options.make_key_source) {
+            completions_ = std::make_unique<crypto::KeyCompletionQueue>();
+            keys_ = options.make_key_source(*completions_);
+            runtime_.key_completions = completions_.get();
             add_to_epoll(completions_->fd(), completions_.get(), EPOLLIN);
+        } else {
+            keys_ = std::make_unique<crypto::PemFileKeySource>();
         }
-        keys_ = std::make_unique<hsm::Pkcs11KeySource>(signing_);
         reload_done_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         if (!reload_done_) throw base::os_error("eventfd");
         add_to_epoll(reload_done_.get(), &reload_done_, EPOLLIN);
@@ -283,7 +271,7 @@ class Worker final : public TransportHost {
         return std::make_shared<const crypto::ServerTlsContext>(settings.tls, *keys_, tls_options);
     }
 
-    // Signatures are back from the HSM: resume the handshakes that wait for them.
+    // Key operations (HSM signatures) are back: resume the handshakes that wait for them.
     void finish_key_operations() {
         for (const auto& op : completions_->drain()) {
             const auto waiting = runtime_.awaiting_key.find(op.get());
@@ -385,11 +373,11 @@ class Worker final : public TransportHost {
 
     const WorkerOptions& options_;
     // Declared before the listeners and connections: the TLS contexts hold
-    // keys that call into the signing service until they are destroyed.
-    std::shared_ptr<hsm::SigningService> signing_;
-    std::unique_ptr<hsm::CompletionQueue> completions_;
-    std::unique_ptr<hsm::AsyncSigningScope> async_scope_;
-    std::unique_ptr<hsm::Pkcs11KeySource> keys_;
+    // keys that call into the key source until they are destroyed. The key
+    // source (and the signing threads behind it) goes before the queue its
+    // operations complete into.
+    std::unique_ptr<crypto::KeyCompletionQueue> completions_;
+    std::unique_ptr<crypto::KeySource> keys_;
     WorkerRuntime runtime_;
     AccessLog access_log_;
     base::UniqueFd epoll_;

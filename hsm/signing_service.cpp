@@ -2,8 +2,6 @@
 
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -298,8 +296,9 @@ bool SigningService::submit(const std::shared_ptr<SignOperation>& op) {
             stats_->keys[key.index].signs[static_cast<std::size_t>(SignResult::queue_full)].add();
         return false;
     }
+    op->service = this;
     op->started = Clock::now();
-    op->deadline = op->started + std::chrono::milliseconds(settings_.operation_timeout_ms);
+    op->deadline_at = op->started + std::chrono::milliseconds(settings_.operation_timeout_ms);
     if (stats_) {
         stats_->keys[key.index].in_flight.add();
         stats_->queued.add();
@@ -312,18 +311,29 @@ bool SigningService::submit(const std::shared_ptr<SignOperation>& op) {
     return true;
 }
 
-void SigningService::abandon(SignOperation& op, SignResult why) {
-    int expected = SignOperation::pending;
-    if (!op.state.compare_exchange_strong(expected, SignOperation::abandoned)) return;
-    op.failure =
-        why == SignResult::timeout
-            ? "HSM did not answer within " + std::to_string(settings_.operation_timeout_ms) + " ms"
-            : "the connection closed while its signature was pending";
+void SignOperation::abandon(crypto::KeyAbandonReason why) {
+    const bool timeout = why == crypto::KeyAbandonReason::timeout;
+    int expected = pending;
+    if (!state.compare_exchange_strong(expected, timeout ? abandoned_timeout : abandoned_cancelled,
+                                       std::memory_order_acq_rel))
+        return;
+    if (service != nullptr)
+        service->count_abandoned(*this, timeout ? SignResult::timeout : SignResult::cancelled);
+}
+
+void SigningService::count_abandoned(const SignOperation& op, SignResult why) {
     if (stats_) stats_->keys[op.key->index].signs[static_cast<std::size_t>(why)].add();
 }
 
+std::string SigningService::abandoned_reason(int state) const {
+    return state == SignOperation::abandoned_timeout
+               ? "HSM did not answer within " + std::to_string(settings_.operation_timeout_ms) +
+                     " ms"
+               : "the connection closed while its signature was pending";
+}
+
 void SigningService::account(const SignOperation& op) {
-    if (!stats_ || op.state.load() != SignOperation::done) return;
+    if (!stats_ || op.state.load(std::memory_order_acquire) != SignOperation::done) return;
     auto& k = stats_->keys[op.key->index];
     k.signs[static_cast<std::size_t>(op.rv == CKR_OK ? SignResult::ok : SignResult::error)].add();
 }
@@ -385,7 +395,8 @@ void SigningService::run_session_thread(std::size_t index) {
             queue_.pop_front();
         }
         if (stats_) stats_->queued.sub();
-        if (op->state.load() == SignOperation::pending) execute(*op, index);
+        if (op->state.load(std::memory_order_relaxed) == SignOperation::pending)
+            execute(*op, index);
         op->key->in_flight.fetch_sub(1);
         if (stats_) {
             auto& k = stats_->keys[op->key->index];
@@ -399,10 +410,14 @@ void SigningService::run_session_thread(std::size_t index) {
             k.duration_sum_ns.add(static_cast<std::uint64_t>(
                 std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()));
         }
+        // Publishes the result fields; losing to abandon() drops them.
         int expected = SignOperation::pending;
-        if (!op->state.compare_exchange_strong(expected, SignOperation::done)) continue;
-        if (op->queue != nullptr) {
-            op->queue->push(op);
+        if (!op->state.compare_exchange_strong(expected, SignOperation::done,
+                                               std::memory_order_release,
+                                               std::memory_order_relaxed))
+            continue;
+        if (op->sink != nullptr) {
+            op->sink->completed(std::move(op));
         } else {
             op->state.notify_all();
         }
@@ -484,28 +499,6 @@ void SigningService::execute(SignOperation& op, std::size_t thread_index) {
                           ? "; signing fails over to \"" + tokens_[1]->label + "\""
                           : "");
     }
-}
-
-CompletionQueue::CompletionQueue() : event_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    if (!event_) throw HsmError("eventfd for HSM completions failed");
-}
-
-void CompletionQueue::push(std::shared_ptr<SignOperation> op) {
-    {
-        std::lock_guard lock(mutex_);
-        done_.push_back(std::move(op));
-    }
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const auto n = ::write(event_.get(), &one, sizeof one);
-}
-
-std::vector<std::shared_ptr<SignOperation>> CompletionQueue::drain() {
-    std::uint64_t count = 0;
-    [[maybe_unused]] const auto n = ::read(event_.get(), &count, sizeof count);
-    std::vector<std::shared_ptr<SignOperation>> done;
-    std::lock_guard lock(mutex_);
-    done.swap(done_);
-    return done;
 }
 
 }  // namespace portcullis::hsm
