@@ -274,8 +274,7 @@ KeyEntry& SigningService::key(const Pkcs11Uri& requested) {
         const auto n = std::min(name.size(), slot.size() - 1);
         std::copy_n(name.begin(), n, slot.begin());
         slot[n] = '\0';
-        std::atomic_thread_fence(std::memory_order_release);
-        stats_->key_count.set(entry->index + 1);
+        stats_->key_count.publish(entry->index + 1);
     }
     keys_.push_back(std::move(entry));
     return *keys_.back();
@@ -353,18 +352,22 @@ bool SigningService::token_usable(Token& token) {
     if (!token.retry_at_ns.compare_exchange_strong(
             retry_at, now_ns() + std::int64_t{settings_.retry_interval_ms} * 1'000'000))
         return false;  // another thread is probing
-    std::lock_guard control(token.control_mutex);
-    if (token.control != CK_INVALID_HANDLE) (*module_)->C_CloseSession(token.control);
-    token.control = CK_INVALID_HANDLE;
-    const auto slot = module_->find_token(token.label);
-    if (!slot) return false;
-    token.slot = *slot;
-    CK_RV rv =
-        (*module_)->C_OpenSession(token.slot, CKF_SERIAL_SESSION, nullptr, nullptr, &token.control);
-    if (rv == CKR_OK) rv = login(*module_, token.control, pin_);
-    if (rv != CKR_OK) {
-        spdlog::warn("hsm token \"{}\" still unavailable: {}", token.label, ckr_name(rv));
-        return false;
+    {
+        // Released before keys_mutex_ is taken: key() takes them in the
+        // other order.
+        std::lock_guard control(token.control_mutex);
+        if (token.control != CK_INVALID_HANDLE) (*module_)->C_CloseSession(token.control);
+        token.control = CK_INVALID_HANDLE;
+        const auto slot = module_->find_token(token.label);
+        if (!slot) return false;
+        token.slot = *slot;
+        CK_RV rv = (*module_)->C_OpenSession(token.slot, CKF_SERIAL_SESSION, nullptr, nullptr,
+                                             &token.control);
+        if (rv == CKR_OK) rv = login(*module_, token.control, pin_);
+        if (rv != CKR_OK) {
+            spdlog::warn("hsm token \"{}\" still unavailable: {}", token.label, ckr_name(rv));
+            return false;
+        }
     }
     {
         std::lock_guard keys(keys_mutex_);
