@@ -109,8 +109,8 @@ TEST_F(SigningServiceTest, AbandonRacingTheCompletionHasOneWinner) {
     token->control("latency_ms = 0.3\njitter_ms = 0.4\n");
     auto settings = token->settings();
     settings.sessions = 4;
+    RecordingSink sink;  // outlives the service, whose threads report to it
     auto service = start(settings);
-    RecordingSink sink;
     constexpr int rounds = 400;
     std::vector<std::shared_ptr<SignOperation>> abandoned_ops, completed_ops;
     for (int round = 0; round < rounds; ++round) {
@@ -207,9 +207,9 @@ TEST_F(SigningServiceTest, FullQueueRefusesAtOnceAndCountsIt) {
     auto settings = token->settings();
     settings.max_in_flight = 2;
     settings.sessions = 1;
+    RecordingSink sink;  // outlives the service, whose threads report to it
     auto service = start(settings);
     token->control("latency_ms = 300\n");
-    RecordingSink sink;
     auto first = digest_operation(*key, &sink);
     auto second = digest_operation(*key, &sink);
     auto third = digest_operation(*key, &sink);
