@@ -44,6 +44,8 @@ class PendingKeyOperation {
     // completion still in progress is dropped and never reaches the sink.
     // No effect once the operation completed.
     virtual void abandon(KeyAbandonReason why) = 0;
+    // Once finished(): why it produced no result ("" when it did).
+    virtual std::string why_failed() const = 0;
 };
 
 // The transport's side, owned by it and given to the key source.

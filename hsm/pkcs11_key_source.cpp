@@ -60,14 +60,9 @@ bool sign(const KeyBinding& binding, Mechanism mechanism, const unsigned char* i
         while (op->state.load(std::memory_order_acquire) == SignOperation::pending)
             op->state.wait(SignOperation::pending, std::memory_order_acquire);
     }
-    const int state = op->state.load(std::memory_order_acquire);
-    if (state != SignOperation::done) {
-        crypto::raise_key_failure(binding.service->abandoned_reason(state));
-        return false;
-    }
-    binding.service->account(*op);
-    if (op->rv != 0) {
-        crypto::raise_key_failure(op->failure);
+    binding.service->account(*op);  // counts only a completed operation
+    if (const auto why = op->why_failed(); !why.empty()) {
+        crypto::raise_key_failure(why);
         return false;
     }
     signature = std::move(op->output);

@@ -320,6 +320,13 @@ void SignOperation::abandon(crypto::KeyAbandonReason why) {
         service->count_abandoned(*this, timeout ? SignResult::timeout : SignResult::cancelled);
 }
 
+std::string SignOperation::why_failed() const {
+    const int now = state.load(std::memory_order_acquire);
+    if (now == pending) return "";
+    if (now == done) return rv == CKR_OK ? "" : failure;
+    return service != nullptr ? service->abandoned_reason(now) : "key operation abandoned";
+}
+
 void SigningService::count_abandoned(const SignOperation& op, SignResult why) {
     if (stats_) stats_->keys[op.key->index].signs[static_cast<std::size_t>(why)].add();
 }

@@ -55,7 +55,7 @@ class SigningService;
 //     result field; a session thread that then loses the race drops its
 //     results and reports to nobody.
 //   - whoever reads the results does so only after observing `done` with
-//     acquire order (finished() and the key method do).
+//     acquire order (finished(), why_failed() and the key method do).
 struct SignOperation final : crypto::PendingKeyOperation {
     enum State : int { pending = 0, done = 1, abandoned_timeout = 2, abandoned_cancelled = 3 };
 
@@ -76,6 +76,7 @@ struct SignOperation final : crypto::PendingKeyOperation {
     Clock::time_point deadline() const override { return deadline_at; }
     bool finished() const override { return state.load(std::memory_order_acquire) != pending; }
     void abandon(crypto::KeyAbandonReason why) override;
+    std::string why_failed() const override;
 };
 
 class SigningService {

@@ -120,6 +120,7 @@ TEST_F(AsyncHandshake, PausesOnTheSignatureAndResumesWhenItIsBack) {
     ASSERT_EQ(done.size(), 1u);
     EXPECT_EQ(done.front(), op);
     EXPECT_TRUE(op->finished());
+    EXPECT_EQ(op->why_failed(), "");
     ASSERT_EQ(drive(server, ssl.get()), TlsConnection::Step::done) << server.failure().detail;
     EXPECT_EQ(SSL_do_handshake(ssl.get()), 1);
     EXPECT_EQ(stats.keys[0].signs[static_cast<std::size_t>(SignResult::ok)].get(), 1u);
@@ -136,6 +137,7 @@ TEST_F(AsyncHandshake, ClientLeavingBeforeTheSignatureLeavesNothingForTheLateCom
         ASSERT_TRUE(op);
         // What Connection::cancel_key_operation does before the SSL is freed.
         op->abandon(crypto::KeyAbandonReason::cancelled);
+        EXPECT_EQ(op->why_failed(), "the connection closed while its signature was pending");
         ASSERT_EQ(server->handshake(), TlsConnection::Step::failed);
         EXPECT_EQ(server->failure().reason, crypto::RejectReason::key_unavailable);
         EXPECT_EQ(server->failure().detail,

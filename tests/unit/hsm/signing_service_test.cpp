@@ -162,6 +162,7 @@ TEST_F(SigningServiceTest, LostSessionFailsOneOperationThenSessionsReopen) {
     EXPECT_NE(failed->failure.find("CKR_SESSION_HANDLE_INVALID"), std::string::npos)
         << failed->failure;
     EXPECT_TRUE(failed->output.empty());
+    EXPECT_EQ(failed->why_failed(), failed->failure);
     EXPECT_EQ(stats.relogins.get(), 1u);
     EXPECT_TRUE(service->primary_healthy());  // a session problem, not a token problem
 
