@@ -20,7 +20,9 @@ class KeySource {
     // Throws KeyLoadError naming the reference (never a PIN or key material).
     virtual UniqueEvpPkey load(const std::string& reference) = 0;
     // Whether signing with this key can pause the handshake (SSL_MODE_ASYNC):
-    // then handshake() returns key_operation_pending until the key answers.
+    // then handshake() returns key_operation_pending until the key answers,
+    // and the operation reaches the transport through the KeyCompletionSink
+    // the source was given (pending_key_operation.hpp).
     virtual bool asynchronous(const std::string&) const { return false; }
 };
 

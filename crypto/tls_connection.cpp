@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 
 #include "crypto/client_verifier.hpp"
+#include "crypto/pending_key_operation.hpp"
 #include "crypto/server_tls_context.hpp"
 
 namespace portcullis::crypto {
@@ -73,6 +74,8 @@ TlsConnection::Step TlsConnection::handshake() {
 TlsConnection::Step TlsConnection::fail_from_ssl_error() {
     failed_ = true;
     const unsigned long error = ERR_peek_last_error();
+    std::string errors;
+    const auto key_failure = error != 0 ? drain_key_failure(errors) : std::nullopt;
     if (failure_.reason == RejectReason::none) {
         failure_.reason = error != 0 ? reason_for_ssl_error(error) : RejectReason::protocol;
         if (failure_.reason == RejectReason::other &&
@@ -84,8 +87,14 @@ TlsConnection::Step TlsConnection::fail_from_ssl_error() {
             failure_.peer_subject = subject_rfc2253(X509_get_subject_name(cert));
         }
     }
+    if (key_failure) {
+        // The server's own key failed (HSM error, timeout, full queue): the
+        // OpenSSL errors that followed say nothing more.
+        failure_.reason = RejectReason::key_unavailable;
+        failure_.detail = *key_failure;
+    }
     if (failure_.detail.empty()) {
-        failure_.detail = error != 0 ? drain_openssl_errors() : "connection ended during handshake";
+        failure_.detail = error != 0 ? errors : "connection ended during handshake";
     }
     ERR_clear_error();
     return Step::failed;

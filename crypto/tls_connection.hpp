@@ -7,7 +7,10 @@
 // Contract for the transport, per readiness event:
 //   1. copy received ciphertext into inbound_space(), then commit_inbound(n);
 //   2. call handshake() until it returns Step::done (then read_plaintext /
-//      write_plaintext), or Step::failed (then failure());
+//      write_plaintext), or Step::failed (then failure()); on
+//      Step::key_operation_pending, the transport's KeyCompletionSink got the
+//      operation the handshake waits for (see pending_key_operation.hpp):
+//      call handshake() again once it is finished(), or after abandoning it;
 //   3. after every call, send outbound() and consume_outbound(n) — output may
 //      be ready in any state (alerts are output too).
 #pragma once
@@ -86,11 +89,6 @@ class TlsConnection {
 
     const PeerIdentity& peer() const { return peer_; }
     const TlsFailure& failure() const { return failure_; }
-    // The transport knows better (e.g. the HSM failed the signature).
-    void set_failure(RejectReason reason, std::string detail) {
-        failure_.reason = reason;
-        failure_.detail = std::move(detail);
-    }
 
   private:
     Step fail_from_ssl_error();

@@ -9,7 +9,6 @@
 #include <string>
 
 #include "dataplane/upstream/proxy_v2.hpp"
-#include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::dataplane {
 namespace {
@@ -62,8 +61,7 @@ void Connection::forget_key_operation() {
 // signature abandoned and resume the handshake once, which then fails.
 void Connection::cancel_key_operation() {
     if (!key_operation_) return;
-    if (worker_.signing != nullptr)
-        worker_.signing->abandon(*key_operation_, hsm::SignResult::cancelled);
+    key_operation_->abandon(crypto::KeyAbandonReason::cancelled);
     forget_key_operation();
     if (!tls_.established()) tls_.handshake();
 }
@@ -84,9 +82,8 @@ void Connection::on_tick() {
     if (finished_) return;
     using std::chrono::milliseconds;
     const auto& s = listener_.settings;
-    if (key_operation_ && worker_.signing != nullptr &&
-        hsm::SignOperation::Clock::now() >= key_operation_->deadline) {
-        worker_.signing->abandon(*key_operation_, hsm::SignResult::timeout);
+    if (key_operation_ && crypto::PendingKeyOperation::Clock::now() >= key_operation_->deadline()) {
+        key_operation_->abandon(crypto::KeyAbandonReason::timeout);
         on_key_operation_done();  // the handshake resumes and fails with the reason
         return;
     }
@@ -161,8 +158,7 @@ bool Connection::move_client_to_tls() {
 
 bool Connection::advance_handshake() {
     // Still waiting for the HSM: resuming the job now would only pause it again.
-    if (key_operation_ && key_operation_->state.load() == hsm::SignOperation::pending) return false;
-    if (worker_.signing != nullptr) hsm::clear_last_key_failure();
+    if (key_operation_ && !key_operation_->finished()) return false;
     const auto step = tls_.handshake();
     if (step != crypto::TlsConnection::Step::key_operation_pending && key_operation_)
         forget_key_operation();
@@ -171,8 +167,6 @@ bool Connection::advance_handshake() {
             on_established();
             return true;
         case crypto::TlsConnection::Step::failed:
-            if (worker_.signing != nullptr && !hsm::last_key_failure().empty())
-                tls_.set_failure(crypto::RejectReason::key_unavailable, hsm::last_key_failure());
             log_rejection();
             flush_tls_to_client();  // the alert tells the client why
             finish("handshake failed");
@@ -191,7 +185,9 @@ bool Connection::advance_handshake() {
             }
             return false;
         case crypto::TlsConnection::Step::key_operation_pending:
-            if (auto op = hsm::take_submitted_operation()) {
+            if (worker_.key_completions == nullptr) return false;
+            if (auto op = worker_.key_completions->take_paused()) {
+                forget_key_operation();
                 key_operation_ = std::move(op);
                 worker_.awaiting_key[key_operation_.get()] = this;
             }

@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "crypto/key_completion_queue.hpp"
+#include "crypto/pending_key_operation.hpp"
 #include "crypto/server_tls_context.hpp"
 #include "crypto/tls_connection.hpp"
 #include "dataplane/access_log.hpp"
@@ -26,7 +28,6 @@
 #include "dataplane/transport.hpp"
 #include "dataplane/upstream/backend_pool.hpp"
 #include "dataplane/worker_stats.hpp"
-#include "hsm/signing_service.hpp"
 
 namespace portcullis::dataplane {
 
@@ -42,9 +43,10 @@ struct WorkerRuntime {
     WorkerStats* stats = nullptr;
     LogLimiter log_limiter{20.0, 50.0};
     AccessLog* access_log = nullptr;
-    hsm::SigningService* signing = nullptr;  // null without [hsm]
-    // Handshakes paused on a signature, by the operation they wait for.
-    std::unordered_map<const hsm::SignOperation*, Connection*> awaiting_key;
+    // Where key operations (HSM signatures) report; null with PEM keys only.
+    crypto::KeyCompletionQueue* key_completions = nullptr;
+    // Handshakes paused on a key operation, by the operation they wait for.
+    std::unordered_map<const crypto::PendingKeyOperation*, Connection*> awaiting_key;
 };
 
 // One listener inside one worker.
@@ -110,7 +112,8 @@ class Connection {
     std::shared_ptr<BackendPool> backends_;
     ListenerStats& stats_;
     crypto::TlsConnection tls_;
-    std::shared_ptr<hsm::SignOperation> key_operation_;  // while the handshake waits for it
+    std::shared_ptr<crypto::PendingKeyOperation>
+        key_operation_;  // while the handshake waits for it
 
     std::unique_ptr<ByteStream> upstream_;
     Upstream upstream_state_ = Upstream::none;

@@ -15,10 +15,10 @@
 #include <thread>
 
 #include "base/os_error.hpp"
+#include "crypto/key_completion_queue.hpp"
 #include "crypto/key_source.hpp"
 #include "dataplane/connection.hpp"
 #include "dataplane/reactor.hpp"
-#include "hsm/pkcs11_key_source.hpp"
 
 namespace portcullis::dataplane {
 namespace {
@@ -85,26 +85,14 @@ class Worker final : public TransportHost, private Reactor::Handler {
         signals_ = open_signal_fd();
         reactor_.add(signals_.get(), EPOLLIN, *this, signals_tag);
 
-        if (options.hsm.enabled()) {
-            // Opened here, in the worker, never inherited: PKCS#11 handles
-            // do not survive fork.
-            try {
-                signing_ = std::make_shared<hsm::SigningService>(options.hsm, &options.stats->hsm);
-            } catch (const hsm::HsmError& e) {
-                // Name the keys that cannot be used, not just the token.
-                std::string keys;
-                for (const auto& listener : options.listeners)
-                    for (const auto& certificate : listener.tls.certificates)
-                        if (hsm::is_pkcs11_reference(certificate.key))
-                            keys += (keys.empty() ? "" : ", ") + certificate.key;
-                throw hsm::HsmError("keys " + keys + ": " + e.what());
-            }
-            completions_ = std::make_unique<hsm::CompletionQueue>();
-            async_scope_ = std::make_unique<hsm::AsyncSigningScope>(*completions_);
-            runtime_.signing = signing_.get();
+        if (options.make_key_source) {
+            completions_ = std::make_unique<crypto::KeyCompletionQueue>();
+            keys_ = options.make_key_source(*completions_);
+            runtime_.key_completions = completions_.get();
             reactor_.add(completions_->fd(), EPOLLIN, *this, key_operations_tag);
+        } else {
+            keys_ = std::make_unique<crypto::PemFileKeySource>();
         }
-        keys_ = std::make_unique<hsm::Pkcs11KeySource>(signing_);
         reload_done_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         if (!reload_done_) throw base::os_error("eventfd");
         reactor_.add(reload_done_.get(), EPOLLIN, *this, reload_tag);
@@ -253,7 +241,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
         return std::make_shared<const crypto::ServerTlsContext>(settings.tls, *keys_, tls_options);
     }
 
-    // Signatures are back from the HSM: resume the handshakes that wait for them.
+    // Key operations (HSM signatures) are back: resume the handshakes that wait for them.
     void finish_key_operations() {
         for (const auto& op : completions_->drain()) {
             const auto waiting = runtime_.awaiting_key.find(op.get());
@@ -355,11 +343,11 @@ class Worker final : public TransportHost, private Reactor::Handler {
 
     const WorkerOptions& options_;
     // Declared before the listeners and connections: the TLS contexts hold
-    // keys that call into the signing service until they are destroyed.
-    std::shared_ptr<hsm::SigningService> signing_;
-    std::unique_ptr<hsm::CompletionQueue> completions_;
-    std::unique_ptr<hsm::AsyncSigningScope> async_scope_;
-    std::unique_ptr<hsm::Pkcs11KeySource> keys_;
+    // keys that call into the key source until they are destroyed. The key
+    // source (and the signing threads behind it) goes before the queue its
+    // operations complete into.
+    std::unique_ptr<crypto::KeyCompletionQueue> completions_;
+    std::unique_ptr<crypto::KeySource> keys_;
     WorkerRuntime runtime_;
     AccessLog access_log_;
     // Outlives the transport and every stream: it holds their handlers' addresses.

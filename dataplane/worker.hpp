@@ -11,12 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "crypto/key_source.hpp"
+#include "crypto/pending_key_operation.hpp"
 #include "crypto/ticket_keys.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "dataplane/reactor.hpp"
 #include "dataplane/transport.hpp"
 #include "dataplane/worker_stats.hpp"
-#include "hsm/hsm_settings.hpp"
 
 namespace portcullis::crypto {
 class SharedSessionCache;
@@ -49,9 +50,14 @@ struct WorkerOptions {
     std::function<bool(std::uint64_t& generation, std::vector<crypto::TicketKey>& keys)>
         poll_ticket_keys;
     crypto::SharedSessionCache* session_cache = nullptr;  // TLS 1.2 session IDs; null = off
-    // PKCS#11 keys: the worker opens the module, logs in and starts its
-    // session threads itself, after fork. Disabled when module is "".
-    hsm::HsmSettings hsm;
+    // Where the listeners' keys come from, built inside the worker after fork
+    // (PKCS#11 handles do not survive fork: the source opens the module, logs
+    // in and starts its session threads here). Key operations that pause a
+    // handshake report to `completions`, which the worker owns and keeps
+    // alive until the source is gone. Throws with the reason when the keys
+    // cannot be used. Empty: PEM files only.
+    std::function<std::unique_ptr<crypto::KeySource>(crypto::KeyCompletionSink& completions)>
+        make_key_source;
     // Builds the transport inside the worker process (after fork: a DPDK EAL
     // and its port are per process); it registers what it needs in the
     // worker's `reactor`, which outlives it.

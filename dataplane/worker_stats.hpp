@@ -13,7 +13,6 @@
 #include "base/counter.hpp"
 #include "crypto/reject_reason.hpp"
 #include "dataplane/net/frame.hpp"
-#include "hsm/hsm_stats.hpp"
 
 namespace portcullis::dataplane {
 
@@ -96,7 +95,6 @@ struct WorkerStats {
     Counter config_generation;  // the configuration generation this worker serves
     Counter reload_failures;    // reloads the supervisor validated but this worker could not apply
     Counter ticket_key_generation;  // the ticket key generation this worker uses
-    hsm::HsmStats hsm;              // this worker's PKCS#11 signing service
     PacketStats packets;            // DPDK transport only
 };
 

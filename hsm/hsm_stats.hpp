@@ -47,12 +47,23 @@ struct HsmKeyStats {
 
 inline constexpr std::size_t max_key_name = 240;
 
+// How many key names are complete: the writer stores it (release) after the
+// name, a reader loads it (acquire) before reading names.
+class PublishedCount {
+  public:
+    void publish(std::uint64_t n) { value_.store(n, std::memory_order_release); }
+    std::uint64_t get() const { return value_.load(std::memory_order_acquire); }
+
+  private:
+    std::atomic<std::uint64_t> value_{0};
+};
+
 struct HsmStats {
     std::array<HsmKeyStats, max_hsm_keys> keys;  // by key index (order of first use in config)
     // The key's canonical URI, written before key_count grows past its index,
     // so a reader that loads key_count first sees whole names.
     std::array<std::array<char, max_key_name>, max_hsm_keys> key_names{};
-    SharedCounter key_count;
+    PublishedCount key_count;
     std::array<SharedCounter, tracked_ckr_codes.size() + 1>
         errors;                     // by tracked code, last = other
     SharedCounter queued;           // waiting for a session thread, gauge

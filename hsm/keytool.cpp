@@ -2,6 +2,7 @@
 //   generate  create a key pair inside the token (private key sensitive, not extractable)
 //   csr       a certificate signing request signed by a token key
 //   list      the private keys on the token, as pkcs11: URIs
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "crypto/pending_key_operation.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 #include "hsm/pkcs11_module.hpp"
 
@@ -132,9 +134,13 @@ int csr(const hsm::HsmSettings& s, const std::string& key_uri, const std::string
         X509_REQ_add_extensions(req.get(), extensions);
         sk_X509_EXTENSION_pop_free(extensions, X509_EXTENSION_free);
     }
-    if (X509_REQ_sign(req.get(), key.get(), EVP_sha256()) <= 0)
+    ERR_clear_error();
+    if (X509_REQ_sign(req.get(), key.get(), EVP_sha256()) <= 0) {
+        std::string others;
+        const auto why = crypto::drain_key_failure(others);
         throw std::runtime_error("signing the CSR with the token key failed: " +
-                                 hsm::last_key_failure());
+                                 (why ? *why : others));
+    }
     std::FILE* f = out == "-" ? stdout : std::fopen(out.c_str(), "w");
     if (!f) throw std::runtime_error(out + ": cannot write");
     PEM_write_X509_REQ(f, req.get());

@@ -11,18 +11,17 @@
 
 #include <cstring>
 
+#include "crypto/pending_key_operation.hpp"
+
 namespace portcullis::hsm {
 
 struct KeyBinding {
     SigningService* service = nullptr;
     KeyEntry* key = nullptr;
+    crypto::KeyCompletionSink* completions = nullptr;
 };
 
 namespace {
-
-thread_local CompletionQueue* async_queue = nullptr;
-thread_local std::shared_ptr<SignOperation> submitted;
-thread_local std::string key_failure;
 
 int rsa_index() {
     static const int index = RSA_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -42,28 +41,28 @@ bool sign(const KeyBinding& binding, Mechanism mechanism, const unsigned char* i
     op->key = binding.key;
     op->mechanism = mechanism;
     op->input.assign(input, input + length);
-    const bool in_job = ASYNC_get_current_job() != nullptr && async_queue != nullptr;
-    op->queue = in_job ? async_queue : nullptr;
+    const bool in_job = ASYNC_get_current_job() != nullptr && binding.completions != nullptr;
+    op->sink = in_job ? binding.completions : nullptr;
     if (!binding.service->submit(op)) {
-        key_failure = "HSM queue full for " + binding.service->name(*binding.key) + " (" +
-                      std::to_string(binding.service->settings().max_in_flight) + " in flight)";
+        crypto::raise_key_failure("HSM queue full for " + binding.service->name(*binding.key) +
+                                  " (" + std::to_string(binding.service->settings().max_in_flight) +
+                                  " in flight)");
         return false;
     }
     if (in_job) {
-        submitted = op;
-        while (op->state.load() == SignOperation::pending) {
+        binding.completions->paused(op);
+        while (!op->finished()) {
             if (ASYNC_pause_job() == 0) break;
         }
+        // Nobody will resume this job for the operation: stop waiting for it.
+        op->abandon(crypto::KeyAbandonReason::cancelled);
     } else {
-        while (op->state.load() == SignOperation::pending) op->state.wait(SignOperation::pending);
+        while (op->state.load(std::memory_order_acquire) == SignOperation::pending)
+            op->state.wait(SignOperation::pending, std::memory_order_acquire);
     }
-    if (op->state.load() != SignOperation::done) {
-        key_failure = op->failure.empty() ? "key operation abandoned" : op->failure;
-        return false;
-    }
-    binding.service->account(*op);
-    if (op->rv != 0) {
-        key_failure = op->failure;
+    binding.service->account(*op);  // counts only a completed operation
+    if (const auto why = op->why_failed(); !why.empty()) {
+        crypto::raise_key_failure(why);
         return false;
     }
     signature = std::move(op->output);
@@ -80,8 +79,8 @@ int rsa_private_encrypt(int length, const unsigned char* from, unsigned char* to
     } else if (padding == RSA_NO_PADDING) {
         mechanism = Mechanism::rsa_raw;  // PSS: OpenSSL padded already
     } else {
-        key_failure =
-            "RSA padding mode " + std::to_string(padding) + " not supported by the HSM path";
+        crypto::raise_key_failure("RSA padding mode " + std::to_string(padding) +
+                                  " not supported by the HSM path");
         return -1;
     }
     std::vector<std::uint8_t> signature;
@@ -92,7 +91,7 @@ int rsa_private_encrypt(int length, const unsigned char* from, unsigned char* to
 }
 
 int rsa_private_decrypt(int, const unsigned char*, unsigned char*, RSA*, int) {
-    key_failure = "RSA decryption with a token key is not used (ECDHE only)";
+    crypto::raise_key_failure("RSA decryption with a token key is not used (ECDHE only)");
     return -1;
 }
 
@@ -208,8 +207,9 @@ bool is_pkcs11_reference(const std::string& reference) {
     return reference.starts_with("pkcs11:");
 }
 
-Pkcs11KeySource::Pkcs11KeySource(std::shared_ptr<SigningService> service)
-    : service_(std::move(service)) {}
+Pkcs11KeySource::Pkcs11KeySource(std::shared_ptr<SigningService> service,
+                                 crypto::KeyCompletionSink* completions)
+    : service_(std::move(service)), completions_(completions) {}
 
 Pkcs11KeySource::~Pkcs11KeySource() = default;
 
@@ -219,7 +219,8 @@ crypto::UniqueEvpPkey Pkcs11KeySource::load(const std::string& reference) {
         throw crypto::KeyLoadError("key " + reference + ": a pkcs11: key needs an [hsm] section");
     try {
         auto& entry = service_->key(Pkcs11Uri::parse(reference));
-        auto binding = std::make_unique<KeyBinding>(KeyBinding{service_.get(), &entry});
+        auto binding =
+            std::make_unique<KeyBinding>(KeyBinding{service_.get(), &entry, completions_});
         const auto& info = service_->info(entry);
         auto key = info.type == EVP_PKEY_RSA ? rsa_key(info, binding.get(), reference)
                                              : ec_key(info, binding.get(), reference);
@@ -230,23 +231,6 @@ crypto::UniqueEvpPkey Pkcs11KeySource::load(const std::string& reference) {
     } catch (const std::exception& e) {
         throw crypto::KeyLoadError(e.what());
     }
-}
-
-AsyncSigningScope::AsyncSigningScope(CompletionQueue& queue) {
-    async_queue = &queue;
-}
-AsyncSigningScope::~AsyncSigningScope() {
-    async_queue = nullptr;
-}
-
-std::shared_ptr<SignOperation> take_submitted_operation() {
-    return std::exchange(submitted, nullptr);
-}
-const std::string& last_key_failure() {
-    return key_failure;
-}
-void clear_last_key_failure() {
-    key_failure.clear();
 }
 
 }  // namespace portcullis::hsm

@@ -2,8 +2,6 @@
 
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -276,8 +274,7 @@ KeyEntry& SigningService::key(const Pkcs11Uri& requested) {
         const auto n = std::min(name.size(), slot.size() - 1);
         std::copy_n(name.begin(), n, slot.begin());
         slot[n] = '\0';
-        std::atomic_thread_fence(std::memory_order_release);
-        stats_->key_count.set(entry->index + 1);
+        stats_->key_count.publish(entry->index + 1);
     }
     keys_.push_back(std::move(entry));
     return *keys_.back();
@@ -298,8 +295,9 @@ bool SigningService::submit(const std::shared_ptr<SignOperation>& op) {
             stats_->keys[key.index].signs[static_cast<std::size_t>(SignResult::queue_full)].add();
         return false;
     }
+    op->service = this;
     op->started = Clock::now();
-    op->deadline = op->started + std::chrono::milliseconds(settings_.operation_timeout_ms);
+    op->deadline_at = op->started + std::chrono::milliseconds(settings_.operation_timeout_ms);
     if (stats_) {
         stats_->keys[key.index].in_flight.add();
         stats_->queued.add();
@@ -312,18 +310,36 @@ bool SigningService::submit(const std::shared_ptr<SignOperation>& op) {
     return true;
 }
 
-void SigningService::abandon(SignOperation& op, SignResult why) {
-    int expected = SignOperation::pending;
-    if (!op.state.compare_exchange_strong(expected, SignOperation::abandoned)) return;
-    op.failure =
-        why == SignResult::timeout
-            ? "HSM did not answer within " + std::to_string(settings_.operation_timeout_ms) + " ms"
-            : "the connection closed while its signature was pending";
+void SignOperation::abandon(crypto::KeyAbandonReason why) {
+    const bool timeout = why == crypto::KeyAbandonReason::timeout;
+    int expected = pending;
+    if (!state.compare_exchange_strong(expected, timeout ? abandoned_timeout : abandoned_cancelled,
+                                       std::memory_order_acq_rel))
+        return;
+    if (service != nullptr)
+        service->count_abandoned(*this, timeout ? SignResult::timeout : SignResult::cancelled);
+}
+
+std::string SignOperation::why_failed() const {
+    const int now = state.load(std::memory_order_acquire);
+    if (now == pending) return "";
+    if (now == done) return rv == CKR_OK ? "" : failure;
+    return service != nullptr ? service->abandoned_reason(now) : "key operation abandoned";
+}
+
+void SigningService::count_abandoned(const SignOperation& op, SignResult why) {
     if (stats_) stats_->keys[op.key->index].signs[static_cast<std::size_t>(why)].add();
 }
 
+std::string SigningService::abandoned_reason(int state) const {
+    return state == SignOperation::abandoned_timeout
+               ? "HSM did not answer within " + std::to_string(settings_.operation_timeout_ms) +
+                     " ms"
+               : "the connection closed while its signature was pending";
+}
+
 void SigningService::account(const SignOperation& op) {
-    if (!stats_ || op.state.load() != SignOperation::done) return;
+    if (!stats_ || op.state.load(std::memory_order_acquire) != SignOperation::done) return;
     auto& k = stats_->keys[op.key->index];
     k.signs[static_cast<std::size_t>(op.rv == CKR_OK ? SignResult::ok : SignResult::error)].add();
 }
@@ -343,18 +359,22 @@ bool SigningService::token_usable(Token& token) {
     if (!token.retry_at_ns.compare_exchange_strong(
             retry_at, now_ns() + std::int64_t{settings_.retry_interval_ms} * 1'000'000))
         return false;  // another thread is probing
-    std::lock_guard control(token.control_mutex);
-    if (token.control != CK_INVALID_HANDLE) (*module_)->C_CloseSession(token.control);
-    token.control = CK_INVALID_HANDLE;
-    const auto slot = module_->find_token(token.label);
-    if (!slot) return false;
-    token.slot = *slot;
-    CK_RV rv =
-        (*module_)->C_OpenSession(token.slot, CKF_SERIAL_SESSION, nullptr, nullptr, &token.control);
-    if (rv == CKR_OK) rv = login(*module_, token.control, pin_);
-    if (rv != CKR_OK) {
-        spdlog::warn("hsm token \"{}\" still unavailable: {}", token.label, ckr_name(rv));
-        return false;
+    {
+        // Released before keys_mutex_ is taken: key() takes them in the
+        // other order.
+        std::lock_guard control(token.control_mutex);
+        if (token.control != CK_INVALID_HANDLE) (*module_)->C_CloseSession(token.control);
+        token.control = CK_INVALID_HANDLE;
+        const auto slot = module_->find_token(token.label);
+        if (!slot) return false;
+        token.slot = *slot;
+        CK_RV rv = (*module_)->C_OpenSession(token.slot, CKF_SERIAL_SESSION, nullptr, nullptr,
+                                             &token.control);
+        if (rv == CKR_OK) rv = login(*module_, token.control, pin_);
+        if (rv != CKR_OK) {
+            spdlog::warn("hsm token \"{}\" still unavailable: {}", token.label, ckr_name(rv));
+            return false;
+        }
     }
     {
         std::lock_guard keys(keys_mutex_);
@@ -385,7 +405,8 @@ void SigningService::run_session_thread(std::size_t index) {
             queue_.pop_front();
         }
         if (stats_) stats_->queued.sub();
-        if (op->state.load() == SignOperation::pending) execute(*op, index);
+        if (op->state.load(std::memory_order_relaxed) == SignOperation::pending)
+            execute(*op, index);
         op->key->in_flight.fetch_sub(1);
         if (stats_) {
             auto& k = stats_->keys[op->key->index];
@@ -399,10 +420,14 @@ void SigningService::run_session_thread(std::size_t index) {
             k.duration_sum_ns.add(static_cast<std::uint64_t>(
                 std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()));
         }
+        // Publishes the result fields; losing to abandon() drops them.
         int expected = SignOperation::pending;
-        if (!op->state.compare_exchange_strong(expected, SignOperation::done)) continue;
-        if (op->queue != nullptr) {
-            op->queue->push(op);
+        if (!op->state.compare_exchange_strong(expected, SignOperation::done,
+                                               std::memory_order_release,
+                                               std::memory_order_relaxed))
+            continue;
+        if (op->sink != nullptr) {
+            op->sink->completed(std::move(op));
         } else {
             op->state.notify_all();
         }
@@ -484,28 +509,6 @@ void SigningService::execute(SignOperation& op, std::size_t thread_index) {
                           ? "; signing fails over to \"" + tokens_[1]->label + "\""
                           : "");
     }
-}
-
-CompletionQueue::CompletionQueue() : event_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    if (!event_) throw HsmError("eventfd for HSM completions failed");
-}
-
-void CompletionQueue::push(std::shared_ptr<SignOperation> op) {
-    {
-        std::lock_guard lock(mutex_);
-        done_.push_back(std::move(op));
-    }
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const auto n = ::write(event_.get(), &one, sizeof one);
-}
-
-std::vector<std::shared_ptr<SignOperation>> CompletionQueue::drain() {
-    std::uint64_t count = 0;
-    [[maybe_unused]] const auto n = ::read(event_.get(), &count, sizeof count);
-    std::vector<std::shared_ptr<SignOperation>> done;
-    std::lock_guard lock(mutex_);
-    done.swap(done_);
-    return done;
 }
 
 }  // namespace portcullis::hsm

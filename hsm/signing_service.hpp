@@ -3,7 +3,7 @@
 // threads that run C_Sign, a bounded number of signatures in flight per key,
 // per-operation timeouts, and failover to a standby token while the primary
 // is unhealthy. OpenSSL never waits here: the TLS handshake pauses (async
-// job) and the completion queue wakes the worker.
+// job) and the operation's KeyCompletionSink (the worker's) wakes the worker.
 #pragma once
 
 #include <atomic>
@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "hsm/completion_queue.hpp"
+#include "crypto/pending_key_operation.hpp"
 #include "hsm/hsm_settings.hpp"
 #include "hsm/hsm_stats.hpp"
 #include "hsm/pkcs11_uri.hpp"
@@ -41,20 +41,42 @@ struct KeyInfo {
 
 struct KeyEntry;  // one key, on both tokens
 
-struct SignOperation {
-    using Clock = std::chrono::steady_clock;
-    enum State : int { pending = 0, done = 1, abandoned = 2 };
+class SigningService;
+
+// One signature on its way through a session thread. Who touches what:
+//   - the submitter fills key, mechanism, input and sink before submit();
+//     submit() sets service, started and deadline before queueing it; after
+//     that nobody writes them.
+//   - the session thread running it owns the result fields (output, rv,
+//     failure) until it publishes completion: a compare-exchange of `state`
+//     pending -> done with release order. Nobody writes them afterwards.
+//   - abandon() (the worker: timeout, client left) only moves `state` from
+//     pending to an abandoned_* value by compare-exchange and never writes a
+//     result field; a session thread that then loses the race drops its
+//     results and reports to nobody.
+//   - whoever reads the results does so only after observing `done` with
+//     acquire order (finished(), why_failed() and the key method do).
+struct SignOperation final : crypto::PendingKeyOperation {
+    enum State : int { pending = 0, done = 1, abandoned_timeout = 2, abandoned_cancelled = 3 };
 
     KeyEntry* key = nullptr;
     Mechanism mechanism = Mechanism::ecdsa;
     std::vector<std::uint8_t> input;
+    crypto::KeyCompletionSink* sink = nullptr;  // null: a blocking caller waits on `state`
+    SigningService* service = nullptr;
+    Clock::time_point started;
+    Clock::time_point deadline_at;
+
     std::vector<std::uint8_t> output;
     unsigned long rv = 0;  // CKR_* of the operation; 0 = CKR_OK
     std::string failure;   // set when it did not produce a signature
+
     std::atomic<int> state{pending};
-    CompletionQueue* queue = nullptr;  // null: a blocking caller waits on `state`
-    Clock::time_point started;
-    Clock::time_point deadline;
+
+    Clock::time_point deadline() const override { return deadline_at; }
+    bool finished() const override { return state.load(std::memory_order_acquire) != pending; }
+    void abandon(crypto::KeyAbandonReason why) override;
+    std::string why_failed() const override;
 };
 
 class SigningService {
@@ -74,10 +96,10 @@ class SigningService {
     // Queues a signature. False (op not queued, counted as queue_full) when
     // the key already has max_in_flight signatures in flight.
     bool submit(const std::shared_ptr<SignOperation>& op);
-    // The worker gave up on an operation (timeout, connection closed).
-    void abandon(SignOperation& op, SignResult why);
     // Records the outcome of a finished operation in the stats (worker thread).
     void account(const SignOperation& op);
+    // Why an abandoned operation produced no signature.
+    std::string abandoned_reason(int state) const;
 
     const HsmSettings& settings() const { return settings_; }
     bool primary_healthy() const { return primary_healthy_.load(); }
@@ -85,6 +107,8 @@ class SigningService {
     struct Token;
 
   private:
+    friend struct SignOperation;
+    void count_abandoned(const SignOperation& op, SignResult why);
     void run_session_thread(std::size_t index);
     void execute(SignOperation& op, std::size_t thread_index);
     void note_error(unsigned long rv);

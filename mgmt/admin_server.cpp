@@ -198,7 +198,7 @@ Json status_json(AdminState& state) {
         }
         Json workers = Json::array();
         for (std::size_t w = 0; w < worker_count(state); ++w) {
-            const auto& h = options.stats->slot(w).hsm;
+            const auto& h = options.stats->hsm(w);
             Json keys = Json::array();
             for (std::size_t k = 0; k < h.key_count.get() && k < hsm::max_hsm_keys; ++k) {
                 std::uint64_t ok = h.keys[k].signs[0].get();

@@ -102,18 +102,18 @@ void add_hsm_metrics(Families& out, const SharedStats& stats) {
                                  "Signatures queued or running, by key.", MetricType::Gauge);
     std::size_t keys = 0;
     for (std::size_t w = 0; w < workers; ++w)
-        keys = std::max<std::size_t>(keys, stats.slot(w).hsm.key_count.get());
+        keys = std::max<std::size_t>(keys, stats.hsm(w).key_count.get());
     for (std::size_t k = 0; k < keys && k < hsm::max_hsm_keys; ++k) {
         std::string name;
         for (std::size_t w = 0; w < workers && name.empty(); ++w) {
-            if (stats.slot(w).hsm.key_count.get() <= k) continue;
+            if (stats.hsm(w).key_count.get() <= k) continue;
             std::atomic_thread_fence(std::memory_order_acquire);
-            const auto& raw = stats.slot(w).hsm.key_names[k];
+            const auto& raw = stats.hsm(w).key_names[k];
             name.assign(raw.data(), strnlen(raw.data(), raw.size()));
         }
         for (std::size_t r = 0; r < hsm::sign_result_count; ++r) {
             std::uint64_t n = 0;
-            for (std::size_t w = 0; w < workers; ++w) n += stats.slot(w).hsm.keys[k].signs[r].get();
+            for (std::size_t w = 0; w < workers; ++w) n += stats.hsm(w).keys[k].signs[r].get();
             Families::add(signs, static_cast<double>(n),
                           {{"key", name}, {"result", hsm::sign_result_names[r]}});
         }
@@ -124,15 +124,15 @@ void add_hsm_metrics(Families& out, const SharedStats& stats) {
         std::uint64_t active = 0;
         for (std::size_t b = 0; b <= hsm::sign_duration_buckets.size(); ++b) {
             for (std::size_t w = 0; w < workers; ++w)
-                cumulative += stats.slot(w).hsm.keys[k].duration_counts[b].get();
+                cumulative += stats.hsm(w).keys[k].duration_counts[b].get();
             metric.histogram.bucket.push_back(
                 {cumulative, b < hsm::sign_duration_buckets.size()
                                  ? hsm::sign_duration_buckets[b]
                                  : std::numeric_limits<double>::infinity()});
         }
         for (std::size_t w = 0; w < workers; ++w) {
-            sum_ns += static_cast<double>(stats.slot(w).hsm.keys[k].duration_sum_ns.get());
-            active += stats.slot(w).hsm.keys[k].in_flight.get();
+            sum_ns += static_cast<double>(stats.hsm(w).keys[k].duration_sum_ns.get());
+            active += stats.hsm(w).keys[k].in_flight.get();
         }
         metric.histogram.sample_count = cumulative;
         metric.histogram.sample_sum = sum_ns / 1e9;
@@ -141,7 +141,7 @@ void add_hsm_metrics(Families& out, const SharedStats& stats) {
     }
     const auto total = [&](auto pick) {
         std::uint64_t n = 0;
-        for (std::size_t w = 0; w < workers; ++w) n += pick(stats.slot(w).hsm).get();
+        for (std::size_t w = 0; w < workers; ++w) n += pick(stats.hsm(w)).get();
         return static_cast<double>(n);
     };
     out.gauge("portcullis_hsm_queued", "Signatures waiting for a free PKCS#11 session.",
@@ -168,7 +168,7 @@ void add_hsm_metrics(Families& out, const SharedStats& stats) {
                 total([](const hsm::HsmStats& h) -> const auto& { return h.relogins; }));
     double healthy = workers > 0 ? 1 : 0;
     for (std::size_t w = 0; w < workers; ++w)
-        if (stats.slot(w).hsm.primary_healthy.get() == 0) healthy = 0;
+        if (stats.hsm(w).primary_healthy.get() == 0) healthy = 0;
     out.gauge("portcullis_hsm_primary_token_healthy",
               "1 when every worker's primary token answers; 0 while any worker fails over or "
               "cannot sign.",

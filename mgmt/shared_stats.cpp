@@ -8,18 +8,40 @@
 
 namespace portcullis::mgmt {
 
-SharedStats::SharedStats(std::size_t slots) : count_(slots) {
-    void* memory = ::mmap(nullptr, sizeof(dataplane::WorkerStats) * slots, PROT_READ | PROT_WRITE,
+namespace {
+
+template <typename T>
+T* map_slots(std::size_t slots) {
+    void* memory = ::mmap(nullptr, sizeof(T) * slots, PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED)
         throw std::system_error(errno, std::generic_category(), "mmap shared stats");
-    slots_ = static_cast<dataplane::WorkerStats*>(memory);
-    for (std::size_t i = 0; i < slots; ++i) std::construct_at(&slots_[i]);
+    T* first = static_cast<T*>(memory);
+    for (std::size_t i = 0; i < slots; ++i) std::construct_at(&first[i]);
+    return first;
+}
+
+template <typename T>
+void unmap_slots(T* first, std::size_t slots) {
+    std::destroy_n(first, slots);
+    ::munmap(first, sizeof(T) * slots);
+}
+
+}  // namespace
+
+SharedStats::SharedStats(std::size_t slots)
+    : slots_(map_slots<dataplane::WorkerStats>(slots)), count_(slots) {
+    try {
+        hsm_slots_ = map_slots<hsm::HsmStats>(slots);
+    } catch (...) {
+        unmap_slots(slots_, count_);
+        throw;
+    }
 }
 
 SharedStats::~SharedStats() {
-    std::destroy_n(slots_, count_);
-    ::munmap(slots_, sizeof(dataplane::WorkerStats) * count_);
+    unmap_slots(hsm_slots_, count_);
+    unmap_slots(slots_, count_);
 }
 
 std::string SharedStats::summary() const {

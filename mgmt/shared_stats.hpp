@@ -1,11 +1,13 @@
-// The per-worker counter slots, in one anonymous shared mapping made by the
-// supervisor before it forks; each worker writes its own slot only.
+// The per-worker counter slots, in anonymous shared mappings made by the
+// supervisor before it forks; each worker writes its own slot only. A slot is
+// the dataplane's counters plus the worker's HSM signing service's.
 #pragma once
 
 #include <cstddef>
 #include <string>
 
 #include "dataplane/worker_stats.hpp"
+#include "hsm/hsm_stats.hpp"
 
 namespace portcullis::mgmt {
 
@@ -18,6 +20,8 @@ class SharedStats {
 
     dataplane::WorkerStats& slot(std::size_t index) { return slots_[index]; }
     const dataplane::WorkerStats& slot(std::size_t index) const { return slots_[index]; }
+    hsm::HsmStats& hsm(std::size_t index) { return hsm_slots_[index]; }
+    const hsm::HsmStats& hsm(std::size_t index) const { return hsm_slots_[index]; }
     std::size_t size() const { return count_; }
 
     // One log line with every counter summed over the slots.
@@ -25,6 +29,7 @@ class SharedStats {
 
   private:
     dataplane::WorkerStats* slots_;
+    hsm::HsmStats* hsm_slots_;
     std::size_t count_;
 };
 

@@ -28,6 +28,7 @@
 #endif
 #include "base/unique_fd.hpp"
 #include "dataplane/worker.hpp"
+#include "hsm/pkcs11_key_source.hpp"
 #include "mgmt/admin_server.hpp"
 #include "mgmt/child_process.hpp"
 #include "mgmt/control_block.hpp"
@@ -38,6 +39,25 @@
 
 namespace portcullis::mgmt {
 namespace {
+
+// A worker's keys: its own PKCS#11 signing service, opened in the worker
+// after fork (PKCS#11 handles do not survive fork), and PEM files.
+std::unique_ptr<crypto::KeySource> make_hsm_key_source(const Config& config, hsm::HsmStats* stats,
+                                                       crypto::KeyCompletionSink& completions) {
+    std::shared_ptr<hsm::SigningService> signing;
+    try {
+        signing = std::make_shared<hsm::SigningService>(config.hsm, stats);
+    } catch (const hsm::HsmError& e) {
+        // Name the keys that cannot be used, not just the token.
+        std::string keys;
+        for (const auto& listener : config.listeners)
+            for (const auto& certificate : listener.tls.certificates)
+                if (hsm::is_pkcs11_reference(certificate.key))
+                    keys += (keys.empty() ? "" : ", ") + certificate.key;
+        throw hsm::HsmError("keys " + keys + ": " + e.what());
+    }
+    return std::make_unique<hsm::Pkcs11KeySource>(std::move(signing), &completions);
+}
 
 using base::UniqueFd;
 using Clock = std::chrono::steady_clock;
@@ -156,7 +176,11 @@ class Supervisor {
             options.ready_fd = ready_write_.get();
             options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
             options.session_cache = session_cache_.get();
-            options.hsm = config_.hsm;
+            if (config_.hsm.enabled())
+                options.make_key_source = [this, index](crypto::KeyCompletionSink& completions) {
+                    return make_hsm_key_source(
+                        config_, &stats_.hsm(static_cast<std::size_t>(index)), completions);
+                };
             options.make_transport = [this, index, cpu = options.cpu, stats = options.stats](
                                          dataplane::Reactor& reactor,
                                          dataplane::TransportHost& host) {
