@@ -2,7 +2,10 @@
 // window scaling and timestamps, RFC 6298 retransmission timer, RFC 6582
 // NewReno, delayed ACKs, bounded out-of-order queue, TIME_WAIT). Pure state
 // machine: segments in, segments out, time passed in as milliseconds. The
-// DPDK lcore owns it for life; no locks, no syscalls, buffers allocated once.
+// DPDK lcore owns it for life; no locks, no syscalls. The send and receive
+// rings are allocated once at setup; a segment beyond a hole is copied into
+// the out-of-order queue (one allocation per held segment, at most
+// max_out_of_order of them), which only reordering or loss ever fills.
 //
 // Contract for the owner, per event:
 //   input(segment, now) / send(bytes) / close() / on_timer(now), then for
