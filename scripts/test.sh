@@ -46,27 +46,21 @@ if [ $sanitize -eq 1 ]; then
 fi
 
 # ThreadSanitizer over what crosses threads: the signing service and the
-# paused handshake against SoftHSM (hsm_signing), and hsm_unit. Only what
+# paused handshake against SoftHSM (hsm_signing), hsm_unit, and the worker's
+# Connection and Reactor (dataplane_core_unit). Only what
 # those need is built. The daemon cannot be: mgmt/control_block.cpp's
 # sequence locks use std::atomic_thread_fence, which GCC's ThreadSanitizer
 # does not support (-Wtsan, an error under -Werror), so the HSM integration
 # tests (forked daemons) do not run here.
-tsan_tests=(hsm_unit hsm_signing)
+tsan_tests=(hsm_unit hsm_signing dataplane_core_unit)
 tsan_targets=(tests/unit/hsm/hsm_unit_test tests/unit/hsm/hsm_signing_test
-              hsm/libportcullis-test-pkcs11.so)
+              tests/unit/dataplane/dataplane_core_unit_test hsm/libportcullis-test-pkcs11.so)
 run_tsan_suite() {
   local dir=build-tsan
-  local platform
-  platform="$(. /etc/os-release; echo "$ID-$VERSION_CODENAME") $(openssl version | cut -d' ' -f2)"
-  if [ -f "$dir/build.ninja" ] && [ "$(cat "$dir/.portcullis-platform" 2>/dev/null)" != "$platform" ]; then
-    rm -rf "$dir"
-  fi
-  if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" -Db_sanitize=thread -Db_lundef=false && echo "$platform" >"$dir/.portcullis-platform"
-  fi
   echo "SKIPPED LOUDLY: integration/hsm under ThreadSanitizer: the daemon does not build with" \
     "-fsanitize=thread (atomic_thread_fence in mgmt/control_block.cpp's sequence locks)"
-  if ! ninja -C "$dir" "${tsan_targets[@]}"; then
+  if ! configure_tree "$dir" -Db_sanitize=thread -Db_lundef=false ||
+      ! ninja -C "$dir" "${tsan_targets[@]}"; then
     echo "BUILD FAILED in $dir"
     status=1
     failed_programs=$((failed_programs + 1))

@@ -36,10 +36,10 @@ install_dependencies() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# meson setup (once per platform) + compile into $1 with extra setup options
-# after it. A tree configured on another platform (a Debian 12 build from
-# before the Debian 13 root, say) is set up afresh rather than mixed.
-build_tree() {
+# meson setup (once per platform) of $1 with extra setup options after it.
+# A tree configured on another platform (a Debian 12 build from before the
+# Debian 13 root, say) is set up afresh rather than mixed.
+configure_tree() {
   local dir=$1; shift
   local platform
   platform="$(. /etc/os-release; echo "$ID-$VERSION_CODENAME") $(openssl version | cut -d' ' -f2)"
@@ -51,5 +51,9 @@ build_tree() {
     meson setup "$dir" "$@" || return 1
     echo "$platform" >"$dir/.portcullis-platform"
   fi
-  meson compile -C "$dir"
+}
+
+# configure_tree + compile everything in $1.
+build_tree() {
+  configure_tree "$@" && meson compile -C "$1"
 }
