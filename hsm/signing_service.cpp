@@ -170,21 +170,40 @@ std::string ckr_name(unsigned long rv) {
     }
 }
 
+namespace {
+
+// SoftHSM2 shows a token as absent when another process (a sibling worker
+// starting at the same moment) held its store's lock while this module read
+// the token directory, which it does when it initialises: look again, with
+// the module initialised afresh every half second, for up to three seconds
+// before calling a token missing. Nothing is open on the module yet.
+std::shared_ptr<Pkcs11Module> open_module_seeing(const HsmSettings& settings) {
+    auto module = std::make_shared<Pkcs11Module>(settings.module);
+    const auto all_seen = [&] {
+        for (const auto& label : {settings.token, settings.failover_token})
+            if (!label.empty() && !module->find_token(label)) return false;
+        return true;
+    };
+    for (int attempt = 1; !all_seen() && attempt <= 30; ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (attempt % 5 == 0) {
+            module.reset();  // C_Finalize before the next C_Initialize
+            module = std::make_shared<Pkcs11Module>(settings.module);
+        }
+    }
+    return module;
+}
+
+}  // namespace
+
 SigningService::SigningService(const HsmSettings& settings, HsmStats* stats)
     : settings_(settings), stats_(stats), pin_(read_pin(settings)) {
-    module_ = std::make_shared<Pkcs11Module>(settings.module);
+    module_ = open_module_seeing(settings);
     for (const auto& label : {settings.token, settings.failover_token}) {
         if (label.empty()) continue;
         auto token = std::make_unique<Token>();
         token->label = label;
-        // SoftHSM2 can show a token as absent while another process (a
-        // sibling worker starting at the same moment) holds its store's lock:
-        // look again for a second before calling it missing.
-        auto slot = module_->find_token(label);
-        for (int attempt = 0; !slot && attempt < 20; ++attempt) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            slot = module_->find_token(label);
-        }
+        const auto slot = module_->find_token(label);
         if (!slot) {
             std::string known;
             for (const auto& l : module_->token_labels()) known += (known.empty() ? "" : ", ") + l;
