@@ -11,6 +11,7 @@
 
 #include "crypto/server_tls_context.hpp"
 #include "tests/support/test_pki.hpp"
+#include "tests/support/tls_wire.hpp"
 
 namespace portcullis::crypto {
 namespace {
@@ -58,26 +59,11 @@ class TlsCore : public ::testing::Test {
         TlsConnection::Step step = TlsConnection::Step::need_input;
         bool client_done = false;
         for (int round = 0; round < 50; ++round) {
-            bool moved = false;
             const int r = SSL_do_handshake(client);
             client_done = r == 1;
-            char buffer[16384];
-            int n;
-            while ((n = BIO_read(SSL_get_wbio(client), buffer, sizeof buffer)) > 0) {
-                auto space = server.inbound_space();
-                EXPECT_GE(space.size(), static_cast<std::size_t>(n));
-                std::memcpy(space.data(), buffer, static_cast<std::size_t>(n));
-                server.commit_inbound(static_cast<std::size_t>(n));
-                moved = true;
-            }
+            bool moved = testing::client_to_server(client, server);
             step = server.handshake();
-            auto out = server.outbound();
-            while (!out.empty()) {
-                BIO_write(SSL_get_rbio(client), out.data(), static_cast<int>(out.size()));
-                server.consume_outbound(out.size());
-                out = server.outbound();
-                moved = true;
-            }
+            moved |= testing::server_to_client(server, client);
             if (!moved && (step != TlsConnection::Step::need_input || client_done)) break;
         }
         return {step, client_done};

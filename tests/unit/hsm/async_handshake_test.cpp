@@ -18,6 +18,7 @@
 #include "crypto/tls_connection.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 #include "hsm/signing_service.hpp"
+#include "tests/support/tls_wire.hpp"
 #include "tests/unit/hsm/soft_token.hpp"
 
 namespace portcullis::hsm {
@@ -59,22 +60,9 @@ class AsyncHandshake : public ::testing::Test {
         TlsConnection::Step step = TlsConnection::Step::need_input;
         for (int round = 0; round < 50; ++round) {
             SSL_do_handshake(client);
-            char buffer[16384];
-            int n;
-            bool moved = false;
-            while ((n = BIO_read(SSL_get_wbio(client), buffer, sizeof buffer)) > 0) {
-                auto space = server.inbound_space();
-                EXPECT_GE(space.size(), static_cast<std::size_t>(n));
-                std::memcpy(space.data(), buffer, static_cast<std::size_t>(n));
-                server.commit_inbound(static_cast<std::size_t>(n));
-                moved = true;
-            }
+            bool moved = portcullis::testing::client_to_server(client, server);
             step = server.handshake();
-            for (auto out = server.outbound(); !out.empty(); out = server.outbound()) {
-                BIO_write(SSL_get_rbio(client), out.data(), static_cast<int>(out.size()));
-                server.consume_outbound(out.size());
-                moved = true;
-            }
+            moved |= portcullis::testing::server_to_client(server, client);
             if (step != TlsConnection::Step::need_input) break;
             if (!moved) break;
         }
