@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/heap_policy.hpp"
+
 namespace portcullis::dataplane::dpdk {
 
 // A flow is its own timer on the stack's wheel.
@@ -146,6 +148,8 @@ Stack::Stack(Port& port, const StackAddress& address, const tcp::TcpConfig& tcp_
       next_port_(static_cast<std::uint16_t>(
           first_ephemeral_port + rte_rand() % (last_ephemeral_port - first_ephemeral_port + 1))),
       cookies_(random_secret()) {
+    // Flows come and go at line rate; their buffers must not cost page faults.
+    base::keep_heap_resident();
     if (port.queues() > 1) {
         sharing_ = Sharing::queue_per_worker;
         steering_index_ = port.queue();
