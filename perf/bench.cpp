@@ -2,9 +2,14 @@
 // epoll loop over a fixed set of connection slots; a slot connects, completes
 // a full or resumed handshake, optionally sends one request and reads the
 // response, closes, and starts again. Numbers come out as a JSON summary.
+// With --identities every connection presents the next client certificate of
+// a list (loaded once at start), so a server sees many distinct partners;
+// with --warmup the first attempts are not counted, and "measuring" on stderr
+// marks the moment counting starts, for scripts that sample the server then.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -56,7 +61,59 @@ struct Options {
     bool quiet = false;
     std::string ciphers, groups, sigalgs;
     int timeout_ms = 10000;
+    std::string identities;
+    std::uint64_t warmup = 0;
 };
+
+void free_certificates(STACK_OF(X509) * certificates) {
+    sk_X509_pop_free(certificates, X509_free);
+}
+using UniqueX509Stack = std::unique_ptr<STACK_OF(X509), crypto::OpenSslDeleter<free_certificates>>;
+
+// One client certificate with its chain and key, parsed once and shared
+// read-only by every thread (SSL_use_cert_and_key takes its own references).
+struct Identity {
+    crypto::UniqueX509 leaf;
+    UniqueX509Stack chain;  // the certificates after the leaf, sent with it
+    crypto::UniqueEvpPkey key;
+};
+
+Identity load_identity(const std::string& chain_path, const std::string& key_path) {
+    Identity identity;
+    crypto::UniqueBio chain_bio(BIO_new_file(chain_path.c_str(), "r"));
+    if (!chain_bio) throw std::runtime_error("cannot open " + chain_path);
+    identity.leaf.reset(PEM_read_bio_X509(chain_bio.get(), nullptr, nullptr, nullptr));
+    if (!identity.leaf) throw std::runtime_error("no certificate in " + chain_path);
+    identity.chain.reset(sk_X509_new_null());
+    while (X509* extra = PEM_read_bio_X509(chain_bio.get(), nullptr, nullptr, nullptr))
+        sk_X509_push(identity.chain.get(), extra);
+    ERR_clear_error();  // the end of the file reads as an error
+    crypto::UniqueBio key_bio(BIO_new_file(key_path.c_str(), "r"));
+    if (key_bio)
+        identity.key.reset(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+    if (!identity.key) throw std::runtime_error("no private key in " + key_path);
+    if (X509_check_private_key(identity.leaf.get(), identity.key.get()) != 1)
+        throw std::runtime_error(key_path + " is not the key of " + chain_path);
+    return identity;
+}
+
+// --identities FILE: one "CHAIN KEY" pair of PEM paths a line (KEY left out when
+// CHAIN holds the key too), '#' comments.
+std::vector<Identity> load_identities(const std::string& list_path) {
+    std::ifstream list(list_path);
+    if (!list) throw std::runtime_error("cannot open " + list_path);
+    std::vector<Identity> identities;
+    std::string line;
+    while (std::getline(list, line)) {
+        std::istringstream fields(line);
+        std::string chain, key;
+        if (!(fields >> chain) || chain[0] == '#') continue;
+        if (!(fields >> key)) key = chain;
+        identities.push_back(load_identity(chain, key));
+    }
+    if (identities.empty()) throw std::runtime_error(list_path + " lists no identity");
+    return identities;
+}
 
 std::string unescape(const std::string& text) {
     std::string out;
@@ -81,7 +138,10 @@ struct Shared {
     const Options& options;
     dataplane::SocketAddress target;
     std::string request;
-    std::atomic<std::uint64_t> completed{0};  // attempts finished, successful or not
+    const std::vector<Identity>& identities;
+    std::atomic<std::uint64_t> completed{0};  // attempts finished while measuring
+    std::atomic<std::uint64_t> warmed{0};     // attempts finished before
+    std::atomic<bool> measuring{false};
     std::atomic<bool> stop{false};
 };
 
@@ -89,16 +149,29 @@ struct ThreadResult {
     perf::LatencyHistogram latency;
     std::uint64_t full = 0;
     std::uint64_t resumed = 0;
+    std::uint64_t tickets = 0;  // sessions the server handed out on successful connections
     std::map<std::string, std::uint64_t> errors;
 };
 
 class Slot;
 
+using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SESSION_free>>;
+
 // One client thread: its own SSL_CTX (no cross-thread OpenSSL contention in
-// the client) and epoll.
+// the client) and epoll. With identities, thread t of T owns identities t,
+// t+T, t+2T... and hands them out in turn, one per connection; the session
+// to resume is kept per identity then (a returning partner resumes its own
+// session), per slot otherwise.
 class ClientThread {
   public:
-    ClientThread(Shared& shared, int slots) : shared_(shared), slot_count_(slots) {}
+    ClientThread(Shared& shared, int slots, int index, int thread_count)
+        : shared_(shared), slot_count_(slots) {
+        for (std::size_t i = static_cast<std::size_t>(index); i < shared.identities.size();
+             i += static_cast<std::size_t>(thread_count))
+            identities_.push_back(&shared.identities[i]);
+        sessions_.resize(identities_.empty() ? static_cast<std::size_t>(slots)
+                                             : identities_.size());
+    }
     void run();
     ThreadResult result;
 
@@ -107,6 +180,9 @@ class ClientThread {
     void build_context();
     Shared& shared_;
     int slot_count_;
+    std::vector<const Identity*> identities_;
+    std::size_t next_identity_ = 0;
+    std::vector<UniqueSession> sessions_;
     crypto::UniqueSslCtx ctx_;
     base::UniqueFd epoll_;
 };
@@ -118,7 +194,7 @@ int slot_index() {
 
 class Slot {
   public:
-    explicit Slot(ClientThread& owner) : owner_(owner) {}
+    Slot(ClientThread& owner, std::size_t index) : owner_(owner), index_(index) {}
 
     void start() {
         reset();
@@ -172,14 +248,15 @@ class Slot {
     static int on_new_session(SSL* ssl, SSL_SESSION* session) {
         auto* slot = static_cast<Slot*>(SSL_get_ex_data(ssl, slot_index()));
         if (!slot) return 0;
-        slot->session_.reset(session);  // we keep the reference OpenSSL hands us
+        // We keep the reference OpenSSL hands us.
+        slot->owner_.sessions_[slot->session_key_].reset(session);
         slot->fresh_ticket_ = true;
+        ++slot->tickets_;
         return 1;
     }
 
   private:
     enum class State { idle, connecting, handshaking, writing, reading, ticket };
-    using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SESSION_free>>;
 
     void begin_tls() {
         ssl_.reset(SSL_new(owner_.ctx_.get()));
@@ -187,7 +264,18 @@ class Slot {
         SSL_set_fd(ssl_.get(), fd_.get());
         const auto& o = owner_.shared_.options;
         if (!o.sni.empty()) SSL_set_tlsext_host_name(ssl_.get(), o.sni.c_str());
-        if (o.mode == "resume" && session_) SSL_set_session(ssl_.get(), session_.get());
+        session_key_ = index_;
+        if (!owner_.identities_.empty()) {
+            session_key_ = owner_.next_identity_;
+            owner_.next_identity_ = (owner_.next_identity_ + 1) % owner_.identities_.size();
+            const Identity& identity = *owner_.identities_[session_key_];
+            if (SSL_use_cert_and_key(ssl_.get(), identity.leaf.get(), identity.key.get(),
+                                     identity.chain.get(), 1) != 1) {
+                throw std::runtime_error("SSL_use_cert_and_key: " + crypto::drain_openssl_errors());
+            }
+        }
+        const auto& session = owner_.sessions_[session_key_];
+        if (o.mode == "resume" && session) SSL_set_session(ssl_.get(), session.get());
         state_ = State::handshaking;
     }
 
@@ -231,10 +319,15 @@ class Slot {
                 if (state_ == State::ticket && error == SSL_ERROR_WANT_READ && fresh_ticket_)
                     return succeed();
                 if (state_ == State::reading &&
-                    (error == SSL_ERROR_ZERO_RETURN ||
-                     (error == SSL_ERROR_SYSCALL && response_bytes_ > 0))) {
+                    (error == SSL_ERROR_ZERO_RETURN || error == SSL_ERROR_SYSCALL) &&
+                    response_bytes_ > 0) {
                     return succeed();  // the backend answered and closed
                 }
+                // A server that refuses the client after a TLS 1.3 handshake
+                // may close cleanly without a byte (nginx's stream module does):
+                // that is a refusal, not an answer.
+                if (state_ == State::reading && error == SSL_ERROR_ZERO_RETURN)
+                    return fail("closed_without_response");
                 return handle_io_error(r);
             } else {
                 return;
@@ -256,20 +349,31 @@ class Slot {
     }
 
     void succeed() {
+        if (!counting()) return finish();
         auto& result = owner_.result;
         const auto micros =
             std::chrono::duration_cast<std::chrono::microseconds>(handshake_done_ - started_)
                 .count();
         result.latency.record(static_cast<std::uint64_t>(micros));
         (resumed_ ? result.resumed : result.full)++;
+        result.tickets += tickets_;
         owner_.shared_.completed.fetch_add(1, std::memory_order_relaxed);
         finish();
     }
 
     void fail(const std::string& reason) {
+        if (!counting()) return finish();
         ++owner_.result.errors[reason];
         owner_.shared_.completed.fetch_add(1, std::memory_order_relaxed);
         finish();
+    }
+
+    // False during the warm-up, whose attempts only count towards its end.
+    bool counting() {
+        auto& shared = owner_.shared_;
+        if (shared.measuring.load(std::memory_order_relaxed)) return true;
+        shared.warmed.fetch_add(1, std::memory_order_relaxed);
+        return false;
     }
 
     void finish() {
@@ -289,12 +393,14 @@ class Slot {
         response_bytes_ = 0;
         resumed_ = false;
         fresh_ticket_ = false;
+        tickets_ = 0;
     }
 
     ClientThread& owner_;
+    const std::size_t index_;
+    std::size_t session_key_ = 0;  // where this connection's new session goes
     base::UniqueFd fd_;
     crypto::UniqueSsl ssl_;
-    UniqueSession session_;
     State state_ = State::idle;
     Clock::time_point started_;
     Clock::time_point handshake_done_;
@@ -303,6 +409,7 @@ class Slot {
     std::size_t response_bytes_ = 0;
     bool resumed_ = false;
     bool fresh_ticket_ = false;  // a ticket arrived on the current connection
+    std::uint64_t tickets_ = 0;
 };
 
 void ClientThread::build_context() {
@@ -340,7 +447,8 @@ void ClientThread::run() {
     build_context();
     epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
     std::vector<std::unique_ptr<Slot>> slots;
-    for (int i = 0; i < slot_count_; ++i) slots.push_back(std::make_unique<Slot>(*this));
+    for (int i = 0; i < slot_count_; ++i)
+        slots.push_back(std::make_unique<Slot>(*this, static_cast<std::size_t>(i)));
     for (auto& slot : slots) slot->start();
     epoll_event events[256];
     auto next_check = Clock::now();
@@ -407,6 +515,12 @@ int main(int argc, char** argv) {
     app.add_option("--sigalgs", o.sigalgs,
                    "signature algorithms (e.g. RSA-PSS+SHA256 to force RSA)");
     app.add_option("--timeout-ms", o.timeout_ms, "per-connection timeout");
+    app.add_option("--identities", o.identities,
+                   "file of client identities, \"CHAIN.pem KEY.pem\" a line: each connection "
+                   "presents the next one (instead of --cert/--key)");
+    app.add_option("--warmup", o.warmup,
+                   "attempts to finish before counting starts (prints \"measuring\" to stderr "
+                   "then)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -424,14 +538,34 @@ int main(int argc, char** argv) {
     }
     ::signal(SIGPIPE, SIG_IGN);
 
-    Shared shared{o, *target, unescape(o.request)};
+    std::vector<Identity> identities;
+    if (!o.identities.empty()) {
+        if (!o.cert.empty()) {
+            std::cerr << "portcullis-bench: --identities replaces --cert/--key\n";
+            return 2;
+        }
+        try {
+            identities = load_identities(o.identities);
+        } catch (const std::exception& e) {
+            std::cerr << "portcullis-bench: " << e.what() << "\n";
+            return 2;
+        }
+        if (identities.size() < static_cast<std::size_t>(o.threads)) {
+            std::cerr << "portcullis-bench: fewer identities than --threads\n";
+            return 2;
+        }
+    }
+
+    Shared shared{o, *target, unescape(o.request), identities};
     std::vector<std::unique_ptr<ClientThread>> clients;
     for (int t = 0; t < o.threads; ++t) {
         const int slots = o.conns / o.threads + (t < o.conns % o.threads ? 1 : 0);
-        if (slots > 0) clients.push_back(std::make_unique<ClientThread>(shared, slots));
+        if (slots > 0)
+            clients.push_back(std::make_unique<ClientThread>(shared, slots, t, o.threads));
     }
-    const double cpu_before = cpu_seconds();
-    const auto start = Clock::now();
+    double cpu_before = cpu_seconds();
+    auto start = Clock::now();
+    shared.measuring = o.warmup == 0;
     std::vector<std::thread> threads;
     std::atomic<int> failed_threads{0};
     for (auto& client : clients) {
@@ -450,6 +584,16 @@ int main(int argc, char** argv) {
     while (!shared.stop) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         const auto now = Clock::now();
+        if (!shared.measuring && shared.warmed.load() >= o.warmup) {
+            shared.measuring = true;
+            start = now;
+            next_report = start + std::chrono::seconds(1);
+            cpu_before = cpu_seconds();
+            std::fprintf(stderr, "measuring\n");
+            std::fflush(stderr);
+            continue;
+        }
+        if (!shared.measuring) continue;
         const auto done = shared.completed.load();
         if ((o.duration > 0 && now - start >= std::chrono::duration<double>(o.duration)) ||
             (o.handshakes > 0 && done >= o.handshakes)) {
@@ -474,6 +618,7 @@ int main(int argc, char** argv) {
         total.latency.merge(client->result.latency);
         total.full += client->result.full;
         total.resumed += client->result.resumed;
+        total.tickets += client->result.tickets;
         for (const auto& [reason, count] : client->result.errors) total.errors[reason] += count;
     }
     const std::uint64_t handshakes = total.full + total.resumed;
@@ -489,11 +634,12 @@ int main(int argc, char** argv) {
     json.precision(3);
     json << "{\"target\":\"" << json_escape(o.target) << "\",\"mode\":\"" << o.mode
          << "\",\"tls\":\"" << o.tls << "\",\"threads\":" << o.threads << ",\"conns\":" << o.conns
+         << ",\"identities\":" << identities.size() << ",\"warmup\":" << o.warmup
          << ",\"duration_s\":" << elapsed << ",\"handshakes\":" << handshakes
          << ",\"handshakes_per_s\":"
          << (elapsed > 0 ? static_cast<double>(handshakes) / elapsed : 0)
          << ",\"full\":" << total.full << ",\"resumed\":" << total.resumed
-         << ",\"resumed_fraction\":"
+         << ",\"tickets\":" << total.tickets << ",\"resumed_fraction\":"
          << (handshakes ? static_cast<double>(total.resumed) / static_cast<double>(handshakes)
                         : 0.0)
          << ",\"latency_us\":{\"p50\":" << total.latency.quantile(0.5)

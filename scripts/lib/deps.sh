@@ -11,6 +11,7 @@ portcullis_packages=(
   softhsm2 libp11-dev libengine-pkcs11-openssl pkcs11-provider
   libdpdk-dev ethtool iputils-ping clang libclang-rt-dev
   curl iproute2 procps ca-certificates
+  nginx libnginx-mod-stream haproxy
 )
 
 # In the Debian 13 root only, so that dev-shell.sh debugs and profiles as a
@@ -32,8 +33,28 @@ install_dependencies() {
   echo "installing: ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # nginx and HAProxy are peers that perf/compare.sh starts with its own
+  # configuration, never services: a policy-rc.d that refuses every start
+  # keeps their postinst from starting a daemon on the host's network (the
+  # Debian 13 root shares it), and on a systemd host they are not enabled.
+  local services=() policy=/usr/sbin/policy-rc.d policy_ours=0 p
+  for p in "${missing[@]}"; do
+    case "$p" in nginx|haproxy) services+=("$p") ;; esac
+  done
+  if [ ${#services[@]} -gt 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    policy_ours=1
+  fi
+  local status=0
+  $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+    status=$?
+  [ $policy_ours -eq 0 ] || $sudo rm -f "$policy"
+  if [ $status -eq 0 ] && [ ${#services[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --quiet "${services[@]}" 2>/dev/null || true
+  fi
+  return $status
 }
 
 # meson setup (once per platform) of $1 with extra setup options after it.
