@@ -12,13 +12,14 @@ portcullis_packages=(
   libdpdk-dev ethtool iputils-ping clang libclang-rt-dev
   curl iproute2 procps ca-certificates
   nginx libnginx-mod-stream haproxy
+  valgrind  # valgrind/callgrind.h for portcullis-tls-core-cost, callgrind for perf/tls_core_profile.sh
 )
 
 # In the Debian 13 root only, so that dev-shell.sh debugs and profiles as a
 # developer's own machine would.
 # Node.js and npm (the real-client tests use its https module and axios) come
 # with it there; on a Debian 13 host any Node.js distribution will do.
-portcullis_root_packages=(gdb valgrind linux-perf git less clang-format nodejs npm)
+portcullis_root_packages=(gdb linux-perf git less clang-format nodejs npm)
 
 install_dependencies() {
   local missing=()
