@@ -25,6 +25,8 @@ using UniqueEvpPkey = std::unique_ptr<EVP_PKEY, OpenSslDeleter<EVP_PKEY_free>>;
 using UniqueX509 = std::unique_ptr<X509, OpenSslDeleter<X509_free>>;
 using UniqueX509Crl = std::unique_ptr<X509_CRL, OpenSslDeleter<X509_CRL_free>>;
 using UniqueX509Store = std::unique_ptr<X509_STORE, OpenSslDeleter<X509_STORE_free>>;
+using UniqueX509StoreCtx = std::unique_ptr<X509_STORE_CTX, OpenSslDeleter<X509_STORE_CTX_free>>;
+using UniqueX509Name = std::unique_ptr<X509_NAME, OpenSslDeleter<X509_NAME_free>>;
 
 // Text of the OpenSSL error queue (and clears it), for error messages.
 std::string drain_openssl_errors();

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "crypto/client_verifier.hpp"
+#include "crypto/crl_check_cache.hpp"
 #include "crypto/session_cache.hpp"
 
 namespace portcullis::crypto {
@@ -111,6 +112,8 @@ UniqueX509Store build_trust_store(const TlsPolicy& policy, std::vector<UniqueX50
         if (policy.crl_scope == CrlScope::chain) flags |= X509_V_FLAG_CRL_CHECK_ALL;
         X509_STORE_set_flags(store.get(), flags);
     }
+    // CRLs from a hashed trust directory are checked too, so always.
+    install_crl_check_cache(store.get());
     return store;
 }
 
