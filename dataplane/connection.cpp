@@ -148,6 +148,9 @@ bool Connection::move_client_to_tls() {
             moved = true;
         } else if (r.status == Status::would_block) {
             break;
+        } else if (!tls_.established()) {
+            closed_during_handshake("client read error");  // a reset, mostly
+            return false;
         } else {
             finish("client read error");
             return false;
@@ -157,8 +160,18 @@ bool Connection::move_client_to_tls() {
 }
 
 bool Connection::advance_handshake() {
+    // Ended by this pump's read (a reset): its cancelled key operation failed
+    // the handshake, which is not a rejection to count.
+    if (finished_) return false;
     // Still waiting for the HSM: resuming the job now would only pause it again.
-    if (key_operation_ && !key_operation_->finished()) return false;
+    if (key_operation_ && !key_operation_->finished()) {
+        // The client cannot send its Finished before it saw the signature, so
+        // after its FIN the handshake can never complete: let the key go now
+        // rather than at its answer or its deadline (which would count an HSM
+        // failure for a client that left).
+        if (client_eof_) closed_during_handshake("closed during handshake");
+        return false;
+    }
     const auto step = tls_.handshake();
     if (step != crypto::TlsConnection::Step::key_operation_pending && key_operation_)
         forget_key_operation();
@@ -174,15 +187,7 @@ bool Connection::advance_handshake() {
         case crypto::TlsConnection::Step::need_input:
             // Only now is a FIN final: buffered records (even the client's
             // Finished followed by data and FIN in one burst) were consumed first.
-            if (client_eof_) {
-                stats_.handshakes_abandoned.add();
-                if (worker_.log_limiter.allow(worker_.now)) {
-                    spdlog::info(
-                        "connection closed before handshake listener={} client={} bytes={}",
-                        listener_.settings.name, peer_.to_string(), ciphertext_received_);
-                }
-                finish("closed during handshake");
-            }
+            if (client_eof_) closed_during_handshake("closed during handshake");
             return false;
         case crypto::TlsConnection::Step::key_operation_pending:
             if (worker_.key_completions == nullptr) return false;
@@ -194,6 +199,17 @@ bool Connection::advance_handshake() {
             return false;
     }
     return false;
+}
+
+// The client left before the handshake could finish (scans, impatient
+// clients): counted as abandoned, not as a failure of the handshake.
+void Connection::closed_during_handshake(const char* why) {
+    stats_.handshakes_abandoned.add();
+    if (worker_.log_limiter.allow(worker_.now)) {
+        spdlog::info("connection closed before handshake listener={} client={} bytes={}",
+                     listener_.settings.name, peer_.to_string(), ciphertext_received_);
+    }
+    finish(why);
 }
 
 void Connection::log_rejection() {

@@ -106,8 +106,8 @@ void add_hsm_metrics(Families& out, const SharedStats& stats) {
     for (std::size_t k = 0; k < keys && k < hsm::max_hsm_keys; ++k) {
         std::string name;
         for (std::size_t w = 0; w < workers && name.empty(); ++w) {
+            // key_count's acquire load orders the name's bytes after it.
             if (stats.hsm(w).key_count.get() <= k) continue;
-            std::atomic_thread_fence(std::memory_order_acquire);
             const auto& raw = stats.hsm(w).key_names[k];
             name.assign(raw.data(), strnlen(raw.data(), raw.size()));
         }

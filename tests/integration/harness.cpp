@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -93,11 +94,25 @@ ChildProcess::ChildProcess(std::vector<std::string> argv, std::filesystem::path 
     pid_ = pid;
 }
 
+// A sanitizer in a forked worker (or any process the test started) reports
+// into the captured log and, at most, makes that process exit: the supervisor
+// restarts a worker and the test may well pass. The report is the failure.
+namespace {
+void expect_no_sanitizer_report(const std::filesystem::path& log) {
+    const auto text = read_file(log);
+    const auto at = text.find("ThreadSanitizer:");  // WARNING, ERROR or FATAL
+    if (at == std::string::npos) return;
+    ADD_FAILURE() << "ThreadSanitizer reported in " << log.string() << ":\n"
+                  << text.substr(at > 200 ? at - 200 : 0, 6000);
+}
+}  // namespace
+
 ChildProcess::~ChildProcess() {
     if (pid_ > 0) {
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, nullptr, 0);
     }
+    expect_no_sanitizer_report(log_);
 }
 
 bool ChildProcess::wait_for_log(const std::string& text, std::chrono::milliseconds timeout) const {

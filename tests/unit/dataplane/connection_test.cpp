@@ -2,20 +2,28 @@
 // and backend streams are fakes the test fills and drains, the TLS core is
 // the real one, and the client is a real OpenSSL client over memory BIOs.
 // Each case says what the worker would do (pump on activity, on_tick every
-// tick) and checks what reached each side.
+// tick, hand back finished key operations) and checks what reached each side.
+// The asynchronous key cases sign with an in-memory key whose signature is
+// made when the test says so, on another thread as an HSM session's would be
+// (tests/support/paused_key_source.hpp); run under ASan and TSan too.
 #include "dataplane/connection.hpp"
 
 #include <gtest/gtest.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <thread>
 
+#include "crypto/key_completion_queue.hpp"
 #include "crypto/key_source.hpp"
+#include "tests/support/paused_key_source.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace portcullis::dataplane {
@@ -38,6 +46,7 @@ class FakeStream final : public ByteStream {
             inbound.erase(0, n);
             return {Status::ok, n, 0};
         }
+        if (peer_reset) return {Status::error, 0, ECONNRESET};
         return {peer_fin ? Status::eof : Status::would_block, 0, 0};
     }
     Io write(std::span<const std::uint8_t> bytes) override {
@@ -53,7 +62,8 @@ class FakeStream final : public ByteStream {
 
     static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
     std::string inbound;
-    bool peer_fin = false;  // once `inbound` is read: end of stream
+    bool peer_fin = false;    // once `inbound` is read: end of stream
+    bool peer_reset = false;  // once `inbound` is read: ECONNRESET
     std::string outbound;
     std::size_t write_room = unlimited;
     bool write_shut = false;
@@ -131,11 +141,84 @@ class ConnectionTest : public ::testing::Test {
         SSL_set_connect_state(client.get());
         SSL_set_tlsext_host_name(client.get(), "localhost");
 
+        connect_client();
+    }
+
+    void connect_client() {
         auto stream = std::make_unique<FakeStream>();
         client_stream = stream.get();
         const auto peer = *SocketAddress::parse("192.0.2.1:40000");
         const auto local = *SocketAddress::parse("192.0.2.2:443");
         connection = std::make_unique<Connection>(worker, listener, std::move(stream), peer, local);
+    }
+
+    // The listener's key signs asynchronously (as a token key does) and the
+    // worker has a completion queue; the client connects afresh.
+    void use_paused_key() {
+        connection.reset();
+        listener.tls =
+            std::make_shared<const crypto::ServerTlsContext>(listener.settings.tls, paused_keys);
+        worker.key_completions = &completions;
+        connect_client();
+    }
+
+    // Settles until the handshake waits for its signature; the operation.
+    std::shared_ptr<testing::PausedKeyOperation> pause_on_signature() {
+        settle();
+        const auto operations = paused_keys.operations();
+        EXPECT_EQ(operations.size(), 1u) << "the handshake did not ask for one signature";
+        if (operations.size() != 1) return nullptr;
+        EXPECT_FALSE(operations.front()->finished());
+        EXPECT_EQ(worker.awaiting_key.size(), 1u) << "the connection does not wait for it";
+        EXPECT_FALSE(SSL_is_init_finished(client.get()));
+        EXPECT_FALSE(connection->finished());
+        return operations.front();
+    }
+
+    // What the worker does when the queue's eventfd fires: each finished
+    // operation resumes the connection waiting for it, if one still does.
+    int deliver_completions() {
+        int delivered = 0;
+        for (const auto& op : completions.drain()) {
+            const auto waiting = worker.awaiting_key.find(op.get());
+            if (waiting == worker.awaiting_key.end()) continue;
+            waiting->second->on_key_operation_done();
+            ++delivered;
+        }
+        return delivered;
+    }
+
+    // An HSM session thread finishing the signature; whether it completed.
+    static bool complete_on_another_thread(testing::PausedKeyOperation& op) {
+        bool completed = false;
+        std::thread([&] { completed = op.complete(); }).join();
+        return completed;
+    }
+
+    std::uint64_t handshakes_rejected() const {
+        std::uint64_t n = 0;
+        for (const auto& counter : listener_stats.handshakes_rejected) n += counter.get();
+        return n;
+    }
+
+    // The client left while the signature was pending: the connection ended
+    // at once, let the operation go and counted an abandoned handshake; the
+    // late completion finds nothing, the freed connection is never touched.
+    void expect_left_mid_signature(testing::PausedKeyOperation& op) {
+        EXPECT_TRUE(connection->finished());
+        EXPECT_EQ(op.abandoned(), crypto::KeyAbandonReason::cancelled);
+        EXPECT_TRUE(worker.awaiting_key.empty());
+        EXPECT_EQ(listener_stats.handshakes_abandoned.get(), 1u);
+        EXPECT_EQ(handshakes_rejected(), 0u) << "the client leaving counted as a failure";
+        EXPECT_EQ(listener_stats.handshakes_full.get(), 0u);
+        EXPECT_EQ(transport.connects, 0);
+
+        connection.reset();  // what the worker does after the event batch
+        client_stream = nullptr;
+        EXPECT_EQ(listener_stats.connections_active.get(), 0u);
+        EXPECT_FALSE(complete_on_another_thread(op)) << "an abandoned signature completed";
+        EXPECT_EQ(deliver_completions(), 0);
+        EXPECT_TRUE(completions.drain().empty()) << "the dropped completion reached the sink";
     }
 
     // The wire between the OpenSSL client and the client stream, both ways.
@@ -207,6 +290,8 @@ class ConnectionTest : public ::testing::Test {
     testing::IssuedCert client_cert = root.issue(testing::CertOptions{});
     TempDir files;
     crypto::PemFileKeySource keys;
+    crypto::KeyCompletionQueue completions;
+    testing::PausedKeySource paused_keys{completions};
     WorkerStats worker_stats;
     ListenerStats listener_stats;
     FakeTransport transport;
@@ -318,6 +403,67 @@ TEST_F(ConnectionTest, UnfinishedHandshakeEndsAtTheTimeoutAndIsCounted) {
     const auto timeout = static_cast<std::size_t>(crypto::RejectReason::timeout);
     EXPECT_EQ(listener_stats.handshakes_rejected[timeout].get(), 1u);
     EXPECT_EQ(transport.connects, 0);
+}
+
+TEST_F(ConnectionTest, ClientFinWhileTheSignatureIsPendingEndsItAndTheLateCompletionIsDropped) {
+    use_paused_key();
+    const auto op = pause_on_signature();
+    ASSERT_TRUE(op);
+    client_stream->peer_fin = true;  // the client gives up: FIN, no close_notify
+    connection->pump();              // the worker saw activity on the stream
+    expect_left_mid_signature(*op);
+}
+
+TEST_F(ConnectionTest, ClientResetWhileTheSignatureIsPendingEndsItAndTheLateCompletionIsDropped) {
+    use_paused_key();
+    const auto op = pause_on_signature();
+    ASSERT_TRUE(op);
+    client_stream->peer_reset = true;
+    connection->pump();
+    expect_left_mid_signature(*op);
+}
+
+TEST_F(ConnectionTest, ConnectionDestroyedMidSignatureLeavesNothingForTheLateCompletion) {
+    use_paused_key();
+    const auto op = pause_on_signature();
+    ASSERT_TRUE(op);
+    connection.reset();  // the drain deadline passed: the worker destroys what is left
+    client_stream = nullptr;
+    EXPECT_EQ(op->abandoned(), crypto::KeyAbandonReason::cancelled);
+    EXPECT_TRUE(worker.awaiting_key.empty());
+    EXPECT_EQ(listener_stats.connections_active.get(), 0u);
+    EXPECT_FALSE(complete_on_another_thread(*op));
+    EXPECT_EQ(deliver_completions(), 0);
+}
+
+TEST_F(ConnectionTest, SignatureArrivingWhileTheClientWaitsFinishesTheHandshakeAndProxies) {
+    use_paused_key();
+    const auto op = pause_on_signature();
+    ASSERT_TRUE(op);
+    bool completed = false;
+    std::thread session([&] { completed = op->complete(); });
+    pollfd ready{completions.fd(), POLLIN, 0};  // the worker's epoll on the queue's eventfd
+    EXPECT_EQ(::poll(&ready, 1, 5000), 1) << "no wake-up for the completion";
+    session.join();
+    ASSERT_TRUE(completed);
+    ASSERT_EQ(deliver_completions(), 1);
+    EXPECT_TRUE(worker.awaiting_key.empty());
+    EXPECT_EQ(op->why_failed(), "");
+
+    handshake();  // the client verified the signature in the server's CertificateVerify
+    EXPECT_EQ(paused_keys.operations().size(), 1u);
+    EXPECT_EQ(handshakes_rejected(), 0u);
+    EXPECT_EQ(listener_stats.handshakes_abandoned.get(), 0u);
+    auto& backend = *transport.upstream;
+    client_sends("GET / HTTP/1.0\r\n\r\n");
+    settle();
+    EXPECT_EQ(backend.outbound, "GET / HTTP/1.0\r\n\r\n");
+    backend.inbound = "HTTP/1.0 200 OK\r\n\r\nsigned late";
+    backend.peer_fin = true;
+    settle();
+    bool closed = false;
+    EXPECT_EQ(client_reads(&closed), "HTTP/1.0 200 OK\r\n\r\nsigned late");
+    EXPECT_TRUE(closed);
 }
 
 }  // namespace
