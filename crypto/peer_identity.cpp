@@ -4,6 +4,8 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
+#include <memory>
+
 #include "crypto/client_verifier.hpp"
 
 namespace portcullis::crypto {
@@ -12,6 +14,15 @@ namespace {
 const std::string empty_text;
 const std::vector<std::string> no_names;
 const std::array<std::uint8_t, 32> no_digest{};
+
+// Fetched once per process, as the ticket cipher is (server_tls_context.cpp):
+// EVP_sha256() is a legacy handle, and X509_digest looks up its ENGINE and
+// fetches its implementation again on every call.
+const EVP_MD* fetched_sha256() {
+    static const std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> digest(
+        EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free);
+    return digest.get();
+}
 
 }  // namespace
 
@@ -85,7 +96,8 @@ const std::array<std::uint8_t, 32>& PeerCertificate::sha256() const {
     if (!sha256_) {
         std::array<std::uint8_t, 32> digest{};
         unsigned int length = 0;
-        X509_digest(leaf_.get(), EVP_sha256(), digest.data(), &length);
+        const EVP_MD* md = fetched_sha256();
+        X509_digest(leaf_.get(), md != nullptr ? md : EVP_sha256(), digest.data(), &length);
         sha256_ = digest;
     }
     return *sha256_;
