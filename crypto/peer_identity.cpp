@@ -46,9 +46,10 @@ const std::string& PeerCertificate::common_name() const {
     if (!leaf_) return empty_text;
     if (!common_name_) {
         char cn[256] = {};
-        const int length = X509_NAME_get_text_by_NID(X509_get_subject_name(leaf_.get()),
-                                                     NID_commonName, cn, sizeof cn);
-        common_name_ = length > 0 ? std::string(cn, static_cast<std::size_t>(length)) : "";
+        // Up to the first NUL: a CN with one inside must not carry it on.
+        X509_NAME_get_text_by_NID(X509_get_subject_name(leaf_.get()), NID_commonName, cn,
+                                  sizeof cn);
+        common_name_ = cn;
     }
     return *common_name_;
 }
