@@ -5,7 +5,6 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <memory>
 #include <string>
@@ -33,26 +32,17 @@ bool any_glob_matches(const std::vector<std::string>& patterns,
     return false;
 }
 
-// Hex fingerprint in canonical form: lowercase, no separators.
-std::string canonical_hex(const std::string& text) {
-    std::string out;
-    for (const char c : text) {
-        if (c != ':') out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+// A pinned fingerprint as configured (any case, ':' separators allowed)
+// against one in canonical form (lowercase hex, no separators).
+bool same_fingerprint(const std::string& pinned, const std::string& canonical) {
+    std::size_t at = 0;
+    for (const char c : pinned) {
+        if (c == ':') continue;
+        if (at == canonical.size() || std::tolower(static_cast<unsigned char>(c)) != canonical[at])
+            return false;
+        ++at;
     }
-    return out;
-}
-
-std::string sha256_hex_of(X509* cert) {
-    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-    unsigned int length = 0;
-    X509_digest(cert, EVP_sha256(), digest.data(), &length);
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned int i = 0; i < length; ++i) {
-        hex.push_back(digits[digest[i] >> 4]);
-        hex.push_back(digits[digest[i] & 0x0f]);
-    }
-    return hex;
+    return at == canonical.size();
 }
 
 std::vector<std::string> san_entries(X509* cert, int type) {
@@ -109,17 +99,23 @@ bool has_client_auth_eku(X509* cert) {
 }
 
 bool allow_list_permits(const AllowList& allow, X509* cert) {
+    return allow.empty() || allow_list_permits(allow, PeerCertificate(cert));
+}
+
+bool allow_list_permits(const AllowList& allow, const PeerCertificate& cert) {
     if (allow.empty()) return true;
-    const std::string subject = subject_rfc2253(X509_get_subject_name(cert));
-    for (const auto& pattern : allow.subject_patterns) {
-        if (glob_matches(pattern, subject)) return true;
+    if (!allow.subject_patterns.empty()) {
+        const std::string& subject = cert.subject_dn();
+        for (const auto& pattern : allow.subject_patterns) {
+            if (glob_matches(pattern, subject)) return true;
+        }
     }
-    if (any_glob_matches(allow.san_uris, san_entries(cert, GEN_URI))) return true;
-    if (any_glob_matches(allow.san_dns, san_entries(cert, GEN_DNS))) return true;
+    if (!allow.san_uris.empty() && any_glob_matches(allow.san_uris, cert.san_uris())) return true;
+    if (!allow.san_dns.empty() && any_glob_matches(allow.san_dns, cert.san_dns())) return true;
     if (!allow.sha256_fingerprints.empty()) {
-        const std::string fingerprint = sha256_hex_of(cert);
+        const std::string fingerprint = cert.sha256_hex();
         for (const auto& pinned : allow.sha256_fingerprints) {
-            if (canonical_hex(pinned) == fingerprint) return true;
+            if (same_fingerprint(pinned, fingerprint)) return true;
         }
     }
     return false;
@@ -191,7 +187,13 @@ int verify_client_certificate(int preverified, X509_STORE_CTX* store) {
         X509_STORE_CTX_set_error(store, X509_V_ERR_INVALID_PURPOSE);
         return 0;
     }
-    if (!allow_list_permits(state->policy->allow, leaf)) {
+    // The identity keeps the leaf, so what the allow-list reads from it is
+    // not read again for the access log or the PROXY v2 header.
+    if (state->leaf != nullptr && state->leaf->get() != leaf) *state->leaf = PeerCertificate(leaf);
+    const bool allowed = state->leaf != nullptr
+                             ? allow_list_permits(state->policy->allow, *state->leaf)
+                             : allow_list_permits(state->policy->allow, leaf);
+    if (!allowed) {
         record(*state->failure, RejectReason::not_allowed,
                "client identity is not on the listener's allow-list", leaf);
         X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);

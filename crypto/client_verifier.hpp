@@ -28,6 +28,9 @@ RejectReason reason_for_verify_error(int error);
 RejectReason reason_for_ssl_error(unsigned long openssl_error);
 
 bool has_client_auth_eku(X509* cert);
+// Reads from the certificate only the fields the list's patterns use; the
+// PeerCertificate form keeps them for the connection's other readers.
+bool allow_list_permits(const AllowList& allow, const PeerCertificate& cert);
 bool allow_list_permits(const AllowList& allow, X509* cert);
 
 // "CN=a,O=b" (RFC 2253), the form allow-list subject patterns match.

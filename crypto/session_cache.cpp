@@ -341,10 +341,19 @@ struct OpenSslFree {
     void operator()(unsigned char* p) const noexcept { OPENSSL_free(p); }
 };
 
+// Whether a session can ever be asked for by ID. OpenSSL reports every new
+// session, TLS 1.3 ones included, but a TLS 1.3 stateless ticket carries
+// its whole session and the ID OpenSSL gives it is never sent back; only a
+// stateful TLS 1.3 ticket (SSL_OP_NO_TICKET) is the ID of a cached session.
+bool looked_up_by_id(const SSL_SESSION* session, std::uint64_t options) {
+    return SSL_SESSION_get_protocol_version(session) != TLS1_3_VERSION ||
+           (options & SSL_OP_NO_TICKET) != 0;
+}
+
 // Returns 0: the cache keeps a DER copy, not OpenSSL's reference.
 int on_new_session(SSL* ssl, SSL_SESSION* session) {
     SharedSessionCache* cache = cache_of(SSL_get_SSL_CTX(ssl));
-    if (!cache) return 0;
+    if (!cache || !looked_up_by_id(session, SSL_get_options(ssl))) return 0;
     unsigned char* raw = nullptr;
     const int length = i2d_SSL_SESSION(session, &raw);
     const std::unique_ptr<unsigned char, OpenSslFree> der(raw);
@@ -377,7 +386,8 @@ SSL_SESSION* get_cached_session(SSL* ssl, const unsigned char* id, int id_length
 namespace {
 
 void on_remove_session(SSL_CTX* ctx, SSL_SESSION* session) {
-    if (SharedSessionCache* cache = cache_of(ctx)) cache->remove(id_of(session));
+    SharedSessionCache* cache = cache_of(ctx);
+    if (cache && looked_up_by_id(session, SSL_CTX_get_options(ctx))) cache->remove(id_of(session));
 }
 
 }  // namespace

@@ -81,7 +81,9 @@ class SharedSessionCache {
 
 // Makes `ctx` use `cache` for server-side session IDs (SSL_SESS_CACHE_SERVER |
 // SSL_SESS_CACHE_NO_INTERNAL: OpenSSL keeps no per-process copy, so every
-// worker sees the same sessions). The cache pointer is kept in an SSL_CTX
+// worker sees the same sessions). A TLS 1.3 session is stored only when the
+// SSL has SSL_OP_NO_TICKET (a stateful ticket is a session ID); a stateless
+// ticket carries its session itself. The cache pointer is kept in an SSL_CTX
 // ex_data slot (not a process-wide static) so several caches can coexist in
 // one process; the callbacks read it from SSL_get_SSL_CTX(ssl), so attach the
 // cache to every SSL_CTX a connection can be switched to by SNI as well.

@@ -20,6 +20,7 @@ TlsConnection::TlsConnection(const ServerTlsContext& context, std::size_t buffer
     SSL_set_accept_state(ssl_.get());
     verify_state_.policy = &context.policy();
     verify_state_.failure = &failure_;
+    verify_state_.leaf = &peer_.certificate;
     attach_verify_state(ssl_.get(), &verify_state_);
 }
 
@@ -112,19 +113,10 @@ void TlsConnection::capture_identity() {
     if (alpn_len > 0) peer_.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
     peer_.resumed = SSL_session_reused(ssl) == 1;
     X509* cert = SSL_get0_peer_certificate(ssl);
-    if (cert == nullptr) return;
-    peer_.certificate_presented = true;
-    peer_.verified = SSL_get_verify_result(ssl) == X509_V_OK;
-    peer_.subject_dn = subject_rfc2253(X509_get_subject_name(cert));
-    peer_.issuer_dn = subject_rfc2253(X509_get_issuer_name(cert));
-    char cn[256] = {};
-    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0) {
-        peer_.common_name = cn;
-    }
-    peer_.san_dns = subject_alt_dns(cert);
-    peer_.san_uris = subject_alt_uris(cert);
-    unsigned int length = 0;
-    X509_digest(cert, EVP_sha256(), peer_.sha256.data(), &length);
+    // The verify callback may have kept this leaf already (and what the
+    // allow-list read from it); a resumed session brings its own.
+    if (cert != peer_.certificate.get()) peer_.certificate = PeerCertificate(cert);
+    peer_.verified = cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
 }
 
 TlsConnection::IoResult TlsConnection::read_plaintext(std::span<std::uint8_t> out) {

@@ -33,6 +33,9 @@ struct TlsPolicy;
 struct VerifyState {
     const TlsPolicy* policy = nullptr;
     struct TlsFailure* failure = nullptr;
+    // The verified leaf goes here, so what the allow-list reads from it is
+    // kept for the connection's identity. Null: nothing is kept.
+    PeerCertificate* leaf = nullptr;
 };
 
 struct TlsFailure {

@@ -247,7 +247,7 @@ void Connection::on_established() {
         spdlog::debug(
             "client accepted listener={} client={} version={} cipher={} resumed={} subject={}",
             listener_.settings.name, peer_.to_string(), peer.tls_version, peer.cipher, peer.resumed,
-            log_quoted(peer.subject_dn));
+            log_quoted(peer.certificate.subject_dn()));
     }
     connect_upstream();
 }
@@ -479,8 +479,8 @@ void Connection::write_access_log(const char* result) {
         millis, listener_.settings.name, peer_.to_string(), outcome,
         crypto::to_string(tls_.failure().reason), established ? peer.tls_version : "-",
         established ? peer.cipher : "-", established && peer.resumed,
-        log_quoted(established ? peer.subject_dn : tls_.failure().peer_subject),
-        established && peer.certificate_presented ? peer.sha256_hex() : "-",
+        log_quoted(established ? peer.certificate.subject_dn() : tls_.failure().peer_subject),
+        established && peer.certificate_presented() ? peer.certificate.sha256_hex() : "-",
         backend_connected_ ? backends_->address(backend_).to_string() : "-", plaintext_from_client_,
         plaintext_to_client_,
         std::chrono::duration_cast<std::chrono::milliseconds>(worker_.now - accepted_at_).count());

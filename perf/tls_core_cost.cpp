@@ -12,7 +12,9 @@
 //   setup      TlsConnection construction (SSL_new, the BIO pair);
 //   handshake  every server call until both sides are done (OpenSSL 3.5
 //              writes the TLS 1.3 ticket inside SSL_do_handshake), plus the
-//              first read after it, as the daemon's pump makes it;
+//              first read after it, as the daemon's pump makes it, and with
+//              --read-identity what the access log and PROXY v2 read from
+//              the peer identity;
 //   teardown   close_notify and the TlsConnection's destruction (SSL_free).
 // Moving bytes into the client's memory BIO is the harness, not the server,
 // and is left out of every phase.
@@ -27,7 +29,8 @@
 // --callgrind: run under `valgrind --tool=callgrind --collect-atstart=no`.
 // Collection is switched on exactly while server code of a measured handshake
 // runs, each phase inside a function of its own (server_setup,
-// server_receive, server_handshake, server_first_read, server_teardown), so
+// server_receive, server_handshake, server_first_read, server_read_identity,
+// server_teardown), so
 // callgrind's inclusive costs of those functions split the phases.
 // perf/tls_core_profile.sh drives it.
 #include <openssl/err.h>
@@ -173,6 +176,15 @@ void deliver(crypto::TlsConnection& conn, SSL* client, Meter& meter) {
     deliver(conn, client, meter);
 }
 
+// What the access log line and the PROXY v2 header read from the identity
+// (subject DN, CN, SHA-256 fingerprint), for --read-identity: the identity
+// computes them only when asked. Returns their total length.
+[[gnu::noinline]] std::size_t server_read_identity(const crypto::TlsConnection& conn) {
+    const auto& certificate = conn.peer().certificate;
+    return certificate.subject_dn().size() + certificate.common_name().size() +
+           certificate.sha256_hex().size();
+}
+
 [[gnu::noinline]] void server_teardown(std::optional<crypto::TlsConnection>& conn, SSL* client,
                                        Meter& meter) {
     conn->close();
@@ -191,7 +203,7 @@ struct Outcome {
 // One handshake between a fresh client (offering `offer` unless null) and a
 // fresh TlsConnection. Throws std::runtime_error when it does not complete.
 Outcome run_handshake(const crypto::ServerTlsContext& context, SSL_CTX* client_ctx,
-                      SSL_SESSION* offer, Meter& meter) {
+                      SSL_SESSION* offer, bool read_identity, Meter& meter) {
     crypto::UniqueSsl client(SSL_new(client_ctx));
     if (!client) throw std::runtime_error("client SSL_new: " + crypto::drain_openssl_errors());
     SSL_set_bio(client.get(), BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
@@ -219,6 +231,9 @@ Outcome run_handshake(const crypto::ServerTlsContext& context, SSL_CTX* client_c
     }
     if (!finished) throw std::runtime_error("handshake did not finish in 20 rounds");
     meter.run(Meter::handshake, [&] { server_first_read(*conn, client.get(), meter); });
+    if (read_identity &&
+        meter.run(Meter::handshake, [&] { return server_read_identity(*conn); }) == 0)
+        throw std::runtime_error("the peer identity has no subject, CN or fingerprint");
     char sink[64];
     SSL_read(client.get(), sink, sizeof sink);  // the client takes its ticket, if any
     ERR_clear_error();
@@ -261,6 +276,7 @@ struct Settings {
     int warmup = 20;
     int slots = 16;
     bool callgrind = false;
+    bool read_identity = false;
     std::string json;
 };
 
@@ -313,6 +329,9 @@ int main(int argc, char** argv) {
     app.add_flag("--callgrind", s.callgrind,
                  "count only the server side of measured handshakes; needs valgrind "
                  "--tool=callgrind --collect-atstart=no");
+    app.add_flag("--read-identity", s.read_identity,
+                 "after each handshake read what the access log and the PROXY v2 header read "
+                 "from the peer identity (subject DN, CN, SHA-256), in the handshake phase");
     app.add_option("--json", s.json, "write the result here too");
     CLI11_PARSE(app, argc, argv);
 
@@ -387,7 +406,7 @@ int main(int argc, char** argv) {
     int measured_resumed = 0;
     try {
         for (std::size_t slot = 0; slot < sessions.size(); ++slot) {
-            auto first = run_handshake(context, client_ctx.get(), nullptr, meter);
+            auto first = run_handshake(context, client_ctx.get(), nullptr, s.read_identity, meter);
             if (!first.session || SSL_SESSION_is_resumable(first.session.get()) != 1)
                 throw std::runtime_error("slot " + std::to_string(slot) +
                                          ": the full handshake left no resumable session");
@@ -397,8 +416,9 @@ int main(int argc, char** argv) {
             const bool measured = i >= s.warmup;
             const std::size_t slot = resumed ? static_cast<std::size_t>(i % s.slots) : 0;
             meter.arm(measured);
-            auto outcome = run_handshake(context, client_ctx.get(),
-                                         resumed ? sessions[slot].get() : nullptr, meter);
+            auto outcome =
+                run_handshake(context, client_ctx.get(), resumed ? sessions[slot].get() : nullptr,
+                              s.read_identity, meter);
             meter.arm(false);
             if (outcome.server_resumed != resumed || outcome.client_resumed != resumed) {
                 throw std::runtime_error(
@@ -437,6 +457,7 @@ int main(int argc, char** argv) {
         {"slots", resumed ? s.slots : 0},
         {"resumed", measured_resumed},
         {"callgrind", s.callgrind},
+        {"read_identity", s.read_identity},
         {"server_cpu_us_per_handshake", phases_us},
         // Over the whole run: first handshakes of the slots and warm-up included.
         {"tickets_decrypted",

@@ -32,7 +32,8 @@ from pathlib import Path
 # is each phase's instruction count.
 PHASES = {
     "setup": ["server_setup"],
-    "handshake": ["server_receive", "server_handshake", "server_first_read"],
+    "handshake": ["server_receive", "server_handshake", "server_first_read",
+                  "server_read_identity"],
     "teardown": ["server_teardown"],
 }
 
@@ -74,6 +75,7 @@ INTERESTING = [
     ("get_trusted_cached_session", r"get_trusted_cached_session\("),
     ("verify_client_certificate", r"verify_client_certificate\("),
     ("TlsConnection::capture_identity", r"TlsConnection::capture_identity\("),
+    ("server_read_identity (--read-identity: access log, PROXY v2)", r"server_read_identity\("),
     ("subject_rfc2253 (identity DN strings)", r"subject_rfc2253"),
     ("X509_digest (fingerprints, cache keys)", r"X509_digest"),
     ("CRYPTO_malloc", r"CRYPTO_malloc"),

@@ -39,15 +39,16 @@ void put_tlv(std::vector<std::uint8_t>& out, std::uint8_t type, std::string_view
 std::vector<std::uint8_t> ssl_tlv_value(const crypto::PeerIdentity& id) {
     std::vector<std::uint8_t> value;
     std::uint8_t client = ssl_client_ssl;
-    if (id.certificate_presented) client |= ssl_client_cert_conn;
-    if (id.certificate_presented && id.resumed) client |= ssl_client_cert_sess;
+    if (id.certificate_presented()) client |= ssl_client_cert_conn;
+    if (id.certificate_presented() && id.resumed) client |= ssl_client_cert_sess;
     value.push_back(client);
     // verify: 0 means the client presented a certificate that verified.
-    const std::uint32_t verify = id.certificate_presented && id.verified ? 0 : 1;
+    const std::uint32_t verify = id.certificate_presented() && id.verified ? 0 : 1;
     for (int shift = 24; shift >= 0; shift -= 8)
         value.push_back(static_cast<std::uint8_t>(verify >> shift));
     put_tlv(value, subtlv_ssl_version, id.tls_version);
-    if (!id.common_name.empty()) put_tlv(value, subtlv_ssl_cn, id.common_name);
+    const std::string& common_name = id.certificate.common_name();
+    if (!common_name.empty()) put_tlv(value, subtlv_ssl_cn, common_name);
     put_tlv(value, subtlv_ssl_cipher, id.cipher);
     return value;
 }
@@ -83,11 +84,11 @@ std::vector<std::uint8_t> encode(const SocketAddress& client, const SocketAddres
     if (!identity.server_name.empty()) put_tlv(body, tlv_authority, identity.server_name);
     const auto ssl = ssl_tlv_value(identity);
     put_tlv(body, tlv_ssl, std::string_view(reinterpret_cast<const char*>(ssl.data()), ssl.size()));
-    if (identity.certificate_presented) {
-        put_tlv(body, tlv_portcullis_subject_dn, identity.subject_dn);
+    if (identity.certificate_presented()) {
+        put_tlv(body, tlv_portcullis_subject_dn, identity.certificate.subject_dn());
+        const auto& sha256 = identity.certificate.sha256();
         put_tlv(body, tlv_portcullis_sha256,
-                std::string_view(reinterpret_cast<const char*>(identity.sha256.data()),
-                                 identity.sha256.size()));
+                std::string_view(reinterpret_cast<const char*>(sha256.data()), sha256.size()));
     }
     const std::size_t length = body.size() - fixed;
     if (length > 0xffff) throw std::length_error("PROXY v2 header longer than 65535 bytes");

@@ -170,6 +170,34 @@ TEST(SessionIdCache, Tls12ClientsWithoutTicketsResumeOnAnyWorker) {
     EXPECT_GE(metric_value(metrics, "portcullis_session_cache_entries"), 1);
 }
 
+// TLS 1.3 tickets carry their session: they resume on any worker through the
+// shared ticket key, and the session-ID cache is given no copy of them.
+TEST(SessionIdCache, Tls13TicketsResumeOnAnyWorkerWithoutCacheEntries) {
+    TestDeployment env;
+    const auto client = env.client("ticket-client");
+    const int port = free_port();
+    const int admin = free_port();
+    Daemon daemon(env.write_config("tickets", admin_block(admin) + env.listener("edge", port)), 2);
+    auto options = env.options_for(client);
+    options.min_version = options.max_version = TLS1_3_VERSION;
+    auto previous = first_session(port, options);
+    ASSERT_TRUE(previous.ok);
+    int resumed = 0;
+    for (int i = 0; i < 12; ++i) {
+        options.resume_from = previous.session.get();
+        auto next = run_client(port, options);
+        ASSERT_TRUE(next.exchanged) << next.error;
+        resumed += next.resumed ? 1 : 0;
+        if (next.session) previous.session = std::move(next.session);  // tickets are single-use
+    }
+    EXPECT_EQ(resumed, 12) << "tickets must resume on both workers";
+    const auto metrics = http_request(admin, "GET", "/metrics").body;
+    EXPECT_EQ(metric_value(metrics, "portcullis_ticket_decryptions_total{key_age=\"current\"}"), 12)
+        << metrics;
+    EXPECT_EQ(metric_value(metrics, "portcullis_session_cache_stores_total"), 0) << metrics;
+    EXPECT_EQ(metric_value(metrics, "portcullis_session_cache_entries"), 0) << metrics;
+}
+
 // Resumption skips certificate verification, so what changed since the full
 // handshake has to be checked again, for tickets and for cached session IDs.
 enum class Mechanism { tls13_ticket, tls12_ticket, tls12_session_id };

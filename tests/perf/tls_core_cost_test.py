@@ -61,7 +61,14 @@ def main():
             check(r["resumed"] == N, f"tls1.3-resumed: {r['resumed']} of {N} resumed")
             check(r["tickets_decrypted"]["current"] >= every,
                   f"tls1.3-resumed: tickets decrypted with the current key {r['tickets_decrypted']}")
+            check(r["session_cache_counters"]["stores"] == 0,
+                  f"tls1.3-resumed: stateless tickets are not copied into the session-ID cache "
+                  f"({r['session_cache_counters']})")
             phases_measured("tls1.3-resumed", r)
+        r = run(tool, work, "tls1.3-read-identity", "--mode", "resumed", "--read-identity")
+        if r:
+            check(r["read_identity"] and r["resumed"] == N,
+                  f"tls1.3-read-identity: {r['resumed']} of {N} resumed, identity read")
         r = run(tool, work, "tls1.2-full", "--mode", "full", "--tls", "1.2")
         if r:
             check(r["resumed"] == 0, "tls1.2-full: no handshake resumed")

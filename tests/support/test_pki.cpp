@@ -56,11 +56,18 @@ void add_extension(X509* cert, X509* issuer, int nid, const std::string& value) 
     X509_EXTENSION_free(ext);
 }
 
-void set_name(X509_NAME* name, const std::string& cn, const std::string& org) {
+void set_name(X509_NAME* name, const std::string& cn, const std::string& org,
+              const std::vector<std::string>& units) {
     X509_NAME_add_entry_by_txt(name, "C", MBSTRING_ASC,
                                reinterpret_cast<const unsigned char*>("GB"), -1, -1, 0);
     X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
                                reinterpret_cast<const unsigned char*>(org.c_str()), -1, -1, 0);
+    for (const auto& unit : units) {
+        check(X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_ASC,
+                                         reinterpret_cast<const unsigned char*>(unit.c_str()), -1,
+                                         -1, 0) == 1,
+              "subject OU");
+    }
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
                                reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
 }
@@ -74,7 +81,8 @@ UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_
     X509_gmtime_adj(X509_getm_notBefore(cert.get()), o.not_before_offset_s);
     X509_gmtime_adj(X509_getm_notAfter(cert.get()), o.not_after_offset_s);
     X509_set_pubkey(cert.get(), subject_key);
-    set_name(X509_get_subject_name(cert.get()), o.common_name, o.organization);
+    set_name(X509_get_subject_name(cert.get()), o.common_name, o.organization,
+             o.organizational_units);
     X509* signer = issuer ? issuer : cert.get();
     X509_set_issuer_name(cert.get(), X509_get_subject_name(signer));
     add_extension(cert.get(), signer, NID_subject_key_identifier, "hash");

@@ -17,6 +17,7 @@ enum class KeyKind { ec_p256, ec_p384, rsa2048, rsa3072, rsa4096 };
 struct CertOptions {
     std::string common_name = "client";
     std::string organization = "Portcullis Test";
+    std::vector<std::string> organizational_units;  // OU entries after O, in order
     KeyKind key = KeyKind::ec_p256;
     std::vector<std::string> dns_names;
     std::vector<std::string> uris;

@@ -242,11 +242,13 @@ class SessionCacheTls : public ::testing::Test {
         return ctx;
     }
 
-    UniqueSslCtx client_ctx() {
+    UniqueSslCtx client_ctx(int version = TLS1_2_VERSION) {
         UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
         EXPECT_TRUE(ctx);
-        SSL_CTX_set_max_proto_version(ctx.get(), TLS1_2_VERSION);
-        SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);  // session IDs, not tickets
+        SSL_CTX_set_min_proto_version(ctx.get(), version);
+        SSL_CTX_set_max_proto_version(ctx.get(), version);
+        // TLS 1.2: session IDs, not tickets. TLS 1.3 resumes only by ticket.
+        if (version == TLS1_2_VERSION) SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
         EXPECT_EQ(SSL_CTX_use_certificate(ctx.get(), client_cert.cert.get()), 1);
         EXPECT_EQ(SSL_CTX_use_PrivateKey(ctx.get(), client_cert.key.get()), 1);
         return ctx;
@@ -278,6 +280,18 @@ class SessionCacheTls : public ::testing::Test {
             if (c == 1 && s == 1) return true;
         }
         return false;
+    }
+
+    // A TLS 1.3 client's session once the server's ticket reached it (the
+    // server writes it after the handshake, on its next read).
+    static UniqueSession ticket_session(SSL* client, SSL* server) {
+        char byte;
+        EXPECT_LE(SSL_read(server, &byte, 1), 0);
+        pump(server, client);
+        EXPECT_LE(SSL_read(client, &byte, 1), 0);
+        UniqueSession session(SSL_get1_session(client));
+        EXPECT_TRUE(session && SSL_SESSION_is_resumable(session.get()));
+        return session;
     }
 
     // A connection freed without sending close_notify counts as failed: OpenSSL
@@ -364,6 +378,62 @@ TEST_F(SessionCacheTls, ContextWithoutTheCacheDoesNotResume) {
     ASSERT_TRUE(handshake(c.get(), s.get()));
     EXPECT_FALSE(SSL_session_reused(c.get()));
     EXPECT_EQ(cache.counters().hits, 0u);
+}
+
+// A stateless TLS 1.3 ticket carries its session: nothing asks the cache for
+// it, so the cache is not given a copy, on a full handshake or a resumed one.
+TEST_F(SessionCacheTls, Tls13StatelessTicketsAreNotStored) {
+    const auto worker = server_ctx(true);
+    const auto client = client_ctx(TLS1_3_VERSION);
+    UniqueSession session;
+    {
+        auto c = endpoint(client.get(), false);
+        auto s = endpoint(worker.get(), true);
+        ASSERT_TRUE(handshake(c.get(), s.get()));
+        EXPECT_STREQ(SSL_get_version(s.get()), "TLSv1.3");
+        session = ticket_session(c.get(), s.get());
+        close(c.get(), s.get());
+    }
+    ASSERT_TRUE(session);
+    auto c = endpoint(client.get(), false);
+    ASSERT_EQ(SSL_set_session(c.get(), session.get()), 1);
+    auto s = endpoint(worker.get(), true);
+    ASSERT_TRUE(handshake(c.get(), s.get()));
+    EXPECT_TRUE(SSL_session_reused(s.get()));
+    ticket_session(c.get(), s.get());  // the renewed ticket
+    const auto counters = cache.counters();
+    EXPECT_EQ(counters.stores, 0u);
+    EXPECT_EQ(counters.entries, 0u);
+    EXPECT_EQ(counters.bytes, 0u);
+    EXPECT_EQ(counters.hits + counters.misses, 0u);
+}
+
+// A stateful TLS 1.3 ticket (SSL_OP_NO_TICKET) is the ID of a cached
+// session, so that session is stored and resumes on another worker.
+TEST_F(SessionCacheTls, Tls13StatefulTicketResumesOnAnotherContext) {
+    const auto worker_a = server_ctx(true);
+    const auto worker_b = server_ctx(true);
+    for (SSL_CTX* worker : {worker_a.get(), worker_b.get()}) {
+        SSL_CTX_set_options(worker, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(worker, 1);  // as ServerTlsContext does
+    }
+    const auto client = client_ctx(TLS1_3_VERSION);
+    UniqueSession session;
+    {
+        auto c = endpoint(client.get(), false);
+        auto s = endpoint(worker_a.get(), true);
+        ASSERT_TRUE(handshake(c.get(), s.get()));
+        session = ticket_session(c.get(), s.get());
+        close(c.get(), s.get());
+    }
+    ASSERT_TRUE(session);
+    EXPECT_EQ(cache.counters().stores, 1u);
+    auto c = endpoint(client.get(), false);
+    ASSERT_EQ(SSL_set_session(c.get(), session.get()), 1);
+    auto s = endpoint(worker_b.get(), true);
+    ASSERT_TRUE(handshake(c.get(), s.get()));
+    EXPECT_TRUE(SSL_session_reused(s.get()));
+    EXPECT_EQ(cache.counters().hits, 1u);
 }
 
 // OpenSSL treats a connection freed without close_notify as failed and

@@ -102,12 +102,13 @@ TEST_F(TlsCore, HandshakeCapturesThePeerIdentity) {
     const auto outcome = drive(server, client.get());
     ASSERT_EQ(outcome.step, TlsConnection::Step::done) << server.failure().detail;
     const auto& peer = server.peer();
-    EXPECT_TRUE(peer.certificate_presented);
+    EXPECT_TRUE(peer.certificate_presented());
     EXPECT_TRUE(peer.verified);
-    EXPECT_EQ(peer.common_name, "partner-a");
-    EXPECT_EQ(peer.subject_dn, "CN=partner-a,O=Portcullis Test,C=GB");
-    EXPECT_EQ(peer.issuer_dn, "CN=Unit Root,O=Portcullis Test,C=GB");
-    EXPECT_EQ(peer.san_uris, std::vector<std::string>{"spiffe://partners.example/a"});
+    EXPECT_EQ(peer.certificate.common_name(), "partner-a");
+    EXPECT_EQ(peer.certificate.subject_dn(), "CN=partner-a,O=Portcullis Test,C=GB");
+    EXPECT_EQ(peer.certificate.issuer_dn(), "CN=Unit Root,O=Portcullis Test,C=GB");
+    EXPECT_EQ(peer.certificate.san_uris(), std::vector<std::string>{"spiffe://partners.example/a"});
+    EXPECT_TRUE(peer.certificate.san_dns().empty());
     EXPECT_EQ(peer.tls_version, "TLSv1.3");
     EXPECT_EQ(peer.server_name, "localhost");
     EXPECT_EQ(peer.alpn, "http/1.1");
@@ -115,7 +116,67 @@ TEST_F(TlsCore, HandshakeCapturesThePeerIdentity) {
     unsigned char digest[32];
     unsigned int length = 0;
     X509_digest(cert.cert.get(), EVP_sha256(), digest, &length);
-    EXPECT_TRUE(std::equal(digest, digest + 32, peer.sha256.begin()));
+    EXPECT_TRUE(std::equal(digest, digest + 32, peer.certificate.sha256().begin()));
+}
+
+TEST_F(TlsCore, WhatTheAllowListReadIsTheIdentity) {
+    CertOptions o;
+    o.common_name = "partner-b";
+    o.dns_names = {"api.partner-b.example"};
+    const auto cert = root.issue(o);
+    policy.allow.subject_patterns = {"CN=nobody"};
+    policy.allow.san_dns = {"*.partner-b.example"};
+    ServerTlsContext context(policy, keys);
+    TlsConnection server(context);
+    auto client = client_for(&cert);
+    ASSERT_EQ(drive(server, client.get()).step, TlsConnection::Step::done)
+        << server.failure().detail;
+    const auto& peer = server.peer();
+    EXPECT_EQ(X509_cmp(peer.certificate.get(), cert.cert.get()), 0);
+    EXPECT_EQ(peer.certificate.subject_dn(), "CN=partner-b,O=Portcullis Test,C=GB");
+    EXPECT_EQ(peer.certificate.san_dns(), std::vector<std::string>{"api.partner-b.example"});
+    EXPECT_TRUE(peer.certificate.san_uris().empty());
+    EXPECT_EQ(peer.certificate.common_name(), "partner-b");
+}
+
+TEST_F(TlsCore, ResumedHandshakeCarriesTheSessionsIdentity) {
+    ServerTlsContext context(policy, keys);
+    CertOptions o;
+    o.common_name = "partner-c";
+    const auto cert = root.issue(o);
+    UniqueSsl first_client = client_for(&cert);
+    SSL_SESSION* session = nullptr;
+    {
+        TlsConnection first(context);
+        ASSERT_EQ(drive(first, first_client.get()).step, TlsConnection::Step::done);
+        // The server writes its TLS 1.3 ticket on its first read.
+        std::uint8_t plain[16];
+        EXPECT_EQ(first.read_plaintext(plain).status, TlsConnection::IoStatus::need_input);
+        testing::server_to_client(first, first_client.get());
+        char sink[16];
+        EXPECT_LE(SSL_read(first_client.get(), sink, sizeof sink), 0);
+        session = SSL_get1_session(first_client.get());
+    }
+    ASSERT_NE(session, nullptr);
+    ASSERT_EQ(SSL_SESSION_is_resumable(session), 1);
+    UniqueSsl client(SSL_new(client_ctx.get()));
+    SSL_set_bio(client.get(), BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+    SSL_set_connect_state(client.get());
+    SSL_set_tlsext_host_name(client.get(), "localhost");
+    SSL_set_session(client.get(), session);
+    SSL_SESSION_free(session);
+    TlsConnection server(context);
+    ASSERT_EQ(drive(server, client.get()).step, TlsConnection::Step::done)
+        << server.failure().detail;
+    const auto& peer = server.peer();
+    ASSERT_TRUE(peer.resumed);
+    EXPECT_TRUE(peer.certificate_presented());
+    EXPECT_TRUE(peer.verified);
+    EXPECT_EQ(peer.certificate.subject_dn(), "CN=partner-c,O=Portcullis Test,C=GB");
+    unsigned char digest[32];
+    unsigned int length = 0;
+    X509_digest(cert.cert.get(), EVP_sha256(), digest, &length);
+    EXPECT_TRUE(std::equal(digest, digest + 32, peer.certificate.sha256().begin()));
 }
 
 TEST_F(TlsCore, PlaintextFlowsBothWaysThroughTheBuffers) {
@@ -177,7 +238,9 @@ TEST_F(TlsCore, OptionalClientAuthAcceptsAnonymousClients) {
     TlsConnection server(context);
     auto client = client_for(nullptr);
     ASSERT_EQ(drive(server, client.get()).step, TlsConnection::Step::done);
-    EXPECT_FALSE(server.peer().certificate_presented);
+    EXPECT_FALSE(server.peer().certificate_presented());
+    EXPECT_EQ(server.peer().certificate.subject_dn(), "");
+    EXPECT_EQ(server.peer().certificate.sha256_hex(), "");
     EXPECT_FALSE(server.peer().verified);
 }
 

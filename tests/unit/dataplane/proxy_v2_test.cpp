@@ -3,25 +3,68 @@
 #include "dataplane/upstream/proxy_v2.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+
+#include <cstdio>
+#include <utility>
 
 #include "tests/support/proxy_v2_parser.hpp"
+#include "tests/support/test_pki.hpp"
 
 namespace portcullis::dataplane {
 namespace {
 
-crypto::PeerIdentity verified_identity() {
+// Identities carry a real certificate: what the encoder sends is read from it.
+const testing::CertificateAuthority& ca() {
+    static const auto authority = testing::CertificateAuthority::root("Proxy Test CA");
+    return authority;
+}
+
+crypto::PeerIdentity identity_with(const testing::CertOptions& options) {
+    const auto issued = ca().issue(options);
     crypto::PeerIdentity id;
-    id.certificate_presented = true;
     id.verified = true;
-    id.subject_dn = "CN=partner-a,O=Partner Bank,C=GB";
-    id.common_name = "partner-a";
-    for (std::size_t i = 0; i < id.sha256.size(); ++i)
-        id.sha256[i] = static_cast<std::uint8_t>(i * 7);
+    id.certificate = crypto::PeerCertificate(issued.cert.get());
     id.tls_version = "TLSv1.3";
     id.cipher = "TLS_AES_128_GCM_SHA256";
     id.server_name = "edge.example";
     id.alpn = "h2";
     return id;
+}
+
+crypto::PeerIdentity verified_identity() {
+    testing::CertOptions o;
+    o.common_name = "partner-a";
+    o.organization = "Partner Bank";
+    return identity_with(o);
+}
+
+// A subject longer than `length` characters in RFC 2253 form, made of OU
+// entries (each attribute value is limited to 64 characters), and that form.
+std::pair<crypto::PeerIdentity, std::string> identity_with_subject_of(std::size_t length) {
+    testing::CertOptions o;
+    o.common_name = "partner-a";
+    o.organization = "Bank";
+    std::string subject = "CN=partner-a";
+    while (subject.size() <= length) {
+        o.organizational_units.push_back(std::string(60, 'a'));
+        subject += ",OU=" + o.organizational_units.back();
+    }
+    subject += ",O=Bank,C=GB";
+    return {identity_with(o), subject};
+}
+
+std::string sha256_hex_of(X509* cert) {
+    unsigned char digest[32];
+    unsigned int length = 0;
+    X509_digest(cert, EVP_sha256(), digest, &length);
+    std::string hex;
+    for (unsigned i = 0; i < length; ++i) {
+        char byte[3];
+        std::snprintf(byte, sizeof byte, "%02x", digest[i]);
+        hex += byte;
+    }
+    return hex;
 }
 
 SocketAddress addr(const char* text) {
@@ -68,8 +111,8 @@ TEST(ProxyV2, Ipv4RoundTripCarriesEveryField) {
     EXPECT_EQ(h.ssl_cipher, "TLS_AES_128_GCM_SHA256");
     EXPECT_EQ(h.alpn, "h2");
     EXPECT_EQ(h.authority, "edge.example");
-    EXPECT_EQ(h.subject_dn, id.subject_dn);
-    EXPECT_EQ(h.sha256_hex, id.sha256_hex());
+    EXPECT_EQ(h.subject_dn, "CN=partner-a,O=Partner Bank,C=GB");
+    EXPECT_EQ(h.sha256_hex, sha256_hex_of(id.certificate.get()));
 }
 
 TEST(ProxyV2, Ipv6RoundTrip) {
@@ -114,15 +157,14 @@ TEST(ProxyV2, ResumedSessionSetsCertSessFlag) {
 }
 
 TEST(ProxyV2, LongSubjectIsCarriedWhole) {
-    auto id = verified_identity();
-    id.subject_dn = "CN=" + std::string(4000, 'a') + ",O=Bank";
+    const auto [id, subject] = identity_with_subject_of(4000);
     const auto h = parse(proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), id));
-    EXPECT_EQ(h.subject_dn, id.subject_dn);
+    EXPECT_EQ(h.subject_dn, subject);
 }
 
 TEST(ProxyV2, HeaderThatCannotFitIsRefused) {
-    auto id = verified_identity();
-    id.subject_dn = std::string(70000, 'x');
+    const auto [id, subject] = identity_with_subject_of(70000);
+    ASSERT_EQ(id.certificate.subject_dn(), subject);
     EXPECT_THROW(proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), id),
                  std::length_error);
 }
