@@ -13,6 +13,8 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "crypto/server_tls_context.hpp"
 #include "crypto/tls_connection.hpp"
@@ -91,7 +93,14 @@ int main(int argc, char** argv) {
     std::string tls = "1.3";
     std::string groups;
     std::string json;
+    int partners = 1;
+    std::size_t chain_cache_entries = crypto::TlsPolicy{}.verified_chain_cache_entries;
     app.add_option("--handshakes", count, "handshakes per mode");
+    app.add_option("--partners", partners,
+                   "distinct client certificates, used in turn (1: a returning partner)")
+        ->check(CLI::Range(1, 1000000));
+    app.add_option("--chain-cache-entries", chain_cache_entries,
+                   "the listener's verified_chain_cache_entries (0: every chain verified in full)");
     app.add_option("--crl", crl, "check client certificates against a CRL (default true)");
     app.add_option("--tls", tls, "1.2 | 1.3")->check(CLI::IsMember({"1.2", "1.3"}));
     app.add_option("--groups", groups,
@@ -109,7 +118,12 @@ int main(int argc, char** argv) {
     server_options.client_auth = false;
     server_options.server_auth = true;
     const auto server_cert = root.issue(server_options);
-    const auto client_cert = intermediate.issue(testing::CertOptions{});
+    std::vector<testing::IssuedCert> client_certs;
+    for (int i = 0; i < partners; ++i) {
+        testing::CertOptions partner;
+        partner.common_name = "partner-" + std::to_string(i);
+        client_certs.push_back(intermediate.issue(partner));
+    }
     const fs::path dir =
         fs::temp_directory_path() / ("portcullis-cost-" + std::to_string(::getpid()));
     fs::create_directories(dir);
@@ -123,6 +137,7 @@ int main(int argc, char** argv) {
     policy.certificates = {{(dir / "server.pem").string(), (dir / "server.key").string(), {}}};
     policy.trust_file = (dir / "root.pem").string();
     if (crl) policy.crl_files = {(dir / "root.crl").string(), (dir / "intermediate.crl").string()};
+    policy.verified_chain_cache_entries = chain_cache_entries;
     crypto::PemFileKeySource keys;
     crypto::TicketKeyring tickets;
     tickets.replace({crypto::TicketKey::random()});
@@ -134,9 +149,6 @@ int main(int argc, char** argv) {
     const int version = tls == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
     SSL_CTX_set_min_proto_version(client_ctx.get(), version);
     SSL_CTX_set_max_proto_version(client_ctx.get(), version);
-    SSL_CTX_use_certificate(client_ctx.get(), client_cert.cert.get());
-    SSL_CTX_add1_chain_cert(client_ctx.get(), intermediate.cert());
-    SSL_CTX_use_PrivateKey(client_ctx.get(), client_cert.key.get());
     if (!groups.empty() && SSL_CTX_set1_groups_list(client_ctx.get(), groups.c_str()) != 1) {
         std::cerr << "--groups " << groups << ": not accepted by OpenSSL\n";
         return 2;
@@ -148,6 +160,10 @@ int main(int argc, char** argv) {
     for (int i = 0; i < count; ++i) {
         crypto::TlsConnection conn(context);
         crypto::UniqueSsl client(SSL_new(client_ctx.get()));
+        const auto& partner = client_certs[static_cast<std::size_t>(i % partners)];
+        SSL_use_certificate(client.get(), partner.cert.get());
+        SSL_use_PrivateKey(client.get(), partner.key.get());
+        SSL_add1_chain_cert(client.get(), intermediate.cert());
         SSL_set_bio(client.get(), BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
         SSL_set_connect_state(client.get());
         SSL_set_tlsext_host_name(client.get(), "localhost");
@@ -163,10 +179,11 @@ int main(int argc, char** argv) {
     fs::remove_all(dir);
     char text[512];
     std::snprintf(text, sizeof text,
-                  "{\"tls\":\"%s\",\"group\":\"%s\",\"crl\":%s,\"full_handshakes\":%d,"
+                  "{\"tls\":\"%s\",\"group\":\"%s\",\"crl\":%s,\"partners\":%d,"
+                  "\"chain_cache_entries\":%zu,\"full_handshakes\":%d,"
                   "\"server_cpu_us_per_full\":%.1f}",
-                  tls.c_str(), negotiated.c_str(), crl ? "true" : "false", full_ok,
-                  full_ok ? full_us / full_ok : 0.0);
+                  tls.c_str(), negotiated.c_str(), crl ? "true" : "false", partners,
+                  chain_cache_entries, full_ok, full_ok ? full_us / full_ok : 0.0);
     std::cout << text << std::endl;
     if (!json.empty()) std::ofstream(json) << text << "\n";
     return 0;
