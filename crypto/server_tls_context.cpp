@@ -301,6 +301,10 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
     if (policy.certificates.empty()) throw TlsConfigError("no server certificate configured");
     const auto store =
         policy.client_auth == ClientAuth::none ? nullptr : build_trust_store(policy, crls_);
+    if (store && policy.verified_chain_cache_entries > 0 && policy.trust_dir.empty()) {
+        chain_cache_ = std::make_unique<VerifiedChainCache>(
+            store.get(), policy.verified_chain_cache_entries, options_.events);
+    }
     const auto session_context = session_context_of(policy);
     const int min_version =
         policy.min_version == TlsVersion::tls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
@@ -353,6 +357,10 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
             SSL_CTX_set_verify(ctx.get(), mode, verify_client_certificate);
             SSL_CTX_set_verify_depth(ctx.get(), policy.verify_depth);
             SSL_CTX_set1_cert_store(ctx.get(), store.get());
+            if (chain_cache_) {
+                SSL_CTX_set_cert_verify_callback(ctx.get(), VerifiedChainCache::verify_callback,
+                                                 chain_cache_.get());
+            }
             if (!policy.trust_file.empty()) {
                 // The CA names in the CertificateRequest let clients pick the right certificate.
                 STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(policy.trust_file.c_str());

@@ -2,7 +2,9 @@
 // (ECDSA and RSA certificates for the same names share a context), the trust
 // store with its CRLs, the client-certificate checks (EKU, allow-list) and the
 // protocol limits. Built once per worker process after fork, then shared by
-// all of that worker's connections; never modified while connections use it.
+// all of that worker's connections; never modified while connections use it,
+// except for its verified-chain cache, which the handshakes of that worker's
+// loop thread fill (see verified_chain_cache.hpp).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include "crypto/openssl_handles.hpp"
 #include "crypto/ticket_keys.hpp"
 #include "crypto/tls_policy.hpp"
+#include "crypto/verified_chain_cache.hpp"
 
 namespace portcullis::crypto {
 
@@ -33,6 +36,7 @@ class TlsEventSink {
     virtual ~TlsEventSink() = default;
     virtual void ticket_decrypted(TicketKeyring::Match key_age) = 0;
     virtual void resumption_refused(ResumptionRefusal reason) = 0;
+    virtual void chain_cache(ChainCacheEvent) {}
 };
 
 struct ServerTlsOptions {
@@ -63,6 +67,8 @@ class ServerTlsContext {
     // expired and is not on a CRL loaded since (resumption skips verification).
     bool session_still_trusted(SSL_SESSION* session) const;
     const ServerTlsOptions& options() const { return options_; }
+    // Null when the listener verifies every client chain in full.
+    const VerifiedChainCache* chain_cache() const { return chain_cache_.get(); }
 
     struct SniGroup;  // implementation detail, public for the callbacks
 
@@ -71,6 +77,8 @@ class ServerTlsContext {
     ServerTlsOptions options_;
     std::vector<UniqueX509Crl> crls_;       // for re-checking resumed sessions
     std::vector<unsigned char> alpn_wire_;  // policy.alpn in TLS wire format
+    // Declared before groups_, whose SSL_CTXs point at it, so it outlives them.
+    std::unique_ptr<VerifiedChainCache> chain_cache_;
     std::vector<std::unique_ptr<SniGroup>> groups_;
 };
 

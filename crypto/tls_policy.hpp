@@ -2,6 +2,7 @@
 // crypto/ turns it into OpenSSL contexts; nothing here touches OpenSSL.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,10 @@ struct TlsPolicy {
     CrlScope crl_scope = CrlScope::leaf;  // only used when crl_files is not empty
     int verify_depth = 4;
     bool require_client_auth_eku = true;  // leaf must carry EKU clientAuth
+    // Client chains remembered after a successful verification (see
+    // crypto/verified_chain_cache.hpp); 0 = verify every chain in full.
+    // Ignored with a trust_dir, which OpenSSL reads during verification.
+    std::size_t verified_chain_cache_entries = 10000;
     AllowList allow;
     TlsVersion min_version = TlsVersion::tls12;
     TlsVersion max_version = TlsVersion::tls13;

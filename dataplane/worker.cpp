@@ -59,6 +59,19 @@ class ListenerEvents final : public crypto::TlsEventSink {
                                                       : listener_.resumptions_refused_expired)
             .add();
     }
+    void chain_cache(crypto::ChainCacheEvent event) override {
+        switch (event) {
+            case crypto::ChainCacheEvent::hit:
+                listener_.chain_cache_hits.add();
+                break;
+            case crypto::ChainCacheEvent::miss:
+                listener_.chain_cache_misses.add();
+                break;
+            case crypto::ChainCacheEvent::eviction:
+                listener_.chain_cache_evictions.add();
+                break;
+        }
+    }
 
   private:
     WorkerStats& worker_;

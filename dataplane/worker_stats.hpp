@@ -57,6 +57,9 @@ struct ListenerStats {
     std::array<DurationHistogram, 2> handshake_duration;  // by HandshakeKind
     Counter resumptions_refused_revoked;  // session's client certificate revoked since
     Counter resumptions_refused_expired;  // session's client certificate expired since
+    Counter chain_cache_hits;             // client chains accepted from the verified-chain cache
+    Counter chain_cache_misses;           // client chains verified in full with the cache on
+    Counter chain_cache_evictions;        // cached chains dropped to make room
     Counter upstream_connect_failures;
     Counter upstream_unavailable;  // no backend could take the connection
     Counter bytes_from_clients;    // plaintext

@@ -53,11 +53,21 @@ constexpr std::array kListenerKeys{
     "name"sv,        "address"sv, "backlog"sv, "handshake_timeout_ms"sv, "idle_timeout_ms"sv,
     "buffer_bytes"sv};
 constexpr std::array kListenerTables{"tls"sv, "upstream"sv};
-constexpr std::array kTlsKeys{
-    "client_auth"sv, "trust_bundle"sv, "trust_dir"sv,          "crl_files"sv,
-    "crl_scope"sv,   "verify_depth"sv, "require_client_eku"sv, "min_version"sv,
-    "max_version"sv, "ciphers"sv,      "ciphersuites"sv,       "groups"sv,
-    "alpn"sv,        "allow_psk_ke"sv};
+constexpr std::array kTlsKeys{"client_auth"sv,
+                              "trust_bundle"sv,
+                              "trust_dir"sv,
+                              "crl_files"sv,
+                              "crl_scope"sv,
+                              "verify_depth"sv,
+                              "require_client_eku"sv,
+                              "min_version"sv,
+                              "max_version"sv,
+                              "ciphers"sv,
+                              "ciphersuites"sv,
+                              "groups"sv,
+                              "alpn"sv,
+                              "allow_psk_ke"sv,
+                              "verified_chain_cache_entries"sv};
 constexpr std::array kTlsTables{"certificate"sv, "allow"sv};
 constexpr std::array kCertificateKeys{"chain"sv, "key"sv, "server_names"sv};
 constexpr std::array kAllowKeys{"subjects"sv, "san_uris"sv, "san_dns"sv, "sha256"sv};
@@ -75,6 +85,9 @@ constexpr std::int64_t kMaxTicketRotationSeconds = 7 * 86400;
 // RFC 8446 4.6.1: a ticket lifetime above seven days is not allowed.
 constexpr std::int64_t kMaxSessionLifetimeSeconds = 7 * 86400;
 constexpr std::int64_t kMaxSessionCacheEntries = 16 * 1024 * 1024;
+// Per listener and worker, about 250 bytes each (no certificate is kept: a hit
+// reuses the handshake's own).
+constexpr std::int64_t kMaxVerifiedChainCacheEntries = 1'000'000;
 constexpr std::size_t kMaxListenerNameLength = 64;
 constexpr std::size_t kMaxAlpnProtocolLength = 255;
 constexpr std::string_view kPkcs11Scheme = "pkcs11:";
@@ -443,6 +456,9 @@ crypto::TlsPolicy read_tls(const Section& section) {
     tls.require_client_auth_eku =
         section.boolean_or("require_client_eku", tls.require_client_auth_eku);
     tls.allow_psk_ke = section.boolean_or("allow_psk_ke", tls.allow_psk_ke);
+    tls.verified_chain_cache_entries = static_cast<std::size_t>(
+        section.integer("verified_chain_cache_entries", 0, kMaxVerifiedChainCacheEntries)
+            .value_or(static_cast<std::int64_t>(tls.verified_chain_cache_entries)));
 
     tls.min_version = section.choice_or("min_version", tls.min_version, kVersionChoices);
     tls.max_version = section.choice_or("max_version", tls.max_version, kVersionChoices);

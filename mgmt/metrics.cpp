@@ -301,6 +301,14 @@ std::string render_metrics(const MetricsInput& input) {
                    "Resumptions refused because the session's client certificate was revoked or "
                    "expired since; the client falls back to a full handshake.",
                    MetricType::Counter);
+    auto& chain_cache_lookups = out.family(
+        "portcullis_verified_chain_cache_lookups_total",
+        "Client chains looked up in the verified-chain cache: hit (accepted without a full "
+        "verification) or miss (verified in full).",
+        MetricType::Counter);
+    auto& chain_cache_evictions = out.family(
+        "portcullis_verified_chain_cache_evictions_total",
+        "Verified client chains dropped from the cache to make room.", MetricType::Counter);
     auto& bytes_in =
         out.family("portcullis_client_bytes_received_total",
                    "Plaintext application bytes received from clients.", MetricType::Counter);
@@ -383,6 +391,12 @@ std::string render_metrics(const MetricsInput& input) {
         Families::add(resumptions_refused,
                       sum.listener(i, &ListenerStats::resumptions_refused_expired),
                       {{"listener", name}, {"reason", "expired"}});
+        Families::add(chain_cache_lookups, sum.listener(i, &ListenerStats::chain_cache_hits),
+                      {{"listener", name}, {"result", "hit"}});
+        Families::add(chain_cache_lookups, sum.listener(i, &ListenerStats::chain_cache_misses),
+                      {{"listener", name}, {"result", "miss"}});
+        Families::add(chain_cache_evictions, sum.listener(i, &ListenerStats::chain_cache_evictions),
+                      listener);
         Families::add(bytes_in, sum.listener(i, &ListenerStats::bytes_from_clients), listener);
         Families::add(bytes_out, sum.listener(i, &ListenerStats::bytes_to_clients), listener);
         Families::add(connect_failures, sum.listener(i, &ListenerStats::upstream_connect_failures),

@@ -277,6 +277,7 @@ struct Settings {
     int slots = 16;
     bool callgrind = false;
     bool read_identity = false;
+    std::size_t chain_cache_entries = crypto::TlsPolicy{}.verified_chain_cache_entries;
     std::string json;
 };
 
@@ -323,6 +324,9 @@ int main(int argc, char** argv) {
                    "client sessions kept in --mode resumed, each resumed in turn (default 16)")
         ->check(CLI::PositiveNumber);
     app.add_option("--crl", s.crl, "check client certificates against a CRL (default true)");
+    app.add_option("--chain-cache-entries", s.chain_cache_entries,
+                   "the listener's verified_chain_cache_entries (0: every chain verified in full; "
+                   "the client presents one certificate, a returning partner)");
     app.add_option("--groups", s.groups,
                    "key-exchange groups the client offers (default: OpenSSL's, which puts "
                    "X25519MLKEM768 first); the server keeps Portcullis's default");
@@ -359,7 +363,12 @@ int main(int argc, char** argv) {
     server_options.client_auth = false;
     server_options.server_auth = true;
     const auto server_cert = root.issue(server_options);
-    const auto client_cert = intermediate.issue(testing::CertOptions{});
+    std::vector<testing::IssuedCert> client_certs;
+    for (int i = 0; i < partners; ++i) {
+        testing::CertOptions partner;
+        partner.common_name = "partner-" + std::to_string(i);
+        client_certs.push_back(intermediate.issue(partner));
+    }
     const fs::path dir =
         fs::temp_directory_path() / ("portcullis-cost-" + std::to_string(::getpid()));
     fs::create_directories(dir);
@@ -374,6 +383,7 @@ int main(int argc, char** argv) {
     policy.trust_file = (dir / "root.pem").string();
     if (s.crl)
         policy.crl_files = {(dir / "root.crl").string(), (dir / "intermediate.crl").string()};
+    policy.verified_chain_cache_entries = s.chain_cache_entries;
     crypto::PemFileKeySource keys;
     crypto::TicketKeyring tickets;  // current and previous, as after a rotation
     tickets.replace({crypto::TicketKey::random(), crypto::TicketKey::random()});

@@ -1,19 +1,52 @@
 // The client-certificate matrix against the real daemon: every case checks
-// what the client experiences AND the one log line the server writes.
+// what the client experiences AND the one log line the server writes. Each
+// case runs with the verified-chain cache on (the default) and off, and
+// visits twice: the second visit must get the same answer, and with the cache
+// on a chain that verified is then a cache hit.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
 
 #include "tests/integration/environment.hpp"
 
 namespace portcullis::testing {
 namespace {
 
-class ClientCertificateMatrix : public ::testing::Test {
+using namespace std::chrono_literals;
+
+std::string admin_block(int port) {
+    return "[admin]\naddress = \"127.0.0.1:" + std::to_string(port) + "\"\n\n";
+}
+
+// The admin process may still be starting when the daemon reports ready.
+double scrape(int admin_port, const std::string& sample) {
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        const auto response = http_request(admin_port, "GET", "/metrics");
+        if (response.status == 200) return metric_value(response.body, sample);
+        std::this_thread::sleep_for(25ms);
+    }
+    return std::nan("");
+}
+
+std::string chain_cache_sample(const std::string& listener, const std::string& result) {
+    return "portcullis_verified_chain_cache_lookups_total{listener=\"" + listener + "\",result=\"" +
+           result + "\"}";
+}
+
+struct Listeners {
+    int require, optional, allow, chain;
+};
+
+// What the client's chain does at the server: verified (it may still be
+// refused later, e.g. by its CertificateVerify), refused, or never sent.
+enum class Chain { verifies, refused, absent };
+
+class ClientCertificateMatrix : public ::testing::TestWithParam<bool> {
   protected:
     static void SetUpTestSuite() {
         env = std::make_unique<TestDeployment>();
-        require_port = free_port();
-        optional_port = free_port();
-        allow_port = free_port();
+        admin_port = free_port();
         revoked = std::make_unique<IssuedCert>(env->client("revoked-client"));
         env->client_ca.revoke(revoked->cert.get());
         // An intermediate the root has revoked, with a (valid, empty) CRL of its own.
@@ -22,19 +55,27 @@ class ClientCertificateMatrix : public ::testing::Test {
         env->root.revoke(revoked_ca->cert());
         write_file(env->dir / "revoked-ca.crl", revoked_ca->crl_pem());
         env->write_crls();
-        chain_port = free_port();
-        std::string chain = env->listener("chain", chain_port, "crl_scope = \"chain\"\n");
-        const std::string crls = "crl_files = [\"root.crl\", \"client-ca.crl\"]";
-        chain.replace(chain.find(crls), crls.size(),
-                      "crl_files = [\"root.crl\", \"client-ca.crl\", \"revoked-ca.crl\"]");
-        const auto config = env->write_config(
-            "matrix", env->listener("require", require_port) +
-                          env->listener("optional", optional_port, "client_auth = \"optional\"\n") +
-                          env->listener("allow", allow_port,
-                                        "[listener.tls.allow]\nsubjects = "
-                                        "[\"CN=allowed-*,O=Portcullis Test,C=GB\"]\n") +
-                          chain);
-        daemon = std::make_unique<Daemon>(config);
+        std::string body = admin_block(admin_port);
+        for (const bool cached : {false, true}) {
+            const std::string suffix = cached ? "" : "-uncached";
+            const std::string cache = cached ? "" : "verified_chain_cache_entries = 0\n";
+            auto& ports = listeners[cached ? 1 : 0];
+            ports = {free_port(), free_port(), free_port(), free_port()};
+            std::string chain =
+                env->listener("chain" + suffix, ports.chain, "crl_scope = \"chain\"\n" + cache);
+            const std::string crls = "crl_files = [\"root.crl\", \"client-ca.crl\"]";
+            chain.replace(chain.find(crls), crls.size(),
+                          "crl_files = [\"root.crl\", \"client-ca.crl\", \"revoked-ca.crl\"]");
+            body += env->listener("require" + suffix, ports.require, cache) +
+                    env->listener("optional" + suffix, ports.optional,
+                                  "client_auth = \"optional\"\n" + cache) +
+                    env->listener("allow" + suffix, ports.allow,
+                                  cache +
+                                      "[listener.tls.allow]\nsubjects = "
+                                      "[\"CN=allowed-*,O=Portcullis Test,C=GB\"]\n") +
+                    chain;
+        }
+        daemon = std::make_unique<Daemon>(env->write_config("matrix", body));
     }
     static void TearDownTestSuite() {
         daemon.reset();
@@ -43,10 +84,35 @@ class ClientCertificateMatrix : public ::testing::Test {
         env.reset();
     }
 
+    static bool cached() { return GetParam(); }
+    static const Listeners& ports() { return listeners[cached() ? 1 : 0]; }
+    static std::string name_of(int port) {
+        const auto& p = ports();
+        const std::string base = port == p.require    ? "require"
+                                 : port == p.optional ? "optional"
+                                 : port == p.allow    ? "allow"
+                                                      : "chain";
+        return cached() ? base : base + "-uncached";
+    }
+
     ClientOptions with(const IssuedCert& cert, bool send_intermediate = true) const {
         auto o = env->options_for(cert);
         if (!send_intermediate) o.chain.clear();
         return o;
+    }
+
+    // Two visits with the same certificates; returns the second.
+    ClientResult visit(int port, const ClientOptions& options, Chain chain) {
+        const auto hits = chain_cache_sample(name_of(port), "hit");
+        const auto first = run_client(port, options);
+        const double hits_before = scrape(admin_port, hits);
+        auto second = run_client(port, options);
+        EXPECT_EQ(second.exchanged, first.exchanged) << "the second visit got another answer";
+        EXPECT_EQ(second.alert, first.alert);
+        EXPECT_EQ(scrape(admin_port, hits) - hits_before,
+                  cached() && chain == Chain::verifies ? 1 : 0)
+            << "cache hits of the second visit";
+        return second;
     }
 
     void expect_rejected(const ClientResult& r, const std::string& reason) {
@@ -61,108 +127,112 @@ class ClientCertificateMatrix : public ::testing::Test {
     static inline std::unique_ptr<Daemon> daemon;
     static inline std::unique_ptr<IssuedCert> revoked;
     static inline std::unique_ptr<CertificateAuthority> revoked_ca;
-    static inline int require_port, optional_port, allow_port, chain_port;
+    static inline int admin_port;
+    static inline Listeners listeners[2];  // [0]: cache off, [1]: cache on
 };
 
-TEST_F(ClientCertificateMatrix, GoodClientIssuedByRootIsServed) {
+TEST_P(ClientCertificateMatrix, GoodClientIssuedByRootIsServed) {
     CertOptions o;
     o.common_name = "direct-client";
     const auto cert = env->root.issue(o);
-    const auto r = run_client(require_port, with(cert, false));
+    const auto r = visit(ports().require, with(cert, false), Chain::verifies);
     EXPECT_TRUE(r.exchanged) << r.error << " alert=" << r.alert;
 }
 
-TEST_F(ClientCertificateMatrix, GoodClientSendingItsIntermediateIsServed) {
-    const auto r = run_client(require_port, with(env->client("partner-a")));
+TEST_P(ClientCertificateMatrix, GoodClientSendingItsIntermediateIsServed) {
+    const auto r = visit(ports().require, with(env->client("partner-a")), Chain::verifies);
     EXPECT_TRUE(r.exchanged) << r.error << " alert=" << r.alert;
     EXPECT_EQ(r.received, "ping\n");
 }
 
-TEST_F(ClientCertificateMatrix, GoodClientWithoutItsIntermediateIsUnknownCa) {
-    const auto r = run_client(require_port, with(env->client("partner-b"), false));
+TEST_P(ClientCertificateMatrix, GoodClientWithoutItsIntermediateIsUnknownCa) {
+    const auto r = visit(ports().require, with(env->client("partner-b"), false), Chain::refused);
     expect_rejected(r, "unknown_ca");
 }
 
-TEST_F(ClientCertificateMatrix, ExpiredCertificateIsRefused) {
+TEST_P(ClientCertificateMatrix, ExpiredCertificateIsRefused) {
     CertOptions o;
     o.not_before_offset_s = -10 * 86400;
     o.not_after_offset_s = -86400;
-    const auto r = run_client(require_port, with(env->client("expired", o)));
+    const auto r = visit(ports().require, with(env->client("expired", o)), Chain::refused);
     expect_rejected(r, "expired");
     EXPECT_EQ(r.alert, "certificate expired");
 }
 
-TEST_F(ClientCertificateMatrix, NotYetValidCertificateIsRefused) {
+TEST_P(ClientCertificateMatrix, NotYetValidCertificateIsRefused) {
     CertOptions o;
     o.not_before_offset_s = 86400;
     o.not_after_offset_s = 10 * 86400;
-    expect_rejected(run_client(require_port, with(env->client("future", o))), "not_yet_valid");
+    expect_rejected(visit(ports().require, with(env->client("future", o)), Chain::refused),
+                    "not_yet_valid");
 }
 
-TEST_F(ClientCertificateMatrix, RevokedCertificateIsRefused) {
-    const auto r = run_client(require_port, with(*revoked));
+TEST_P(ClientCertificateMatrix, RevokedCertificateIsRefused) {
+    const auto r = visit(ports().require, with(*revoked), Chain::refused);
     expect_rejected(r, "revoked");
     EXPECT_EQ(r.alert, "certificate revoked");
     EXPECT_NE(daemon->log().find("subject=\"CN=revoked-client,O=Portcullis Test,C=GB\""),
               std::string::npos);
 }
 
-TEST_F(ClientCertificateMatrix, CertificateFromUnrelatedCaIsRefused) {
+TEST_P(ClientCertificateMatrix, CertificateFromUnrelatedCaIsRefused) {
     const auto rogue_ca = CertificateAuthority::root("Rogue CA");
     CertOptions o;
     o.common_name = "rogue";
     const auto cert = rogue_ca.issue(o);
     auto options = with(cert, false);
-    const auto r = run_client(require_port, options);
+    const auto r = visit(ports().require, options, Chain::refused);
     expect_rejected(r, "unknown_ca");
     EXPECT_EQ(r.alert, "unknown CA");
 }
 
-TEST_F(ClientCertificateMatrix, SelfSignedCertificateIsRefused) {
+TEST_P(ClientCertificateMatrix, SelfSignedCertificateIsRefused) {
     CertOptions o;
     o.common_name = "selfie";
     const auto cert = self_signed(o);
-    expect_rejected(run_client(require_port, with(cert, false)), "self_signed");
+    expect_rejected(visit(ports().require, with(cert, false), Chain::refused), "self_signed");
 }
 
-TEST_F(ClientCertificateMatrix, CertificateWithoutAnyEkuIsRefused) {
+TEST_P(ClientCertificateMatrix, CertificateWithoutAnyEkuIsRefused) {
     CertOptions o;
     o.include_eku = false;
-    expect_rejected(run_client(require_port, with(env->client("no-eku", o))), "bad_eku");
+    expect_rejected(visit(ports().require, with(env->client("no-eku", o)), Chain::refused),
+                    "bad_eku");
 }
 
-TEST_F(ClientCertificateMatrix, CertificateWithServerAuthOnlyIsRefused) {
+TEST_P(ClientCertificateMatrix, CertificateWithServerAuthOnlyIsRefused) {
     CertOptions o;
     o.client_auth = false;
     o.server_auth = true;
-    expect_rejected(run_client(require_port, with(env->client("server-eku-only", o))), "bad_eku");
+    expect_rejected(visit(ports().require, with(env->client("server-eku-only", o)), Chain::refused),
+                    "bad_eku");
 }
 
-TEST_F(ClientCertificateMatrix, KeyNotMatchingCertificateIsRefused) {
+TEST_P(ClientCertificateMatrix, KeyNotMatchingCertificateIsRefused) {
     CertOptions o;
     o.key = KeyKind::rsa2048;
     const auto cert = env->client("wrong-key", o);
     const auto wrong_key = mismatched_rsa_key(cert.cert.get());
     auto options = with(cert);
     options.key = wrong_key.get();
-    const auto r = run_client(require_port, options);
+    const auto r = visit(ports().require, options, Chain::verifies);
     ASSERT_TRUE(r.error.find("client key rejected") == std::string::npos) << r.error;
     expect_rejected(r, "bad_signature");
 }
 
-TEST_F(ClientCertificateMatrix, NoCertificateUnderRequireIsRefused) {
+TEST_P(ClientCertificateMatrix, NoCertificateUnderRequireIsRefused) {
     ClientOptions o;
     o.trusted_server_ca = env->root.cert();
-    const auto r = run_client(require_port, o);
+    const auto r = visit(ports().require, o, Chain::absent);
     expect_rejected(r, "no_certificate");
     EXPECT_EQ(r.alert, "certificate required");
 }
 
-TEST_F(ClientCertificateMatrix, NoCertificateUnderOptionalIsServedAsUnverified) {
+TEST_P(ClientCertificateMatrix, NoCertificateUnderOptionalIsServedAsUnverified) {
     ClientOptions o;
     o.trusted_server_ca = env->root.cert();
     o.send = "optional-anonymous\n";
-    const auto r = run_client(optional_port, o);
+    const auto r = visit(ports().optional, o, Chain::absent);
     ASSERT_TRUE(r.exchanged) << r.error;
     const auto record = read_file(env->backend->record_path());
     const auto line_start = record.find("\"src_port\":" + std::to_string(r.local_port));
@@ -173,37 +243,39 @@ TEST_F(ClientCertificateMatrix, NoCertificateUnderOptionalIsServedAsUnverified) 
     EXPECT_NE(line.find("\"client_flags\":1"), std::string::npos) << line;
 }
 
-TEST_F(ClientCertificateMatrix, BadCertificateUnderOptionalIsStillRefused) {
+TEST_P(ClientCertificateMatrix, BadCertificateUnderOptionalIsStillRefused) {
     CertOptions o;
     o.include_eku = false;
-    expect_rejected(run_client(optional_port, with(env->client("optional-no-eku", o))), "bad_eku");
+    expect_rejected(
+        visit(ports().optional, with(env->client("optional-no-eku", o)), Chain::refused),
+        "bad_eku");
 }
 
-TEST_F(ClientCertificateMatrix, AllowListAdmitsMatchingSubject) {
-    const auto r = run_client(allow_port, with(env->client("allowed-1")));
+TEST_P(ClientCertificateMatrix, AllowListAdmitsMatchingSubject) {
+    const auto r = visit(ports().allow, with(env->client("allowed-1")), Chain::verifies);
     EXPECT_TRUE(r.exchanged) << r.error << " alert=" << r.alert;
 }
 
-TEST_F(ClientCertificateMatrix, VerifiedClientNotOnAllowListIsRefused) {
-    const auto r = run_client(allow_port, with(env->client("stranger")));
+TEST_P(ClientCertificateMatrix, VerifiedClientNotOnAllowListIsRefused) {
+    const auto r = visit(ports().allow, with(env->client("stranger")), Chain::refused);
     expect_rejected(r, "not_allowed");
 }
 
-TEST_F(ClientCertificateMatrix, RevokedIntermediateIsRefusedUnderChainScope) {
+TEST_P(ClientCertificateMatrix, RevokedIntermediateIsRefusedUnderChainScope) {
     CertOptions o;
     o.common_name = "under-revoked-ca";
     const auto cert = revoked_ca->issue(o);
     auto options = with(cert, false);
     options.chain = {revoked_ca->cert()};
-    expect_rejected(run_client(chain_port, options), "revoked");
+    expect_rejected(visit(ports().chain, options, Chain::refused), "revoked");
 }
 
-TEST_F(ClientCertificateMatrix, ChainScopeStillServesGoodClients) {
-    const auto r = run_client(chain_port, with(env->client("chain-good")));
+TEST_P(ClientCertificateMatrix, ChainScopeStillServesGoodClients) {
+    const auto r = visit(ports().chain, with(env->client("chain-good")), Chain::verifies);
     EXPECT_TRUE(r.exchanged) << r.error << " alert=" << r.alert;
 }
 
-TEST_F(ClientCertificateMatrix, MissingCrlForTheIssuerFailsClosed) {
+TEST_P(ClientCertificateMatrix, MissingCrlForTheIssuerFailsClosed) {
     // The leaf-scope listener has no CRL from that intermediate: a missing CRL
     // must never read as "not revoked".
     CertOptions o;
@@ -211,8 +283,114 @@ TEST_F(ClientCertificateMatrix, MissingCrlForTheIssuerFailsClosed) {
     const auto cert = revoked_ca->issue(o);
     auto options = with(cert, false);
     options.chain = {revoked_ca->cert()};
-    expect_rejected(run_client(require_port, options), "crl_unavailable");
+    expect_rejected(visit(ports().require, options, Chain::refused), "crl_unavailable");
 }
+
+// ---- the verified-chain cache across CRL reloads, expiry and its bound ------------------
+
+class VerifiedChainCache : public ::testing::Test {
+  protected:
+    void start(const std::string& tls_extra = "") {
+        admin = free_port();
+        port = free_port();
+        daemon = std::make_unique<Daemon>(
+            env.write_config("cache", admin_block(admin) + env.listener("edge", port, tls_extra)));
+        ASSERT_FALSE(std::isnan(scrape(admin, "portcullis_workers")));
+    }
+    double lookups(const std::string& result) {
+        return scrape(admin, chain_cache_sample("edge", result));
+    }
+    void reload() {
+        const auto response = http_request(admin, "POST", "/reload");
+        ASSERT_EQ(response.status, 200) << response.body;
+    }
+    void expect_rejected(const ClientResult& r, const std::string& reason) {
+        EXPECT_FALSE(r.exchanged) << "a cached chain must not let this client through";
+        EXPECT_TRUE(daemon->wait_for_log(rejection_marker(r.local_port, reason), 5s))
+            << daemon->log();
+    }
+
+    TestDeployment env;
+    int admin = 0, port = 0;
+    std::unique_ptr<Daemon> daemon;
+};
+
+TEST_F(VerifiedChainCache, ChainRevokedByACrlReloadIsRefusedThoughItWasCached) {
+    start();
+    const auto partner = env.client("revoked-while-cached");
+    const auto options = env.options_for(partner);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    ASSERT_EQ(lookups("hit"), 1) << "the chain is cached before the revocation";
+
+    env.client_ca.revoke(partner.cert.get());
+    env.write_crls();
+    reload();
+    const auto after = run_client(port, options);
+    expect_rejected(after, "revoked");
+    EXPECT_EQ(after.alert, "certificate revoked");
+    EXPECT_EQ(lookups("hit"), 1);
+    EXPECT_EQ(lookups("miss"), 2) << "after the reload the chain was verified in full";
+}
+
+TEST_F(VerifiedChainCache, CertificateExpiredSinceItWasCachedIsRefused) {
+    start();
+    CertOptions short_lived;
+    short_lived.not_after_offset_s = 3;
+    const auto partner = env.client("expires-while-cached", short_lived);
+    const auto options = env.options_for(partner);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    ASSERT_EQ(lookups("hit"), 1);
+    std::this_thread::sleep_for(4500ms);
+    const auto after = run_client(port, options);
+    expect_rejected(after, "expired");
+    EXPECT_EQ(after.alert, "certificate expired");
+    EXPECT_EQ(lookups("hit"), 1);
+}
+
+TEST_F(VerifiedChainCache, ReloadStartsItEmpty) {
+    start();
+    const auto partner = env.client("reloaded");
+    const auto options = env.options_for(partner);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    reload();
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    EXPECT_EQ(lookups("miss"), 2);
+    EXPECT_EQ(lookups("hit"), 1);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    EXPECT_EQ(lookups("hit"), 2) << "filled again after the reload";
+}
+
+TEST_F(VerifiedChainCache, KeepsItsConfiguredBound) {
+    start("verified_chain_cache_entries = 2\n");
+    const auto a = env.client("bounded-a"), b = env.client("bounded-b"),
+               c = env.client("bounded-c");
+    for (const IssuedCert* partner : {&a, &b, &c}) {
+        ASSERT_TRUE(run_client(port, env.options_for(*partner)).exchanged);
+    }
+    EXPECT_EQ(scrape(admin, "portcullis_verified_chain_cache_evictions_total{listener=\"edge\"}"),
+              1);
+    ASSERT_TRUE(run_client(port, env.options_for(c)).exchanged);
+    EXPECT_EQ(lookups("hit"), 1);
+    ASSERT_TRUE(run_client(port, env.options_for(a)).exchanged);
+    EXPECT_EQ(lookups("hit"), 1) << "the oldest entry made room";
+    EXPECT_EQ(lookups("miss"), 4);
+}
+
+TEST_F(VerifiedChainCache, OffMeansEveryChainIsVerifiedInFull) {
+    start("verified_chain_cache_entries = 0\n");
+    const auto partner = env.client("never-cached");
+    const auto options = env.options_for(partner);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    ASSERT_TRUE(run_client(port, options).exchanged);
+    EXPECT_EQ(lookups("hit"), 0);
+    EXPECT_EQ(lookups("miss"), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(ChainCache, ClientCertificateMatrix, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "CacheOn" : "CacheOff"; });
 
 }  // namespace
 }  // namespace portcullis::testing

@@ -187,14 +187,15 @@ void CertificateAuthority::revoke(const X509* cert) {
     BN_free(bn);
 }
 
-std::string CertificateAuthority::crl_pem() const {
+std::string CertificateAuthority::crl_pem(long this_update_offset_s,
+                                          long next_update_offset_s) const {
     std::unique_ptr<X509_CRL, crypto::OpenSslDeleter<X509_CRL_free>> crl(X509_CRL_new());
     X509_CRL_set_version(crl.get(), 1);
     X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(cert_.get()));
     std::unique_ptr<ASN1_TIME, crypto::OpenSslDeleter<ASN1_TIME_free>> this_update(
-        X509_gmtime_adj(nullptr, -3600));
+        X509_gmtime_adj(nullptr, this_update_offset_s));
     std::unique_ptr<ASN1_TIME, crypto::OpenSslDeleter<ASN1_TIME_free>> next_update(
-        X509_gmtime_adj(nullptr, 86400));
+        X509_gmtime_adj(nullptr, next_update_offset_s));
     X509_CRL_set1_lastUpdate(crl.get(), this_update.get());
     X509_CRL_set1_nextUpdate(crl.get(), next_update.get());
     for (const auto& hex : revoked_serials_hex_) {

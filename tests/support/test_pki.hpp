@@ -45,9 +45,9 @@ class CertificateAuthority {
     IssuedCert issue(const CertOptions& options) const;
 
     // Adds to this CA's revocation list; crl_pem() signs the current list
-    // (thisUpdate = now - 1h, nextUpdate = now + 1 day).
+    // (thisUpdate and nextUpdate relative to now: by default 1 h ago, in 1 day).
     void revoke(const X509* cert);
-    std::string crl_pem() const;
+    std::string crl_pem(long this_update_offset_s = -3600, long next_update_offset_s = 86400) const;
 
     std::string cert_pem() const;
     X509* cert() const { return cert_.get(); }

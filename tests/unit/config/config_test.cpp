@@ -389,6 +389,9 @@ std::vector<BrokenCase> broken_cases() {
          "listener[0].buffer_bytes", "expected an integer in 4096..16777216, got 16777217"},
         {"VerifyDepthTooLarge", with_tls("  verify_depth = <@>17\n"),
          "listener[0].tls.verify_depth", "expected an integer in 0..16, got 17"},
+        {"NegativeChainCache", with_tls("  verified_chain_cache_entries = <@>-1\n"),
+         "listener[0].tls.verified_chain_cache_entries",
+         "expected an integer in 0..1000000, got -1"},
         {"TooManyWorkers", with_top("[workers]\ncount = <@>2000\n"), "workers.count",
          "expected an integer in 0..1024, got 2000"},
         {"ZeroMaxConnections", with_top("[workers]\nmax_connections = <@>0\n"),
@@ -631,6 +634,7 @@ TEST(ExampleConfig, ParsesToTheDocumentedValues) {
     EXPECT_EQ(tls.crl_scope, CrlScope::leaf);
     EXPECT_EQ(tls.verify_depth, 4);
     EXPECT_TRUE(tls.require_client_auth_eku);
+    EXPECT_EQ(tls.verified_chain_cache_entries, 10000u);
     EXPECT_EQ(tls.min_version, TlsVersion::tls12);
     EXPECT_EQ(tls.max_version, TlsVersion::tls13);
     EXPECT_EQ(config.hsm.token, "edge");
@@ -701,6 +705,7 @@ buffer_bytes = 4096
   crl_scope = "chain"
   verify_depth = 0
   require_client_eku = false
+  verified_chain_cache_entries = 0
   min_version = "1.3"
   max_version = "1.3"
   ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384"
@@ -759,6 +764,7 @@ buffer_bytes = 16777216
     EXPECT_EQ(first.tls.crl_scope, CrlScope::chain);
     EXPECT_EQ(first.tls.verify_depth, 0);
     EXPECT_FALSE(first.tls.require_client_auth_eku);
+    EXPECT_EQ(first.tls.verified_chain_cache_entries, 0u);
     EXPECT_EQ(first.tls.min_version, TlsVersion::tls13);
     EXPECT_EQ(first.tls.max_version, TlsVersion::tls13);
     EXPECT_EQ(first.tls.ciphers, "ECDHE-ECDSA-AES256-GCM-SHA384");
@@ -834,6 +840,7 @@ TEST(GoodConfig, OmittedKeysTakeTheDocumentedDefaults) {
     EXPECT_EQ(listener.tls.crl_scope, CrlScope::leaf);
     EXPECT_EQ(listener.tls.verify_depth, 4);
     EXPECT_TRUE(listener.tls.require_client_auth_eku);
+    EXPECT_EQ(listener.tls.verified_chain_cache_entries, 10000u);
     EXPECT_EQ(listener.tls.min_version, TlsVersion::tls12);
     EXPECT_EQ(listener.tls.max_version, TlsVersion::tls13);
     EXPECT_EQ(listener.tls.ciphers, "");
