@@ -111,9 +111,9 @@ void VerifiedChainCache::read_store() {
     crls_.clear();
     store_changes_.clear();
     generation_ = next_generation();
-    store_objects_ = store_ ? store_object_count() : -1;
     STACK_OF(X509_OBJECT)* objects = store_ ? X509_STORE_get1_objects(store_.get()) : nullptr;
-    store_times_known_ = objects != nullptr && store_objects_ >= 0 && digest_ != nullptr;
+    store_objects_ = objects != nullptr ? sk_X509_OBJECT_num(objects) : -1;
+    store_times_known_ = objects != nullptr && digest_ != nullptr;
     for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
         X509_OBJECT* object = sk_X509_OBJECT_value(objects, i);
         std::int64_t t = 0;
