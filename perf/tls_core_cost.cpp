@@ -363,12 +363,7 @@ int main(int argc, char** argv) {
     server_options.client_auth = false;
     server_options.server_auth = true;
     const auto server_cert = root.issue(server_options);
-    std::vector<testing::IssuedCert> client_certs;
-    for (int i = 0; i < partners; ++i) {
-        testing::CertOptions partner;
-        partner.common_name = "partner-" + std::to_string(i);
-        client_certs.push_back(intermediate.issue(partner));
-    }
+    const auto client_cert = intermediate.issue(testing::CertOptions{});
     const fs::path dir =
         fs::temp_directory_path() / ("portcullis-cost-" + std::to_string(::getpid()));
     fs::create_directories(dir);

@@ -373,7 +373,7 @@ class ChainCacheInTheTlsCore : public ::testing::Test {
         }
         if (failure) *failure = server.failure();
         if (seen && step == TlsConnection::Step::done)
-            *seen = {server.peer().verified, server.peer().subject_dn};
+            *seen = {server.peer().verified, server.peer().certificate.subject_dn()};
         return step;
     }
 
