@@ -13,6 +13,7 @@ portcullis_packages=(
   curl iproute2 procps ca-certificates
   nginx libnginx-mod-stream haproxy
   valgrind  # valgrind/callgrind.h for portcullis-tls-core-cost, callgrind for perf/tls_core_profile.sh
+  strace  # perf/syscalls_per_connection.py traces a worker with it
 )
 
 # In the Debian 13 root only, so that dev-shell.sh debugs and profiles as a

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Syscalls per connection of one server worker on the kernel transport, by
+name: Portcullis with one worker (and, when nginx and its stream module are
+installed, nginx's worker beside it, configured as perf/compare.py does).
+
+The worker is traced with `strace -f -o FILE -p PID` while portcullis-bench
+makes N connections, each a full TLS 1.3 handshake (or a resumed one) and one
+HTTP request answered by the test backend. Each case runs twice, with
+--baseline and with --handshakes connections, and the difference of the two
+traces divided by the difference of the connection counts is what one
+connection costs: start-up, attach and the first (full) handshake of a
+resumed run cancel out. With --conns 1 (the default) the connections follow
+each other, so nothing is batched and the counts are nearly exact; what is
+left is timing (whether two segments arrive in one read, say), which strace's
+slowdown keeps small. Counts, not times: they mean the same on a loaded machine.
+
+Per name and, under it, what told the calls apart: the option of a
+setsockopt/getsockopt, EAGAIN results, reads that returned 0 (end of
+stream), epoll_wait calls that timed out (the 100 ms tick: time, not
+connections), the epoll_ctl operation.
+
+  perf/syscalls_per_connection.py --build build [--handshakes 200] [--baseline 50]
+                                  [--tls 1.3] [--conns 1] [--servers portcullis,nginx] [--json FILE]
+                                  [--keep]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections import Counter
+from pathlib import Path
+
+from perf_common import bench_client, bench_listener, children_of, running_portcullis, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUEST = "GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
+MODES = ("full", "resume")
+
+
+class Abort(Exception):
+    """A run whose counts must not be reported."""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=str(ROOT / "build"))
+    ap.add_argument("--handshakes", type=int, default=200, help="connections of the measured run")
+    ap.add_argument("--baseline", type=int, default=50, help="connections of the run subtracted from it")
+    ap.add_argument("--tls", default="1.3", choices=("1.2", "1.3"))
+    ap.add_argument("--conns", type=int, default=1, help="concurrent connections of the load generator")
+    ap.add_argument("--servers", default="portcullis,nginx",
+                    help="portcullis and/or nginx (nginx is skipped, loudly, when not installed)")
+    ap.add_argument("--json", default="")
+    ap.add_argument("--keep", action="store_true", help="keep the traces, configurations and logs")
+    args = ap.parse_args()
+    if args.handshakes <= args.baseline:
+        sys.exit("--handshakes must be larger than --baseline")
+
+    build = Path(args.build).resolve()
+    binaries = {"portcullis": build / "mgmt" / "portcullis", "bench": build / "perf" / "portcullis-bench",
+                "backend": build / "tests" / "support" / "portcullis-test-backend"}
+    for binary in binaries.values():
+        if not binary.exists():
+            sys.exit(f"missing {binary}: build first (meson compile -C {build})")
+    if not shutil.which("strace"):
+        sys.exit("missing strace (scripts/lib/deps.sh installs it)")
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for s in servers:
+        if s not in ("portcullis", "nginx"):
+            sys.exit(f"--servers: unknown server {s!r} (portcullis, nginx)")
+    if "nginx" in servers:
+        why = nginx_missing()
+        if why:
+            print(f"!!! SKIPPED nginx: {why}", file=sys.stderr)
+            servers.remove("nginx")
+
+    work = Path(tempfile.mkdtemp(prefix="portcullis-syscalls."))
+    results = {"tls": args.tls, "conns": args.conns, "handshakes": args.handshakes, "baseline": args.baseline,
+               "request": REQUEST, "servers": {}}
+    backend, backend_port = start_backend(binaries["backend"], work)
+    try:
+        for name in servers:
+            measure = measure_portcullis if name == "portcullis" else measure_nginx
+            results["servers"][name] = measure(binaries, work, backend_port, args)
+    except Abort as e:
+        print(f"\n!!! ABORTED: {e}\nlogs and traces kept in {work}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        backend.send_signal(signal.SIGTERM)
+        backend.wait()
+
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    if args.keep:
+        print(f"traces, configurations and logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def nginx_missing():
+    try:
+        import compare  # perf/compare.py: its nginx configuration is the one compared everywhere
+    except ImportError as e:
+        return f"perf/compare.py not importable ({e})"
+    if not shutil.which("nginx"):
+        return "nginx is not installed (scripts/lib/deps.sh installs it)"
+    if not compare.NGINX_STREAM_MODULE.exists():
+        return f"{compare.NGINX_STREAM_MODULE} is missing (libnginx-mod-stream)"
+    return ""
+
+
+def start_backend(backend, work):
+    port_file = work / "backend.port"
+    proc = subprocess.Popen([str(backend), "--listen", "127.0.0.1:0", "--ready-file", str(port_file),
+                             "--mode", "http"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_for(lambda: port_file.exists() and port_file.read_text().strip()):
+        proc.kill()
+        sys.exit("the test backend did not start")
+    return proc, port_file.read_text().strip()
+
+
+def measure_portcullis(binaries, work, backend_port, args):
+    subprocess.run([str(ROOT / "scripts" / "make-demo-pki.sh"), str(work / "pki")], check=True,
+                   stdout=subprocess.DEVNULL)
+    port = 20000 + os.getpid() % 20000
+    config = work / "portcullis.toml"
+    config.write_text("""
+[workers]
+count = 1
+
+[admin]
+address = ""
+""" + bench_listener(f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"))
+    with running_portcullis(binaries["portcullis"], config, work / "portcullis.log") as children:
+        if len(children) != 1:
+            raise Abort(f"expected one worker process, found {children}")
+        return measure_worker("portcullis", children[0], binaries["bench"], f"127.0.0.1:{port}", work / "pki",
+                              work, args)
+
+
+def measure_nginx(binaries, work, backend_port, args):
+    import compare
+    pki = compare.ensure_pki(work / "nginx-pki", 1)
+    runner = types.SimpleNamespace(work=work, pki=pki, backend_port=backend_port,
+                                   args=types.SimpleNamespace(server_cpu=0))
+    nginx = compare.Nginx(runner)
+    try:
+        nginx.start(verbose=False)
+    except compare.Abort as e:
+        raise Abort(str(e))
+    try:
+        workers = [p for p in nginx.pids if p != nginx.proc.pid]
+        if len(workers) != 1:
+            raise Abort(f"expected one nginx worker, found {workers}")
+        return measure_worker("nginx", workers[0], binaries["bench"], f"127.0.0.1:{nginx.port}", pki, work, args)
+    finally:
+        nginx.stop()
+
+
+def measure_worker(server, pid, bench, target, pki, work, args):
+    """Per-connection counts of `pid` for each mode: (measured - baseline) / difference."""
+    out = {"worker_pid": pid, "modes": {}}
+    for mode in MODES:
+        runs = [traced_run(server, pid, bench, target, pki, work, args, mode, n)
+                for n in (args.baseline, args.handshakes)]
+        (small, small_conns), (large, large_conns) = runs
+        span = large_conns - small_conns
+        keys = set(small) | set(large)
+        per = {k: (large[k] - small[k]) / span for k in keys}
+        out["modes"][mode] = {"connections": [small_conns, large_conns],
+                              "counts": [dict(small), dict(large)],
+                              "per_connection": {k: round(v, 3) for k, v in sorted(per.items())}}
+        print(f"   {server:10} {mode:6} {sum(v for k, v in per.items() if '|' not in k):6.2f} syscalls per connection",
+              file=sys.stderr, flush=True)
+    return out
+
+
+def traced_run(server, pid, bench, target, pki, work, args, mode, handshakes):
+    trace = work / f"{server}-{mode}-{handshakes}.strace"
+    strace = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), "-p", str(pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        if not wait_for(lambda: traced_by(pid) == strace.pid, 10):
+            raise Abort(f"strace did not attach to {server}'s worker {pid}: {strace.stderr.read()}")
+        summary_file = work / "bench.json"
+        summary_file.unlink(missing_ok=True)
+        cmd = bench_client(bench, target, pki) + [
+            "--mode", mode, "--tls", args.tls, "--conns", str(args.conns), "--handshakes", str(handshakes),
+            "--timeout-ms", "30000", "--request", REQUEST, "--json", str(summary_file)]
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # The worker finishes its side of the last connection after the client has gone.
+        time.sleep(0.3)
+    finally:
+        strace.send_signal(signal.SIGINT)
+        strace.wait(timeout=20)
+    if done.returncode != 0 or not summary_file.exists():
+        raise Abort(f"portcullis-bench against {server} exited {done.returncode}: {done.stderr[-1000:]}")
+    s = json.loads(summary_file.read_text())
+    attempts = s["handshakes"] + s["errors_total"]
+    if s["errors_total"] or s["handshakes"] < handshakes:
+        raise Abort(f"{server} {mode}: {s['handshakes']} of {attempts} connections answered, errors {s['errors']}")
+    if mode == "resume" and s["resumed"] < s["handshakes"] - args.conns:
+        raise Abort(f"{server}: only {s['resumed']} of {s['handshakes']} handshakes resumed")
+    if mode == "full" and s["resumed"]:
+        raise Abort(f"{server}: {s['resumed']} handshakes resumed in a full-handshake run")
+    return count_trace(trace.read_text()), attempts
+
+
+def traced_by(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+LINE = re.compile(r"^(\d+)\s+(.*)$")
+CALL = re.compile(r"^(\w+)\((.*)\)\s+=\s+(-?\d+|\?|0x[0-9a-f]+)(?:\s+(E[A-Z0-9]+))?")
+RESUMED = re.compile(r"^<\.\.\. \w+ resumed>(.*)$")
+
+
+def count_trace(text):
+    """Counter of 'name' and 'name|detail' keys: a name's total, and the
+    details that tell its calls apart (never added into the total)."""
+    counts = Counter()
+    pending = {}
+    for raw in text.splitlines():
+        m = LINE.match(raw)
+        if not m:
+            continue
+        tid, rest = m.groups()
+        if rest.startswith(("---", "+++")):
+            continue
+        if rest.endswith("<unfinished ...>"):
+            pending[tid] = rest[: -len("<unfinished ...>")]
+            continue
+        resumed = RESUMED.match(rest)
+        if resumed:
+            rest = pending.pop(tid, "") + resumed.group(1)
+        call = CALL.match(rest)
+        if not call:
+            continue
+        name, argv, result, errno_name = call.groups()
+        counts[name] += 1
+        for detail in details(name, argv, result, errno_name):
+            counts[f"{name}|{detail}"] += 1
+    return counts
+
+
+def details(name, argv, result, errno_name):
+    if errno_name:
+        yield errno_name
+    if name in ("setsockopt", "getsockopt"):
+        parts = [p.strip() for p in argv.split(",")]
+        if len(parts) >= 3:
+            yield parts[2]
+    elif name == "epoll_ctl":
+        parts = [p.strip() for p in argv.split(",")]
+        if len(parts) >= 2:
+            yield parts[1]
+    elif name in ("epoll_wait", "epoll_pwait", "epoll_pwait2") and result == "0":
+        yield "timed out"
+    elif name in ("read", "recvfrom", "recvmsg", "readv") and result == "0":
+        yield "0 (end of stream)"
+
+
+def table(results):
+    columns = [(server, mode) for server in results["servers"] for mode in MODES]
+    names = sorted({k for server in results["servers"].values() for m in server["modes"].values()
+                    for k in m["per_connection"]},
+                   key=lambda k: (k.split("|")[0], "|" in k, k))
+
+    def value(server, mode, key):
+        return results["servers"][server]["modes"][mode]["per_connection"].get(key, 0.0)
+
+    head = " | ".join(f"{s} {'resumed' if m == 'resume' else 'full'}" for s, m in columns)
+    lines = [f"\nsyscalls per connection, TLS {results['tls']}, one request each, --conns {results['conns']}"
+             f" ((N={results['handshakes']}) - (N={results['baseline']})) / {results['handshakes'] - results['baseline']}",
+             "", f"| syscall | {head} |", "| --- |" + " ---: |" * len(columns)]
+    for key in names:
+        vals = [value(s, m, key) for s, m in columns]
+        if all(abs(v) < 0.005 for v in vals):
+            continue
+        label = f"`{key}`" if "|" not in key else f"&nbsp;&nbsp;{key.split('|', 1)[1]}"
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    totals = [sum(v for k, v in results["servers"][s]["modes"][m]["per_connection"].items() if "|" not in k)
+              for s, m in columns]
+    lines.append("| **total** | " + " | ".join(f"**{v:.2f}**" for v in totals) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
