@@ -9,10 +9,12 @@ HTTP request answered by the test backend. Each case runs twice, with
 --baseline and with --handshakes connections, and the difference of the two
 traces divided by the difference of the connection counts is what one
 connection costs: start-up, attach and the first (full) handshake of a
-resumed run cancel out. With --conns 1 (the default) the connections follow
-each other, so nothing is batched and the counts are nearly exact; what is
-left is timing (whether two segments arrive in one read, say), which strace's
-slowdown keeps small. Counts, not times: they mean the same on a loaded machine.
+resumed run cancel out; --rounds repeats it and the median of each count
+is shown. With --conns 1 (the default) the connections follow each other,
+so nothing is batched; what is left is timing (whether the client's FIN
+arrives with its close_notify or after it, say), which moves a count by up
+to one per connection between runs. Counts, not times: they mean the same
+on a loaded machine.
 
 Per name and, under it, what told the calls apart: the option of a
 setsockopt/getsockopt, EAGAIN results, reads that returned 0 (end of
@@ -20,8 +22,8 @@ stream), epoll_wait calls that timed out (the 100 ms tick: time, not
 connections), the epoll_ctl operation.
 
   perf/syscalls_per_connection.py --build build [--handshakes 200] [--baseline 50]
-                                  [--tls 1.3] [--conns 1] [--servers portcullis,nginx] [--json FILE]
-                                  [--keep]
+                                  [--tls 1.3] [--conns 1] [--rounds 3] [--servers portcullis,nginx]
+                                  [--json FILE] [--keep]
 """
 import argparse
 import json
@@ -29,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +58,7 @@ def main():
     ap.add_argument("--baseline", type=int, default=50, help="connections of the run subtracted from it")
     ap.add_argument("--tls", default="1.3", choices=("1.2", "1.3"))
     ap.add_argument("--conns", type=int, default=1, help="concurrent connections of the load generator")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements per case; the median of each count is shown")
     ap.add_argument("--servers", default="portcullis,nginx",
                     help="portcullis and/or nginx (nginx is skipped, loudly, when not installed)")
     ap.add_argument("--json", default="")
@@ -83,6 +87,7 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="portcullis-syscalls."))
     results = {"tls": args.tls, "conns": args.conns, "handshakes": args.handshakes, "baseline": args.baseline,
+               "rounds": args.rounds,
                "request": REQUEST, "servers": {}}
     backend, backend_port = start_backend(binaries["backend"], work)
     try:
@@ -167,21 +172,30 @@ def measure_nginx(binaries, work, backend_port, args):
 
 
 def measure_worker(server, pid, bench, target, pki, work, args):
-    """Per-connection counts of `pid` for each mode: (measured - baseline) / difference."""
+    """Per-connection counts of `pid` for each mode: (measured - baseline) /
+    difference, each round on its own, and the median of the rounds per key."""
     out = {"worker_pid": pid, "modes": {}}
     for mode in MODES:
-        runs = [traced_run(server, pid, bench, target, pki, work, args, mode, n)
+        rounds = []
+        for r in range(args.rounds):
+            (small, small_conns), (large, large_conns) = [
+                traced_run(server, pid, bench, target, pki, work, args, mode, n)
                 for n in (args.baseline, args.handshakes)]
-        (small, small_conns), (large, large_conns) = runs
-        span = large_conns - small_conns
-        keys = set(small) | set(large)
-        per = {k: (large[k] - small[k]) / span for k in keys}
-        out["modes"][mode] = {"connections": [small_conns, large_conns],
-                              "counts": [dict(small), dict(large)],
-                              "per_connection": {k: round(v, 3) for k, v in sorted(per.items())}}
-        print(f"   {server:10} {mode:6} {sum(v for k, v in per.items() if '|' not in k):6.2f} syscalls per connection",
-              file=sys.stderr, flush=True)
+            span = large_conns - small_conns
+            per = {k: round((large[k] - small[k]) / span, 3) for k in sorted(set(small) | set(large))}
+            rounds.append({"connections": [small_conns, large_conns], "per_connection": per})
+            print(f"   {server:10} {mode:6} round {r + 1}: {total(per):6.2f} syscalls per connection",
+                  file=sys.stderr, flush=True)
+        keys = sorted({k for r in rounds for k in r["per_connection"]})
+        out["modes"][mode] = {
+            "rounds": rounds,
+            "per_connection": {k: statistics.median(r["per_connection"].get(k, 0.0) for r in rounds)
+                               for k in keys}}
     return out
+
+
+def total(per_connection):
+    return sum(v for k, v in per_connection.items() if "|" not in k)
 
 
 def traced_run(server, pid, bench, target, pki, work, args, mode, handshakes):
@@ -286,7 +300,9 @@ def table(results):
 
     head = " | ".join(f"{s} {'resumed' if m == 'resume' else 'full'}" for s, m in columns)
     lines = [f"\nsyscalls per connection, TLS {results['tls']}, one request each, --conns {results['conns']}"
-             f" ((N={results['handshakes']}) - (N={results['baseline']})) / {results['handshakes'] - results['baseline']}",
+             f" ((N={results['handshakes']}) - (N={results['baseline']})) / {results['handshakes'] - results['baseline']},"
+             f" median of {results['rounds']} rounds per count (a name's total is the median of its own counts,"
+             f" so the totals need not add up exactly)",
              "", f"| syscall | {head} |", "| --- |" + " ---: |" * len(columns)]
     for key in names:
         vals = [value(s, m, key) for s, m in columns]
@@ -294,9 +310,13 @@ def table(results):
             continue
         label = f"`{key}`" if "|" not in key else f"&nbsp;&nbsp;{key.split('|', 1)[1]}"
         lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
-    totals = [sum(v for k, v in results["servers"][s]["modes"][m]["per_connection"].items() if "|" not in k)
-              for s, m in columns]
+    totals = [total(results["servers"][s]["modes"][m]["per_connection"]) for s, m in columns]
     lines.append("| **total** | " + " | ".join(f"**{v:.2f}**" for v in totals) + " |")
+    spreads = []
+    for s, m in columns:
+        per_round = [total(r["per_connection"]) for r in results["servers"][s]["modes"][m]["rounds"]]
+        spreads.append(f"{min(per_round):.1f}-{max(per_round):.1f}")
+    lines.append("| total, range of the rounds | " + " | ".join(spreads) + " |")
     return "\n".join(lines)
 
 
