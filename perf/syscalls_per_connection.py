@@ -301,8 +301,7 @@ def table(results):
     head = " | ".join(f"{s} {'resumed' if m == 'resume' else 'full'}" for s, m in columns)
     lines = [f"\nsyscalls per connection, TLS {results['tls']}, one request each, --conns {results['conns']}"
              f" ((N={results['handshakes']}) - (N={results['baseline']})) / {results['handshakes'] - results['baseline']},"
-             f" median of {results['rounds']} rounds per count (a name's total is the median of its own counts,"
-             f" so the totals need not add up exactly)",
+             f" median of {results['rounds']} rounds per count (medians need not add up to the total exactly)",
              "", f"| syscall | {head} |", "| --- |" + " ---: |" * len(columns)]
     for key in names:
         vals = [value(s, m, key) for s, m in columns]
@@ -310,12 +309,12 @@ def table(results):
             continue
         label = f"`{key}`" if "|" not in key else f"&nbsp;&nbsp;{key.split('|', 1)[1]}"
         lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
-    totals = [total(results["servers"][s]["modes"][m]["per_connection"]) for s, m in columns]
-    lines.append("| **total** | " + " | ".join(f"**{v:.2f}**" for v in totals) + " |")
-    spreads = []
+    totals, spreads = [], []
     for s, m in columns:
         per_round = [total(r["per_connection"]) for r in results["servers"][s]["modes"][m]["rounds"]]
+        totals.append(f"**{statistics.median(per_round):.2f}**")
         spreads.append(f"{min(per_round):.1f}-{max(per_round):.1f}")
+    lines.append("| **total** (median of the rounds' totals) | " + " | ".join(totals) + " |")
     lines.append("| total, range of the rounds | " + " | ".join(spreads) + " |")
     return "\n".join(lines)
 
