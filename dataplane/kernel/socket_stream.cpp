@@ -12,9 +12,11 @@ bool would_block(int err) {
 
 }  // namespace
 
-SocketStream::SocketStream(base::UniqueFd fd, bool connecting, TransportHost& host)
+SocketStream::SocketStream(base::UniqueFd fd, bool connecting, TransportHost& host,
+                           std::optional<SocketAddress> local)
     : fd_(std::move(fd)),
       host_(host),
+      local_(local),
       readable_(!connecting),
       writable_(!connecting),
       connect_result_(connecting ? EINPROGRESS : 0) {}
@@ -66,6 +68,17 @@ ByteStream::Io SocketStream::write(std::span<const std::uint8_t> bytes) {
 
 void SocketStream::shutdown_write() {
     ::shutdown(fd_.get(), SHUT_WR);
+}
+
+SocketAddress SocketStream::local_address() {
+    if (!local_) {
+        sockaddr_storage address{};
+        socklen_t length = sizeof address;
+        if (::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0)
+            return {};
+        local_ = SocketAddress::from(reinterpret_cast<sockaddr*>(&address), length);
+    }
+    return *local_;
 }
 
 }  // namespace portcullis::dataplane::kernel

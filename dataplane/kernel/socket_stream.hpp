@@ -7,10 +7,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "base/unique_fd.hpp"
 #include "dataplane/byte_stream.hpp"
 #include "dataplane/reactor.hpp"
+#include "dataplane/socket_address.hpp"
 #include "dataplane/transport.hpp"
 
 namespace portcullis::dataplane {
@@ -22,13 +24,18 @@ namespace portcullis::dataplane::kernel {
 class SocketStream final : public ByteStream, public Reactor::Handler {
   public:
     // `connecting`: a non-blocking connect() is under way. `host` hears of
-    // the readiness of the stream once `owner` is set.
-    SocketStream(base::UniqueFd fd, bool connecting, TransportHost& host);
+    // the readiness of the stream once `owner` is set. `local`: our address
+    // when it is already known (accepted by a listener bound to one
+    // address); otherwise the kernel is asked the first time it is needed.
+    SocketStream(base::UniqueFd fd, bool connecting, TransportHost& host,
+                 std::optional<SocketAddress> local = std::nullopt);
 
     Io read(std::span<std::uint8_t> into) override;
     Io write(std::span<const std::uint8_t> bytes) override;
     void shutdown_write() override;
     int connect_result() override { return connect_result_; }
+    // Empty (family 0) if the kernel cannot say (the socket is already reset).
+    SocketAddress local_address() override;
 
     // Records what epoll reported, then tells the owner's worker.
     void on_ready(unsigned tag, std::uint32_t events) override;
@@ -41,6 +48,7 @@ class SocketStream final : public ByteStream, public Reactor::Handler {
 
     base::UniqueFd fd_;
     TransportHost& host_;
+    std::optional<SocketAddress> local_;
     bool readable_ = true;  // a fresh socket may already hold data
     bool writable_ = true;
     int connect_result_ = 0;

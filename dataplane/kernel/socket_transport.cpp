@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <system_error>
 
 #include "base/os_error.hpp"
@@ -73,7 +74,11 @@ base::UniqueFd open_listener(const ListenerSettings& settings, const KeepaliveSe
 
 struct SocketTransport::Listening final : Reactor::Handler {
     Listening(SocketTransport& transport, ListenerRuntime& listener, base::UniqueFd socket)
-        : transport(transport), listener(listener), socket(std::move(socket)) {}
+        : transport(transport), listener(listener), socket(std::move(socket)) {
+        // Bound to one address, every client reaches that one; on a wildcard
+        // only getsockname can say which, asked when something needs it.
+        if (!listener.settings.address.is_wildcard()) local = listener.settings.address;
+    }
     void on_ready(unsigned, std::uint32_t) override {
         if (socket) transport.accept_from(*this);
     }
@@ -81,6 +86,7 @@ struct SocketTransport::Listening final : Reactor::Handler {
     SocketTransport& transport;
     ListenerRuntime& listener;
     base::UniqueFd socket;
+    std::optional<SocketAddress> local;
 };
 
 SocketTransport::SocketTransport(Reactor& reactor, TransportHost& host,
@@ -135,15 +141,11 @@ void SocketTransport::accept_from(Listening& listening) {
                              std::strerror(errno));
             return;
         }
-        sockaddr_storage local{};
-        socklen_t local_len = sizeof local;
-        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
-        auto stream = std::make_unique<SocketStream>(std::move(fd), false, host_);
+        auto stream = std::make_unique<SocketStream>(std::move(fd), false, host_, listening.local);
         SocketStream& raw = *stream;
         Connection* connection =
             host_.accept(listener, std::move(stream),
-                         SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
-                         SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len));
+                         SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len));
         if (connection == nullptr) continue;  // refused: the stream closed with it
         raw.owner = connection;
         // Registered after the first pump: readiness that arrived meanwhile

@@ -1,7 +1,8 @@
 // The kernel transport with real sockets on the loopback: the options an
 // accepted socket carries although only the listener was given them (read
 // back with getsockopt, as a user would check with `ss -o`), the backend
-// socket's options, and how a connect in progress ends.
+// socket's options, the address a client reached, and how a connect in
+// progress ends.
 #include "dataplane/kernel/socket_transport.hpp"
 
 #include <gtest/gtest.h>
@@ -29,7 +30,7 @@ namespace fs = std::filesystem;
 // Keeps every accepted stream (refusing it, so the transport leaves it to
 // the test: not registered, read only when the test says).
 struct RecordingHost final : TransportHost {
-    Connection* accept(ListenerRuntime&, std::unique_ptr<ByteStream> client, const SocketAddress&,
+    Connection* accept(ListenerRuntime&, std::unique_ptr<ByteStream> client,
                        const SocketAddress&) override {
         accepted.push_back(std::move(client));
         return nullptr;
@@ -119,6 +120,20 @@ TEST_F(SocketTransportTest, WithoutKeepaliveAcceptedSocketsHaveNone) {
     EXPECT_NE(option(fd, IPPROTO_TCP, TCP_NODELAY), 0);
 }
 
+TEST_F(SocketTransportTest, TheAddressAClientReachedIsKnownOnBothKindsOfListener) {
+    listen(loopback(port), {});
+    base::UniqueFd first;
+    EXPECT_EQ(accept_from(first).local_address().to_string(), loopback(port).to_string());
+
+    // A wildcard listener learns it from the kernel.
+    transport.reset();
+    host.accepted.clear();
+    port = free_port();
+    listen(*SocketAddress::parse("*:" + std::to_string(port)), {});
+    base::UniqueFd second;
+    EXPECT_EQ(accept_from(second).local_address().to_string(), loopback(port).to_string());
+}
+
 // A Connection for the backend side to belong to (its TLS context is real;
 // nothing in these tests drives it).
 class BackendSocketTest : public SocketTransportTest {
@@ -145,7 +160,7 @@ class BackendSocketTest : public SocketTransportTest {
         transport = std::make_unique<SocketTransport>(reactor, host, KeepaliveSettings{42, 7, 3});
         worker.transport = transport.get();
         owner = std::make_unique<Connection>(worker, listener, std::make_unique<FakeClient>(),
-                                             loopback(1), loopback(2));
+                                             loopback(1));
     }
     void TearDown() override { fs::remove_all(dir); }
 
@@ -154,6 +169,7 @@ class BackendSocketTest : public SocketTransportTest {
         Io write(std::span<const std::uint8_t>) override { return {}; }
         void shutdown_write() override {}
         int connect_result() override { return 0; }
+        SocketAddress local_address() override { return {}; }
     };
 
     // Reactor turns until the connect in progress is decided.
