@@ -28,11 +28,16 @@ void SocketStream::on_ready(unsigned, std::uint32_t events) {
 
 void SocketStream::on_events(std::uint32_t events) {
     if (connect_result_ == EINPROGRESS) {
-        int error = 0;
-        socklen_t len = sizeof error;
-        ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
-        if (error == 0 && !(events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLOUT)) return;
-        connect_result_ = error != 0 ? error : (events & (EPOLLERR | EPOLLHUP)) ? ECONNREFUSED : 0;
+        if (events & (EPOLLERR | EPOLLHUP)) {
+            int error = 0;
+            socklen_t len = sizeof error;
+            ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &error, &len);
+            connect_result_ = error != 0 ? error : ECONNREFUSED;
+        } else if (events & EPOLLOUT) {
+            connect_result_ = 0;
+        } else {
+            return;
+        }
     }
     // Errors and hang-ups surface through recv/send, so they count as readiness.
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable_ = true;

@@ -3,7 +3,9 @@
 // descriptor: readiness goes straight to the connection that owns it.
 // Readiness is remembered in flags, so a full buffer can pause a direction
 // without any epoll_ctl call and a drained socket costs no extra recv()
-// returning EAGAIN.
+// returning EAGAIN. A connect in progress is decided by its first event:
+// EPOLLOUT alone means connected (a failed connect always comes with
+// EPOLLERR); getsockopt(SO_ERROR) is asked only then, for the reason.
 #pragma once
 
 #include <cstdint>
