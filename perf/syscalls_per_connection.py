@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
-"""Syscalls per connection of one server worker on the kernel transport, by
+"""System calls per connection of one server worker on the kernel transport, by
 name: Portcullis with one worker (and, when nginx and its stream module are
 installed, nginx's worker beside it, configured as perf/compare.py does).
 
-The worker is traced with `strace -f -o FILE -p PID` while portcullis-bench
-makes N connections, each a full TLS 1.3 handshake (or a resumed one) and one
-HTTP request answered by the test backend. Each case runs twice, with
---baseline and with --handshakes connections, and the difference of the two
-traces divided by the difference of the connection counts is what one
-connection costs: start-up, attach and the first (full) handshake of a
-resumed run cancel out; --rounds repeats it and the median of each count
-is shown. With --conns 1 (the default) the connections follow each other,
-so nothing is batched; what is left is timing (whether the client's FIN
-arrives with its close_notify or after it, say), which moves a count by up
-to one per connection between runs. Counts, not times: they mean the same
-on a loaded machine.
+The worker's system calls are counted while portcullis-bench makes N
+connections, each a full TLS 1.3 handshake (or a resumed one) and one HTTP
+request answered by the test backend: by default with `perf stat` on the
+syscall tracepoints (counters in the kernel; the worker runs at full speed),
+or with `--tracer strace` (`strace -f -o FILE -p PID`, every call with its
+arguments, but the worker stops at each one, which is slow enough to change
+what the peers have sent by its next call: a FIN that would come after a
+read comes before it). Each case runs twice, with --baseline and with
+--handshakes connections, and the difference of the two counts divided by
+the difference of the connection counts is what one connection costs:
+start-up, attach and the first (full) handshake of a resumed run cancel out;
+--rounds repeats it and the median of each count is shown. With --conns 1
+(the default) the connections follow each other, so nothing is batched; what
+is left is timing (whether the client's FIN arrives with its close_notify or
+after it, say), which moves a count by up to one per connection between
+runs. Counts, not times: they mean the same on a loaded machine.
 
 Per name and, under it, what told the calls apart: the option of a
 setsockopt/getsockopt, EAGAIN results, reads that returned 0 (end of
@@ -23,12 +27,13 @@ connections), the epoll_ctl operation.
 
   perf/syscalls_per_connection.py --build build [--handshakes 200] [--baseline 50]
                                   [--tls 1.3] [--conns 1] [--rounds 3] [--servers portcullis,nginx]
-                                  [--json FILE] [--keep]
+                                  [--tracer perf|strace] [--json FILE] [--keep]
 """
 import argparse
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import statistics
@@ -61,6 +66,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="measurements per case; the median of each count is shown")
     ap.add_argument("--servers", default="portcullis,nginx",
                     help="portcullis and/or nginx (nginx is skipped, loudly, when not installed)")
+    ap.add_argument("--tracer", default="perf", choices=sorted(TRACERS),
+                    help="perf: counters on the syscall tracepoints, the worker runs at full speed; "
+                         "strace: every call with its arguments, the worker stopped at each")
     ap.add_argument("--json", default="")
     ap.add_argument("--keep", action="store_true", help="keep the traces, configurations and logs")
     args = ap.parse_args()
@@ -73,8 +81,8 @@ def main():
     for binary in binaries.values():
         if not binary.exists():
             sys.exit(f"missing {binary}: build first (meson compile -C {build})")
-    if not shutil.which("strace"):
-        sys.exit("missing strace (scripts/lib/deps.sh installs it)")
+    if not shutil.which(args.tracer):
+        sys.exit(f"missing {args.tracer} (scripts/lib/deps.sh installs linux-perf and strace)")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers:
         if s not in ("portcullis", "nginx"):
@@ -86,7 +94,7 @@ def main():
             servers.remove("nginx")
 
     work = Path(tempfile.mkdtemp(prefix="portcullis-syscalls."))
-    results = {"tls": args.tls, "conns": args.conns, "handshakes": args.handshakes, "baseline": args.baseline,
+    results = {"tracer": args.tracer, "tls": args.tls, "conns": args.conns, "handshakes": args.handshakes, "baseline": args.baseline,
                "rounds": args.rounds,
                "request": REQUEST, "servers": {}}
     backend, backend_port = start_backend(binaries["backend"], work)
@@ -199,12 +207,9 @@ def total(per_connection):
 
 
 def traced_run(server, pid, bench, target, pki, work, args, mode, handshakes):
-    trace = work / f"{server}-{mode}-{handshakes}.strace"
-    strace = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), "-p", str(pid)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tracer = TRACERS[args.tracer](pid, work / f"{server}-{mode}-{handshakes}")
     try:
-        if not wait_for(lambda: traced_by(pid) == strace.pid, 10):
-            raise Abort(f"strace did not attach to {server}'s worker {pid}: {strace.stderr.read()}")
+        tracer.start()
         summary_file = work / "bench.json"
         summary_file.unlink(missing_ok=True)
         cmd = bench_client(bench, target, pki) + [
@@ -214,8 +219,7 @@ def traced_run(server, pid, bench, target, pki, work, args, mode, handshakes):
         # The worker finishes its side of the last connection after the client has gone.
         time.sleep(0.3)
     finally:
-        strace.send_signal(signal.SIGINT)
-        strace.wait(timeout=20)
+        counts = tracer.stop()
     if done.returncode != 0 or not summary_file.exists():
         raise Abort(f"portcullis-bench against {server} exited {done.returncode}: {done.stderr[-1000:]}")
     s = json.loads(summary_file.read_text())
@@ -226,7 +230,114 @@ def traced_run(server, pid, bench, target, pki, work, args, mode, handshakes):
         raise Abort(f"{server}: only {s['resumed']} of {s['handshakes']} handshakes resumed")
     if mode == "full" and s["resumed"]:
         raise Abort(f"{server}: {s['resumed']} handshakes resumed in a full-handshake run")
-    return count_trace(trace.read_text()), attempts
+    return counts, attempts
+
+
+class PerfTracer:
+    """`perf stat` on the syscall tracepoints: counters in the kernel, the
+    worker never stops (strace stops it at every call, which slows it enough
+    to change what a peer has sent by the time of its next call). Details
+    are the same tracepoints again with a filter."""
+    DETAILS = [
+        ("sys_exit_accept4", "ret == -11", "accept4|EAGAIN"),
+        ("sys_exit_recvfrom", "ret == -11", "recvfrom|EAGAIN"),
+        ("sys_exit_recvfrom", "ret == 0", "recvfrom|0 (end of stream)"),
+        ("sys_exit_read", "ret == -11", "read|EAGAIN"),
+        ("sys_exit_read", "ret == 0", "read|0 (end of stream)"),
+        ("sys_exit_sendto", "ret == -11", "sendto|EAGAIN"),
+        ("sys_exit_write", "ret == -11", "write|EAGAIN"),
+        ("sys_exit_connect", "ret == -115", "connect|EINPROGRESS"),
+        ("sys_exit_epoll_wait", "ret == 0", "epoll_wait|timed out"),
+        ("sys_enter_epoll_ctl", "op == 1", "epoll_ctl|EPOLL_CTL_ADD"),
+        ("sys_enter_epoll_ctl", "op == 2", "epoll_ctl|EPOLL_CTL_DEL"),
+        ("sys_enter_epoll_ctl", "op == 3", "epoll_ctl|EPOLL_CTL_MOD"),
+        ("sys_enter_setsockopt", "level == 6 && optname == 1", "setsockopt|TCP_NODELAY"),
+        ("sys_enter_setsockopt", "level == 1 && optname == 9", "setsockopt|SO_KEEPALIVE"),
+        ("sys_enter_setsockopt", "level == 6 && optname == 4", "setsockopt|TCP_KEEPIDLE"),
+        ("sys_enter_setsockopt", "level == 6 && optname == 5", "setsockopt|TCP_KEEPINTVL"),
+        ("sys_enter_setsockopt", "level == 6 && optname == 6", "setsockopt|TCP_KEEPCNT"),
+        ("sys_enter_getsockopt", "level == 1 && optname == 4", "getsockopt|SO_ERROR"),
+    ]
+
+    def __init__(self, pid, stem):
+        self.pid, self.stem = pid, stem
+
+    @staticmethod
+    def syscalls():
+        out = subprocess.run(["perf", "list", "--raw-dump", "tracepoint"], capture_output=True, text=True)
+        return sorted(e[len("syscalls:sys_enter_"):] for e in out.stdout.split()
+                      if e.startswith("syscalls:sys_enter_"))
+
+    def start(self):
+        names = self.syscalls()
+        if not names:
+            raise Abort("perf lists no syscalls:sys_enter_* tracepoint (tracefs?); try --tracer strace")
+        self.keys = names + [key for _, _, key in self.DETAILS]
+        events = []
+        for name in names:
+            events += ["-e", f"syscalls:sys_enter_{name}"]
+        for event, condition, _ in self.DETAILS:
+            events += ["-e", f"syscalls:{event}", "--filter", condition]
+        self.output = Path(f"{self.stem}.perf.csv")
+        control, ack = Path(f"{self.stem}.ctl"), Path(f"{self.stem}.ack")
+        for fifo in (control, ack):
+            fifo.unlink(missing_ok=True)
+            os.mkfifo(fifo)
+        # Counting starts disabled and is switched on once perf is attached.
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-D", "-1", "--control", f"fifo:{control},{ack}", "-o", str(self.output),
+             "-p", str(self.pid)] + events, stdout=subprocess.DEVNULL, stderr=open(f"{self.stem}.perf.log", "w"))
+        self.control = os.open(control, os.O_WRONLY)
+        self.ack = os.open(ack, os.O_RDONLY)
+        self.command("enable")
+
+    def command(self, what):
+        os.write(self.control, (what + "\n").encode())
+        ready, _, _ = select.select([self.ack], [], [], 20)
+        answer = os.read(self.ack, 64) if ready else b""
+        if b"ack" not in answer:
+            raise Abort(f"perf stat did not acknowledge {what!r} ({answer!r}): "
+                        f"{Path(f'{self.stem}.perf.log').read_text()[-2000:]}")
+
+    def stop(self):
+        self.command("disable")
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=20)
+        os.close(self.control)
+        os.close(self.ack)
+        values = [line.split(",")[0] for line in self.output.read_text().splitlines()
+                  if line and not line.startswith("#")]
+        if len(values) != len(self.keys):
+            raise Abort(f"perf stat printed {len(values)} counts for {len(self.keys)} events: {self.output}")
+        counts = Counter()
+        for key, value in zip(self.keys, values):
+            if not value.isdigit():
+                raise Abort(f"perf stat could not count {key}: {value} ({self.output})")
+            if int(value):
+                counts[key] = int(value)
+        return counts
+
+
+class StraceTracer:
+    """`strace -f -o FILE`: every call with its arguments, at the price of
+    stopping the worker at each one."""
+
+    def __init__(self, pid, stem):
+        self.pid, self.trace = pid, Path(f"{stem}.strace")
+
+    def start(self):
+        self.proc = subprocess.Popen(["strace", "-f", "-qq", "-o", str(self.trace), "-p", str(self.pid)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if not wait_for(lambda: traced_by(self.pid) == self.proc.pid, 10):
+            raise Abort(f"strace did not attach to worker {self.pid}: {self.proc.stderr.read()}")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=20)
+        return count_trace(self.trace.read_text())
+
+
+TRACERS = {"perf": PerfTracer, "strace": StraceTracer}
 
 
 def traced_by(pid):
@@ -299,7 +410,8 @@ def table(results):
         return results["servers"][server]["modes"][mode]["per_connection"].get(key, 0.0)
 
     head = " | ".join(f"{s} {'resumed' if m == 'resume' else 'full'}" for s, m in columns)
-    lines = [f"\nsyscalls per connection, TLS {results['tls']}, one request each, --conns {results['conns']}"
+    lines = [f"\nsyscalls per connection ({results['tracer']}), TLS {results['tls']}, one request each,"
+             f" --conns {results['conns']}"
              f" ((N={results['handshakes']}) - (N={results['baseline']})) / {results['handshakes'] - results['baseline']},"
              f" median of {results['rounds']} rounds per count (medians need not add up to the total exactly)",
              "", f"| syscall | {head} |", "| --- |" + " ---: |" * len(columns)]
