@@ -40,6 +40,7 @@ void SocketStream::on_events(std::uint32_t events) {
         }
     }
     // Errors and hang-ups surface through recv/send, so they count as readiness.
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) read_end_seen_ = true;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable_ = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) writable_ = true;
 }
@@ -47,7 +48,10 @@ void SocketStream::on_events(std::uint32_t events) {
 ByteStream::Io SocketStream::read(std::span<std::uint8_t> into) {
     while (readable_) {
         const ssize_t n = ::recv(fd_.get(), into.data(), into.size(), 0);
-        if (n > 0) return {Status::ok, static_cast<std::size_t>(n), 0};
+        if (n > 0) {
+            if (static_cast<std::size_t>(n) < into.size() && !read_end_seen_) readable_ = false;
+            return {Status::ok, static_cast<std::size_t>(n), 0};
+        }
         if (n == 0) return {Status::eof, 0, 0};
         if (would_block(errno)) {
             readable_ = false;

@@ -1,11 +1,17 @@
 // A ByteStream over a non-blocking kernel TCP socket registered
 // edge-triggered with the worker's reactor, as the handler of its own
 // descriptor: readiness goes straight to the connection that owns it.
+//
 // Readiness is remembered in flags, so a full buffer can pause a direction
-// without any epoll_ctl call and a drained socket costs no extra recv()
-// returning EAGAIN. A connect in progress is decided by its first event:
-// EPOLLOUT alone means connected (a failed connect always comes with
-// EPOLLERR); getsockopt(SO_ERROR) is asked only then, for the reason.
+// without any epoll_ctl call, and no recv() is spent only to hear EAGAIN: a
+// read shorter than the space offered emptied the receive queue, and any
+// segment after it raises a new edge. Only when the peer's FIN or an error
+// has already been reported does the next read go to the kernel at once (it
+// returns the end of the stream or the error, which no later edge would).
+// (nginx's event loop reads the same way.) A connect in progress is decided
+// by its first event: EPOLLOUT alone means connected (a failed connect
+// always comes with EPOLLERR); getsockopt(SO_ERROR) is asked only then, for
+// the reason.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +59,7 @@ class SocketStream final : public ByteStream, public Reactor::Handler {
     std::optional<SocketAddress> local_;
     bool readable_ = true;  // a fresh socket may already hold data
     bool writable_ = true;
+    bool read_end_seen_ = false;  // FIN, hang-up or error reported: read until recv says so
     int connect_result_ = 0;
 };
 

@@ -1,20 +1,23 @@
 // The kernel transport with real sockets on the loopback: the options an
 // accepted socket carries although only the listener was given them (read
 // back with getsockopt, as a user would check with `ss -o`), the backend
-// socket's options, the address a client reached, and how a connect in
-// progress ends.
+// socket's options, the address a client reached, how a connect in progress
+// ends, and which reads go to the kernel after a short one.
 #include "dataplane/kernel/socket_transport.hpp"
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "crypto/key_source.hpp"
@@ -26,6 +29,7 @@ namespace portcullis::dataplane::kernel {
 namespace {
 
 namespace fs = std::filesystem;
+using Status = ByteStream::Status;
 
 // Keeps every accepted stream (refusing it, so the transport leaves it to
 // the test: not registered, read only when the test says).
@@ -68,6 +72,20 @@ int option(int fd, int level, int name) {
     socklen_t len = sizeof value;
     EXPECT_EQ(::getsockopt(fd, level, name, &value, &len), 0) << std::strerror(errno);
     return value;
+}
+
+// Until the kernel holds unread bytes (or the FIN) for `fd`.
+void wait_readable(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1) << "nothing arrived";
+}
+
+void send_all(int fd, const std::string& bytes) {
+    ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+}
+
+std::string as_text(std::span<const std::uint8_t> bytes) {
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
 class SocketTransportTest : public ::testing::Test {
@@ -132,6 +150,47 @@ TEST_F(SocketTransportTest, TheAddressAClientReachedIsKnownOnBothKindsOfListener
     listen(*SocketAddress::parse("*:" + std::to_string(port)), {});
     base::UniqueFd second;
     EXPECT_EQ(accept_from(second).local_address().to_string(), loopback(port).to_string());
+}
+
+// After a read shorter than the space offered the socket is known drained:
+// the next read answers would_block without a recv, and the next segment's
+// edge makes it readable again. A FIN already reported is read at once.
+TEST_F(SocketTransportTest, AShortReadEndsReadingUntilTheNextEdgeUnlessTheEndIsKnown) {
+    listen(loopback(port), {});
+    base::UniqueFd client;
+    auto& stream = accept_from(client);
+    reactor.add(stream.fd(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, stream);
+    reactor.turn(0);  // the registration's own report: writable
+
+    std::uint8_t buffer[8];
+    send_all(client.get(), "0123456789");  // longer than the buffer: no short read
+    wait_readable(stream.fd());
+    reactor.turn(0);  // its edge, so that the next one can only come from the next segment
+    auto r = stream.read(buffer);
+    ASSERT_EQ(r.status, Status::ok);
+    EXPECT_EQ(as_text({buffer, r.bytes}), "01234567");
+    r = stream.read(buffer);
+    ASSERT_EQ(r.status, Status::ok) << "a full read must not end reading";
+    EXPECT_EQ(as_text({buffer, r.bytes}), "89");
+
+    send_all(client.get(), "abc");
+    wait_readable(stream.fd());
+    EXPECT_EQ(stream.read(buffer).status, Status::would_block)
+        << "after a short read the stream waits for the next edge";
+    EXPECT_EQ(reactor.turn(1000).dispatched, 1) << "the segment raised no edge";
+    r = stream.read(buffer);
+    ASSERT_EQ(r.status, Status::ok);
+    EXPECT_EQ(as_text({buffer, r.bytes}), "abc");
+
+    send_all(client.get(), "xyz");
+    ::shutdown(client.get(), SHUT_WR);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // data and FIN in one report
+    EXPECT_EQ(reactor.turn(1000).dispatched, 1);
+    r = stream.read(buffer);
+    ASSERT_EQ(r.status, Status::ok);
+    EXPECT_EQ(as_text({buffer, r.bytes}), "xyz");
+    EXPECT_EQ(stream.read(buffer).status, Status::eof)
+        << "the FIN was reported: the short read must not hide it";
 }
 
 // A Connection for the backend side to belong to (its TLS context is real;
