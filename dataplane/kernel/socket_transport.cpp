@@ -10,6 +10,7 @@
 #include <optional>
 #include <system_error>
 
+#include "base/heap_policy.hpp"
 #include "base/os_error.hpp"
 #include "dataplane/connection.hpp"
 #include "dataplane/kernel/socket_stream.hpp"
@@ -91,7 +92,11 @@ struct SocketTransport::Listening final : Reactor::Handler {
 
 SocketTransport::SocketTransport(Reactor& reactor, TransportHost& host,
                                  const KeepaliveSettings& keepalive)
-    : reactor_(reactor), host_(host), keepalive_(keepalive) {}
+    : reactor_(reactor), host_(host), keepalive_(keepalive) {
+    // Connections come and go all the time: their memory must not cost
+    // brk() calls and page faults on every few of them.
+    base::keep_heap_resident();
+}
 
 SocketTransport::~SocketTransport() = default;
 
