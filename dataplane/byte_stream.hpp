@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <span>
 
+#include "dataplane/socket_address.hpp"
+
 namespace portcullis::dataplane {
 
 class ByteStream {
@@ -28,6 +30,10 @@ class ByteStream {
     // For a stream being opened: EINPROGRESS while the handshake runs, 0 once
     // connected, else why it failed (ECONNREFUSED, ETIMEDOUT...).
     virtual int connect_result() = 0;
+    // Our end's address; for a client's stream, the address the client
+    // reached. It may cost a system call (a listener on a wildcard address
+    // learns it per connection from the kernel), so only what needs it asks.
+    virtual SocketAddress local_address() = 0;
 };
 
 }  // namespace portcullis::dataplane

@@ -31,12 +31,11 @@ std::string log_quoted(std::string_view text) {
 }  // namespace
 
 Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener,
-                       std::unique_ptr<ByteStream> client, SocketAddress peer, SocketAddress local)
+                       std::unique_ptr<ByteStream> client, SocketAddress peer)
     : worker_(worker),
       listener_(listener),
       client_(std::move(client)),
       peer_(peer),
-      local_(local),
       tls_context_(listener.tls),
       backends_(listener.backends),
       stats_(*listener.stats),
@@ -234,7 +233,7 @@ void Connection::on_established() {
     if (backends_->settings().proxy_protocol) {
         // The header goes first on the upstream connection; the buffer is sized
         // so that it never crowds out the client's plaintext.
-        const auto header = proxy_v2::encode(peer_, local_, peer);
+        const auto header = proxy_v2::encode(peer_, client_->local_address(), peer);
         to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes + header.size());
         auto space = to_upstream_.writable();
         std::memcpy(space.data(), header.data(), header.size());

@@ -63,7 +63,7 @@ struct ListenerRuntime {
 class Connection {
   public:
     Connection(WorkerRuntime& worker, ListenerRuntime& listener, std::unique_ptr<ByteStream> client,
-               SocketAddress peer, SocketAddress local);
+               SocketAddress peer);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -108,7 +108,6 @@ class Connection {
     ListenerRuntime& listener_;
     std::unique_ptr<ByteStream> client_;
     SocketAddress peer_;
-    SocketAddress local_;
     std::shared_ptr<const crypto::ServerTlsContext> tls_context_;
     std::shared_ptr<BackendPool> backends_;
     ListenerStats& stats_;

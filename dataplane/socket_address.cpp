@@ -68,6 +68,14 @@ std::uint16_t SocketAddress::port() const {
     return 0;
 }
 
+bool SocketAddress::is_wildcard() const {
+    if (family() == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr);
+    if (family() == AF_INET)
+        return reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return false;
+}
+
 std::string SocketAddress::host() const {
     char text[INET6_ADDRSTRLEN] = {};
     if (family() == AF_INET6) {

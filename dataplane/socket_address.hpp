@@ -22,6 +22,9 @@ struct SocketAddress {
 
     int family() const { return storage.ss_family; }
     std::uint16_t port() const;
+    // 0.0.0.0 or ::: a socket bound to it serves every local address, so only
+    // the kernel knows which one a given client reached.
+    bool is_wildcard() const;
     std::string host() const;       // "192.0.2.1" or "2001:db8::1"
     std::string to_string() const;  // "192.0.2.1:443" or "[2001:db8::1]:443"
     const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&storage); }

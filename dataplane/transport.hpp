@@ -28,7 +28,7 @@ class TransportHost {
     // Null: refused (draining, or over the connection limit); the stream was
     // dropped, which closes it.
     virtual Connection* accept(ListenerRuntime& listener, std::unique_ptr<ByteStream> client,
-                               const SocketAddress& peer, const SocketAddress& local) = 0;
+                               const SocketAddress& peer) = 0;
     // One of the connection's streams became readable, writable, connected or closed.
     virtual void activity(Connection& connection) = 0;
 };

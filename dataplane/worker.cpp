@@ -208,7 +208,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
     // the Connection, and serving at once a client that already sent its
     // ClientHello instead of waiting for another turn of the loop.
     Connection* accept(ListenerRuntime& listener, std::unique_ptr<ByteStream> client,
-                       const SocketAddress& peer, const SocketAddress& local) override {
+                       const SocketAddress& peer) override {
         if (draining_) return nullptr;
         if (connections_.size() >= static_cast<std::size_t>(options_.max_connections)) {
             listener.stats->connections_refused.add();
@@ -220,8 +220,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
             return nullptr;
         }
         listener.stats->connections_accepted.add();
-        auto connection =
-            std::make_unique<Connection>(runtime_, listener, std::move(client), peer, local);
+        auto connection = std::make_unique<Connection>(runtime_, listener, std::move(client), peer);
         connection->slot = connections_.size();
         connections_.push_back(std::move(connection));
         Connection& accepted = *connections_.back();

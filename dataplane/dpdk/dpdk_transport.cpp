@@ -78,15 +78,14 @@ class DpdkTransport final : public Transport, private Reactor::Poller {
     }
 
     void listen(ListenerRuntime& listener) override {
-        stack_.listen(listener.settings.address.port(),
-                      [this, &listener](std::unique_ptr<TcpStream> stream,
-                                        const SocketAddress& peer, const SocketAddress& local) {
-                          TcpStream& raw = *stream;
-                          Connection* connection =
-                              host_.accept(listener, std::move(stream), peer, local);
-                          // Refused: the stream reset when it was dropped.
-                          if (connection != nullptr) raw.owner = connection;
-                      });
+        stack_.listen(
+            listener.settings.address.port(),
+            [this, &listener](std::unique_ptr<TcpStream> stream, const SocketAddress& peer) {
+                TcpStream& raw = *stream;
+                Connection* connection = host_.accept(listener, std::move(stream), peer);
+                // Refused: the stream reset when it was dropped.
+                if (connection != nullptr) raw.owner = connection;
+            });
         // The first client should not wait for ARP toward its backend.
         for (const auto& backend : listener.settings.upstream.backends)
             if (backend.family() == AF_INET) stack_.resolve(ipv4_of(backend), now_ms());

@@ -301,11 +301,11 @@ void Stack::service(Flow& flow, std::uint64_t now_ms) {
     if (flow.listener >= 0 && !flow.accepted && is_open(tcp.state())) {
         flow.accepted = true;
         auto& handler = listeners_[static_cast<std::size_t>(flow.listener)].second;
-        auto stream = std::unique_ptr<TcpStream>(new TcpStream(&flow));
+        auto stream = std::unique_ptr<TcpStream>(
+            new TcpStream(&flow, ipv4_address(address_.address, flow.local_port)));
         flow.stream = stream.get();
         ++stats_.connections_accepted;
-        handler(std::move(stream), ipv4_address(flow.route.destination_ip, flow.peer_port),
-                ipv4_address(address_.address, flow.local_port));
+        handler(std::move(stream), ipv4_address(flow.route.destination_ip, flow.peer_port));
         tell_owner = false;  // the handler served it already
     }
     if (flow.echo) serve_echo_flow(flow);
@@ -438,7 +438,8 @@ std::unique_ptr<TcpStream> Stack::connect(net::Ipv4Address address, std::uint16_
         unresolved_.push_back(flow.get());
         neighbors_.request(hop, now_ms_);
     }
-    auto stream = std::unique_ptr<TcpStream>(new TcpStream(flow.get()));
+    auto stream = std::unique_ptr<TcpStream>(
+        new TcpStream(flow.get(), ipv4_address(address_.address, local)));
     flow->stream = stream.get();
     schedule(*flow);
     ++stats_.connections_opened;

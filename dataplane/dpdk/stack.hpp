@@ -69,14 +69,16 @@ class TcpStream final : public ByteStream {
     Io write(std::span<const std::uint8_t> bytes) override;
     void shutdown_write() override;
     int connect_result() override;
+    SocketAddress local_address() override { return local_; }
 
     Connection* owner = nullptr;  // told about activity by the stack's handler
 
   private:
     friend class Stack;
     struct FlowState;
-    explicit TcpStream(FlowState* flow) : flow_(flow) {}
+    TcpStream(FlowState* flow, const SocketAddress& local) : flow_(flow), local_(local) {}
     FlowState* flow_;
+    SocketAddress local_;  // kept: the flow may be gone before anyone asks
     int final_error_ = 0;  // once the flow is gone: 0 = ended cleanly
     bool ever_connected_ = false;
 };
@@ -85,8 +87,8 @@ class Stack {
     friend class TcpStream;
 
   public:
-    using AcceptHandler = std::function<void(
-        std::unique_ptr<TcpStream> stream, const SocketAddress& peer, const SocketAddress& local)>;
+    using AcceptHandler =
+        std::function<void(std::unique_ptr<TcpStream> stream, const SocketAddress& peer)>;
     using ActivityHandler = std::function<void(TcpStream& stream)>;
 
     Stack(Port& port, const StackAddress& address, const tcp::TcpConfig& tcp_config = {});
@@ -125,9 +127,7 @@ class Stack {
     std::size_t connections() const { return flows_.size(); }
 
 #ifdef PORTCULLIS_FAULT_INJECTION
-    void inject_faults(const FaultInjection& faults) {
-        faults_.configure(faults);
-    }
+    void inject_faults(const FaultInjection& faults) { faults_.configure(faults); }
 #endif
 
   private:

@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <system_error>
 
+#include "base/heap_policy.hpp"
 #include "base/os_error.hpp"
 #include "dataplane/connection.hpp"
 #include "dataplane/kernel/socket_stream.hpp"
@@ -18,6 +20,7 @@ namespace {
 
 constexpr int accept_batch = 64;
 
+// Best effort on a backend socket: a connection without them still works.
 void set_nodelay(int fd) {
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -33,9 +36,17 @@ void set_keepalive(int fd, const KeepaliveSettings& keepalive) {
     ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &keepalive.probes, sizeof keepalive.probes);
 }
 
+void set_or_throw(int fd, int level, int option, int value, const char* name) {
+    if (::setsockopt(fd, level, option, &value, sizeof value) != 0) throw base::os_error(name);
+}
+
 constexpr std::uint32_t edge_events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
-base::UniqueFd open_listener(const ListenerSettings& settings) {
+// Linux copies a listener's TCP_NODELAY, SO_KEEPALIVE and TCP_KEEPIDLE,
+// TCP_KEEPINTVL and TCP_KEEPCNT into every socket accept() returns (the
+// kernel transport's unit test reads them back from accepted sockets), so
+// they are set here once instead of five setsockopt calls per connection.
+base::UniqueFd open_listener(const ListenerSettings& settings, const KeepaliveSettings& keepalive) {
     const auto& address = settings.address;
     base::UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) throw base::os_error("socket");
@@ -46,6 +57,13 @@ base::UniqueFd open_listener(const ListenerSettings& settings) {
         throw base::os_error("SO_REUSEPORT");
     if (address.family() == AF_INET6)
         ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    set_or_throw(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+    if (keepalive.idle_s != 0) {
+        set_or_throw(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
+        set_or_throw(fd.get(), IPPROTO_TCP, TCP_KEEPIDLE, keepalive.idle_s, "TCP_KEEPIDLE");
+        set_or_throw(fd.get(), IPPROTO_TCP, TCP_KEEPINTVL, keepalive.interval_s, "TCP_KEEPINTVL");
+        set_or_throw(fd.get(), IPPROTO_TCP, TCP_KEEPCNT, keepalive.probes, "TCP_KEEPCNT");
+    }
     if (::bind(fd.get(), address.sa(), address.length) != 0)
         throw base::os_error("bind " + address.to_string());
     if (::listen(fd.get(), settings.backlog) != 0)
@@ -57,7 +75,11 @@ base::UniqueFd open_listener(const ListenerSettings& settings) {
 
 struct SocketTransport::Listening final : Reactor::Handler {
     Listening(SocketTransport& transport, ListenerRuntime& listener, base::UniqueFd socket)
-        : transport(transport), listener(listener), socket(std::move(socket)) {}
+        : transport(transport), listener(listener), socket(std::move(socket)) {
+        // Bound to one address, every client reaches that one; on a wildcard
+        // only getsockname can say which, asked when something needs it.
+        if (!listener.settings.address.is_wildcard()) local = listener.settings.address;
+    }
     void on_ready(unsigned, std::uint32_t) override {
         if (socket) transport.accept_from(*this);
     }
@@ -65,16 +87,22 @@ struct SocketTransport::Listening final : Reactor::Handler {
     SocketTransport& transport;
     ListenerRuntime& listener;
     base::UniqueFd socket;
+    std::optional<SocketAddress> local;
 };
 
 SocketTransport::SocketTransport(Reactor& reactor, TransportHost& host,
                                  const KeepaliveSettings& keepalive)
-    : reactor_(reactor), host_(host), keepalive_(keepalive) {}
+    : reactor_(reactor), host_(host), keepalive_(keepalive) {
+    // Connections come and go all the time: their memory must not cost
+    // brk() calls and page faults on every few of them.
+    base::keep_heap_resident();
+}
 
 SocketTransport::~SocketTransport() = default;
 
 void SocketTransport::listen(ListenerRuntime& listener) {
-    auto listening = std::make_unique<Listening>(*this, listener, open_listener(listener.settings));
+    auto listening =
+        std::make_unique<Listening>(*this, listener, open_listener(listener.settings, keepalive_));
     reactor_.add(listening->socket.get(), EPOLLIN, *listening);
     listening_.push_back(std::move(listening));
 }
@@ -118,17 +146,11 @@ void SocketTransport::accept_from(Listening& listening) {
                              std::strerror(errno));
             return;
         }
-        sockaddr_storage local{};
-        socklen_t local_len = sizeof local;
-        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len);
-        set_nodelay(fd.get());
-        set_keepalive(fd.get(), keepalive_);
-        auto stream = std::make_unique<SocketStream>(std::move(fd), false, host_);
+        auto stream = std::make_unique<SocketStream>(std::move(fd), false, host_, listening.local);
         SocketStream& raw = *stream;
         Connection* connection =
             host_.accept(listener, std::move(stream),
-                         SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len),
-                         SocketAddress::from(reinterpret_cast<sockaddr*>(&local), local_len));
+                         SocketAddress::from(reinterpret_cast<sockaddr*>(&peer), peer_len));
         if (connection == nullptr) continue;  // refused: the stream closed with it
         raw.owner = connection;
         // Registered after the first pump: readiness that arrived meanwhile

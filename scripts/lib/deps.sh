@@ -13,13 +13,14 @@ portcullis_packages=(
   curl iproute2 procps ca-certificates
   nginx libnginx-mod-stream haproxy
   valgrind  # valgrind/callgrind.h for portcullis-tls-core-cost, callgrind for perf/tls_core_profile.sh
+  linux-perf strace  # perf/syscalls_per_connection.py counts a worker's system calls with perf stat (or strace)
 )
 
 # In the Debian 13 root only, so that dev-shell.sh debugs and profiles as a
 # developer's own machine would.
 # Node.js and npm (the real-client tests use its https module and axios) come
 # with it there; on a Debian 13 host any Node.js distribution will do.
-portcullis_root_packages=(gdb linux-perf git less clang-format nodejs npm)
+portcullis_root_packages=(gdb git less clang-format nodejs npm)
 
 install_dependencies() {
   local missing=()

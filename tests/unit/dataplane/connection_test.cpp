@@ -24,6 +24,7 @@
 #include "crypto/key_completion_queue.hpp"
 #include "crypto/key_source.hpp"
 #include "tests/support/paused_key_source.hpp"
+#include "tests/support/proxy_v2_parser.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace portcullis::dataplane {
@@ -59,6 +60,10 @@ class FakeStream final : public ByteStream {
     }
     void shutdown_write() override { write_shut = true; }
     int connect_result() override { return connect_result_; }
+    SocketAddress local_address() override {
+        ++local_address_asked;
+        return local;
+    }
 
     static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
     std::string inbound;
@@ -68,6 +73,8 @@ class FakeStream final : public ByteStream {
     std::size_t write_room = unlimited;
     bool write_shut = false;
     int connect_result_ = 0;
+    SocketAddress local = *SocketAddress::parse("192.0.2.2:443");
+    int local_address_asked = 0;
 };
 
 // Hands out fake backend streams, already connected.
@@ -147,9 +154,17 @@ class ConnectionTest : public ::testing::Test {
     void connect_client() {
         auto stream = std::make_unique<FakeStream>();
         client_stream = stream.get();
-        const auto peer = *SocketAddress::parse("192.0.2.1:40000");
-        const auto local = *SocketAddress::parse("192.0.2.2:443");
-        connection = std::make_unique<Connection>(worker, listener, std::move(stream), peer, local);
+        connection = std::make_unique<Connection>(worker, listener, std::move(stream), peer);
+    }
+
+    // Before any handshake: SetUp's connection, in front of backends that
+    // take a PROXY v2 header.
+    void restart_with_proxy_protocol() {
+        connection.reset();
+        auto upstream = listener.settings.upstream;
+        upstream.proxy_protocol = true;
+        listener.backends = std::make_shared<BackendPool>(upstream);
+        connect_client();
     }
 
     // The listener's key signs asynchronously (as a token key does) and the
@@ -300,8 +315,34 @@ class ConnectionTest : public ::testing::Test {
     crypto::UniqueSslCtx client_ctx;
     crypto::UniqueSsl client;
     FakeStream* client_stream = nullptr;
+    const SocketAddress peer = *SocketAddress::parse("192.0.2.1:40000");
     std::unique_ptr<Connection> connection;
 };
+
+// Our address can cost a system call per connection (getsockname behind a
+// wildcard listener): nothing but the PROXY header may ask for it.
+TEST_F(ConnectionTest, WithoutAPROXYHeaderNothingAsksForTheAddressTheClientReached) {
+    handshake();
+    client_sends("GET / HTTP/1.0\r\n\r\n");
+    settle();
+    EXPECT_EQ(transport.upstream->outbound, "GET / HTTP/1.0\r\n\r\n");
+    EXPECT_EQ(client_stream->local_address_asked, 0);
+}
+
+TEST_F(ConnectionTest, ThePROXYHeaderCarriesTheAddressTheClientReached) {
+    restart_with_proxy_protocol();
+    client_stream->local = *SocketAddress::parse("198.51.100.7:8443");
+    handshake();
+    EXPECT_EQ(client_stream->local_address_asked, 1);
+    const auto& sent = transport.upstream->outbound;
+    const auto parsed =
+        testing::parse_proxy_v2({reinterpret_cast<const std::uint8_t*>(sent.data()), sent.size()});
+    ASSERT_TRUE(parsed.header) << parsed.error;
+    EXPECT_EQ(parsed.header->destination_address, "198.51.100.7");
+    EXPECT_EQ(parsed.header->destination_port, 8443);
+    EXPECT_EQ(parsed.header->source_address, "192.0.2.1");
+    EXPECT_EQ(parsed.header->source_port, 40000);
+}
 
 TEST_F(ConnectionTest, ClientFinAfterItsRequestIsPassedOnAndTheAnswerStillArrives) {
     handshake();

@@ -28,6 +28,14 @@ TEST(SocketAddress, ParsesNumericForms) {
     }
 }
 
+TEST(SocketAddress, KnowsTheWildcards) {
+    for (const char* text : {"*:443", "0.0.0.0:443", "[::]:443"})
+        EXPECT_TRUE(SocketAddress::parse(text)->is_wildcard()) << text;
+    for (const char* text : {"127.0.0.1:443", "192.0.2.1:443", "[::1]:443", "[::ffff:0.0.0.0]:443"})
+        EXPECT_FALSE(SocketAddress::parse(text)->is_wildcard()) << text;
+    EXPECT_FALSE(SocketAddress{}.is_wildcard()) << "no address at all is not a wildcard";
+}
+
 TEST(SocketAddress, RejectsEverythingElse) {
     for (const char* text :
          {"", "443", "192.0.2.1", "192.0.2.1:", "192.0.2.1:0", "192.0.2.1:65536", "192.0.2.1:44x",
