@@ -6,6 +6,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <stdlib.h>
 
 #include <fstream>
 #include <stdexcept>
@@ -259,6 +260,24 @@ void write_file(const std::filesystem::path& path, std::string_view contents) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
     if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+TempFiles::TempFiles() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "portcullis-unit.XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr)
+        throw std::runtime_error("cannot make a directory like " + pattern);
+    dir = pattern;
+}
+
+TempFiles::~TempFiles() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+}
+
+std::string TempFiles::put(const std::string& name, std::string_view text) const {
+    write_file(dir / name, text);
+    return (dir / name).string();
 }
 
 }  // namespace portcullis::testing

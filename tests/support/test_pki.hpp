@@ -69,4 +69,16 @@ crypto::UniqueEvpPkey mismatched_rsa_key(const X509* rsa_cert);
 
 void write_file(const std::filesystem::path& path, std::string_view contents);
 
+// A fresh temporary directory for a test's PEM files, removed with everything
+// in it when the object goes.
+struct TempFiles {
+    std::filesystem::path dir;
+    TempFiles();
+    ~TempFiles();
+    TempFiles(const TempFiles&) = delete;
+    TempFiles& operator=(const TempFiles&) = delete;
+    // Writes `text` to dir/name and returns the path.
+    std::string put(const std::string& name, std::string_view text) const;
+};
+
 }  // namespace portcullis::testing

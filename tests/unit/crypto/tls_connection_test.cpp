@@ -20,19 +20,6 @@ namespace fs = std::filesystem;
 using testing::CertificateAuthority;
 using testing::CertOptions;
 
-struct Files {
-    fs::path dir;
-    Files() {
-        std::string pattern = (fs::temp_directory_path() / "portcullis-unit.XXXXXX").string();
-        dir = ::mkdtemp(pattern.data());
-    }
-    ~Files() { fs::remove_all(dir); }
-    std::string put(const std::string& name, const std::string& text) {
-        testing::write_file(dir / name, text);
-        return (dir / name).string();
-    }
-};
-
 class TlsCore : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -85,7 +72,7 @@ class TlsCore : public ::testing::Test {
     }
 
     CertificateAuthority root = CertificateAuthority::root("Unit Root");
-    Files files;
+    testing::TempFiles files;
     TlsPolicy policy;
     PemFileKeySource keys;
     UniqueSslCtx client_ctx;

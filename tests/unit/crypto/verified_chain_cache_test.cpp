@@ -315,19 +315,6 @@ TEST_F(ChainCache, BoundedLeastRecentlyUsedFirst) {
 
 // ---- through the TLS core, with a real OpenSSL client ------------------------------------
 
-struct Files {
-    fs::path dir;
-    Files() {
-        std::string pattern = (fs::temp_directory_path() / "portcullis-unit.XXXXXX").string();
-        dir = ::mkdtemp(pattern.data());
-    }
-    ~Files() { fs::remove_all(dir); }
-    std::string put(const std::string& name, const std::string& text) {
-        testing::write_file(dir / name, text);
-        return (dir / name).string();
-    }
-};
-
 class ChainCacheInTheTlsCore : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -379,7 +366,7 @@ class ChainCacheInTheTlsCore : public ::testing::Test {
 
     CertificateAuthority root = CertificateAuthority::root("Core Root");
     CertificateAuthority client_ca = root.intermediate("Core Client CA");
-    Files files;
+    testing::TempFiles files;
     TlsPolicy policy;
     PemFileKeySource keys;
     Events events;
