@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <set>
 
 #include "crypto/client_verifier.hpp"
@@ -263,15 +264,74 @@ SSL_TICKET_RETURN check_ticket_session(SSL* ssl, SSL_SESSION* session, const uns
     }
 }
 
-// Session-ID resumption gets the same re-checks as tickets.
+std::int64_t expiry_of(const SSL_SESSION* session) {
+    return std::int64_t{SSL_SESSION_get_time_ex(session)} + SSL_SESSION_get_timeout(session);
+}
+
+std::span<const std::uint8_t> session_id(const SSL_SESSION* session) {
+    unsigned int length = 0;
+    const unsigned char* id = SSL_SESSION_get_id(session, &length);
+    return {id, length};
+}
+
+void report(const ServerTlsContext& self, LocalSessionEvent event) {
+    if (self.options().events) self.options().events->local_session_cache(event);
+}
+
+// Session-ID resumption (and stateful TLS 1.3 tickets) get the same re-checks
+// as stateless tickets, whichever cache the session comes from.
 SSL_SESSION* get_trusted_cached_session(SSL* ssl, const unsigned char* id, int id_length,
                                         int* copy) {
+    const auto& self = context_of(ssl);
+    LocalSessionCache* local = self.local_sessions();
+    const std::int64_t now = std::time(nullptr);
+    const std::span<const std::uint8_t> key(
+        id, id_length > 0 ? static_cast<std::size_t>(id_length) : 0);
+    if (local != nullptr) {
+        if (SSL_SESSION* session = local->find(key, now)) {
+            report(self, LocalSessionEvent::hit);
+            if (!self.session_still_trusted(session)) {
+                local->remove(key);
+                *copy = 0;
+                return nullptr;
+            }
+            *copy = 1;  // OpenSSL takes a reference of its own; the cache keeps its one
+            return session;
+        }
+        report(self, LocalSessionEvent::miss);
+    }
     SSL_SESSION* session = get_cached_session(ssl, id, id_length, copy);
-    if (session != nullptr && !context_of(ssl).session_still_trusted(session)) {
+    if (session != nullptr && !self.session_still_trusted(session)) {
         SSL_SESSION_free(session);
         return nullptr;
     }
+    // A TLS 1.2 client offers the same ID again next time, so keep the
+    // decoded copy; a TLS 1.3 resumption issues a new ticket, stored when made.
+    if (session != nullptr && local != nullptr &&
+        SSL_SESSION_get_protocol_version(session) != TLS1_3_VERSION &&
+        local->store(session, expiry_of(session), now)) {
+        report(self, LocalSessionEvent::eviction);
+    }
     return session;
+}
+
+int store_new_session_locally(SSL* ssl, SSL_SESSION* session) {
+    store_new_session(ssl, session);
+    const auto& self = context_of(ssl);
+    if (LocalSessionCache* local = self.local_sessions();
+        local != nullptr && looked_up_by_id(session, SSL_get_options(ssl)) &&
+        local->store(session, expiry_of(session), std::time(nullptr))) {
+        report(self, LocalSessionEvent::eviction);
+    }
+    return 0;  // the local cache took its own reference
+}
+
+void remove_session_everywhere(SSL_CTX* ctx, SSL_SESSION* session) {
+    remove_cached_session(ctx, session);
+    const auto* self =
+        static_cast<const ServerTlsContext*>(SSL_CTX_get_ex_data(ctx, context_index()));
+    if (self != nullptr && self->local_sessions() != nullptr)
+        self->local_sessions()->remove(session_id(session));
 }
 
 }  // namespace
@@ -305,6 +365,10 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         chain_cache_ = std::make_unique<VerifiedChainCache>(
             store.get(), policy.verified_chain_cache_entries, options_.events);
     }
+    if (options_.stateful_tickets && options_.session_cache == nullptr)
+        throw TlsConfigError("stateful tickets need a session cache to look them up in");
+    if (options_.session_cache != nullptr && options_.local_session_entries > 0)
+        local_sessions_ = std::make_unique<LocalSessionCache>(options_.local_session_entries);
     const auto session_context = session_context_of(policy);
     const int min_version =
         policy.min_version == TlsVersion::tls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
@@ -346,9 +410,14 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         if (options_.tickets != nullptr)
             SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx.get(), ticket_key_callback);
         SSL_CTX_set_session_ticket_cb(ctx.get(), nullptr, check_ticket_session, nullptr);
+        if (options_.stateful_tickets) SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
         if (options_.session_cache != nullptr) {
             attach_session_cache(ctx.get(), *options_.session_cache);
             SSL_CTX_sess_set_get_cb(ctx.get(), get_trusted_cached_session);
+            if (local_sessions_) {
+                SSL_CTX_sess_set_new_cb(ctx.get(), store_new_session_locally);
+                SSL_CTX_sess_set_remove_cb(ctx.get(), remove_session_everywhere);
+            }
         }
         if (store) {
             const int mode = policy.client_auth == ClientAuth::require

@@ -3,8 +3,9 @@
 // store with its CRLs, the client-certificate checks (EKU, allow-list) and the
 // protocol limits. Built once per worker process after fork, then shared by
 // all of that worker's connections; never modified while connections use it,
-// except for its verified-chain cache, which the handshakes of that worker's
-// loop thread fill (see verified_chain_cache.hpp).
+// except for its verified-chain cache and its local session cache, which the
+// handshakes of that worker's loop thread fill (see verified_chain_cache.hpp,
+// local_session_cache.hpp).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "crypto/key_source.hpp"
+#include "crypto/local_session_cache.hpp"
 #include "crypto/openssl_handles.hpp"
 #include "crypto/ticket_keys.hpp"
 #include "crypto/tls_policy.hpp"
@@ -37,6 +39,7 @@ class TlsEventSink {
     virtual void ticket_decrypted(TicketKeyring::Match key_age) = 0;
     virtual void resumption_refused(ResumptionRefusal reason) = 0;
     virtual void chain_cache(ChainCacheEvent) {}
+    virtual void local_session_cache(LocalSessionEvent) {}
 };
 
 struct ServerTlsOptions {
@@ -44,8 +47,18 @@ struct ServerTlsOptions {
     // client resumes wherever it lands. Null: OpenSSL's per-context random key.
     const TicketKeyring* tickets = nullptr;
     TlsEventSink* events = nullptr;
-    // TLS 1.2 session IDs across worker processes. Null: no session-ID cache.
+    // TLS 1.2 session IDs (and stateful TLS 1.3 tickets) across worker
+    // processes. Null: no session-ID cache.
     SharedSessionCache* session_cache = nullptr;
+    // TLS 1.3 tickets that are session IDs (SSL_OP_NO_TICKET), looked up in
+    // `session_cache`, instead of tickets that carry the session encrypted
+    // under `tickets`: no session is encoded into a ticket or decoded from
+    // one, but only this appliance can resume it, and TLS 1.2 resumes by
+    // session ID only. Needs `session_cache`.
+    bool stateful_tickets = false;
+    // Decoded sessions this context keeps in front of `session_cache` (see
+    // local_session_cache.hpp); 0 or no `session_cache`: none.
+    std::size_t local_session_entries = 0;
 };
 
 class ServerTlsContext {
@@ -69,6 +82,8 @@ class ServerTlsContext {
     const ServerTlsOptions& options() const { return options_; }
     // Null when the listener verifies every client chain in full.
     const VerifiedChainCache* chain_cache() const { return chain_cache_.get(); }
+    // Null without local_session_entries. Filled by the loop thread's handshakes.
+    LocalSessionCache* local_sessions() const { return local_sessions_.get(); }
 
     struct SniGroup;  // implementation detail, public for the callbacks
 
@@ -79,6 +94,7 @@ class ServerTlsContext {
     std::vector<unsigned char> alpn_wire_;  // policy.alpn in TLS wire format
     // Declared before groups_, whose SSL_CTXs point at it, so it outlives them.
     std::unique_ptr<VerifiedChainCache> chain_cache_;
+    std::unique_ptr<LocalSessionCache> local_sessions_;  // likewise
     std::vector<std::unique_ptr<SniGroup>> groups_;
 };
 

@@ -341,17 +341,15 @@ struct OpenSslFree {
     void operator()(unsigned char* p) const noexcept { OPENSSL_free(p); }
 };
 
-// Whether a session can ever be asked for by ID. OpenSSL reports every new
-// session, TLS 1.3 ones included, but a TLS 1.3 stateless ticket carries
-// its whole session and the ID OpenSSL gives it is never sent back; only a
-// stateful TLS 1.3 ticket (SSL_OP_NO_TICKET) is the ID of a cached session.
+}  // namespace
+
 bool looked_up_by_id(const SSL_SESSION* session, std::uint64_t options) {
     return SSL_SESSION_get_protocol_version(session) != TLS1_3_VERSION ||
            (options & SSL_OP_NO_TICKET) != 0;
 }
 
 // Returns 0: the cache keeps a DER copy, not OpenSSL's reference.
-int on_new_session(SSL* ssl, SSL_SESSION* session) {
+int store_new_session(SSL* ssl, SSL_SESSION* session) {
     SharedSessionCache* cache = cache_of(SSL_get_SSL_CTX(ssl));
     if (!cache || !looked_up_by_id(session, SSL_get_options(ssl))) return 0;
     unsigned char* raw = nullptr;
@@ -364,8 +362,6 @@ int on_new_session(SSL* ssl, SSL_SESSION* session) {
                  std::time(nullptr));
     return 0;
 }
-
-}  // namespace
 
 SSL_SESSION* get_cached_session(SSL* ssl, const unsigned char* id, int id_length, int* copy) {
     *copy = 0;  // the session returned is a fresh one: OpenSSL owns it
@@ -383,23 +379,19 @@ SSL_SESSION* get_cached_session(SSL* ssl, const unsigned char* id, int id_length
     return d2i_SSL_SESSION(nullptr, &p, static_cast<long>(der.size()));
 }
 
-namespace {
-
-void on_remove_session(SSL_CTX* ctx, SSL_SESSION* session) {
+void remove_cached_session(SSL_CTX* ctx, SSL_SESSION* session) {
     SharedSessionCache* cache = cache_of(ctx);
     if (cache && looked_up_by_id(session, SSL_CTX_get_options(ctx))) cache->remove(id_of(session));
 }
-
-}  // namespace
 
 void attach_session_cache(SSL_CTX* ctx, SharedSessionCache& cache) {
     if (cache_index() < 0 || SSL_CTX_set_ex_data(ctx, cache_index(), &cache) != 1)
         throw std::runtime_error("session cache: SSL_CTX_set_ex_data: " + drain_openssl_errors());
     // NO_INTERNAL: no per-process copy, so every worker sees one set of sessions.
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
-    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    SSL_CTX_sess_set_new_cb(ctx, store_new_session);
     SSL_CTX_sess_set_get_cb(ctx, get_cached_session);
-    SSL_CTX_sess_set_remove_cb(ctx, on_remove_session);
+    SSL_CTX_sess_set_remove_cb(ctx, remove_cached_session);
 }
 
 }  // namespace portcullis::crypto

@@ -91,8 +91,18 @@ class SharedSessionCache {
 // cannot be set.
 void attach_session_cache(SSL_CTX* ctx, SharedSessionCache& cache);
 
-// The get-session callback attach_session_cache installs, for owners that
-// wrap it with checks of their own (SSL_CTX_sess_set_get_cb signature).
+// The callbacks attach_session_cache installs, for owners that wrap them
+// (SSL_CTX_sess_set_get_cb, _new_cb and _remove_cb signatures). The new-session
+// callback stores a DER copy and returns 0 (it keeps no reference).
 SSL_SESSION* get_cached_session(SSL* ssl, const unsigned char* id, int id_length, int* copy);
+int store_new_session(SSL* ssl, SSL_SESSION* session);
+void remove_cached_session(SSL_CTX* ctx, SSL_SESSION* session);
+
+// Whether a session can ever be asked for by ID. OpenSSL reports every new
+// session, TLS 1.3 ones included, but a TLS 1.3 stateless ticket carries its
+// whole session and the ID OpenSSL gives it is never sent back; only a
+// stateful TLS 1.3 ticket (`options` with SSL_OP_NO_TICKET) is the ID of a
+// cached session.
+bool looked_up_by_id(const SSL_SESSION* session, std::uint64_t options);
 
 }  // namespace portcullis::crypto

@@ -1,0 +1,80 @@
+// Decoded sessions one worker keeps in front of the shared session cache.
+// The shared cache holds DER bytes, so every hit there decodes the session
+// again, and with it the client's certificate (d2i_SSL_SESSION: ~0.29 M
+// instructions, mostly the public-key decoder). A client that returns to the
+// worker that made or last resumed its session finds it here instead, as the
+// live SSL_SESSION (shared by reference, as OpenSSL's own internal cache
+// shares them). Looked up by session ID: TLS 1.2 session IDs and stateful
+// TLS 1.3 tickets (SSL_OP_NO_TICKET); a stateless ticket carries its session.
+//
+// Bounded: when full, the entry stored first is evicted (sessions are stored
+// in the order they are made, so it is also the oldest). An entry dies at its
+// session's time + timeout. Used by one thread only: each worker's contexts
+// are used by that worker's loop thread (see server_tls_context.hpp). The
+// owner re-checks trust on every hit (revocation and expiry of the client
+// certificate), as for sessions from the shared cache.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+namespace portcullis::crypto {
+
+enum class LocalSessionEvent { hit, miss, eviction };
+
+class LocalSessionCache {
+  public:
+    // capacity > 0; the slots and the index are allocated here, once.
+    explicit LocalSessionCache(std::size_t capacity);
+    ~LocalSessionCache();
+    LocalSessionCache(const LocalSessionCache&) = delete;
+    LocalSessionCache& operator=(const LocalSessionCache&) = delete;
+
+    // Keeps a reference to `session` under its ID (1..32 bytes; others are
+    // ignored), replacing an entry with the same ID. Returns true when an
+    // older entry was evicted to make room.
+    bool store(SSL_SESSION* session, std::int64_t expires_at, std::int64_t now);
+
+    // The live session stored under `id` (borrowed: up-ref it to keep it), or
+    // null; an expired entry is dropped.
+    SSL_SESSION* find(std::span<const std::uint8_t> id, std::int64_t now);
+
+    void remove(std::span<const std::uint8_t> id);
+
+    std::size_t size() const { return index_.size(); }
+    std::size_t capacity() const { return slots_.size(); }
+
+  private:
+    struct Key {
+        std::array<std::uint8_t, SSL_MAX_SSL_SESSION_ID_LENGTH> bytes{};
+        std::uint8_t length = 0;
+        bool operator==(const Key& other) const;
+    };
+    struct KeyHash {
+        std::size_t operator()(const Key& key) const noexcept;
+    };
+    struct SessionFree {
+        void operator()(SSL_SESSION* s) const noexcept { SSL_SESSION_free(s); }
+    };
+    struct Slot {
+        Key key;
+        std::unique_ptr<SSL_SESSION, SessionFree> session;  // null: free slot
+        std::int64_t expires_at = 0;
+    };
+
+    static bool make_key(std::span<const std::uint8_t> id, Key& key);
+    void clear_slot(std::size_t slot);
+
+    std::vector<Slot> slots_;
+    std::size_t next_ = 0;  // the slot the next store takes: a ring in store order
+    std::unordered_map<Key, std::size_t, KeyHash> index_;
+};
+
+}  // namespace portcullis::crypto
