@@ -72,6 +72,19 @@ class ListenerEvents final : public crypto::TlsEventSink {
                 break;
         }
     }
+    void local_session_cache(crypto::LocalSessionEvent event) override {
+        switch (event) {
+            case crypto::LocalSessionEvent::hit:
+                worker_.local_session_hits.add();
+                break;
+            case crypto::LocalSessionEvent::miss:
+                worker_.local_session_misses.add();
+                break;
+            case crypto::LocalSessionEvent::eviction:
+                worker_.local_session_evictions.add();
+                break;
+        }
+    }
 
   private:
     WorkerStats& worker_;
@@ -250,6 +263,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
         tls_options.tickets = options_.poll_ticket_keys ? &ticket_keys_ : nullptr;
         tls_options.events = listener.events.get();
         tls_options.session_cache = options_.session_cache;
+        tls_options.stateful_tickets = options_.stateful_tickets;
+        tls_options.local_session_entries = options_.local_session_entries;
         return std::make_shared<const crypto::ServerTlsContext>(settings.tls, *keys_, tls_options);
     }
 

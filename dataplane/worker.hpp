@@ -50,6 +50,8 @@ struct WorkerOptions {
     std::function<bool(std::uint64_t& generation, std::vector<crypto::TicketKey>& keys)>
         poll_ticket_keys;
     crypto::SharedSessionCache* session_cache = nullptr;  // TLS 1.2 session IDs; null = off
+    bool stateful_tickets = false;          // TLS 1.3 tickets are IDs into session_cache
+    std::size_t local_session_entries = 0;  // decoded sessions per listener context; 0 = off
     // Where the listeners' keys come from, built inside the worker after fork
     // (PKCS#11 handles do not survive fork: the source opens the module, logs
     // in and starts its session threads here). Key operations that pause a

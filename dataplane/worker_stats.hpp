@@ -98,7 +98,10 @@ struct WorkerStats {
     Counter config_generation;  // the configuration generation this worker serves
     Counter reload_failures;    // reloads the supervisor validated but this worker could not apply
     Counter ticket_key_generation;  // the ticket key generation this worker uses
-    PacketStats packets;            // DPDK transport only
+    // Session-ID lookups (TLS 1.2, stateful TLS 1.3 tickets) answered from
+    // the worker's own decoded sessions, or passed on to the shared cache.
+    Counter local_session_hits, local_session_misses, local_session_evictions;
+    PacketStats packets;  // DPDK transport only
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);

@@ -45,8 +45,9 @@ constexpr std::array kAdminKeys{"address"sv};
 constexpr std::array kHsmKeys{
     "module"sv,   "token"sv,         "failover_token"sv,       "pin_file"sv,         "pin_env"sv,
     "sessions"sv, "max_in_flight"sv, "operation_timeout_ms"sv, "retry_interval_ms"sv};
-constexpr std::array kResumptionKeys{"ticket_key_file"sv, "ticket_rotation_s"sv,
-                                     "session_lifetime_s"sv, "session_cache_entries"sv};
+constexpr std::array kResumptionKeys{"ticket_key_file"sv,    "ticket_rotation_s"sv,
+                                     "session_lifetime_s"sv, "session_cache_entries"sv,
+                                     "ticket_mode"sv,        "worker_session_cache_entries"sv};
 constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv};
 constexpr std::array kLogKeys{"level"sv, "access_log"sv};
 constexpr std::array kListenerKeys{
@@ -85,6 +86,9 @@ constexpr std::int64_t kMaxTicketRotationSeconds = 7 * 86400;
 // RFC 8446 4.6.1: a ticket lifetime above seven days is not allowed.
 constexpr std::int64_t kMaxSessionLifetimeSeconds = 7 * 86400;
 constexpr std::int64_t kMaxSessionCacheEntries = 16 * 1024 * 1024;
+// Per worker and listener, each entry keeps a decoded session and its client
+// certificate alive (a few KiB).
+constexpr std::int64_t kMaxWorkerSessionCacheEntries = 1'000'000;
 // Per listener and worker, about 250 bytes each (no certificate is kept: a hit
 // reuses the handshake's own).
 constexpr std::int64_t kMaxVerifiedChainCacheEntries = 1'000'000;
@@ -112,6 +116,10 @@ constexpr std::array kVersionChoices{
 constexpr std::array kTransportChoices{
     Choice<DataplaneTransport>{"kernel", DataplaneTransport::kernel},
     Choice<DataplaneTransport>{"dpdk", DataplaneTransport::dpdk},
+};
+constexpr std::array kTicketModeChoices{
+    Choice<TicketMode>{"stateless", TicketMode::stateless},
+    Choice<TicketMode>{"stateful", TicketMode::stateful},
 };
 constexpr std::array kLogLevelChoices{
     Choice<std::string_view>{"trace", "trace"}, Choice<std::string_view>{"debug", "debug"},
@@ -369,6 +377,16 @@ ResumptionSettings read_resumption(const Section& section) {
         "session_lifetime_s", resumption.session_lifetime_s, 1, kMaxSessionLifetimeSeconds);
     resumption.session_cache_entries = section.integer_or(
         "session_cache_entries", resumption.session_cache_entries, 0, kMaxSessionCacheEntries);
+    resumption.ticket_mode =
+        section.choice_or("ticket_mode", resumption.ticket_mode, kTicketModeChoices);
+    if (resumption.ticket_mode == TicketMode::stateful && resumption.session_cache_entries == 0) {
+        section.source().fail(*section.table().get("ticket_mode"), section.key_of("ticket_mode"),
+                              "stateful tickets are looked up in the session cache, which "
+                              "session_cache_entries = 0 turns off");
+    }
+    resumption.worker_session_cache_entries =
+        section.integer_or("worker_session_cache_entries", resumption.worker_session_cache_entries,
+                           0, kMaxWorkerSessionCacheEntries);
     return resumption;
 }
 

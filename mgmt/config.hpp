@@ -34,11 +34,17 @@ struct AdminSettings {
         dataplane::SocketAddress::parse("127.0.0.1:9443");  // nullopt = no admin listener
 };
 
+enum class TicketMode { stateless, stateful };
+
 struct ResumptionSettings {
     std::string ticket_key_file;   // "" = keys generated in memory and rotated
     int ticket_rotation_s = 3600;  // the previous key still decrypts for one more period
     int session_lifetime_s = 7200;
     int session_cache_entries = 20480;  // TLS 1.2 session-ID cache shared by workers; 0 = off
+    // stateless: TLS 1.3 tickets carry the session (any appliance with the key
+    // file resumes it); stateful: they are session IDs into the cache above.
+    TicketMode ticket_mode = TicketMode::stateless;
+    int worker_session_cache_entries = 1024;  // decoded sessions per worker and listener
 };
 
 enum class DataplaneTransport { kernel, dpdk };

@@ -181,7 +181,7 @@ void add_packet_metrics(Families& out, const MetricsInput& input) {
         const char* name;
         const char* help;
         MetricType type;
-        dataplane::Counter dataplane::PacketStats::*member;
+        dataplane::Counter dataplane::PacketStats::* member;
     };
     using P = dataplane::PacketStats;
     static constexpr Field fields[] = {
@@ -337,10 +337,9 @@ std::string render_metrics(const MetricsInput& input) {
         double failed = 0;
         for (int r = 1; r < crypto::reject_reason_count; ++r) {
             const auto reason = static_cast<crypto::RejectReason>(r);
-            const double n = sum.listener_by(
-                i, [r](const ListenerStats& s) -> const auto& {
-                    return s.handshakes_rejected[static_cast<std::size_t>(r)];
-                });
+            const double n = sum.listener_by(i, [r](const ListenerStats& s) -> const auto& {
+                return s.handshakes_rejected[static_cast<std::size_t>(r)];
+            });
             if (is_certificate_reason(reason)) {
                 rejected += n;
                 Families::add(
@@ -367,8 +366,8 @@ std::string render_metrics(const MetricsInput& input) {
             std::uint64_t cumulative = 0;
             const auto k = static_cast<std::size_t>(kind);
             for (std::size_t b = 0; b <= dataplane::handshake_duration_buckets.size(); ++b) {
-                cumulative += static_cast<std::uint64_t>(sum.listener_by(
-                    i, [&](const ListenerStats& s) -> const auto& {
+                cumulative += static_cast<std::uint64_t>(
+                    sum.listener_by(i, [&](const ListenerStats& s) -> const auto& {
                         return s.handshake_duration[k].counts[b];
                     }));
                 metric.histogram.bucket.push_back(
@@ -377,12 +376,12 @@ std::string render_metrics(const MetricsInput& input) {
                                      : std::numeric_limits<double>::infinity()});
             }
             metric.histogram.sample_count = cumulative;
-            metric.histogram.sample_sum = sum.listener_by(
-                                              i,
-                                              [&](const ListenerStats& s) -> const auto& {
-                                                  return s.handshake_duration[k].sum_ns;
-                                              }) /
-                                          1e9;
+            metric.histogram.sample_sum =
+                sum.listener_by(i,
+                                [&](const ListenerStats& s) -> const auto& {
+                                    return s.handshake_duration[k].sum_ns;
+                                }) /
+                1e9;
             durations.metric.push_back(std::move(metric));
         }
         Families::add(resumptions_refused,
@@ -431,6 +430,28 @@ std::string render_metrics(const MetricsInput& input) {
                   static_cast<double>(c.bytes));
         out.gauge("portcullis_session_cache_capacity_entries", "Cache capacity in sessions.",
                   static_cast<double>(input.session_cache->limits().max_entries));
+    }
+
+    {
+        auto& lookups = out.family(
+            "portcullis_worker_session_cache_lookups_total",
+            "Session-ID lookups (TLS 1.2 session IDs, stateful TLS 1.3 tickets) by worker: hit "
+            "(the worker's own decoded session) or miss (passed on to the shared cache).",
+            MetricType::Counter);
+        auto& evictions =
+            out.family("portcullis_worker_session_cache_evictions_total",
+                       "Live sessions a worker dropped from its own session cache to make room.",
+                       MetricType::Counter);
+        for (std::size_t w = 0; w < input.stats.size(); ++w) {
+            const auto& s = input.stats.slot(w);
+            const std::string worker = std::to_string(w);
+            Families::add(lookups, static_cast<double>(s.local_session_hits.get()),
+                          {{"worker", worker}, {"result", "hit"}});
+            Families::add(lookups, static_cast<double>(s.local_session_misses.get()),
+                          {{"worker", worker}, {"result", "miss"}});
+            Families::add(evictions, static_cast<double>(s.local_session_evictions.get()),
+                          {{"worker", worker}});
+        }
     }
 
     {

@@ -94,6 +94,11 @@ std::string restart_only_changes(const Config& running, const Config& fresh) {
         return "log.access_log changed; that needs a restart";
     if (running.resumption.session_cache_entries != fresh.resumption.session_cache_entries)
         return "resumption.session_cache_entries changed; that needs a restart";
+    if (running.resumption.ticket_mode != fresh.resumption.ticket_mode)
+        return "resumption.ticket_mode changed; that needs a restart";
+    if (running.resumption.worker_session_cache_entries !=
+        fresh.resumption.worker_session_cache_entries)
+        return "resumption.worker_session_cache_entries changed; that needs a restart";
     const auto& a = running.hsm;
     const auto& b = fresh.hsm;
     if (a.module != b.module || a.token != b.token || a.failover_token != b.failover_token ||

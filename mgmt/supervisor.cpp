@@ -176,6 +176,9 @@ class Supervisor {
             options.ready_fd = ready_write_.get();
             options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
             options.session_cache = session_cache_.get();
+            options.stateful_tickets = config_.resumption.ticket_mode == TicketMode::stateful;
+            options.local_session_entries =
+                static_cast<std::size_t>(config_.resumption.worker_session_cache_entries);
             if (config_.hsm.enabled())
                 options.make_key_source = [this, index](crypto::KeyCompletionSink& completions) {
                     return make_hsm_key_source(

@@ -119,7 +119,7 @@ struct Parts {
     std::string upstream = "  [listener.upstream]\n  backends = [\"127.0.0.1:9000\"]\n";
     std::string more;
 
-    Parts& replace(std::string Parts::*part, std::string text) {
+    Parts& replace(std::string Parts::* part, std::string text) {
         this->*part = std::move(text);
         return *this;
     }
@@ -241,6 +241,16 @@ std::vector<BrokenCase> broken_cases() {
          "expected one of \"require\", \"optional\", \"none\", got \"maybe\""},
         {"BadCrlScope", with_tls("  crl_scope = <@>\"all\"\n"), "listener[0].tls.crl_scope",
          "expected one of \"leaf\", \"chain\", got \"all\""},
+        {"BadTicketMode", with_top("[resumption]\nticket_mode = <@>\"both\"\n"),
+         "resumption.ticket_mode", "expected one of \"stateless\", \"stateful\", got \"both\""},
+        {"StatefulTicketsWithoutTheSessionCache",
+         with_top("[resumption]\nsession_cache_entries = 0\nticket_mode = <@>\"stateful\"\n"),
+         "resumption.ticket_mode",
+         "stateful tickets are looked up in the session cache, which session_cache_entries = 0 "
+         "turns off"},
+        {"NegativeWorkerSessionCache",
+         with_top("[resumption]\nworker_session_cache_entries = <@>-1\n"),
+         "resumption.worker_session_cache_entries", "-1"},
         {"BadLogLevel", with_top("[log]\nlevel = <@>\"verbose\"\n"), "log.level",
          "expected one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", \"critical\", "
          "\"off\", "
@@ -854,6 +864,22 @@ TEST(GoodConfig, OmittedKeysTakeTheDocumentedDefaults) {
     EXPECT_EQ(listener.upstream.fail_threshold, 3);
     EXPECT_EQ(listener.upstream.retry_after_ms, 5000);
     EXPECT_FALSE(listener.upstream.proxy_protocol);
+}
+
+TEST(GoodConfig, ResumptionKeysReachTheirFields) {
+    const PkiDirectory pki;
+    const Config defaults = parse_in(pki, minimal_listener);
+    EXPECT_EQ(defaults.resumption.ticket_mode, TicketMode::stateless);
+    EXPECT_EQ(defaults.resumption.worker_session_cache_entries, 1024);
+    EXPECT_EQ(defaults.resumption.session_cache_entries, 20480);
+    const Config config = parse_in(pki,
+                                   "[resumption]\nticket_mode = \"stateful\"\n"
+                                   "worker_session_cache_entries = 0\n"
+                                   "session_cache_entries = 100\n" +
+                                       std::string(minimal_listener));
+    EXPECT_EQ(config.resumption.ticket_mode, TicketMode::stateful);
+    EXPECT_EQ(config.resumption.worker_session_cache_entries, 0);
+    EXPECT_EQ(config.resumption.session_cache_entries, 100);
 }
 
 TEST(LoadConfig, ResolvesRelativePathsAgainstTheFilesDirectory) {
