@@ -23,8 +23,14 @@ Cases: WORKLOAD/TLS/MODE with WORKLOAD returning (one client certificate)
 or many (a distinct certificate per connection, --partners leaves under the
 demo intermediate), TLS 1.3 or 1.2, MODE full or resumed.
 
+Servers: portcullis (the default configuration: stateless TLS 1.3 tickets,
+which any appliance sharing the ticket key file resumes), portcullis-stateful
+(resumption.ticket_mode = "stateful": tickets are session IDs, resumed on this
+appliance only), nginx, haproxy.
+
   perf/compare.py --build build [--duration 5] [--rounds 3] [--conns 16]
-                  [--servers portcullis,nginx,haproxy] [--cases 'returning/*,*/1.3/full']
+                  [--servers portcullis,portcullis-stateful,nginx,haproxy]
+                  [--cases 'returning/*,*/1.3/full']
                   [--json FILE] [--work DIR]
 """
 import argparse
@@ -57,7 +63,10 @@ VERIFY_DEPTH = 2
 SESSION_CACHE_ENTRIES = 20480
 SESSION_LIFETIME_S = 7200
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-SERVER_LABELS = {"portcullis": "Portcullis", "nginx": "nginx", "haproxy": "HAProxy"}
+SERVER_LABELS = {"portcullis": "Portcullis", "portcullis-stateful": "P stateful", "nginx": "nginx",
+                 "haproxy": "HAProxy"}
+# Portcullis as configured by default, and with resumption.ticket_mode = "stateful".
+PORTCULLIS_VARIANTS = ("portcullis", "portcullis-stateful")
 WORKLOADS = ("returning", "many")
 TLS_VERSIONS = ("1.3", "1.2")
 MODES = ("full", "resumed")
@@ -74,7 +83,7 @@ def main():
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per case and server")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--conns", type=int, default=16, help="concurrent connections of the load generator")
-    ap.add_argument("--servers", default="portcullis,nginx,haproxy")
+    ap.add_argument("--servers", default="portcullis,portcullis-stateful,nginx,haproxy")
     ap.add_argument("--cases", default="*", help="comma-separated names or globs, e.g. 'returning/*,many/1.3/full'")
     ap.add_argument("--partners", type=int, default=1000, help="client certificates of the many-partners workload")
     ap.add_argument("--server-cpu", type=int, default=0)
@@ -87,7 +96,7 @@ def main():
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers:
         if s not in SERVER_LABELS:
-            sys.exit(f"--servers: unknown server {s!r} (portcullis, nginx, haproxy)")
+            sys.exit(f"--servers: unknown server {s!r} ({', '.join(SERVER_LABELS)})")
     all_cases = [f"{w}/{t}/{m}" for w in WORKLOADS for t in TLS_VERSIONS for m in MODES]
     patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
     cases = [c for c in all_cases if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
@@ -102,7 +111,7 @@ def main():
     for binary in binaries.values():
         if not binary.exists():
             sys.exit(f"missing {binary}: build first (meson compile -C {build})")
-    for tool in ["taskset", "openssl"] + [s for s in servers if s != "portcullis"]:
+    for tool in ["taskset", "openssl"] + [s for s in servers if s not in PORTCULLIS_VARIANTS]:
         if not shutil.which(tool):
             sys.exit(f"missing {tool}: perf/compare.sh installs nginx, libnginx-mod-stream and haproxy")
     if "nginx" in servers and not NGINX_STREAM_MODULE.exists():
@@ -360,6 +369,7 @@ class Server:
 class Portcullis(Server):
     name = "portcullis"
     expected_processes = 2  # supervisor, one worker (no admin listener)
+    ticket_mode = "stateless"
 
     def write_config(self, verbose):
         pki = self.runner.pki
@@ -377,6 +387,7 @@ level = "info"
 [resumption]
 session_cache_entries = {SESSION_CACHE_ENTRIES}
 session_lifetime_s = {SESSION_LIFETIME_S}
+ticket_mode = "{self.ticket_mode}"
 
 [[listener]]
 name = "compare"
@@ -476,7 +487,16 @@ backend backend
         return ["haproxy", "-db", "-f", str(config)]
 
 
-SERVER_CLASSES = {"portcullis": Portcullis, "nginx": Nginx, "haproxy": Haproxy}
+class PortcullisStateful(Portcullis):
+    """TLS 1.3 tickets that are session IDs into the shared cache: no session
+    encoded into a ticket or decoded from one, but resumable on this appliance
+    only (TLS 1.2 resumes by session ID, as in every other column here)."""
+    name = "portcullis-stateful"
+    ticket_mode = "stateful"
+
+
+SERVER_CLASSES = {"portcullis": Portcullis, "portcullis-stateful": PortcullisStateful, "nginx": Nginx,
+                  "haproxy": Haproxy}
 
 
 # --- the run ---------------------------------------------------------------
@@ -750,29 +770,32 @@ def medians(runs, cases, servers):
                 "tickets_per_handshake": statistics.median(r["tickets_per_handshake"] for r in good),
                 "rounds": [round(r["server_cpu_us_per_handshake"]) for r in good],
             }
-        p = out[case].get("portcullis")
-        for peer in ("nginx", "haproxy"):
-            q = out[case].get(peer)
-            if p and q:
-                out[case][f"portcullis_over_{peer}"] = p["server_cpu_us_per_handshake"] / q["server_cpu_us_per_handshake"]
+        for ours in PORTCULLIS_VARIANTS:
+            p = out[case].get(ours)
+            for peer in ("nginx", "haproxy"):
+                q = out[case].get(peer)
+                if p and q:
+                    key = f"{ours.replace('-', '_')}_over_{peer}"
+                    out[case][key] = p["server_cpu_us_per_handshake"] / q["server_cpu_us_per_handshake"]
     return out
 
 
 def table(results, cases, servers):
     med = results["medians"]
-    ratio_peers = [p for p in ("nginx", "haproxy") if p in servers and "portcullis" in servers]
+    ratios = [(ours, p) for ours in PORTCULLIS_VARIANTS if ours in servers
+              for p in ("nginx", "haproxy") if p in servers]
     head = ["case"]
     for s in servers:
         head += [f"{SERVER_LABELS[s]} hs/s", f"{SERVER_LABELS[s]} µs/hs"]
-    head += [f"P/{SERVER_LABELS[p]}" for p in ratio_peers]
+    head += [f"{'P' if ours == 'portcullis' else 'P stateful'}/{SERVER_LABELS[p]}" for ours, p in ratios]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for case in cases:
         row = [case]
         for s in servers:
             m = med[case][s]
             row += [f"{m['handshakes_per_s']:.0f}", f"{m['server_cpu_us_per_handshake']:.0f}"] if m else ["FAILED"] * 2
-        for p in ratio_peers:
-            ratio = med[case].get(f"portcullis_over_{p}")
+        for ours, p in ratios:
+            ratio = med[case].get(f"{ours.replace('-', '_')}_over_{p}")
             row.append(f"{ratio:.2f}" if ratio is not None else "—")
         lines.append("| " + " | ".join(row) + " |")
     s = results["settings"]
@@ -812,7 +835,7 @@ def versions(portcullis, servers):
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return ""
     found = {"openssl": first_line(["openssl", "version"])}
-    if "portcullis" in servers:
+    if any(v in servers for v in PORTCULLIS_VARIANTS):
         found["portcullis"] = " / ".join(
             subprocess.run([str(portcullis), "--version"], capture_output=True, text=True).stdout.strip().splitlines())
     if "nginx" in servers:

@@ -5,7 +5,7 @@
 # perf/compare.py prints one table of handshakes/s and server CPU per
 # handshake. Runs on Debian 13, in the project's Debian 13 root elsewhere.
 #   perf/compare.sh [--duration 5] [--rounds 3] [--conns 16]
-#                   [--servers portcullis,nginx,haproxy] [--cases 'returning/*,many/1.3/full']
+#                   [--servers portcullis,portcullis-stateful,nginx,haproxy] [--cases 'returning/*,many/1.3/full']
 #                   [--json FILE] [--work DIR]        (perf/compare.py --help for all)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -261,8 +261,14 @@ class CountingEvents final : public crypto::TlsEventSink {
                                                                : unknown);
     }
     void resumption_refused(crypto::ResumptionRefusal) override { ++refused; }
+    void local_session_cache(crypto::LocalSessionEvent event) override {
+        ++(event == crypto::LocalSessionEvent::hit    ? local_hits
+           : event == crypto::LocalSessionEvent::miss ? local_misses
+                                                      : local_evictions);
+    }
 
     std::uint64_t current = 0, previous = 0, unknown = 0, refused = 0;
+    std::uint64_t local_hits = 0, local_misses = 0, local_evictions = 0;
 };
 
 struct Settings {
@@ -278,6 +284,8 @@ struct Settings {
     bool callgrind = false;
     bool read_identity = false;
     std::size_t chain_cache_entries = crypto::TlsPolicy{}.verified_chain_cache_entries;
+    std::string ticket_mode = "stateless";
+    std::size_t worker_session_entries = 1024;  // the daemon's default
     std::string json;
 };
 
@@ -289,8 +297,10 @@ void print_table(const Settings& s, const std::string& group, const std::string&
                  const std::array<double, Meter::phases>& us) {
     std::cout << "TLS " << s.tls << ", " << s.mode << " handshakes, " << cipher << ", " << group
               << ", CRL " << on_off(s.crl) << ", client tickets " << s.tickets << ", session cache "
-              << on_off(s.session_cache) << ": " << s.handshakes << " measured after " << s.warmup
-              << " warm-up" << (s.callgrind ? " (under callgrind: CPU times are valgrind's)" : "")
+              << on_off(s.session_cache) << ", " << s.ticket_mode
+              << " tickets, worker session cache " << s.worker_session_entries << ": "
+              << s.handshakes << " measured after " << s.warmup << " warm-up"
+              << (s.callgrind ? " (under callgrind: CPU times are valgrind's)" : "")
               << "\n\n| phase | server CPU µs per handshake |\n| --- | ---: |\n";
     const std::array<const char*, Meter::phases> names = {"setup (SSL_new, BIO pair)", "handshake",
                                                           "teardown (close_notify, SSL_free)"};
@@ -336,6 +346,12 @@ int main(int argc, char** argv) {
     app.add_flag("--read-identity", s.read_identity,
                  "after each handshake read what the access log and the PROXY v2 header read "
                  "from the peer identity (subject DN, CN, SHA-256), in the handshake phase");
+    app.add_option("--ticket-mode", s.ticket_mode,
+                   "stateless | stateful: the daemon's resumption.ticket_mode (default stateless)")
+        ->check(CLI::IsMember({"stateless", "stateful"}));
+    app.add_option("--worker-session-entries", s.worker_session_entries,
+                   "the daemon's resumption.worker_session_cache_entries: decoded sessions kept "
+                   "in front of the shared cache (default 1024; 0: every lookup decodes)");
     app.add_option("--json", s.json, "write the result here too");
     CLI11_PARSE(app, argc, argv);
 
@@ -346,6 +362,10 @@ int main(int argc, char** argv) {
     }
     if (s.mode == "resumed" && s.tickets == "off" && !s.session_cache) {
         std::cerr << "--mode resumed with --tickets off needs the session cache\n";
+        return 2;
+    }
+    if (s.ticket_mode == "stateful" && !s.session_cache) {
+        std::cerr << "--ticket-mode stateful needs the session cache\n";
         return 2;
     }
     if (s.callgrind && RUNNING_ON_VALGRIND == 0) {
@@ -388,6 +408,8 @@ int main(int argc, char** argv) {
     tls_options.tickets = &tickets;
     tls_options.events = &events;
     tls_options.session_cache = s.session_cache ? &cache : nullptr;
+    tls_options.stateful_tickets = s.ticket_mode == "stateful";
+    tls_options.local_session_entries = s.worker_session_entries;
     crypto::ServerTlsContext context(policy, keys, tls_options);
     fs::remove_all(dir);
 
@@ -457,6 +479,8 @@ int main(int argc, char** argv) {
         {"crl", s.crl},
         {"client_tickets", s.tickets == "on"},
         {"session_cache", s.session_cache},
+        {"ticket_mode", s.ticket_mode},
+        {"worker_session_entries", s.worker_session_entries},
         {"handshakes", s.handshakes},
         {"warmup", s.warmup},
         {"slots", resumed ? s.slots : 0},
@@ -468,6 +492,10 @@ int main(int argc, char** argv) {
         {"tickets_decrypted",
          {{"current", events.current}, {"previous", events.previous}, {"unknown", events.unknown}}},
         {"resumptions_refused", events.refused},
+        {"worker_session_cache",
+         {{"hits", events.local_hits},
+          {"misses", events.local_misses},
+          {"evictions", events.local_evictions}}},
         {"session_cache_counters",
          {{"hits", counters.hits},
           {"misses", counters.misses},
