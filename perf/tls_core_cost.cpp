@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "crypto/server_tls_context.hpp"
+#include "base/heap_policy.hpp"
 #include "crypto/session_cache.hpp"
 #include "crypto/tls_connection.hpp"
 #include "tests/support/test_pki.hpp"
@@ -286,6 +287,7 @@ struct Settings {
     std::size_t chain_cache_entries = crypto::TlsPolicy{}.verified_chain_cache_entries;
     std::string ticket_mode = "stateless";
     std::size_t worker_session_entries = 1024;  // the daemon's default
+    bool default_heap = false;
     std::string json;
 };
 
@@ -352,6 +354,9 @@ int main(int argc, char** argv) {
     app.add_option("--worker-session-entries", s.worker_session_entries,
                    "the daemon's resumption.worker_session_cache_entries: decoded sessions kept "
                    "in front of the shared cache (default 1024; 0: every lookup decodes)");
+    app.add_flag("--default-heap", s.default_heap,
+                 "leave glibc's heap thresholds at their defaults; without it the tool keeps the heap "
+                 "resident as a worker does (base::keep_heap_resident)");
     app.add_option("--json", s.json, "write the result here too");
     CLI11_PARSE(app, argc, argv);
 
@@ -364,6 +369,7 @@ int main(int argc, char** argv) {
         std::cerr << "--mode resumed with --tickets off needs the session cache\n";
         return 2;
     }
+    if (!s.default_heap) base::keep_heap_resident();
     if (s.ticket_mode == "stateful" && !s.session_cache) {
         std::cerr << "--ticket-mode stateful needs the session cache\n";
         return 2;
@@ -480,6 +486,7 @@ int main(int argc, char** argv) {
         {"client_tickets", s.tickets == "on"},
         {"session_cache", s.session_cache},
         {"ticket_mode", s.ticket_mode},
+        {"default_heap", s.default_heap},
         {"worker_session_entries", s.worker_session_entries},
         {"handshakes", s.handshakes},
         {"warmup", s.warmup},

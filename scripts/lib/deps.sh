@@ -14,6 +14,7 @@ portcullis_packages=(
   nginx libnginx-mod-stream haproxy
   valgrind  # valgrind/callgrind.h for portcullis-tls-core-cost, callgrind for perf/tls_core_profile.sh
   linux-perf strace  # perf/syscalls_per_connection.py counts a worker's system calls with perf stat (or strace)
+  libjemalloc2 libmimalloc3  # perf/allocators.py: the TLS core with each allocator (LD_PRELOAD)
 )
 
 # In the Debian 13 root only, so that dev-shell.sh debugs and profiles as a
