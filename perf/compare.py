@@ -91,7 +91,14 @@ def main():
     ap.add_argument("--work", default="/tmp/portcullis-compare",
                     help="work directory; the PKI is kept there for the next run")
     ap.add_argument("--json", default="", help="write every round's values and the medians here")
+    ap.add_argument("--table-from", default="", metavar="JSON",
+                    help="print the table of an earlier run's JSON again (medians recomputed), run nothing")
     args = ap.parse_args()
+    if args.table_from:
+        results = json.loads(Path(args.table_from).read_text())
+        results["medians"] = medians(results["runs"], results["cases"], results["servers"])
+        print(table(results, results["cases"], results["servers"]))
+        return
 
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers:
@@ -770,13 +777,23 @@ def medians(runs, cases, servers):
                 "tickets_per_handshake": statistics.median(r["tickets_per_handshake"] for r in good),
                 "rounds": [round(r["server_cpu_us_per_handshake"]) for r in good],
             }
+        # Ratios within a round (the servers ran back to back there), then
+        # their median: this VM's speed drifts between rounds by up to 2x,
+        # which a ratio of medians over rounds would mix into the result.
         for ours in PORTCULLIS_VARIANTS:
-            p = out[case].get(ours)
             for peer in ("nginx", "haproxy"):
-                q = out[case].get(peer)
-                if p and q:
+                per_round = []
+                for r in sorted({x["round"] for x in runs}):
+                    a = [x for x in runs if x["case"] == case and x["server"] == ours and x["round"] == r
+                         and "failed" not in x]
+                    b = [x for x in runs if x["case"] == case and x["server"] == peer and x["round"] == r
+                         and "failed" not in x]
+                    if a and b:
+                        per_round.append(a[0]["server_cpu_us_per_handshake"] / b[0]["server_cpu_us_per_handshake"])
+                if per_round:
                     key = f"{ours.replace('-', '_')}_over_{peer}"
-                    out[case][key] = p["server_cpu_us_per_handshake"] / q["server_cpu_us_per_handshake"]
+                    out[case][key] = statistics.median(per_round)
+                    out[case][key + "_rounds"] = [round(x, 3) for x in per_round]
     return out
 
 
@@ -801,7 +818,8 @@ def table(results, cases, servers):
     s = results["settings"]
     lines.append("")
     lines.append(f"µs/hs: server CPU (whole process tree, utime+stime) per handshake answered by the backend; "
-                 f"P/x: Portcullis's µs/hs over x's (below 1: Portcullis spends less). Medians of "
+                 f"P/x: Portcullis's µs/hs over x's in the same round, median over the rounds (below 1: "
+                 f"Portcullis spends less). Medians of "
                  f"{s['rounds']} interleaved rounds of {s['duration_s']:g} s, {s['conns']} connections, "
                  f"{s['partners']} partner certificates for 'many'. Per-round values in the JSON.")
     return "\n".join(lines)

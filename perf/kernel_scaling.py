@@ -9,12 +9,18 @@ Portcullis worker processes over the load window, divided by handshakes. The
 load generator runs on the same machine, so on a 2-core box absolute
 throughput is limited by the client; CPU per handshake is not.
 
-  perf/kernel_scaling.py --build build [--workers 1,2] [--duration 5] [--json out.json]
+Rounds are interleaved (each round runs every worker count and mode, the
+order turning from round to round) and the scaling figure is the ratio of N
+workers' CPU per handshake to one worker's within each round, median over
+rounds: this VM's speed drifts between rounds by more than the 5% it checks.
+
+  perf/kernel_scaling.py --build build [--workers 1,2] [--duration 5] [--rounds 3] [--json out.json]
 """
 import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +39,7 @@ def main():
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--client-threads", type=int, default=1)
     ap.add_argument("--tls", default="1.3")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     build = Path(args.build).resolve()
@@ -49,7 +56,7 @@ def main():
                    stdout=subprocess.DEVNULL)
     pki = work / "pki"
     results = {"machine": {"cpus": os.cpu_count()}, "tls": args.tls, "duration_s": args.duration,
-               "conns": args.conns, "runs": []}
+               "conns": args.conns, "rounds": args.rounds, "runs": []}
 
     if cost.exists():
         out = subprocess.run([str(cost), "--json", str(work / "cost.json")], capture_output=True, text=True)
@@ -62,9 +69,17 @@ def main():
     try:
         wait_for(lambda: port_file.exists() and port_file.read_text().strip())
         backend_port = port_file.read_text().strip()
-        for workers in [int(w) for w in args.workers.split(",")]:
+        counts = [int(w) for w in args.workers.split(",")]
+        for r in range(args.rounds):
+            order = counts[r % len(counts):] + counts[:r % len(counts)]
             for mode in ("full", "resume"):
-                results["runs"].append(run_one(portcullis, bench, pki, work, backend_port, workers, mode, args))
+                for workers in order:
+                    run = run_one(portcullis, bench, pki, work, backend_port, workers, mode, args)
+                    run["round"] = r + 1
+                    results["runs"].append(run)
+                    print(f"   round {r + 1} {workers} worker(s) {mode:6} "
+                          f"{run['server_cpu_us_per_handshake']:7.0f} µs/handshake", flush=True)
+        results["scaling"] = scaling(results["runs"], counts)
     finally:
         backend_proc.send_signal(signal.SIGTERM)
         backend_proc.wait()
@@ -106,16 +121,46 @@ count = {workers}
     }
 
 
+def scaling(runs, counts):
+    """Per mode and worker count: median CPU per handshake, and the per-round
+    ratio to one worker's (the first count's) with its median."""
+    out = {}
+    base = counts[0]
+    for mode in ("full", "resume"):
+        out[mode] = {}
+        for workers in counts:
+            mine = {r["round"]: r["server_cpu_us_per_handshake"] for r in runs
+                    if r["mode"] == mode and r["workers"] == workers}
+            ref = {r["round"]: r["server_cpu_us_per_handshake"] for r in runs
+                   if r["mode"] == mode and r["workers"] == base}
+            ratios = [mine[k] / ref[k] for k in sorted(mine) if k in ref and ref[k] > 0]
+            out[mode][str(workers)] = {
+                "median_us": statistics.median(mine.values()),
+                "rounds_us": [round(v) for v in mine.values()],
+                "ratio_to_base": statistics.median(ratios) if ratios else None,
+                "ratio_rounds": [round(x, 3) for x in ratios],
+            }
+    return out
+
+
 def print_table(results):
     base = results.get("crypto_baseline")
     if base:
         print("in-process crypto baseline (no sockets): " + json.dumps(base))
-    print(f"\n| workers | mode | handshakes/s | p50 µs | p99 µs | server CPU µs/handshake | errors |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"\n| round | workers | mode | handshakes/s | p50 µs | p99 µs | server CPU µs/handshake | errors |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results["runs"]:
         lat = r["latency_us"]
-        print(f"| {r['workers']} | {r['mode']} | {r['handshakes_per_s']:.0f} | {lat.get('p50', 0):.0f} | "
+        print(f"| {r.get('round', 1)} | {r['workers']} | {r['mode']} | {r['handshakes_per_s']:.0f} | {lat.get('p50', 0):.0f} | "
               f"{lat.get('p99', 0):.0f} | {r['server_cpu_us_per_handshake']:.0f} | {r['errors_total']} |")
+    if "scaling" in results:
+        print("\n| mode | workers | server CPU µs/handshake, median (rounds) | vs the first count, median of per-round ratios (rounds) |")
+        print("| --- | ---: | ---: | ---: |")
+        for mode, by_count in results["scaling"].items():
+            for workers, v in by_count.items():
+                ratio = f"{v['ratio_to_base']:.2f} ({', '.join(f'{x:.2f}' for x in v['ratio_rounds'])})"
+                print(f"| {mode} | {workers} | {v['median_us']:.0f} ({', '.join(map(str, v['rounds_us']))}) | {ratio} |")
+        print("\ntarget: CPU per handshake at N workers within 5% of one worker's (ratio <= 1.05)")
 
 
 if __name__ == "__main__":
