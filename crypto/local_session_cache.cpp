@@ -20,6 +20,9 @@ std::size_t LocalSessionCache::KeyHash::operator()(const Key& key) const noexcep
 LocalSessionCache::LocalSessionCache(std::size_t capacity) : slots_(capacity) {
     if (capacity == 0) throw std::invalid_argument("local session cache: capacity must be > 0");
     index_.reserve(capacity);
+    free_.reserve(capacity);
+    // Taken from the back: slot 0 first, so a cache that never removes fills in ring order.
+    for (std::size_t slot = capacity; slot-- > 0;) free_.push_back(slot);
 }
 
 LocalSessionCache::~LocalSessionCache() = default;
@@ -35,6 +38,7 @@ void LocalSessionCache::clear_slot(std::size_t slot) {
     index_.erase(slots_[slot].key);
     slots_[slot].session.reset();
     slots_[slot].expires_at = 0;
+    free_.push_back(slot);
 }
 
 bool LocalSessionCache::store(SSL_SESSION* session, std::int64_t expires_at, std::int64_t now) {
@@ -42,12 +46,24 @@ bool LocalSessionCache::store(SSL_SESSION* session, std::int64_t expires_at, std
     const unsigned char* id = SSL_SESSION_get_id(session, &length);
     Key key;
     if (expires_at <= now || !make_key({id, length}, key)) return false;
-    if (const auto found = index_.find(key); found != index_.end()) clear_slot(found->second);
     if (SSL_SESSION_up_ref(session) != 1) return false;
-    const std::size_t slot = next_;
-    next_ = (next_ + 1) % slots_.size();
-    const bool evicted = slots_[slot].session && slots_[slot].expires_at > now;
-    if (slots_[slot].session) clear_slot(slot);
+    if (const auto found = index_.find(key); found != index_.end()) {
+        Slot& same = slots_[found->second];
+        same.session.reset(session);
+        same.expires_at = expires_at;
+        return false;
+    }
+    std::size_t slot;
+    bool evicted = false;
+    if (!free_.empty()) {
+        slot = free_.back();
+        free_.pop_back();
+    } else {
+        slot = next_;
+        next_ = (next_ + 1) % slots_.size();
+        evicted = slots_[slot].expires_at > now;
+        index_.erase(slots_[slot].key);
+    }
     slots_[slot].key = key;
     slots_[slot].session.reset(session);
     slots_[slot].expires_at = expires_at;

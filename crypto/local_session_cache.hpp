@@ -7,9 +7,10 @@
 // shares them). Looked up by session ID: TLS 1.2 session IDs and stateful
 // TLS 1.3 tickets (SSL_OP_NO_TICKET); a stateless ticket carries its session.
 //
-// Bounded: when full, the entry stored first is evicted (sessions are stored
-// in the order they are made, so it is also the oldest). An entry dies at its
-// session's time + timeout. Used by one thread only: each worker's contexts
+// Bounded: a free slot is taken first; when none is left, the slots are
+// reused in turn (a ring), so the entry evicted is the one stored longest ago
+// in that slot, roughly the oldest stored. An entry dies at its session's
+// time + timeout. Used by one thread only: each worker's contexts
 // are used by that worker's loop thread (see server_tls_context.hpp). The
 // owner re-checks trust on every hit (revocation and expiry of the client
 // certificate), as for sessions from the shared cache.
@@ -38,8 +39,8 @@ class LocalSessionCache {
     LocalSessionCache& operator=(const LocalSessionCache&) = delete;
 
     // Keeps a reference to `session` under its ID (1..32 bytes; others are
-    // ignored), replacing an entry with the same ID. Returns true when an
-    // older entry was evicted to make room.
+    // ignored), replacing an entry with the same ID in its slot. Returns true
+    // when a live entry was evicted to make room.
     bool store(SSL_SESSION* session, std::int64_t expires_at, std::int64_t now);
 
     // The live session stored under `id` (borrowed: up-ref it to keep it), or
@@ -70,10 +71,11 @@ class LocalSessionCache {
     };
 
     static bool make_key(std::span<const std::uint8_t> id, Key& key);
-    void clear_slot(std::size_t slot);
+    void clear_slot(std::size_t slot);  // and frees it
 
     std::vector<Slot> slots_;
-    std::size_t next_ = 0;  // the slot the next store takes: a ring in store order
+    std::vector<std::size_t> free_;  // empty slots, taken before any entry is evicted
+    std::size_t next_ = 0;           // the slot a store evicts when none is free
     std::unordered_map<Key, std::size_t, KeyHash> index_;
 };
 

@@ -288,14 +288,29 @@ SSL_SESSION* get_trusted_cached_session(SSL* ssl, const unsigned char* id, int i
     const std::span<const std::uint8_t> key(
         id, id_length > 0 ? static_cast<std::size_t>(id_length) : 0);
     if (local != nullptr) {
-        if (SSL_SESSION* session = local->find(key, now)) {
-            report(self, LocalSessionEvent::hit);
+        SSL_SESSION* session = local->find(key, now);
+        // Whatever any worker removed from the shared cache (a fatal alert,
+        // an unclean close, a timeout) ends here too.
+        if (session != nullptr && !self.options().session_cache->contains(key, now)) {
+            local->remove(key);
+            session = nullptr;
+        }
+        if (session != nullptr) {
             if (!self.session_still_trusted(session)) {
                 local->remove(key);
                 *copy = 0;
                 return nullptr;
             }
-            *copy = 1;  // OpenSSL takes a reference of its own; the cache keeps its one
+            report(self, LocalSessionEvent::hit);
+            if (SSL_SESSION_get_protocol_version(session) != TLS1_3_VERSION) {
+                *copy = 1;  // OpenSSL takes a reference of its own; the cache keeps its one
+                return session;
+            }
+            // A TLS 1.3 ticket is used once: the resumption issues the next
+            // one, so this slot is better spent on another session.
+            SSL_SESSION_up_ref(session);
+            local->remove(key);
+            *copy = 0;  // OpenSSL gets the reference taken here
             return session;
         }
         report(self, LocalSessionEvent::miss);
@@ -306,9 +321,12 @@ SSL_SESSION* get_trusted_cached_session(SSL* ssl, const unsigned char* id, int i
         return nullptr;
     }
     // A TLS 1.2 client offers the same ID again next time, so keep the
-    // decoded copy; a TLS 1.3 resumption issues a new ticket, stored when made.
+    // decoded copy, if OpenSSL will take it here (the shared cache serves
+    // every listener: another listener's session has another ID context); a
+    // TLS 1.3 resumption issues a new ticket, stored when made.
     if (session != nullptr && local != nullptr &&
-        SSL_SESSION_get_protocol_version(session) != TLS1_3_VERSION &&
+        SSL_SESSION_get_protocol_version(session) == SSL_version(ssl) &&
+        SSL_version(ssl) != TLS1_3_VERSION && self.owns_id_context(session) &&
         local->store(session, expiry_of(session), now)) {
         report(self, LocalSessionEvent::eviction);
     }
@@ -335,6 +353,13 @@ void remove_session_everywhere(SSL_CTX* ctx, SSL_SESSION* session) {
 }
 
 }  // namespace
+
+bool ServerTlsContext::owns_id_context(const SSL_SESSION* session) const {
+    unsigned int length = 0;
+    const unsigned char* context = SSL_SESSION_get0_id_context(session, &length);
+    return length == session_context_.size() &&
+           std::equal(context, context + length, session_context_.begin());
+}
 
 bool ServerTlsContext::session_still_trusted(SSL_SESSION* session) const {
     X509* client = SSL_SESSION_get0_peer(session);
@@ -369,7 +394,8 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         throw TlsConfigError("stateful tickets need a session cache to look them up in");
     if (options_.session_cache != nullptr && options_.local_session_entries > 0)
         local_sessions_ = std::make_unique<LocalSessionCache>(options_.local_session_entries);
-    const auto session_context = session_context_of(policy);
+    session_context_ = session_context_of(policy);
+    const auto& session_context = session_context_;
     const int min_version =
         policy.min_version == TlsVersion::tls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
     const int max_version =

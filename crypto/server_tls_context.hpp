@@ -79,6 +79,9 @@ class ServerTlsContext {
     // Whether a session may still be resumed: its client certificate has not
     // expired and is not on a CRL loaded since (resumption skips verification).
     bool session_still_trusted(SSL_SESSION* session) const;
+    // Whether `session` was made under this context's session ID context
+    // (the same listener policy and trusted CAs), as OpenSSL requires to resume it.
+    bool owns_id_context(const SSL_SESSION* session) const;
     const ServerTlsOptions& options() const { return options_; }
     // Null when the listener verifies every client chain in full.
     const VerifiedChainCache* chain_cache() const { return chain_cache_.get(); }
@@ -90,8 +93,9 @@ class ServerTlsContext {
   private:
     TlsPolicy policy_;
     ServerTlsOptions options_;
-    std::vector<UniqueX509Crl> crls_;       // for re-checking resumed sessions
-    std::vector<unsigned char> alpn_wire_;  // policy.alpn in TLS wire format
+    std::vector<UniqueX509Crl> crls_;             // for re-checking resumed sessions
+    std::vector<unsigned char> alpn_wire_;        // policy.alpn in TLS wire format
+    std::vector<unsigned char> session_context_;  // SSL_CTX_set_session_id_context's
     // Declared before groups_, whose SSL_CTXs point at it, so it outlives them.
     std::unique_ptr<VerifiedChainCache> chain_cache_;
     std::unique_ptr<LocalSessionCache> local_sessions_;  // likewise

@@ -290,6 +290,15 @@ bool SharedSessionCache::lookup(std::span<const std::uint8_t> id, std::int64_t n
     return true;
 }
 
+bool SharedSessionCache::contains(std::span<const std::uint8_t> id, std::int64_t now) const {
+    if (!valid_id(id)) return false;
+    const std::uint64_t hash = fnv1a(id);
+    Locked locked(*this, hash & (limits_.shards - 1));
+    if (!locked.held) return false;
+    const std::uint32_t i = locked.find(id, hash);
+    return i != Locked::not_found && locked.entries[i].expires_at > now;
+}
+
 void SharedSessionCache::remove(std::span<const std::uint8_t> id) {
     if (!valid_id(id)) return;
     const std::uint64_t hash = fnv1a(id);

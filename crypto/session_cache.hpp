@@ -62,6 +62,12 @@ class SharedSessionCache {
 
     void remove(std::span<const std::uint8_t> id);
 
+    // Whether a live entry for `id` is there, without copying it or counting
+    // a lookup: a worker's own decoded copy of a session is used only while
+    // the shared entry lives, so a session any worker removed (a fatal
+    // alert, an unclean close) ends on every worker.
+    bool contains(std::span<const std::uint8_t> id, std::int64_t now) const;
+
     SessionCacheCounters counters() const;
     const SessionCacheLimits& limits() const { return limits_; }
 

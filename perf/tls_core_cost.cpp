@@ -53,8 +53,8 @@
 #include <string>
 #include <vector>
 
-#include "crypto/server_tls_context.hpp"
 #include "base/heap_policy.hpp"
+#include "crypto/server_tls_context.hpp"
 #include "crypto/session_cache.hpp"
 #include "crypto/tls_connection.hpp"
 #include "tests/support/test_pki.hpp"
@@ -354,9 +354,10 @@ int main(int argc, char** argv) {
     app.add_option("--worker-session-entries", s.worker_session_entries,
                    "the daemon's resumption.worker_session_cache_entries: decoded sessions kept "
                    "in front of the shared cache (default 1024; 0: every lookup decodes)");
-    app.add_flag("--default-heap", s.default_heap,
-                 "leave glibc's heap thresholds at their defaults; without it the tool keeps the heap "
-                 "resident as a worker does (base::keep_heap_resident)");
+    app.add_flag(
+        "--default-heap", s.default_heap,
+        "leave glibc's heap thresholds at their defaults; without it the tool keeps the heap "
+        "resident as a worker does (base::keep_heap_resident)");
     app.add_option("--json", s.json, "write the result here too");
     CLI11_PARSE(app, argc, argv);
 

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <span>
 
@@ -95,6 +96,32 @@ TEST(LocalSessionCache, SameIdReplacesWithoutEvicting) {
     EXPECT_EQ(cache.size(), 2u);
 }
 
+TEST(LocalSessionCache, ReplacingInAFullCacheEvictsNothing) {
+    LocalSessionCache cache(2);
+    const auto a = session_with_id(1), b = session_with_id(2), b_again = session_with_id(2);
+    EXPECT_FALSE(cache.store(a.get(), now + 60, now));
+    EXPECT_FALSE(cache.store(b.get(), now + 60, now));
+    EXPECT_FALSE(cache.store(b_again.get(), now + 60, now));
+    EXPECT_EQ(cache.size(), 2u);
+    EXPECT_EQ(cache.find(id_of(a.get()), now), a.get());
+    EXPECT_EQ(cache.find(id_of(b.get()), now), b_again.get());
+}
+
+TEST(LocalSessionCache, FreedSlotsAreTakenBeforeAnyEviction) {
+    LocalSessionCache cache(2);
+    const auto a = session_with_id(1), b = session_with_id(2), c = session_with_id(3),
+               d = session_with_id(4);
+    EXPECT_FALSE(cache.store(a.get(), now + 60, now));
+    EXPECT_FALSE(cache.store(b.get(), now + 60, now));
+    cache.remove(id_of(a.get()));
+    EXPECT_FALSE(cache.store(c.get(), now + 60, now)) << "a's slot was free";
+    EXPECT_EQ(cache.find(id_of(b.get()), now), b.get());
+    EXPECT_EQ(cache.find(id_of(c.get()), now), c.get());
+    EXPECT_TRUE(cache.store(d.get(), now + 60, now));
+    EXPECT_EQ(cache.size(), 2u);
+    EXPECT_EQ(cache.find(id_of(d.get()), now), d.get());
+}
+
 TEST(LocalSessionCache, ExpiredEntriesAreDroppedAndDeadOnesNotStored) {
     LocalSessionCache cache(2);
     const auto a = session_with_id(1), dead = session_with_id(2);
@@ -162,7 +189,7 @@ class LocalSessionsInTheTlsCore : public ::testing::Test {
     // session the client holds at the end (its new ticket, in TLS 1.3); the
     // connection closes cleanly, as the daemon closes it.
     UniqueSession connect(const ServerTlsContext& context, int version, SSL_SESSION* session,
-                          bool* resumed, std::string* subject = nullptr) {
+                          bool* resumed, std::string* subject = nullptr, bool clean = true) {
         UniqueSslCtx client_ctx(SSL_CTX_new(TLS_client_method()));
         SSL_CTX_set_min_proto_version(client_ctx.get(), version);
         SSL_CTX_set_max_proto_version(client_ctx.get(), version);
@@ -195,6 +222,7 @@ class LocalSessionsInTheTlsCore : public ::testing::Test {
         char sink[16];
         EXPECT_LE(SSL_read(client.get(), sink, sizeof sink), 0);
         UniqueSession held(SSL_get1_session(client.get()));
+        if (!clean) return held;  // the server's SSL is freed with no close_notify sent
         server.close();
         testing::server_to_client(server, client.get());
         SSL_shutdown(client.get());
@@ -316,6 +344,61 @@ TEST_F(LocalSessionsInTheTlsCore, FullLocalCacheEvictsAndFallsBackToTheSharedCac
     EXPECT_TRUE(resumed);
     EXPECT_EQ(events.misses, 1);
     EXPECT_EQ(shared.counters().hits, 1u);
+}
+
+std::span<const std::uint8_t> ticket_of(const SSL_SESSION* session) {
+    const unsigned char* ticket = nullptr;
+    std::size_t length = 0;
+    SSL_SESSION_get0_ticket(session, &ticket, &length);
+    return {ticket, length};
+}
+
+// Another worker's removal (its remove callback reaches only the shared
+// cache and its own copy) ends this worker's copy too.
+TEST_F(LocalSessionsInTheTlsCore, SessionRemovedFromTheSharedCacheIsNotResumedFromALocalCopy) {
+    options.stateful_tickets = true;
+    ServerTlsContext worker(policy, keys, options);
+    bool resumed = true;
+    auto session = connect(worker, TLS1_3_VERSION, nullptr, &resumed);
+    ASSERT_TRUE(session);
+    ASSERT_EQ(ticket_of(session.get()).size(), 32u);
+    ASSERT_NE(worker.local_sessions()->find(ticket_of(session.get()), std::time(nullptr)), nullptr);
+    shared.remove(ticket_of(session.get()));
+    connect(worker, TLS1_3_VERSION, session.get(), &resumed);
+    EXPECT_FALSE(resumed);
+    EXPECT_EQ(events.hits, 0);
+    EXPECT_EQ(events.misses, 1);
+}
+
+// OpenSSL removes the session of a connection freed without close_notify:
+// from the shared cache and from the worker's copy.
+TEST_F(LocalSessionsInTheTlsCore, UncleanCloseRemovesTheSessionEverywhere) {
+    ServerTlsContext worker(policy, keys, options);
+    bool resumed = true;
+    auto session = connect(worker, TLS1_2_VERSION, nullptr, &resumed, nullptr, false);
+    ASSERT_TRUE(session);
+    EXPECT_EQ(shared.counters().stores, 1u);
+    EXPECT_EQ(shared.counters().entries, 0u);
+    EXPECT_EQ(worker.local_sessions()->size(), 0u);
+    connect(worker, TLS1_2_VERSION, session.get(), &resumed);
+    EXPECT_FALSE(resumed);
+}
+
+// The shared cache serves every listener; a session made under another
+// listener's policy is refused by OpenSSL and not kept by this worker.
+TEST_F(LocalSessionsInTheTlsCore, AnotherListenersSessionIsNotKept) {
+    ServerTlsContext listener_a(policy, keys, options);
+    policy.allow.subject_patterns = {"CN=partner,O=Portcullis Test,C=GB"};  // another ID context
+    ServerTlsContext listener_b(policy, keys, options);
+    bool resumed = true;
+    auto session = connect(listener_a, TLS1_2_VERSION, nullptr, &resumed);
+    ASSERT_TRUE(session);
+    connect(listener_b, TLS1_2_VERSION, session.get(), &resumed);
+    EXPECT_FALSE(resumed);
+    EXPECT_EQ(shared.counters().hits, 1u) << "the shared cache had it";
+    unsigned int length = 0;
+    const unsigned char* id = SSL_SESSION_get_id(session.get(), &length);
+    EXPECT_EQ(listener_b.local_sessions()->find({id, length}, std::time(nullptr)), nullptr);
 }
 
 TEST_F(LocalSessionsInTheTlsCore, NoLocalCacheWithoutEntriesOrWithoutTheSharedCache) {
