@@ -75,11 +75,31 @@ def main():
         r = run(tool, work, "tls1.2-resumed", "--mode", "resumed", "--tls", "1.2")
         if r:
             check(r["resumed"] == N, f"tls1.2-resumed: {r['resumed']} of {N} resumed")
-            check(r["session_cache_counters"]["hits"] >= every and
+            # One context made every session, so its own decoded copies answer.
+            check(r["worker_session_cache"]["hits"] >= every and
+                  r["session_cache_counters"]["hits"] == 0 and
                   sum(r["tickets_decrypted"].values()) == 0,
-                  f"tls1.2-resumed: by session ID through the shared cache "
-                  f"({r['session_cache_counters']}, tickets {r['tickets_decrypted']})")
+                  f"tls1.2-resumed: by session ID from the worker's own sessions "
+                  f"({r['worker_session_cache']}, shared {r['session_cache_counters']}, "
+                  f"tickets {r['tickets_decrypted']})")
             phases_measured("tls1.2-resumed", r)
+        r = run(tool, work, "tls1.2-resumed-shared", "--mode", "resumed", "--tls", "1.2",
+                "--worker-session-entries", "0")
+        if r:
+            check(r["resumed"] == N, f"tls1.2-resumed-shared: {r['resumed']} of {N} resumed")
+            check(r["session_cache_counters"]["hits"] >= every and
+                  r["worker_session_cache"]["hits"] == 0,
+                  f"tls1.2-resumed-shared: by session ID through the shared cache "
+                  f"({r['session_cache_counters']}, worker {r['worker_session_cache']})")
+        r = run(tool, work, "tls1.3-stateful", "--mode", "resumed", "--ticket-mode", "stateful")
+        if r:
+            check(r["resumed"] == N, f"tls1.3-stateful: {r['resumed']} of {N} resumed")
+            check(sum(r["tickets_decrypted"].values()) == 0 and
+                  r["session_cache_counters"]["stores"] >= every and
+                  r["worker_session_cache"]["hits"] >= every,
+                  f"tls1.3-stateful: tickets are session IDs, answered by the worker's copies "
+                  f"(tickets {r['tickets_decrypted']}, shared {r['session_cache_counters']}, "
+                  f"worker {r['worker_session_cache']})")
         r = run(tool, work, "tls1.2-tickets", "--mode", "resumed", "--tls", "1.2", "--tickets", "on")
         if r:
             check(r["resumed"] == N, f"tls1.2-tickets: {r['resumed']} of {N} resumed")
