@@ -384,12 +384,7 @@ int main(int argc, char** argv) {
     // The same shape as the quickstart: ECDSA P-256 server, client leaf under an intermediate.
     const auto root = testing::CertificateAuthority::root("Bench Root");
     const auto intermediate = root.intermediate("Bench Client CA");
-    testing::CertOptions server_options;
-    server_options.common_name = "localhost";
-    server_options.dns_names = {"localhost"};
-    server_options.client_auth = false;
-    server_options.server_auth = true;
-    const auto server_cert = root.issue(server_options);
+    const auto server_cert = root.issue(testing::localhost_server());
     const auto client_cert = intermediate.issue(testing::CertOptions{});
     const fs::path dir =
         fs::temp_directory_path() / ("portcullis-cost-" + std::to_string(::getpid()));

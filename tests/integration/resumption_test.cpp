@@ -62,6 +62,21 @@ Session first_session(int port, ClientOptions options) {
     return {std::move(r.session), ok};
 }
 
+// `count` connections, each resuming the newest session the one before it
+// left (a TLS 1.3 client uses each ticket once); returns how many resumed.
+int resume_in_turn(int port, ClientOptions options, Session& previous, int count) {
+    int resumed = 0;
+    for (int i = 0; i < count; ++i) {
+        options.resume_from = previous.session.get();
+        auto next = run_client(port, options);
+        EXPECT_TRUE(next.exchanged) << next.error;
+        if (!next.exchanged) break;
+        resumed += next.resumed ? 1 : 0;
+        if (next.session) previous.session = std::move(next.session);
+    }
+    return resumed;
+}
+
 TEST(TicketRotation, PreviousKeyStillResumesTwoPeriodsOldDoesNot) {
     TestDeployment env;
     const auto client = env.client("rotating-client");
@@ -198,14 +213,7 @@ TEST(SessionIdCache, Tls13TicketsResumeOnAnyWorkerWithoutCacheEntries) {
     options.min_version = options.max_version = TLS1_3_VERSION;
     auto previous = first_session(port, options);
     ASSERT_TRUE(previous.ok);
-    int resumed = 0;
-    for (int i = 0; i < 12; ++i) {
-        options.resume_from = previous.session.get();
-        auto next = run_client(port, options);
-        ASSERT_TRUE(next.exchanged) << next.error;
-        resumed += next.resumed ? 1 : 0;
-        if (next.session) previous.session = std::move(next.session);  // tickets are single-use
-    }
+    const int resumed = resume_in_turn(port, options, previous, 12);
     EXPECT_EQ(resumed, 12) << "tickets must resume on both workers";
     const auto metrics = http_request(admin, "GET", "/metrics").body;
     EXPECT_EQ(metric_value(metrics, "portcullis_ticket_decryptions_total{key_age=\"current\"}"), 12)
@@ -230,14 +238,7 @@ TEST(SessionIdCache, StatefulTls13TicketsResumeOnAnyWorker) {
     options.min_version = options.max_version = TLS1_3_VERSION;
     auto previous = first_session(port, options);
     ASSERT_TRUE(previous.ok);
-    int resumed = 0;
-    for (int i = 0; i < 12; ++i) {
-        options.resume_from = previous.session.get();
-        auto next = run_client(port, options);
-        ASSERT_TRUE(next.exchanged) << next.error;
-        resumed += next.resumed ? 1 : 0;
-        if (next.session) previous.session = std::move(next.session);
-    }
+    const int resumed = resume_in_turn(port, options, previous, 12);
     EXPECT_EQ(resumed, 12) << "stateful tickets must resume on both workers";
     const auto metrics = http_request(admin, "GET", "/metrics").body;
     EXPECT_EQ(metric_value(metrics, "portcullis_ticket_decryptions_total{key_age=\"current\"}"), 0)

@@ -262,6 +262,15 @@ void write_file(const std::filesystem::path& path, std::string_view contents) {
     if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 
+CertOptions localhost_server() {
+    CertOptions o;
+    o.common_name = "localhost";
+    o.dns_names = {"localhost"};
+    o.client_auth = false;
+    o.server_auth = true;
+    return o;
+}
+
 TempFiles::TempFiles() {
     std::string pattern =
         (std::filesystem::temp_directory_path() / "portcullis-unit.XXXXXX").string();

@@ -62,6 +62,9 @@ class CertificateAuthority {
 
 IssuedCert self_signed(const CertOptions& options);
 
+// A server certificate for "localhost" (CN and DNS SAN), EKU serverAuth only.
+CertOptions localhost_server();
+
 // An RSA private key whose public half equals `rsa_cert`'s but whose private
 // exponent is wrong: OpenSSL accepts it as the certificate's key, and every
 // signature it makes fails to verify ("key not matching cert" as a peer sees it).

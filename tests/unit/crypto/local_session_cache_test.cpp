@@ -166,12 +166,7 @@ struct Events final : TlsEventSink {
 class LocalSessionsInTheTlsCore : public ::testing::Test {
   protected:
     void SetUp() override {
-        testing::CertOptions server;
-        server.common_name = "localhost";
-        server.dns_names = {"localhost"};
-        server.client_auth = false;
-        server.server_auth = true;
-        const auto cert = root.issue(server);
+        const auto cert = root.issue(testing::localhost_server());
         policy.certificates = {{files.put("server.pem", cert.cert_pem()),
                                 files.put("server.key", cert.key_pem()),
                                 {}}};

@@ -304,16 +304,7 @@ class SessionCacheTls : public ::testing::Test {
     }
 
     testing::CertificateAuthority root = testing::CertificateAuthority::root("Cache Root");
-    static testing::CertOptions server_options() {
-        testing::CertOptions o;
-        o.common_name = "localhost";
-        o.dns_names = {"localhost"};
-        o.client_auth = false;
-        o.server_auth = true;
-        return o;
-    }
-
-    testing::IssuedCert server_cert = root.issue(server_options());
+    testing::IssuedCert server_cert = root.issue(testing::localhost_server());
     testing::IssuedCert client_cert = root.issue(testing::CertOptions{});  // CN=client, clientAuth
     SharedSessionCache cache{SessionCacheLimits{}};
 };

@@ -318,12 +318,7 @@ TEST_F(ChainCache, BoundedLeastRecentlyUsedFirst) {
 class ChainCacheInTheTlsCore : public ::testing::Test {
   protected:
     void SetUp() override {
-        CertOptions server;
-        server.common_name = "localhost";
-        server.dns_names = {"localhost"};
-        server.client_auth = false;
-        server.server_auth = true;
-        const auto cert = root.issue(server);
+        const auto cert = root.issue(testing::localhost_server());
         policy.certificates = {{files.put("server.pem", cert.cert_pem()),
                                 files.put("server.key", cert.key_pem()),
                                 {}}};
