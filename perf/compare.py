@@ -26,9 +26,21 @@ demo intermediate), TLS 1.3 or 1.2, MODE full or resumed.
 Servers: portcullis (the default configuration: stateless TLS 1.3 tickets,
 which any appliance sharing the ticket key file resumes), portcullis-stateful
 (resumption.ticket_mode = "stateful": tickets are session IDs, resumed on this
-appliance only), nginx, haproxy.
+appliance only), portcullis-dpdk (the default configuration on the DPDK
+transport; --network veth only), nginx, haproxy.
+
+--network veth (root) puts the load generator and the backend in a network
+namespace behind a veth pair (perf/veth_net.py), so that a DPDK worker can
+serve the same clients through the af_packet device. There the server CPU of
+a kernel server is CPU 0's whole busy time (/proc/stat), which includes the
+kernel's receive work for the server's end (steered to CPU 0, as a NIC's
+interrupt would be); the DPDK worker polls all the time, so it runs only for
+its own measurements and its cost is its busy poll iterations
+(portcullis_worker_busy_seconds_total). Numbers of the two networks are not
+comparable with each other; ratios within one run are.
 
   perf/compare.py --build build [--duration 5] [--rounds 3] [--conns 16]
+                  [--network loopback|veth]
                   [--servers portcullis,portcullis-stateful,nginx,haproxy]
                   [--cases 'returning/*,*/1.3/full']
                   [--json FILE] [--work DIR]
@@ -50,7 +62,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from perf_common import children_of, wait_for
+import veth_net
+from perf_common import children_of, scrape_metric, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = "GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
@@ -63,10 +76,14 @@ VERIFY_DEPTH = 2
 SESSION_CACHE_ENTRIES = 20480
 SESSION_LIFETIME_S = 7200
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-SERVER_LABELS = {"portcullis": "Portcullis", "portcullis-stateful": "P stateful", "nginx": "nginx",
-                 "haproxy": "HAProxy"}
-# Portcullis as configured by default, and with resumption.ticket_mode = "stateful".
-PORTCULLIS_VARIANTS = ("portcullis", "portcullis-stateful")
+SERVER_LABELS = {"portcullis": "Portcullis", "portcullis-stateful": "P stateful", "portcullis-dpdk": "P DPDK",
+                 "nginx": "nginx", "haproxy": "HAProxy"}
+# Portcullis as configured by default, with resumption.ticket_mode =
+# "stateful", and on the DPDK transport (--network veth only).
+PORTCULLIS_VARIANTS = ("portcullis", "portcullis-stateful", "portcullis-dpdk")
+RATIO_LABELS = {"portcullis": "P", "portcullis-stateful": "P stateful", "portcullis-dpdk": "P DPDK"}
+DEFAULT_SERVERS = {"loopback": "portcullis,portcullis-stateful,nginx,haproxy",
+                   "veth": "portcullis,portcullis-dpdk,nginx,haproxy"}
 WORKLOADS = ("returning", "many")
 TLS_VERSIONS = ("1.3", "1.2")
 MODES = ("full", "resumed")
@@ -83,7 +100,11 @@ def main():
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per case and server")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--conns", type=int, default=16, help="concurrent connections of the load generator")
-    ap.add_argument("--servers", default="portcullis,portcullis-stateful,nginx,haproxy")
+    ap.add_argument("--servers", default="",
+                    help=f"default {DEFAULT_SERVERS['loopback']} (veth: {DEFAULT_SERVERS['veth']})")
+    ap.add_argument("--network", choices=("loopback", "veth"), default="loopback",
+                    help="loopback: everything on 127.0.0.1. veth: the load generator and the backend in a "
+                         "network namespace behind a veth pair (root), which the DPDK transport can serve too")
     ap.add_argument("--cases", default="*", help="comma-separated names or globs, e.g. 'returning/*,many/1.3/full'")
     ap.add_argument("--partners", type=int, default=1000, help="client certificates of the many-partners workload")
     ap.add_argument("--server-cpu", type=int, default=0)
@@ -100,10 +121,14 @@ def main():
         print(table(results, results["cases"], results["servers"]))
         return
 
-    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    servers = [s.strip() for s in (args.servers or DEFAULT_SERVERS[args.network]).split(",") if s.strip()]
     for s in servers:
         if s not in SERVER_LABELS:
             sys.exit(f"--servers: unknown server {s!r} ({', '.join(SERVER_LABELS)})")
+    if "portcullis-dpdk" in servers and args.network != "veth":
+        sys.exit("--servers portcullis-dpdk needs --network veth (a port for DPDK to poll)")
+    if args.network == "veth" and os.geteuid() != 0:
+        sys.exit("--network veth needs root: a veth pair, a network namespace and AF_PACKET")
     all_cases = [f"{w}/{t}/{m}" for w in WORKLOADS for t in TLS_VERSIONS for m in MODES]
     patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
     cases = [c for c in all_cases if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
@@ -129,6 +154,11 @@ def main():
     pki = ensure_pki(work / "pki", args.partners)
     # Configurations, logs and results of this run; removed when it succeeds.
     run_dir = Path(tempfile.mkdtemp(prefix="run.", dir=work))
+    if args.network == "veth":
+        # The server CPU's busy time is what is measured: nothing of ours runs there but the server.
+        os.sched_setaffinity(0, {args.client_cpu})
+        veth_net.setup(args.client_cpu)
+        veth_net.sh(f"ip addr add {veth_net.SERVER_IP}/24 dev {veth_net.NEAR}")
     runner = Runner(args, binaries, run_dir, pki, servers, cases)
     try:
         ok = runner.run()
@@ -138,6 +168,8 @@ def main():
         ok = False
     finally:
         runner.stop_everything()
+        if args.network == "veth":
+            veth_net.teardown()
     if ok:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:
@@ -290,9 +322,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def accepts_tcp(port):
+def accepts_tcp(host, port):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
         return False
@@ -324,12 +356,14 @@ class Server:
     """One server under test, started by `start(verbose)` pinned to a CPU; its
     configuration is written by the subclass."""
     name = ""
+    per_run = False  # started for each of its measurements and stopped after
 
     def __init__(self, runner):
         self.runner = runner
         self.dir = runner.work / self.name
         self.dir.mkdir(exist_ok=True)
         self.port = 0
+        self.host = runner.server_host
         self.proc = None
         self.log_file = None
         self.log = self.dir / "server.log"
@@ -349,7 +383,7 @@ class Server:
         self.pids = process_tree(self.proc.pid)
 
     def ready(self):
-        return accepts_tcp(self.port)
+        return accepts_tcp(self.host, self.port)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -386,8 +420,8 @@ class Portcullis(Server):
 count = 1
 
 [admin]
-address = ""
-
+address = "{self.admin_address()}"
+{self.dataplane_section()}
 [log]
 level = "info"
 
@@ -398,7 +432,7 @@ ticket_mode = "{self.ticket_mode}"
 
 [[listener]]
 name = "compare"
-address = "127.0.0.1:{self.port}"
+address = "{self.host}:{self.port}"
   [listener.tls]
   client_auth = "require"
   trust_bundle = "{pki}/root-ca.cert.pem"
@@ -412,9 +446,15 @@ address = "127.0.0.1:{self.port}"
     chain = "{pki}/server-ec.chain.pem"
     key = "{pki}/server-ec.key.pem"
   [listener.upstream]
-  backends = ["127.0.0.1:{self.runner.backend_port}"]
+  backends = ["{self.runner.backend_host}:{self.runner.backend_port}"]
 """)
         return [str(self.runner.binaries["portcullis"]), "--config", str(config)]
+
+    def admin_address(self):
+        return ""
+
+    def dataplane_section(self):
+        return ""
 
     def ready(self):
         return "portcullis ready" in self.log.read_text()
@@ -441,9 +481,9 @@ error_log {self.log} {level};
 events {{ worker_connections 4096; }}
 stream {{
   access_log off;
-  upstream backend {{ server 127.0.0.1:{self.runner.backend_port}; }}
+  upstream backend {{ server {self.runner.backend_host}:{self.runner.backend_port}; }}
   server {{
-    listen 127.0.0.1:{self.port} ssl;
+    listen {self.host}:{self.port} ssl;
     ssl_certificate {pki}/server-ec.chain.pem;
     ssl_certificate_key {pki}/server-ec.key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -485,11 +525,11 @@ defaults
   timeout server 30s
 
 frontend compare
-  bind 127.0.0.1:{self.port} ssl crt {pki}/server-ec.haproxy.pem ca-file {pki}/root-ca.cert.pem crl-file {pki}/all-crls.pem verify required curves {GROUPS} ciphers {TLS12_CIPHERS} ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
+  bind {self.host}:{self.port} ssl crt {pki}/server-ec.haproxy.pem ca-file {pki}/root-ca.cert.pem crl-file {pki}/all-crls.pem verify required curves {GROUPS} ciphers {TLS12_CIPHERS} ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
   default_backend backend
 
 backend backend
-  server backend 127.0.0.1:{self.runner.backend_port}
+  server backend {self.runner.backend_host}:{self.runner.backend_port}
 """)
         return ["haproxy", "-db", "-f", str(config)]
 
@@ -502,8 +542,41 @@ class PortcullisStateful(Portcullis):
     ticket_mode = "stateful"
 
 
-SERVER_CLASSES = {"portcullis": Portcullis, "portcullis-stateful": PortcullisStateful, "nginx": Nginx,
-                  "haproxy": Haproxy}
+class PortcullisDpdk(Portcullis):
+    """The default configuration on the DPDK transport: the worker polls the
+    veth pair's near end through DPDK's af_packet device with Portcullis's
+    userspace TCP. A polling core is always busy, so it runs only for its
+    own measurements, and its CPU per handshake is the worker's busy time
+    (poll iterations that did work), read from the admin listener."""
+    name = "portcullis-dpdk"
+    expected_processes = 3  # supervisor, one worker, the admin process
+    per_run = True
+
+    def __init__(self, runner):
+        super().__init__(runner)
+        self.host = veth_net.DPDK_IP
+        self.admin_port = 0
+
+    def admin_address(self):
+        self.admin_port = free_port()
+        return f"127.0.0.1:{self.admin_port}"
+
+    def dataplane_section(self):
+        return f"""
+[dataplane]
+transport = "dpdk"
+[dataplane.dpdk]
+eal_args = {json.dumps(veth_net.dpdk_eal_args())}
+device = "{veth_net.dpdk_device()}"
+address = "{self.host}/24"
+"""
+
+    def metric(self, name):
+        return scrape_metric(self.admin_port, f'{name}{{worker="0"}}')
+
+
+SERVER_CLASSES = {"portcullis": Portcullis, "portcullis-stateful": PortcullisStateful,
+                  "portcullis-dpdk": PortcullisDpdk, "nginx": Nginx, "haproxy": Haproxy}
 
 
 # --- the run ---------------------------------------------------------------
@@ -527,6 +600,9 @@ class Runner:
         self.servers = {}
         self.backend = None
         self.backend_port = 0
+        self.veth = args.network == "veth"
+        self.server_host = veth_net.SERVER_IP if self.veth else "127.0.0.1"
+        self.backend_host = veth_net.PEER_IP if self.veth else "127.0.0.1"
         self.results = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": machine(),
@@ -534,6 +610,7 @@ class Runner:
             "settings": {
                 "duration_s": args.duration, "rounds": args.rounds, "conns": args.conns,
                 "partners": args.partners, "server_cpu": args.server_cpu, "client_cpu": args.client_cpu,
+                "network": args.network,
                 "groups": GROUPS, "tls12_ciphers": TLS12_CIPHERS, "verify_depth": VERIFY_DEPTH,
                 "session_cache_entries": SESSION_CACHE_ENTRIES, "session_lifetime_s": SESSION_LIFETIME_S,
                 "request": REQUEST,
@@ -548,15 +625,18 @@ class Runner:
         for name in self.server_names:
             server = SERVER_CLASSES[name](self)
             self.servers[name] = server
-            server.start(verbose=True)
+            self.start(server, verbose=True)
             try:
                 self.probe(server)
             finally:
                 server.stop()
         self.check_same_parameters()
         for server in self.servers.values():
+            if server.per_run:
+                print(f"   {server.name}: {server.host}, started for each of its runs on CPU {self.args.server_cpu}")
+                continue
             server.start(verbose=False)
-            print(f"   {server.name}: 127.0.0.1:{server.port}, processes {server.pids} on CPU {self.args.server_cpu}")
+            print(f"   {server.name}: {server.host}:{server.port}, processes {server.pids} on CPU {self.args.server_cpu}")
         total = self.args.rounds * len(self.cases) * len(self.server_names)
         print(f"== {self.args.rounds} rounds x {len(self.cases)} cases x {len(self.server_names)} servers = {total} "
               f"runs of {self.args.duration:g} s (load generator and backend on CPU {self.args.client_cpu})")
@@ -575,12 +655,28 @@ class Runner:
             print(f"!!! FAILED: {failure}", file=sys.stderr)
         return not self.results["failures"]
 
+    def client_argv(self, argv):
+        """A client-side command: on the client CPU, in the namespace with --network veth."""
+        if self.veth:
+            return veth_net.ns_argv(argv, self.args.client_cpu)
+        return ["taskset", "-c", str(self.args.client_cpu)] + argv
+
+    def start(self, server, verbose):
+        if self.veth:
+            # A kernel server's receive work is its own cost; DPDK's stand-in
+            # for a NIC's DMA (the af_packet copy) is not.
+            veth_net.steer_receive(veth_net.NEAR, self.args.client_cpu if server.per_run else self.args.server_cpu)
+        server.start(verbose)
+        if self.veth:
+            subprocess.run(self.client_argv(["ping", "-c", "1", "-W", "2", server.host]),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # ARP both ways
+
     def start_backend(self):
         port_file = self.work / "backend.port"
         port_file.unlink(missing_ok=True)
         self.backend = subprocess.Popen(
-            ["taskset", "-c", str(self.args.client_cpu), str(self.binaries["backend"]), "--listen", "127.0.0.1:0",
-             "--ready-file", str(port_file), "--mode", "http"],
+            self.client_argv([str(self.binaries["backend"]), "--listen", f"{self.backend_host}:0",
+                              "--ready-file", str(port_file), "--mode", "http"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not wait_for(lambda: port_file.exists() and port_file.read_text().strip()):
             raise Abort("the test backend did not start")
@@ -600,15 +696,14 @@ class Runner:
         return max(1, min(100, self.args.partners // 2))
 
     def bench(self, server, tls, mode, credentials, extra):
-        argv = ["taskset", "-c", str(self.args.client_cpu), str(self.binaries["bench"]),
-                "--target", f"127.0.0.1:{server.port}", "--sni", "localhost",
+        argv = [str(self.binaries["bench"]), "--target", f"{server.host}:{server.port}", "--sni", "localhost",
                 "--ca", str(self.pki / "root-ca.cert.pem"), "--quiet", "--tls", tls,
                 "--mode", "resume" if mode == "resumed" else "full", "--request", REQUEST]
         if credentials and credentials[0] == "cert":
             argv += ["--cert", str(self.pki / credentials[1]), "--key", str(self.pki / credentials[2])]
         elif credentials:
             argv += ["--identities", str(self.pki / credentials[1])]
-        return argv + extra
+        return self.client_argv(argv + extra)
 
     def probe(self, server):
         results = self.results["probes"][server.name] = {}
@@ -657,11 +752,11 @@ class Runner:
         """What `openssl s_client` negotiates with the server: protocol, cipher,
         key exchange group, server signature, verification of the server."""
         pki = self.pki
-        out = subprocess.run(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-servername", "localhost",
+        out = subprocess.run(self.client_argv(
+            ["openssl", "s_client", "-connect", f"{server.host}:{server.port}", "-servername", "localhost",
              "-CAfile", str(pki / "root-ca.cert.pem"), "-cert", str(pki / "partner-a.cert.pem"),
              "-cert_chain", str(pki / "client-ca.cert.pem"), "-key", str(pki / "partner-a.key.pem"),
-             "-tls1_3" if tls == "1.3" else "-tls1_2"],
+             "-tls1_3" if tls == "1.3" else "-tls1_2"]),
             input="GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", capture_output=True,
             text=True, timeout=20)
         found = {}
@@ -691,6 +786,34 @@ class Runner:
                 raise Abort(f"the servers negotiate different parameters with TLS {tls}: {seen}")
 
     def measure(self, server, case, round_index):
+        if server.per_run:
+            self.start(server, verbose=False)
+        elif self.veth:
+            veth_net.steer_receive(veth_net.NEAR, self.args.server_cpu)
+        try:
+            return self.measure_running(server, case, round_index)
+        finally:
+            if server.per_run:
+                server.stop()
+
+    def cpu_sample(self, server):
+        """Server CPU seconds so far, each way this network can count them."""
+        sample = {"process_tree": tree_cpu_seconds(server.pids)}
+        if self.veth:
+            sample["server_cpu_busy"] = veth_net.cpu_busy_seconds(self.args.server_cpu)
+        if server.per_run:
+            sample["worker_busy"] = server.metric("portcullis_worker_busy_seconds_total")
+        return sample
+
+    def server_cpu_source(self, server):
+        """Which sample is the server's cost: the process tree on loopback;
+        with veth the whole server CPU (the process and the kernel's receive
+        work steered there), or for DPDK the worker's busy poll iterations."""
+        if server.per_run:
+            return "worker_busy"
+        return "server_cpu_busy" if self.veth else "process_tree"
+
+    def measure_running(self, server, case, round_index):
         workload, tls, mode = case.split("/")
         conns = self.args.conns
         # Every slot (and with many partners every identity) has a session to
@@ -707,10 +830,10 @@ class Runner:
         before = None
         for line in bench.stderr:
             if line.strip() == "measuring" and before is None:
-                before = tree_cpu_seconds(server.pids)
+                before = self.cpu_sample(server)
             else:
                 stderr.append(line)
-        after = tree_cpu_seconds(server.pids)
+        after = self.cpu_sample(server)
         bench.wait()
         if server.proc.poll() is not None:
             raise Abort(f"{server.name} exited during {case}:\n{server.log.read_text()[-3000:]}")
@@ -725,7 +848,8 @@ class Runner:
         s = json.loads(out_file.read_text())
         handshakes = s["handshakes"]
         attempts = handshakes + s["errors_total"]
-        cpu = after - before
+        counted = {k: after[k] - before[k] for k in after}
+        cpu = counted[self.server_cpu_source(server)]
         run.update({
             "handshakes": handshakes, "handshakes_per_s": s["handshakes_per_s"], "duration_s": s["duration_s"],
             "full": s["full"], "resumed": s["resumed"], "resumed_fraction": s["resumed_fraction"],
@@ -735,7 +859,13 @@ class Runner:
             "server_busy": cpu / s["duration_s"] if s["duration_s"] else None,
             "client_cpu_s": s["client_cpu_s"], "client_busy": s["client_cpu_s"] / s["duration_s"] if s["duration_s"] else None,
             "identities": s.get("identities", 0),
+            "server_cpu_source": self.server_cpu_source(server),
+            "server_cpu_us_per_handshake_by_source": {
+                k: v * 1e6 / handshakes if handshakes else None for k, v in counted.items()},
         })
+        if server.per_run:
+            run["dpdk_tcp_retransmissions"] = server.metric("portcullis_dpdk_tcp_retransmissions_total")
+            run["dpdk_tcp_resets_sent"] = server.metric("portcullis_dpdk_tcp_resets_sent_total")
         problems = []
         if handshakes == 0:
             problems.append(f"no handshake succeeded (errors {s['errors']}): the server refuses the client certificates?")
@@ -804,7 +934,7 @@ def table(results, cases, servers):
     head = ["case"]
     for s in servers:
         head += [f"{SERVER_LABELS[s]} hs/s", f"{SERVER_LABELS[s]} µs/hs"]
-    head += [f"{'P' if ours == 'portcullis' else 'P stateful'}/{SERVER_LABELS[p]}" for ours, p in ratios]
+    head += [f"{RATIO_LABELS[ours]}/{SERVER_LABELS[p]}" for ours, p in ratios]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for case in cases:
         row = [case]
@@ -817,9 +947,16 @@ def table(results, cases, servers):
         lines.append("| " + " | ".join(row) + " |")
     s = results["settings"]
     lines.append("")
-    lines.append(f"µs/hs: server CPU (whole process tree, utime+stime) per handshake answered by the backend; "
-                 f"P/x: Portcullis's µs/hs over x's in the same round, median over the rounds (below 1: "
-                 f"Portcullis spends less). Medians of "
+    if s.get("network") == "veth":
+        counted = (f"µs/hs: server CPU per handshake answered by the backend; clients and backend in a network "
+                   f"namespace behind a veth pair. Kernel servers: CPU {s['server_cpu']}'s whole busy time "
+                   f"(/proc/stat: the server's processes and the kernel's receive work for its end, steered "
+                   f"there). P DPDK: the worker's busy poll iterations (portcullis_worker_busy_seconds_total); "
+                   f"af_packet's receive copy, a NIC's DMA, runs on the client CPU")
+    else:
+        counted = "µs/hs: server CPU (whole process tree, utime+stime) per handshake answered by the backend"
+    lines.append(f"{counted}; P/x: Portcullis's µs/hs over x's in the same round, median over the rounds "
+                 f"(below 1: Portcullis spends less). Medians of "
                  f"{s['rounds']} interleaved rounds of {s['duration_s']:g} s, {s['conns']} connections, "
                  f"{s['partners']} partner certificates for 'many'. Per-round values in the JSON.")
     return "\n".join(lines)

@@ -4,7 +4,8 @@
 # what it runs (the daemon, portcullis-bench, the test backend), then
 # perf/compare.py prints one table of handshakes/s and server CPU per
 # handshake. Runs on Debian 13, in the project's Debian 13 root elsewhere.
-#   perf/compare.sh [--duration 5] [--rounds 3] [--conns 16]
+# --network veth (root) adds the DPDK transport (portcullis-dpdk) to the table.
+#   perf/compare.sh [--duration 5] [--rounds 3] [--conns 16] [--network loopback|veth]
 #                   [--servers portcullis,portcullis-stateful,nginx,haproxy] [--cases 'returning/*,many/1.3/full']
 #                   [--json FILE] [--work DIR]        (perf/compare.py --help for all)
 set -euo pipefail

@@ -34,58 +34,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
-from perf_common import bench_client, bench_listener, cpu_seconds, running_portcullis, wait_for
+import veth_net
+from perf_common import bench_client, bench_listener, cpu_seconds, running_portcullis, scrape_metric, wait_for
+from veth_net import FAR, NEAR, NS, PEER_IP, SERVER_IP, sh, steer_receive
 
 ROOT = Path(__file__).resolve().parent.parent
-NS, NEAR, FAR = "pcl-bench", "pclbd0", "pclbp0"
-SERVER_IP, PEER_IP = "10.77.9.1", "10.77.9.2"
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
-def sh(command, check=True):
-    return subprocess.run(command, shell=True, check=check, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-
-
 def in_ns(command):
-    return f"ip netns exec {NS} taskset -c {CLIENT_CPU} {command}"
-
-
-def setup_veth():
-    teardown_veth()
-    sh(f"ip netns add {NS}")
-    sh(f"ip link add {NEAR} type veth peer name {FAR}")
-    sh(f"ip link set {FAR} netns {NS}")
-    sh(f"ip link set {NEAR} up")
-    sh(f"ip netns exec {NS} ip addr add {PEER_IP}/24 dev {FAR}")
-    sh(f"ip netns exec {NS} ip link set {FAR} up")
-    sh(f"ip netns exec {NS} ip link set lo up")
-    sh(f"ethtool -K {NEAR} tx off tso off gso off gro off", check=False)
-    sh(f"ip netns exec {NS} ethtool -K {FAR} tx off tso off gso off gro off", check=False)
-    # The clients close first, so their TIME_WAIT sockets would eat the
-    # ephemeral ports and every later run would pay a slow connect().
-    sh(f"ip netns exec {NS} sysctl -qw net.ipv4.ip_local_port_range='1024 65000'")
-    sh(f"ip netns exec {NS} sysctl -qw net.ipv4.tcp_tw_reuse=1")
-    # The peer's receive work runs on the client CPU, as it would on the
-    # client's own machine. Without this, veth runs it inside whoever sent
-    # the frame: inside the DPDK worker's af_packet sendto() (half of CPU 0
-    # was the namespace's TCP receiving our segments) or the kernel server's
-    # write().
-    steer_receive(FAR, CLIENT_CPU, netns=NS)
-
-
-def teardown_veth():
-    sh(f"ip link del {NEAR}", check=False)
-    sh(f"ip netns del {NS}", check=False)
-
-
-def steer_receive(device, cpu, netns=None):
-    """RPS: frames arriving on `device` are processed on `cpu`."""
-    command = f"echo {1 << int(cpu):x} > /sys/class/net/{device}/queues/rx-0/rps_cpus"
-    sh(f"ip netns exec {netns} sh -c '{command}'" if netns else command)
+    return veth_net.in_ns(command, CLIENT_CPU)
 
 
 def prepare_server_side(transport):
@@ -105,13 +65,7 @@ def prepare_server_side(transport):
 
 
 def cpu0_busy_seconds():
-    fields = Path("/proc/stat").read_text().splitlines()
-    for line in fields:
-        if line.startswith(f"cpu{SERVER_CPU} "):
-            v = [int(x) for x in line.split()[1:]]
-            idle = v[3] + v[4]
-            return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+    return veth_net.cpu_busy_seconds(SERVER_CPU)
 
 
 def eal(prefix):
@@ -177,17 +131,6 @@ def plain_tcp(build, work, transport, args):
             "cpu0_busy_us_per_connection": cpu0 * 1e6 / n}
 
 
-def metric(port, name):
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
-        return 0.0
-    for line in body.splitlines():
-        if line.split(" ")[0] == name:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def mtls(build, work, pki, transport, args):
     portcullis = build / "mgmt" / "portcullis"
     bench = build / "perf" / "portcullis-bench"
@@ -199,8 +142,8 @@ def mtls(build, work, pki, transport, args):
 [dataplane]
 transport = "dpdk"
 [dataplane.dpdk]
-eal_args = ["--no-huge", "-m", "256", "--no-shconf", "--log-level", "error"]
-device = "net_af_packet0,iface={NEAR}"
+eal_args = {json.dumps(veth_net.dpdk_eal_args())}
+device = "{veth_net.dpdk_device()}"
 address = "{SERVER_IP}/24"
 """
     config = work / f"portcullis-{transport}.toml"
@@ -215,15 +158,15 @@ address = "127.0.0.1:{admin}"
         sh(in_ns(f"ping -c 1 -W 2 {SERVER_IP}"), check=False)
         request = "GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
         busy_name = 'portcullis_worker_busy_seconds_total{worker="0"}'
-        busy_before, cpu_before = metric(admin, busy_name), cpu_seconds(workers)
+        busy_before, cpu_before = scrape_metric(admin, busy_name), cpu_seconds(workers)
         cpu0_before = cpu0_busy_seconds()
         cmd = bench_client(bench, f"{SERVER_IP}:8443", pki) + [
             "--mode", "full", "--tls", "1.3", "--conns", str(args.conns),
             "--duration", str(args.duration), "--request", request, "--json", str(work / "bench.json")]
         subprocess.run(in_ns(shlex.join(cmd)), shell=True, check=True, stdout=subprocess.DEVNULL)
-        busy = metric(admin, busy_name) - busy_before
-        retransmissions = metric(admin, 'portcullis_dpdk_tcp_retransmissions_total{worker="0"}')
-        resets = metric(admin, 'portcullis_dpdk_tcp_resets_sent_total{worker="0"}')
+        busy = scrape_metric(admin, busy_name) - busy_before
+        retransmissions = scrape_metric(admin, 'portcullis_dpdk_tcp_retransmissions_total{worker="0"}')
+        resets = scrape_metric(admin, 'portcullis_dpdk_tcp_resets_sent_total{worker="0"}')
         cpu = cpu_seconds(workers) - cpu_before
         cpu0 = cpu0_busy_seconds() - cpu0_before
         summary = json.loads((work / "bench.json").read_text())
@@ -264,7 +207,7 @@ def main():
                    stdout=subprocess.DEVNULL)
     results = {"machine": {"cpus": os.cpu_count()}, "duration_s": args.duration,
                "plain_tcp": [], "mtls_full": []}
-    setup_veth()
+    veth_net.setup(CLIENT_CPU)
     backend = subprocess.Popen(in_ns(f"{build / 'tests/support/portcullis-test-backend'} "
                                      f"--listen {PEER_IP}:9000 --mode http"), shell=True,
                                start_new_session=True, stdout=subprocess.DEVNULL,
@@ -287,7 +230,7 @@ def main():
     finally:
         os.killpg(backend.pid, signal.SIGTERM)
         backend.wait()
-        teardown_veth()
+        veth_net.teardown()
     results["rounds"] = rounds
     results["ratios"] = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     print("\n| plain TCP | round | connections/s | server CPU µs/conn | CPU 0 busy µs/conn | errors |")

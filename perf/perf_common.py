@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -43,6 +44,19 @@ def wait_for(predicate, timeout=15.0):
             return True
         time.sleep(0.05)
     return False
+
+
+def scrape_metric(port, name):
+    """One sample of the admin listener's /metrics on 127.0.0.1:port, by its
+    full name with labels; 0 when absent or unreachable."""
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return 0.0
+    for line in body.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def bench_listener(address, backend, key="pki/server-ec.key.pem"):
