@@ -85,39 +85,6 @@ bool name_matches(const std::string& pattern, const std::string& host) {
     return dot != std::string::npos && host.substr(dot) == pattern.substr(1);
 }
 
-UniqueX509Store build_trust_store(const TlsPolicy& policy, std::vector<UniqueX509Crl>& crls) {
-    UniqueX509Store store(X509_STORE_new());
-    if (!policy.trust_file.empty() &&
-        X509_STORE_load_file(store.get(), policy.trust_file.c_str()) != 1) {
-        fail("trust bundle " + policy.trust_file + ": cannot load CA certificates");
-    }
-    if (!policy.trust_dir.empty() &&
-        X509_STORE_load_path(store.get(), policy.trust_dir.c_str()) != 1) {
-        fail("trust directory " + policy.trust_dir + ": cannot use as a hashed CA directory");
-    }
-    for (const auto& path : policy.crl_files) {
-        auto file = open_file(path, "CRL");
-        int loaded = 0;
-        while (X509_CRL* raw = PEM_read_bio_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
-            UniqueX509Crl crl(raw);
-            if (X509_STORE_add_crl(store.get(), crl.get()) != 1)
-                fail("CRL " + path + ": cannot add to trust store");
-            crls.push_back(std::move(crl));
-            ++loaded;
-        }
-        ERR_clear_error();
-        if (loaded == 0) throw TlsConfigError("CRL " + path + ": no PEM CRL in file");
-    }
-    if (!policy.crl_files.empty()) {
-        unsigned long flags = X509_V_FLAG_CRL_CHECK;
-        if (policy.crl_scope == CrlScope::chain) flags |= X509_V_FLAG_CRL_CHECK_ALL;
-        X509_STORE_set_flags(store.get(), flags);
-    }
-    // CRLs from a hashed trust directory are checked too, so always.
-    install_crl_check_cache(store.get());
-    return store;
-}
-
 std::string file_contents(const std::string& path) {
     std::string text;
     if (path.empty()) return text;
@@ -171,6 +138,39 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* out_len,
 }
 
 }  // namespace
+
+UniqueX509Store build_trust_store(const TlsPolicy& policy, std::vector<UniqueX509Crl>& crls) {
+    UniqueX509Store store(X509_STORE_new());
+    if (!policy.trust_file.empty() &&
+        X509_STORE_load_file(store.get(), policy.trust_file.c_str()) != 1) {
+        fail("trust bundle " + policy.trust_file + ": cannot load CA certificates");
+    }
+    if (!policy.trust_dir.empty() &&
+        X509_STORE_load_path(store.get(), policy.trust_dir.c_str()) != 1) {
+        fail("trust directory " + policy.trust_dir + ": cannot use as a hashed CA directory");
+    }
+    for (const auto& path : policy.crl_files) {
+        auto file = open_file(path, "CRL");
+        int loaded = 0;
+        while (X509_CRL* raw = PEM_read_bio_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
+            UniqueX509Crl crl(raw);
+            if (X509_STORE_add_crl(store.get(), crl.get()) != 1)
+                fail("CRL " + path + ": cannot add to trust store");
+            crls.push_back(std::move(crl));
+            ++loaded;
+        }
+        ERR_clear_error();
+        if (loaded == 0) throw TlsConfigError("CRL " + path + ": no PEM CRL in file");
+    }
+    if (!policy.crl_files.empty()) {
+        unsigned long flags = X509_V_FLAG_CRL_CHECK;
+        if (policy.crl_scope == CrlScope::chain) flags |= X509_V_FLAG_CRL_CHECK_ALL;
+        X509_STORE_set_flags(store.get(), flags);
+    }
+    // CRLs from a hashed trust directory are checked too, so always.
+    install_crl_check_cache(store.get());
+    return store;
+}
 
 // Chooses the SNI group for the name the client asked for.
 static int switch_context_for_sni(SSL* ssl, int*, void* arg) {

@@ -30,6 +30,11 @@ struct TlsConfigError : std::runtime_error {
 
 class SharedSessionCache;
 
+// The client trust of `policy`: its CAs (trust_file, trust_dir) and CRLs with
+// OpenSSL's CRL checks at the policy's scope. Every CRL loaded is also kept
+// in `crls`. Throws TlsConfigError naming the file.
+UniqueX509Store build_trust_store(const TlsPolicy& policy, std::vector<UniqueX509Crl>& crls);
+
 enum class ResumptionRefusal { revoked, expired };
 
 // What the TLS core reports to its owner's counters (called on the owner's thread).

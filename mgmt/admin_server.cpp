@@ -1,18 +1,23 @@
 #include "mgmt/admin_server.hpp"
 
-#include <CivetServer.h>
+#include <httplib.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <array>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "crypto/server_tls_context.hpp"
 #include "crypto/session_cache.hpp"
+#include "mgmt/admin_tls.hpp"
 #include "mgmt/metrics.hpp"
 #include "mgmt/tls_inventory.hpp"
 
@@ -25,17 +30,11 @@ using Clock = std::chrono::steady_clock;
 constexpr auto reload_verdict_timeout = std::chrono::seconds(60);
 constexpr auto reload_apply_timeout = std::chrono::seconds(30);
 
-void respond(mg_connection* conn, int status, const char* content_type, const std::string& body) {
-    const char* reason = status == 200   ? "OK"
-                         : status == 405 ? "Method Not Allowed"
-                         : status == 422 ? "Unprocessable Entity"
-                         : status == 503 ? "Service Unavailable"
-                                         : "Error";
-    mg_printf(conn,
-              "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-              "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-              status, reason, content_type, body.size());
-    mg_write(conn, body.data(), body.size());
+void respond(httplib::Response& response, int status, const char* content_type,
+             const std::string& body) {
+    response.status = status;
+    response.set_header("Cache-Control", "no-store");
+    response.set_content(body, content_type);
 }
 
 // The configuration the admin reports on follows the supervisor's
@@ -267,62 +266,93 @@ std::pair<int, Json> reload(AdminState& state) {
     return {200, {{"result", "success"}, {"generation", generation}}};
 }
 
-class Handler : public CivetHandler {
-  public:
-    Handler(AdminState& state, std::string path) : state_(state), path_(std::move(path)) {}
+void serve_get(AdminState& state, const std::string& path, httplib::Response& response) {
+    if (path == "/metrics") {
+        const auto text = state.with_current([&](const Config& config, const auto& inventory) {
+            return render_metrics({config, inventory, *state.options().stats,
+                                   *state.options().control, state.options().session_cache});
+        });
+        respond(response, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+    } else if (path == "/healthz") {
+        respond(response, 200, "text/plain", "ok\n");
+    } else if (path == "/readyz") {
+        const auto problems = readiness_problems(state);
+        std::string body = problems.empty() ? "ready\n" : "";
+        for (const auto& p : problems) body += p + "\n";
+        respond(response, problems.empty() ? 200 : 503, "text/plain", body);
+    } else if (path == "/status") {
+        respond(response, 200, "application/json", status_json(state).dump(2) + "\n");
+    } else if (path == "/reload") {
+        respond(response, 405, "text/plain", "use POST /reload\n");
+    }
+}
 
-    bool handleGet(CivetServer*, mg_connection* conn) override {
-        const auto* request = mg_get_request_info(conn);
-        if (request->local_uri == nullptr || path_ != request->local_uri) return false;  // 404
+constexpr std::array kRoutes{"/metrics", "/healthz", "/readyz", "/status", "/reload"};
+
+void add_routes(httplib::Server& server, AdminState& state) {
+    for (const char* path : kRoutes) {
+        server.Get(path, [&state, path](const httplib::Request&, httplib::Response& response) {
+            try {
+                serve_get(state, path, response);
+            } catch (const std::exception& e) {
+                respond(response, 500, "text/plain", std::string("error: ") + e.what() + "\n");
+            }
+        });
+        // A reader handler: the body is never read, so a POST without
+        // Content-Length (curl -X POST) is answered at once instead of
+        // after waiting for a body until the read timeout.
+        server.Post(path, [&state, path](const httplib::Request&, httplib::Response& response,
+                                         const httplib::ContentReader&) {
+            if (std::string_view(path) != "/reload") {
+                respond(response, 405, "text/plain", "use GET\n");
+                return;
+            }
+            const auto [status, body] = reload(state);
+            spdlog::info("admin: POST /reload -> {} {}", status, body.dump());
+            respond(response, status, "application/json", body.dump() + "\n");
+        });
+    }
+}
+
+// With TLS, every request is checked against the role its client
+// certificate holds before any route sees it.
+void require_roles(httplib::Server& server, const AdminRoles& roles) {
+    server.set_pre_routing_handler(
+        [&roles](const httplib::Request& request, httplib::Response& response) {
+            const AdminRole held = admin_role(roles, request.ssl);
+            const AdminRole needed = required_role(request.method, request.path);
+            if (role_permits(held, needed)) return httplib::Server::HandlerResponse::Unhandled;
+            spdlog::warn("admin: 403 {} {} from {} for {} (role {}, needs {})", request.method,
+                         request.path, request.remote_addr, client_subject(request.ssl),
+                         role_name(held), role_name(needed));
+            respond(response, 403, "text/plain",
+                    std::string("forbidden: this route needs the ") +
+                        std::string(role_name(needed)) + " role\n");
+            return httplib::Server::HandlerResponse::Handled;
+        });
+}
+
+std::unique_ptr<httplib::Server> make_server(const AdminSettings& settings) {
+    if (!settings.tls) return std::make_unique<httplib::Server>();
+    std::string error;
+    auto server = std::make_unique<httplib::SSLServer>([&](SSL_CTX& ctx) {
         try {
-            serve_get(conn);
-        } catch (const std::exception& e) {
-            respond(conn, 500, "text/plain", std::string("error: ") + e.what() + "\n");
-        }
-        return true;
-    }
-
-    bool handlePost(CivetServer*, mg_connection* conn) override {
-        if (path_ != "/reload") {
-            respond(conn, 405, "text/plain", "use GET\n");
+            configure_admin_tls(ctx, *settings.tls);
             return true;
+        } catch (const std::exception& e) {
+            error = e.what();
+            return false;
         }
-        const auto [status, body] = reload(state_);
-        spdlog::info("admin: POST /reload -> {} {}", status, body.dump());
-        respond(conn, status, "application/json", body.dump() + "\n");
-        return true;
-    }
-
-  private:
-    void serve_get(mg_connection* conn) {
-        if (path_ == "/metrics") {
-            const auto text = state_.with_current([&](const Config& config, const auto& inventory) {
-                return render_metrics({config, inventory, *state_.options().stats,
-                                       *state_.options().control, state_.options().session_cache});
-            });
-            respond(conn, 200, "text/plain; version=0.0.4; charset=utf-8", text);
-        } else if (path_ == "/healthz") {
-            respond(conn, 200, "text/plain", "ok\n");
-        } else if (path_ == "/readyz") {
-            const auto problems = readiness_problems(state_);
-            std::string body = problems.empty() ? "ready\n" : "";
-            for (const auto& p : problems) body += p + "\n";
-            respond(conn, problems.empty() ? 200 : 503, "text/plain", body);
-        } else if (path_ == "/status") {
-            respond(conn, 200, "application/json", status_json(state_).dump(2) + "\n");
-        } else if (path_ == "/reload") {
-            respond(conn, 405, "text/plain", "use POST /reload\n");
-        }
-    }
-
-    AdminState& state_;
-    std::string path_;
-};
+    });
+    if (!server->is_valid())
+        throw crypto::TlsConfigError(error.empty() ? "admin TLS setup failed" : error);
+    return server;
+}
 
 }  // namespace
 
 int run_admin(const AdminOptions& options) {
-    // Blocked before civetweb starts its threads, so they inherit the mask and
+    // Blocked before the HTTP server starts its threads, so they inherit the mask and
     // only sigwait below sees the signals.
     sigset_t signals;
     sigemptyset(&signals);
@@ -330,31 +360,38 @@ int run_admin(const AdminOptions& options) {
     ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     AdminState state(options);
-    std::vector<std::unique_ptr<Handler>> handlers;
-    std::unique_ptr<CivetServer> server;
+    const AdminSettings& settings = options.config.admin;
+    std::unique_ptr<httplib::Server> server;
     try {
-        const std::vector<std::string> civet_options = {
-            "listening_ports",    options.address.to_string(),
-            "num_threads",        "4",
-            "request_timeout_ms", "10000",
-            "enable_keep_alive",  "no"};
-        server = std::make_unique<CivetServer>(civet_options);
+        server = make_server(settings);
     } catch (const std::exception& e) {
-        spdlog::critical("admin: cannot listen on {}: {}", options.address.to_string(), e.what());
+        spdlog::critical("admin: cannot serve TLS on {}: {}", options.address.to_string(),
+                         e.what());
         return admin_exit_cannot_listen;
     }
-    for (const char* path : {"/metrics", "/healthz", "/readyz", "/status", "/reload"}) {
-        handlers.push_back(std::make_unique<Handler>(state, path));
-        server->addHandler(path, handlers.back().get());
+    add_routes(*server, state);
+    if (settings.tls) require_roles(*server, settings.tls->roles);
+    // One request per connection, as Prometheus and curl expect of a
+    // management endpoint; a client that goes quiet is dropped.
+    server->set_keep_alive_max_count(1);
+    server->set_read_timeout(10);
+    server->set_write_timeout(10);
+    if (!server->bind_to_port(options.address.host(), options.address.port())) {
+        spdlog::critical("admin: cannot listen on {}: {}", options.address.to_string(),
+                         std::strerror(errno));
+        return admin_exit_cannot_listen;
     }
-    spdlog::info("admin listening on http://{} (/metrics /healthz /readyz /status POST /reload)",
-                 options.address.to_string());
+    std::thread serving([&server] { server->listen_after_bind(); });
+    spdlog::info("admin listening on {}://{} (/metrics /healthz /readyz /status POST /reload{})",
+                 settings.tls ? "https" : "http", options.address.to_string(),
+                 settings.tls ? "; mutual TLS, roles scrape and operator" : "");
     while (true) {
         int sig = 0;
         if (::sigwait(&signals, &sig) != 0) continue;
         if (sig == SIGTERM || sig == SIGINT) break;
     }
-    server->close();
+    server->stop();
+    serving.join();
     return 0;
 }
 

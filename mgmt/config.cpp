@@ -41,7 +41,11 @@ constexpr std::array kKeepaliveKeys{"idle_s"sv, "interval_s"sv, "probes"sv};
 constexpr std::array kDpdkKeys{
     "eal_args"sv, "device"sv,      "address"sv,          "gateway"sv,         "mtu"sv,
     "mbufs"sv,    "syn_backlog"sv, "queue_per_worker"sv, "checksum_offload"sv};
-constexpr std::array kAdminKeys{"address"sv};
+constexpr std::array kAdminKeys{"address"sv, "insecure"sv};
+constexpr std::array kAdminTables{"tls"sv};
+constexpr std::array kAdminTlsKeys{"certificate"sv, "key"sv,       "trust_bundle"sv,
+                                   "crl_files"sv,   "crl_scope"sv, "verify_depth"sv};
+constexpr std::array kAdminRoleTables{"scrape"sv, "operator"sv};
 constexpr std::array kHsmKeys{
     "module"sv,   "token"sv,         "failover_token"sv,       "pin_file"sv,         "pin_env"sv,
     "sessions"sv, "max_in_flight"sv, "operation_timeout_ms"sv, "retry_interval_ms"sv};
@@ -231,12 +235,37 @@ hsm::HsmSettings read_hsm(const Section& section) {
     return settings;
 }
 
+bool is_loopback(const dataplane::SocketAddress& address) {
+    if (address.family() == AF_INET)
+        return (ntohl(reinterpret_cast<const sockaddr_in*>(&address.storage)->sin_addr.s_addr) >>
+                24) == 127;
+    if (address.family() == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(
+            &reinterpret_cast<const sockaddr_in6*>(&address.storage)->sin6_addr);
+    return false;
+}
+
+crypto::AllowList read_allow_list(const Section& section);
+AdminTlsSettings read_admin_tls(const Section& section);
+
 AdminSettings read_admin(const Section& section) {
-    section.reject_unknown_keys(kAdminKeys);
+    section.reject_unknown_keys(kAdminKeys, kAdminTables);
     AdminSettings admin;
-    if (const auto address = section.string("address")) {
+    const auto address = section.string("address");
+    if (address) {
         admin.address = address->value.empty() ? std::nullopt
                                                : std::optional(address_of(section, *address, true));
+    }
+    admin.insecure = section.boolean_or("insecure", admin.insecure);
+    if (const auto tls = section.subtable("tls")) admin.tls = read_admin_tls(*tls);
+    if (admin.address && !admin.tls && !admin.insecure && !is_loopback(*admin.address)) {
+        const std::string problem =
+            "the admin listener serves POST /reload and /status; on an address other than "
+            "loopback it needs [admin.tls] (mutual TLS with scrape and operator roles), or "
+            "insecure = true to serve plain HTTP to anyone who reaches " +
+            admin.address->to_string();
+        if (address) section.source().fail(*address->node, address->key, problem);
+        section.fail_missing("address", problem);
     }
     return admin;
 }
@@ -444,6 +473,37 @@ crypto::AllowList read_allow_list(const Section& section) {
         allow.sha256_fingerprints = values_of(*fingerprints);
     }
     return allow;
+}
+
+AdminTlsSettings read_admin_tls(const Section& section) {
+    section.reject_unknown_keys(kAdminTlsKeys, kAdminRoleTables);
+    AdminTlsSettings tls;
+    const auto required_file = [&section](std::string_view name, std::string_view hint) {
+        const auto field = section.string(name);
+        if (!field) section.fail_missing(name, hint);
+        require_non_empty(section, *field, hint);
+        return existing_path(section, *field, PathKind::file);
+    };
+    tls.chain_file =
+        required_file("certificate", "PEM file of the admin server's certificate chain");
+    tls.key_file = required_file("key", "PEM file of the admin server's private key");
+    tls.trust_file =
+        required_file("trust_bundle", "PEM bundle of the CAs that issue admin clients");
+    if (const auto crls = section.string_list("crl_files")) {
+        for (const auto& crl : crls->items)
+            tls.crl_files.push_back(existing_path(section, crl, PathKind::file));
+    }
+    tls.crl_scope = section.choice_or("crl_scope", tls.crl_scope, kCrlScopeChoices);
+    tls.verify_depth = section.integer_or("verify_depth", tls.verify_depth, 0, kMaxVerifyDepth);
+    if (const auto scrape = section.subtable("scrape")) tls.roles.scrape = read_allow_list(*scrape);
+    if (const auto ops = section.subtable("operator")) tls.roles.operator_ = read_allow_list(*ops);
+    if (tls.roles.scrape.empty() && tls.roles.operator_.empty()) {
+        section.fail_missing("operator",
+                             "[admin.tls.scrape] or [admin.tls.operator] naming at least one "
+                             "client identity (subjects, san_uris, san_dns or sha256); with "
+                             "neither, no client could use the admin listener");
+    }
+    return tls;
 }
 
 crypto::TlsPolicy read_tls(const Section& section) {
@@ -745,6 +805,9 @@ std::vector<std::string> known_config_keys() {
     append_keys(keys, "workers.", kWorkersKeys);
     append_keys(keys, "log.", kLogKeys);
     append_keys(keys, "admin.", kAdminKeys);
+    append_keys(keys, "admin.tls.", kAdminTlsKeys);
+    append_keys(keys, "admin.tls.scrape.", kAllowKeys);
+    append_keys(keys, "admin.tls.operator.", kAllowKeys);
     append_keys(keys, "hsm.", kHsmKeys);
     append_keys(keys, "resumption.", kResumptionKeys);
     append_keys(keys, "dataplane.", kDataplaneKeys);

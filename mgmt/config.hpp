@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "crypto/tls_policy.hpp"
 #include "dataplane/dpdk/dpdk_settings.hpp"
 #include "dataplane/keepalive_settings.hpp"
 #include "dataplane/listener_settings.hpp"
@@ -27,11 +28,33 @@ struct LogSettings {
     std::string access_log;      // "" = off, "-" = stderr, else a file appended to
 };
 
+// Who may use the admin listener, by client certificate identity (the forms
+// of a listener's allow-list). An empty list gives the role to nobody.
+struct AdminRoles {
+    crypto::AllowList scrape;     // GET /metrics, /healthz, /readyz
+    crypto::AllowList operator_;  // every route, /status and POST /reload too
+};
+
+// The admin listener over mutual TLS: its own server certificate and its own
+// client trust, apart from every traffic listener's.
+struct AdminTlsSettings {
+    std::string chain_file;  // PEM: leaf first, then intermediates
+    std::string key_file;    // PEM private key
+    std::string trust_file;  // PEM bundle of the CAs that issue admin clients
+    std::vector<std::string> crl_files;
+    crypto::CrlScope crl_scope = crypto::CrlScope::chain;
+    int verify_depth = 4;
+    AdminRoles roles;
+};
+
 struct AdminSettings {
-    // /metrics, /healthz, /readyz, /status, POST /reload. Loopback by default:
-    // reload is unauthenticated, so expose it only on a management network.
+    // /metrics, /healthz, /readyz, /status, POST /reload.
     std::optional<dataplane::SocketAddress> address =
         dataplane::SocketAddress::parse("127.0.0.1:9443");  // nullopt = no admin listener
+    std::optional<AdminTlsSettings> tls;  // nullopt = plain HTTP, every route to anyone
+    // Plain HTTP on an address other than loopback, which gives /reload to
+    // whoever reaches it: refused unless this says so.
+    bool insecure = false;
 };
 
 enum class TicketMode { stateless, stateful };

@@ -50,7 +50,7 @@ fi
 # Connection and Reactor (dataplane_core_unit), the supervisor's control
 # block against racing readers (mgmt_unit), and every integration suite: the
 # daemon's forked workers run HSM session threads, a reload thread and DPDK's
-# EAL threads, the admin process civetweb's. A TSan report in any process a
+# EAL threads, the admin process cpp-httplib's. A TSan report in any process a
 # test started fails that test (tests/integration/harness.cpp), halt_on_error
 # stops the process at the first one. Only what those tests need is built
 # (scripts/meson_tests.py reads it from meson). The unit tests left out run

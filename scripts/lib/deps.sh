@@ -7,11 +7,13 @@ portcullis_packages=(
   g++ meson ninja-build pkg-config python3
   openssl libssl-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev nlohmann-json3-dev
+  libcpp-httplib-dev  # the admin listener's HTTP and mutual TLS
   libgtest-dev libgmock-dev libbenchmark-dev
   softhsm2 libp11-dev libengine-pkcs11-openssl pkcs11-provider
   libdpdk-dev ethtool iputils-ping clang libclang-rt-dev
   curl iproute2 procps ca-certificates
   nginx libnginx-mod-stream haproxy
+  prometheus  # scrapes the admin listener over mutual TLS in the admin tests
   valgrind  # valgrind/callgrind.h for portcullis-tls-core-cost, callgrind for perf/tls_core_profile.sh
   linux-perf strace  # perf/syscalls_per_connection.py counts a worker's system calls with perf stat (or strace)
   libjemalloc2 libmimalloc3  # perf/allocators.py: the TLS core with each allocator (LD_PRELOAD)

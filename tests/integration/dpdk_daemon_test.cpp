@@ -268,10 +268,10 @@ TEST_F(DpdkDaemon, TwoWorkersPollAQueueEachOfOnePort) {
     const pid_t supervisor = daemon_->process().pid();
     const std::string runtime = "/var/run/dpdk/portcullis-" + std::to_string(supervisor);
     EXPECT_TRUE(std::filesystem::exists(runtime)) << "one EAL runtime for both workers";
-    ASSERT_TRUE(run("ip link set " + tap + " netns " + veth_->namespace_name()) &&
-                run(veth_->in_ns("ip link set " + tap + " address 02:00:00:00:78:02")) &&
-                run(veth_->in_ns("ip addr add 10.78.0.2/24 dev " + tap)) &&
-                run(veth_->in_ns("ip link set " + tap + " up")))
+    ASSERT_TRUE(succeeds("ip link set " + tap + " netns " + veth_->namespace_name()) &&
+                succeeds(veth_->in_ns("ip link set " + tap + " address 02:00:00:00:78:02")) &&
+                succeeds(veth_->in_ns("ip addr add 10.78.0.2/24 dev " + tap)) &&
+                succeeds(veth_->in_ns("ip link set " + tap + " up")))
         << "moving the tap device's kernel end into the namespace";
 
     const auto [ok, output] = python_client("good.pem", "good.key", 5'000, 24);

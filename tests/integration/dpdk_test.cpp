@@ -97,7 +97,7 @@ class DpdkStack : public ::testing::Test {
 
 TEST_F(DpdkStack, AnswersArpAndPing) {
     start();
-    EXPECT_TRUE(run(veth_->in_ns("ping -c 3 -W 2 10.77.0.1"))) << probe_process_->log();
+    EXPECT_TRUE(succeeds(veth_->in_ns("ping -c 3 -W 2 10.77.0.1"))) << probe_process_->log();
 }
 
 TEST_F(DpdkStack, EchoesAMegabyteOverItsTcpToTheKernelsTcp) {
@@ -116,7 +116,7 @@ TEST_F(DpdkStack, ClosedPortIsRefusedWithRst) {
                "except ConnectionRefusedError:\n"
                "    sys.exit(0)\n"
                "sys.exit(1)\n");
-    EXPECT_TRUE(run(veth_->in_ns("python3 " + script.string())));
+    EXPECT_TRUE(succeeds(veth_->in_ns("python3 " + script.string())));
 }
 
 TEST_F(DpdkStack, LossAndReorderingStillDeliverEveryByteInOrder) {
@@ -154,9 +154,9 @@ TEST_F(DpdkStack, SynFloodGetsCookiesWhileLegitimateClientsConnect) {
         "    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), i, 0, 64, 6, 0, src, dst)\n"
         "    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]\n"
         "    s.sendto(ip + tcp, ('10.77.0.1', 0))\n");
-    ASSERT_TRUE(run(veth_->in_ns("ip neigh replace 10.77.0.1 lladdr " + probe_mac() + " dev " +
-                                 veth_->peer_interface())));
-    ASSERT_TRUE(run(veth_->in_ns("python3 " + flood.string())));
+    ASSERT_TRUE(succeeds(veth_->in_ns("ip neigh replace 10.77.0.1 lladdr " + probe_mac() + " dev " +
+                                      veth_->peer_interface())));
+    ASSERT_TRUE(succeeds(veth_->in_ns("python3 " + flood.string())));
     std::string report;
     for (int i = 0; i < 3; ++i) EXPECT_TRUE(echo(20'000, report)) << report;
     probe_process_->stop();

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -393,6 +394,22 @@ ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     result.session.reset(SSL_get1_session(ssl.get()));
     SSL_shutdown(ssl.get());
     return result;
+}
+
+Run run(const std::string& command) {
+    Run result;
+    FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+    if (!pipe) return result;
+    char buffer[4096];
+    std::size_t n;
+    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+    const int status = ::pclose(pipe);
+    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+bool have(const std::string& tool) {
+    return run("command -v " + tool).status == 0;
 }
 
 std::string rejection_marker(int local_port, const std::string& reason) {

@@ -146,6 +146,14 @@ HttpResponse http_request(int port, const std::string& method, const std::string
 // NaN when the sample is missing.
 double metric_value(const std::string& metrics, const std::string& sample);
 
+// A shell command (a real client such as curl) with stdout and stderr together.
+struct Run {
+    int status = -1;  // exit status; -1 when it did not exit normally
+    std::string output;
+};
+Run run(const std::string& command);
+bool have(const std::string& tool);  // on PATH
+
 // The log line for a rejected client on `local_port` with `reason`.
 std::string rejection_marker(int local_port, const std::string& reason);
 

@@ -2,36 +2,13 @@
 // backend: curl, openssl s_client, Python ssl, Node https, axios. Each skips
 // loudly when its tool is not installed.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <cstdlib>
 
 #include "tests/integration/environment.hpp"
 
 namespace portcullis::testing {
 namespace {
-
-struct Run {
-    int status = -1;
-    std::string output;
-};
-
-Run run(const std::string& command) {
-    Run result;
-    FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-    if (!pipe) return result;
-    char buffer[4096];
-    std::size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-    const int status = ::pclose(pipe);
-    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return result;
-}
-
-bool have(const std::string& tool) {
-    return run("command -v " + tool).status == 0;
-}
 
 class RealClients : public ::testing::Test {
   protected:

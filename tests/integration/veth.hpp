@@ -14,7 +14,8 @@
 
 namespace portcullis::testing {
 
-inline bool run(const std::string& command) {
+// Quietly: setup commands whose output no test reads.
+inline bool succeeds(const std::string& command) {
     return std::system((command + " >/dev/null 2>&1").c_str()) == 0;
 }
 
@@ -29,7 +30,7 @@ inline std::string dpdk_veth_unavailable(std::initializer_list<std::string> tool
     bool missing = false;
     for (const auto& tool : tools) {
         needed += (needed.empty() ? "" : ", ") + tool;
-        missing |= !run("command -v " + tool);
+        missing |= !succeeds("command -v " + tool);
     }
     return missing ? "needs " + needed : "";
 }
@@ -42,11 +43,11 @@ class Hugepages {
         const long free_pages = read_count("free_hugepages");
         original_ = read_count("nr_hugepages");
         if (free_pages < pages) write_count(original_ + pages - free_pages);
-        if (!run("grep -q ' hugetlbfs ' /proc/mounts"))
-            run("mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages");
+        if (!succeeds("grep -q ' hugetlbfs ' /proc/mounts"))
+            succeeds("mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages");
         if (read_count("free_hugepages") < pages)
             why_ = "cannot reserve " + std::to_string(pages) + " 2 MB hugepages";
-        else if (!run("grep -q ' hugetlbfs ' /proc/mounts"))
+        else if (!succeeds("grep -q ' hugetlbfs ' /proc/mounts"))
             why_ = "cannot mount hugetlbfs";
     }
     ~Hugepages() {
@@ -81,20 +82,21 @@ class VethPair {
         ns_ = "pcl-ns-" + id;
         ours_ = "pcld" + id;
         peer_ = "pclp" + id;
-        ok_ = run("ip netns add " + ns_) &&
-              run("ip link add " + ours_ + " type veth peer name " + peer_) &&
-              run("ip link set " + peer_ + " netns " + ns_) &&
-              run("ip link set " + ours_ + " up") &&
-              run(in_ns("ip addr add 10.77.0.2/24 dev " + peer_)) &&
-              run(in_ns("ip link set " + peer_ + " up")) && run(in_ns("ip link set lo up"));
+        ok_ = succeeds("ip netns add " + ns_) &&
+              succeeds("ip link add " + ours_ + " type veth peer name " + peer_) &&
+              succeeds("ip link set " + peer_ + " netns " + ns_) &&
+              succeeds("ip link set " + ours_ + " up") &&
+              succeeds(in_ns("ip addr add 10.77.0.2/24 dev " + peer_)) &&
+              succeeds(in_ns("ip link set " + peer_ + " up")) &&
+              succeeds(in_ns("ip link set lo up"));
         // Checksum offloads off on both ends, or the kernel hands DPDK frames
         // whose checksums were never computed.
-        run("ethtool -K " + ours_ + " tx off tso off gso off gro off");
-        run(in_ns("ethtool -K " + peer_ + " tx off tso off gso off gro off"));
+        succeeds("ethtool -K " + ours_ + " tx off tso off gso off gro off");
+        succeeds(in_ns("ethtool -K " + peer_ + " tx off tso off gso off gro off"));
     }
     ~VethPair() {
-        run("ip link del " + ours_);  // removes both ends at once
-        run("ip netns del " + ns_);
+        succeeds("ip link del " + ours_);  // removes both ends at once
+        succeeds("ip netns del " + ns_);
     }
     bool ok() const { return ok_; }
     const std::string& namespace_name() const { return ns_; }

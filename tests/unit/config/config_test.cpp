@@ -91,7 +91,8 @@ class PkiDirectory : public TempDirectory {
     PkiDirectory() {
         for (const auto* name : {"server-ec.chain.pem", "server-ec.key.pem", "server-rsa.chain.pem",
                                  "server-rsa.key.pem", "client-ca.pem", "client-ca.crl.pem",
-                                 "intermediate.crl.pem", "unreadable.pem"}) {
+                                 "intermediate.crl.pem", "unreadable.pem", "admin.chain.pem",
+                                 "admin.key.pem", "mgmt-ca.pem", "mgmt-ca.crl.pem"}) {
             write_file(path() / "pki" / name, "placeholder: the config parser does not read PEM\n");
         }
         fs::create_directories(path() / "pki" / "hashed");
@@ -173,10 +174,40 @@ std::ostream& operator<<(std::ostream& out, const BrokenCase& c) {
     return out << c.name;
 }
 
+constexpr std::string_view kAdminTlsText =
+    "  [admin.tls]\n  certificate = \"pki/admin.chain.pem\"\n  key = \"pki/admin.key.pem\"\n"
+    "  trust_bundle = \"pki/mgmt-ca.pem\"\n";
+
 std::vector<BrokenCase> broken_cases() {
     const std::string allow_header = "    [listener.tls.allow]\n";
     return {
         // Unknown keys: a typo must never be ignored.
+        // The admin listener: plain HTTP beyond loopback only when asked for, TLS with roles.
+        {"AdminPlainHttpOffLoopback", with_top("[admin]\naddress = <@>\"0.0.0.0:9443\"\n"),
+         "admin.address",
+         "needs [admin.tls] (mutual TLS with scrape and operator roles), or "
+         "insecure = true"},
+        {"AdminTlsWithoutRoles",
+         with_top("[admin]\naddress = \"10.0.0.5:9443\"\n  <@>" +
+                  std::string(kAdminTlsText.substr(2))),
+         "admin.tls.operator", "with neither, no client could use the admin listener"},
+        {"AdminTlsWithoutTrust",
+         with_top("[admin]\n  <@>[admin.tls]\n  certificate = \"pki/admin.chain.pem\"\n"
+                  "  key = \"pki/admin.key.pem\"\n"),
+         "admin.tls.trust_bundle", "PEM bundle of the CAs that issue admin clients"},
+        {"AdminTlsMissingKeyFile",
+         with_top("[admin]\n  [admin.tls]\n  certificate = \"pki/admin.chain.pem\"\n"
+                  "  key = <@>\"pki/nowhere.key.pem\"\n  trust_bundle = \"pki/mgmt-ca.pem\"\n"),
+         "admin.tls.key", "nowhere.key.pem"},
+        {"AdminRoleUnknownKey",
+         with_top("[admin]\n" + std::string(kAdminTlsText) +
+                  "    [admin.tls.operator]\n    <@>subject = [\"CN=ops\"]\n"),
+         "admin.tls.operator.subject",
+         "unknown key; expected one of: subjects, san_uris, san_dns, sha256"},
+        {"AdminRoleBadFingerprint",
+         with_top("[admin]\n" + std::string(kAdminTlsText) +
+                  "    [admin.tls.scrape]\n    sha256 = [<@>\"abc\"]\n"),
+         "admin.tls.scrape.sha256[0]", "expected a SHA-256 fingerprint"},
         {"UnknownTopLevelKey", with_top("<@>colour = \"blue\"\n"), "colour",
          "unknown key; expected one of: workers, log, admin, resumption, hsm, listener"},
         {"UnknownTopLevelTable", with_top("[<@>listners]\nname = \"x\"\n"), "listners",
@@ -674,6 +705,52 @@ TEST(ExampleConfig, ParsesToTheDocumentedValues) {
     EXPECT_EQ(upstream.fail_threshold, 3);
     EXPECT_EQ(upstream.retry_after_ms, 5000);
     EXPECT_FALSE(upstream.proxy_protocol);
+
+    EXPECT_EQ(config.admin.address->to_string(), "127.0.0.1:9443");
+    EXPECT_FALSE(config.admin.insecure);
+    ASSERT_TRUE(config.admin.tls.has_value());
+    const auto& admin = *config.admin.tls;
+    EXPECT_EQ(admin.chain_file, pki.at("pki/admin.chain.pem"));
+    EXPECT_EQ(admin.key_file, pki.at("pki/admin.key.pem"));
+    EXPECT_EQ(admin.trust_file, pki.at("pki/mgmt-ca.pem"));
+    EXPECT_EQ(admin.crl_files, std::vector<std::string>{pki.at("pki/mgmt-ca.crl.pem")});
+    EXPECT_EQ(admin.crl_scope, CrlScope::chain);
+    EXPECT_EQ(admin.verify_depth, 4);
+    EXPECT_EQ(admin.roles.scrape.subject_patterns,
+              std::vector<std::string>{"CN=prometheus,OU=Monitoring,O=Example Bank,C=GB"});
+    EXPECT_EQ(admin.roles.operator_.subject_patterns,
+              std::vector<std::string>{"CN=ops-*,OU=Operations,O=Example Bank,C=GB"});
+    EXPECT_TRUE(admin.roles.operator_.san_uris.empty());
+}
+
+TEST(GoodConfig, AdminListenerWithoutTlsIsPlainHttpOnLoopback) {
+    const PkiDirectory pki;
+    const Config config = parse_in(pki, with_top("[admin]\naddress = \"[::1]:9443\"\n"));
+    EXPECT_FALSE(config.admin.tls.has_value());
+    const Config insecure =
+        parse_in(pki, with_top("[admin]\naddress = \"192.0.2.7:9443\"\ninsecure = true\n"));
+    EXPECT_TRUE(insecure.admin.insecure);
+    EXPECT_EQ(insecure.admin.address->to_string(), "192.0.2.7:9443");
+}
+
+TEST(GoodConfig, AdminTlsRolesReachTheirFields) {
+    const PkiDirectory pki;
+    const Config config = parse_in(
+        pki, with_top("[admin]\naddress = \"*:9443\"\n" + std::string(kAdminTlsText) +
+                      "  crl_scope = \"leaf\"\n  verify_depth = 2\n"
+                      "    [admin.tls.scrape]\n    san_uris = [\"spiffe://mgmt/prometheus\"]\n"
+                      "    sha256 = [\"" +
+                      std::string(kFingerprint) + "\"]\n"));
+    ASSERT_TRUE(config.admin.tls.has_value());
+    const auto& tls = *config.admin.tls;
+    EXPECT_EQ(tls.trust_file, pki.at("pki/mgmt-ca.pem"));
+    EXPECT_TRUE(tls.crl_files.empty());
+    EXPECT_EQ(tls.crl_scope, CrlScope::leaf);
+    EXPECT_EQ(tls.verify_depth, 2);
+    EXPECT_EQ(tls.roles.scrape.san_uris, std::vector<std::string>{"spiffe://mgmt/prometheus"});
+    EXPECT_EQ(tls.roles.scrape.sha256_fingerprints,
+              std::vector<std::string>{std::string(kFingerprint)});
+    EXPECT_TRUE(tls.roles.operator_.empty());
 }
 
 TEST(GoodConfig, EveryKeyReachesItsField) {
