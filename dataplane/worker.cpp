@@ -139,6 +139,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
             listeners_.push_back(std::move(listener));
         }
         connections_.reserve(static_cast<std::size_t>(options.max_connections));
+        if (options.drop_privileges) options.drop_privileges();
     }
 
     ~Worker() {

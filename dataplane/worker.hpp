@@ -64,6 +64,11 @@ struct WorkerOptions {
     // and its port are per process); it registers what it needs in the
     // worker's `reactor`, which outlives it.
     std::function<std::unique_ptr<Transport>(Reactor& reactor, TransportHost& host)> make_transport;
+    // Called once the listeners are bound, the access log open, the keys
+    // loaded and the transport started, before the first connection: gives
+    // up what only that set-up needed (mgmt/privileges.hpp). Throws when it
+    // cannot, and the worker then exits without serving. Empty: nothing.
+    std::function<void()> drop_privileges;
 };
 
 // Exit codes of a worker process.

@@ -19,6 +19,7 @@
 #include "crypto/session_cache.hpp"
 #include "mgmt/admin_tls.hpp"
 #include "mgmt/metrics.hpp"
+#include "mgmt/privileges.hpp"
 #include "mgmt/tls_inventory.hpp"
 
 namespace portcullis::mgmt {
@@ -228,15 +229,15 @@ Json status_json(AdminState& state) {
     return status;
 }
 
-// Asks the supervisor (SIGHUP), waits for its verdict, then for every worker
+// Asks the supervisor (a byte on its reload pipe), waits for its verdict, then for every worker
 // to serve the new generation, so a 200 means the new material is in use.
 std::pair<int, Json> reload(AdminState& state) {
     const auto& options = state.options();
     std::lock_guard lock(state.reload_mutex());
     const auto before = options.control->reload_status();
-    const pid_t supervisor = options.control->supervisor_pid();
-    if (supervisor <= 0 || ::kill(supervisor, SIGHUP) != 0)
-        return {500, {{"result", "failure"}, {"error", "cannot signal the supervisor"}}};
+    const char request = 1;
+    if (::write(options.reload_request_fd, &request, 1) != 1)
+        return {500, {{"result", "failure"}, {"error", "cannot reach the supervisor"}}};
     auto deadline = Clock::now() + reload_verdict_timeout;
     ReloadStatus after = before;
     while ((after = options.control->reload_status()).attempts == before.attempts) {
@@ -380,6 +381,12 @@ int run_admin(const AdminOptions& options) {
         spdlog::critical("admin: cannot listen on {}: {}", options.address.to_string(),
                          std::strerror(errno));
         return admin_exit_cannot_listen;
+    }
+    try {
+        drop_privileges(options.config.workers.run_as, "admin");
+    } catch (const std::exception& e) {
+        spdlog::critical("admin: cannot give up its privileges: {}", e.what());
+        return 1;
     }
     std::thread serving([&server] { server->listen_after_bind(); });
     spdlog::info("admin listening on {}://{} (/metrics /healthz /readyz /status POST /reload{})",

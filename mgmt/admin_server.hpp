@@ -23,6 +23,7 @@ struct AdminOptions {
     const SharedStats* stats = nullptr;
     const ControlBlock* control = nullptr;
     const crypto::SharedSessionCache* session_cache = nullptr;
+    int reload_request_fd = -1;  // a byte written here asks the supervisor to reload
 };
 
 // Runs until SIGTERM/SIGINT; returns the process exit code.

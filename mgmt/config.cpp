@@ -4,6 +4,9 @@
 #include "mgmt/config.hpp"
 
 #include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -11,6 +14,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -52,7 +56,8 @@ constexpr std::array kHsmKeys{
 constexpr std::array kResumptionKeys{"ticket_key_file"sv,    "ticket_rotation_s"sv,
                                      "session_lifetime_s"sv, "session_cache_entries"sv,
                                      "ticket_mode"sv,        "worker_session_cache_entries"sv};
-constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv};
+constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv, "user"sv,
+                                  "group"sv};
 constexpr std::array kLogKeys{"level"sv, "access_log"sv};
 constexpr std::array kListenerKeys{
     "name"sv,        "address"sv, "backlog"sv, "handshake_timeout_ms"sv, "idle_timeout_ms"sv,
@@ -172,6 +177,63 @@ std::vector<std::string> values_of(const StringList& list) {
 
 // ---- sections, top down -------------------------------------------------------------------
 
+// A file holding a secret (private key, PIN, ticket keys): as existing_path,
+// and not open to every user. Group access stays allowed, so that workers
+// running as workers.user can read it through their group on a reload.
+std::string private_file(const Section& section, const StringField& field) {
+    std::string path = existing_path(section, field, PathKind::file);
+    struct stat status{};
+    if (::stat(path.c_str(), &status) == 0 && (status.st_mode & S_IRWXO) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
+        section.source().fail(*field.node, field.key,
+                              in_quotes(path) +
+                                  " holds a secret and other users may open it (mode " + mode +
+                                  "): chmod o-rwx, and give it to the workers' group " +
+                                  "(chgrp) if they run as workers.user");
+    }
+    return path;
+}
+
+// workers.user and workers.group as IDs. A key left out means the
+// "portcullis" system user where one exists, or no change of user.
+std::optional<RunAs> read_run_as(const Section& section) {
+    const auto user_field = section.string("user");
+    std::string user = user_field ? user_field->value : std::string();
+    if (!user_field && ::getpwnam("portcullis") != nullptr) user = "portcullis";
+    const auto group_field = section.string("group");
+    if (user.empty()) {
+        if (group_field && !group_field->value.empty()) {
+            section.source().fail(*group_field->node, group_field->key,
+                                  "a group needs workers.user: with user \"\" the workers keep "
+                                  "the user and groups they were started with");
+        }
+        return std::nullopt;
+    }
+    const passwd* account = ::getpwnam(user.c_str());
+    if (account == nullptr) {
+        section.source().fail(*user_field->node, user_field->key,
+                              "no user " + in_quotes(user) +
+                                  " on this system (getpwnam); create "
+                                  "it (adduser --system --group " +
+                                  user + ") or name another");
+    }
+    RunAs run_as{user, "", account->pw_uid, account->pw_gid};
+    if (group_field && !group_field->value.empty()) {
+        const group* found = ::getgrnam(group_field->value.c_str());
+        if (found == nullptr) {
+            section.source().fail(
+                *group_field->node, group_field->key,
+                "no group " + in_quotes(group_field->value) + " on this system (getgrnam)");
+        }
+        run_as.gid = found->gr_gid;
+        run_as.group = group_field->value;
+    } else if (const group* primary = ::getgrgid(account->pw_gid)) {
+        run_as.group = primary->gr_name;
+    }
+    return run_as;
+}
+
 WorkerSettings read_workers(const Section& section) {
     section.reject_unknown_keys(kWorkersKeys);
     WorkerSettings workers;
@@ -180,6 +242,7 @@ WorkerSettings read_workers(const Section& section) {
         section.integer_or("max_connections", workers.max_connections, 1, kMaxConnectionsPerWorker);
     workers.drain_timeout_ms =
         section.integer_or("drain_timeout_ms", workers.drain_timeout_ms, 0, kIntMax);
+    workers.run_as = read_run_as(section);
     return workers;
 }
 
@@ -223,7 +286,7 @@ hsm::HsmSettings read_hsm(const Section& section) {
                              "a PIN file (or pin_env = \"VARIABLE\"); the PIN itself never goes in "
                              "this file");
     }
-    if (pin_file) settings.pin_file = existing_path(section, *pin_file, PathKind::file);
+    if (pin_file) settings.pin_file = private_file(section, *pin_file);
     if (pin_env) settings.pin_env = pin_env->value;
     settings.sessions = section.integer_or("sessions", settings.sessions, 1, 1024);
     settings.max_in_flight =
@@ -399,7 +462,7 @@ ResumptionSettings read_resumption(const Section& section) {
     section.reject_unknown_keys(kResumptionKeys);
     ResumptionSettings resumption;
     if (const auto file = section.string("ticket_key_file"); file && !file->value.empty())
-        resumption.ticket_key_file = existing_path(section, *file, PathKind::file);
+        resumption.ticket_key_file = private_file(section, *file);
     resumption.ticket_rotation_s = section.integer_or(
         "ticket_rotation_s", resumption.ticket_rotation_s, 1, kMaxTicketRotationSeconds);
     resumption.session_lifetime_s = section.integer_or(
@@ -437,7 +500,7 @@ crypto::CertificateSpec read_certificate(const Section& section) {
         }
         certificate.key = key->value;
     } else {
-        certificate.key = existing_path(section, *key, PathKind::file);
+        certificate.key = private_file(section, *key);
     }
 
     if (const auto names = section.string_list("server_names")) {
@@ -486,7 +549,9 @@ AdminTlsSettings read_admin_tls(const Section& section) {
     };
     tls.chain_file =
         required_file("certificate", "PEM file of the admin server's certificate chain");
-    tls.key_file = required_file("key", "PEM file of the admin server's private key");
+    const auto key = section.string("key");
+    if (!key) section.fail_missing("key", "PEM file of the admin server's private key");
+    tls.key_file = private_file(section, *key);
     tls.trust_file =
         required_file("trust_bundle", "PEM bundle of the CAs that issue admin clients");
     if (const auto crls = section.string_list("crl_files")) {

@@ -3,6 +3,8 @@
 // unknown keys are errors (a typo must never silently weaken a bank's policy).
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -17,10 +19,19 @@
 
 namespace portcullis::mgmt {
 
+// The unprivileged user and group the workers and the admin process switch to.
+struct RunAs {
+    std::string user;
+    std::string group;
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+
 struct WorkerSettings {
     int count = 0;                 // 0 = one per online CPU
     int max_connections = 10000;   // per worker
     int drain_timeout_ms = 10000;  // on SIGTERM: how long established connections may finish
+    std::optional<RunAs> run_as;   // nullopt = keep the user the daemon was started as
 };
 
 struct LogSettings {

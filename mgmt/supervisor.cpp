@@ -33,6 +33,7 @@
 #include "mgmt/child_process.hpp"
 #include "mgmt/control_block.hpp"
 #include "mgmt/logging.hpp"
+#include "mgmt/privileges.hpp"
 #include "mgmt/reload.hpp"
 #include "mgmt/shared_stats.hpp"
 #include "mgmt/ticket_rotation.hpp"
@@ -116,21 +117,31 @@ class Supervisor {
         }
         ready_read_.reset(pipe_fds[0]);
         ready_write_.reset(pipe_fds[1]);
+        // The admin process asks for a reload here: once it runs as
+        // workers.user it may no longer signal the supervisor.
+        if (::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0)
+            throw std::system_error(errno, std::generic_category(), "supervisor setup");
+        reload_read_.reset(pipe_fds[0]);
+        reload_write_.reset(pipe_fds[1]);
     }
 
     int run() {
         spdlog::info("starting {} workers listeners={}", worker_count_, listener_summary(config_));
+        prepare_access_log(config_.log.access_log, config_.workers.run_as);
         for (int i = 0; i < worker_count_; ++i) start_worker(i);
         start_admin();
         while (!stopping_) {
-            pollfd fds[2] = {{signals_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
+            pollfd fds[3] = {{signals_.get(), POLLIN, 0},
+                             {ready_read_.get(), POLLIN, 0},
+                             {reload_read_.get(), POLLIN, 0}};
             const auto until_next = std::chrono::duration_cast<std::chrono::milliseconds>(
                 next_deadline() - Clock::now());
             const int timeout =
                 static_cast<int>(std::clamp<std::int64_t>(until_next.count() + 1, 0, 1000));
-            if (::poll(fds, 2, timeout) < 0 && errno != EINTR) break;
+            if (::poll(fds, 3, timeout) < 0 && errno != EINTR) break;
             drain_ready_pipe();
             handle_signals();
+            if (drain_reload_requests()) reload();
             restart_due_workers();
             if (Clock::now() >= tickets_.next_rotation()) tickets_.rotate();
             if (admin_pid_ < 0 && admin_restart_at_ && Clock::now() >= *admin_restart_at_)
@@ -155,9 +166,10 @@ class Supervisor {
 
     // Nothing of the supervisor's event handling survives in a child: the
     // worker keeps only the readiness pipe's write end.
-    ChildSetup child_setup(bool keep_ready_pipe) {
-        ChildSetup setup{control_.supervisor_pid(), {&signals_, &ready_read_}};
+    ChildSetup child_setup(bool keep_ready_pipe, bool keep_reload_request = false) {
+        ChildSetup setup{control_.supervisor_pid(), {&signals_, &ready_read_, &reload_read_}};
         if (!keep_ready_pipe) setup.inherited.push_back(&ready_write_);
+        if (!keep_reload_request) setup.inherited.push_back(&reload_write_);
         return setup;
     }
 
@@ -204,6 +216,9 @@ class Supervisor {
                 return dataplane::ReloadedSettings{snapshot.generation, std::move(fresh.listeners),
                                                    fresh.log.level};
             };
+            options.drop_privileges = [this, index] {
+                drop_privileges(config_.workers.run_as, "worker " + std::to_string(index));
+            };
             return dataplane::run_worker(options);
         });
         if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
@@ -249,6 +264,14 @@ class Supervisor {
             spdlog::info("portcullis ready listeners={} workers={}", listener_summary(config_),
                          worker_count_);
         }
+    }
+
+    // Requests that arrived together are one reload: each reads the file as it is now.
+    bool drain_reload_requests() {
+        char requests[64];
+        bool any = false;
+        while (::read(reload_read_.get(), requests, sizeof requests) > 0) any = true;
+        return any;
     }
 
     bool all_ready() const {
@@ -449,7 +472,7 @@ class Supervisor {
     void start_admin() {
         admin_restart_at_.reset();
         if (!config_.admin.address) return;
-        const pid_t pid = fork_child(child_setup(false), [this] {
+        const pid_t pid = fork_child(child_setup(false, true), [this] {
             configure_logging("admin", config_.log.level);
             AdminOptions options;
             options.address = *config_.admin.address;
@@ -457,6 +480,7 @@ class Supervisor {
             options.stats = &stats_;
             options.control = &control_;
             options.session_cache = session_cache_.get();
+            options.reload_request_fd = reload_write_.get();
             return run_admin(options);
         });
         if (pid < 0) {
@@ -499,6 +523,8 @@ class Supervisor {
     base::UniqueFd signals_;
     base::UniqueFd ready_read_;
     base::UniqueFd ready_write_;
+    base::UniqueFd reload_read_;
+    base::UniqueFd reload_write_;
     bool stopping_ = false;
     bool announced_ready_ = false;
     int exit_code_ = 0;

@@ -59,6 +59,7 @@ def main():
     env = dict(os.environ, SOFTHSM2_CONF=str(work / "softhsm2.conf"),
                PORTCULLIS_TEST_PKCS11_CONTROL=str(work / "control"))
     (work / "pin").write_text(PIN + "\n")
+    (work / "pin").chmod(0o600)  # the daemon refuses a PIN file other users may open
     # The same key in the token and as PEM, so the two runs differ only in where it lives.
     subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "perf", "--pin", PIN,
                     "--so-pin", PIN], check=True, env=env, stdout=subprocess.DEVNULL)

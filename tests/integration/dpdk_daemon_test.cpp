@@ -6,7 +6,9 @@
 // through the same stack with PROXY v2, per-lcore metrics, two workers
 // sharing the device by software steering, and a clean stop. Needs root
 // (namespaces, AF_PACKET); skips loudly without it.
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -235,6 +237,32 @@ TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
     }
     EXPECT_EQ(successful_handshakes(text), 24) << text;
     EXPECT_EQ(read_file(record()).size() > 0, true);
+}
+
+// DPDK needs root for the EAL's set-up (AF_PACKET socket, memory, runtime
+// files); once the port runs, the workers give up the user and every
+// capability (docs/dpdk.md), and still serve.
+TEST_F(DpdkDaemon, WorkersRunUnprivilegedOnceThePortRuns) {
+    const passwd* nobody = ::getpwnam("nobody");
+    const group* nogroup = ::getgrnam("nogroup");
+    if (nobody == nullptr || nogroup == nullptr)
+        GTEST_SKIP() << "SKIPPED LOUDLY: no user nobody or group nogroup on this system";
+    write_client("good", env_->client("dpdk-unprivileged"), env_->client_ca.cert_pem());
+    share_with_group(env_->dir, nogroup->gr_gid);
+    start(2, "[workers]\nuser = \"nobody\"\ngroup = \"nogroup\"\n");
+    const auto [ok, output] = python_client("good.pem", "good.key", 20'000, 8);
+    EXPECT_EQ(ok, 0) << output << daemon_->log();
+    EXPECT_EQ(successful_handshakes(metrics()), 8);
+    const auto children = daemon_->worker_pids();
+    ASSERT_EQ(children.size(), 3u) << "two workers and the admin process";
+    for (const pid_t pid : children) {
+        auto status = proc_status(pid);
+        SCOPED_TRACE("process " + std::to_string(pid));
+        EXPECT_EQ(status["Uid"], four_ids(nobody->pw_uid));
+        EXPECT_EQ(status["CapEff"], "0000000000000000");
+        EXPECT_EQ(status["CapBnd"], "0000000000000000");
+        EXPECT_EQ(status["NoNewPrivs"], "1");
+    }
 }
 
 // Two workers poll a queue each of one port: worker 0 is the DPDK primary

@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -410,6 +411,36 @@ Run run(const std::string& command) {
 
 bool have(const std::string& tool) {
     return run("command -v " + tool).status == 0;
+}
+
+std::map<std::string, std::string> proc_status(pid_t pid) {
+    std::map<std::string, std::string> fields;
+    std::istringstream lines(read_file("/proc/" + std::to_string(pid) + "/status"));
+    for (std::string line; std::getline(lines, line);) {
+        const auto colon = line.find(':');
+        if (colon == std::string::npos) continue;
+        auto value = line.substr(colon + 1);
+        value.erase(0, value.find_first_not_of(" \t"));
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
+        fields[line.substr(0, colon)] = value;
+    }
+    return fields;
+}
+
+std::string four_ids(unsigned id) {
+    const auto s = std::to_string(id);
+    return s + "\t" + s + "\t" + s + "\t" + s;
+}
+
+void share_with_group(const std::filesystem::path& dir, gid_t group) {
+    const auto give = [group](const std::filesystem::path& path, mode_t mode) {
+        if (::chown(path.c_str(), 0, group) != 0 || ::chmod(path.c_str(), mode) != 0)
+            throw std::runtime_error("cannot share " + path.string() + " with group " +
+                                     std::to_string(group));
+    };
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+        if (entry.is_regular_file()) give(entry.path(), 0640);
+    give(dir, 0750);
 }
 
 std::string rejection_marker(int local_port, const std::string& reason) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -153,6 +154,14 @@ struct Run {
 };
 Run run(const std::string& command);
 bool have(const std::string& tool);  // on PATH
+
+// /proc/PID/status as name -> value ("Uid" -> "0\t0\t0\t0", "CapEff" -> ...).
+std::map<std::string, std::string> proc_status(pid_t pid);
+// "ID\tID\tID\tID": real, effective, saved and filesystem IDs alike.
+std::string four_ids(unsigned id);
+// Every file in `dir` to root:`group` mode 0640 and `dir` to 0750: what a
+// deployment does so that workers running as workers.user read them on reload.
+void share_with_group(const std::filesystem::path& dir, gid_t group);
 
 // The log line for a rejected client on `local_port` with `reason`.
 std::string rejection_marker(int local_port, const std::string& reason);

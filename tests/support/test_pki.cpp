@@ -260,6 +260,11 @@ void write_file(const std::filesystem::path& path, std::string_view contents) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
     if (!out) throw std::runtime_error("cannot write " + path.string());
+    out.close();
+    // Owner only, as a key or PIN file must be (the daemon refuses one that
+    // other users can open); a test that needs more says so itself.
+    std::filesystem::permissions(
+        path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
 }
 
 CertOptions localhost_server() {

@@ -70,6 +70,7 @@ CertOptions localhost_server();
 // signature it makes fails to verify ("key not matching cert" as a peer sees it).
 crypto::UniqueEvpPkey mismatched_rsa_key(const X509* rsa_cert);
 
+// Creates or replaces `path` with mode 0600.
 void write_file(const std::filesystem::path& path, std::string_view contents);
 
 // A fresh temporary directory for a test's PEM files, removed with everything

@@ -4,7 +4,9 @@
 // column and key an operator needs to find the mistake.
 #include "mgmt/config.hpp"
 
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -99,6 +101,16 @@ class PkiDirectory : public TempDirectory {
         write_file(path() / "hsm" / "pin", "not a real PIN\n");
         write_file(path() / "hsm" / "libpkcs11.so", "placeholder: not loaded by the parser\n");
         fs::permissions(path() / "pki" / "unreadable.pem", fs::perms::none);
+        write_file(path() / "pki" / "world-readable.key.pem", "placeholder\n");
+        fs::permissions(path() / "pki" / "world-readable.key.pem",
+                        fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                            fs::perms::others_read);
+        // Secrets as an operator keeps them: no access for other users.
+        for (const auto* secret :
+             {"pki/server-ec.key.pem", "pki/server-rsa.key.pem", "pki/admin.key.pem", "hsm/pin"}) {
+            fs::permissions(path() / secret,
+                            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+        }
     }
 
     std::string at(std::string_view relative) const { return (path() / relative).string(); }
@@ -208,6 +220,22 @@ std::vector<BrokenCase> broken_cases() {
          with_top("[admin]\n" + std::string(kAdminTlsText) +
                   "    [admin.tls.scrape]\n    sha256 = [<@>\"abc\"]\n"),
          "admin.tls.scrape.sha256[0]", "expected a SHA-256 fingerprint"},
+        {"WorkersUserUnknown", with_top("[workers]\nuser = <@>\"no-such-user-here\"\n"),
+         "workers.user", "no user \"no-such-user-here\" on this system"},
+        {"WorkersGroupUnknown",
+         with_top("[workers]\nuser = \"root\"\ngroup = <@>\"no-such-group-here\"\n"),
+         "workers.group", "no group \"no-such-group-here\" on this system"},
+        {"WorkersGroupWithoutUser", with_top("[workers]\nuser = \"\"\ngroup = <@>\"root\"\n"),
+         "workers.group", "a group needs workers.user"},
+        // Secrets other users could read.
+        {"KeyReadableByOthers",
+         Parts()
+             .replace(&Parts::certificate,
+                      "    [[listener.tls.certificate]]\n    chain = \"pki/server-ec.chain.pem\"\n"
+                      "    key = <@>\"pki/world-readable.key.pem\"\n")
+             .text(),
+         "listener[0].tls.certificate[0].key",
+         "holds a secret and other users may open it (mode 0644): chmod o-rwx"},
         {"UnknownTopLevelKey", with_top("<@>colour = \"blue\"\n"), "colour",
          "unknown key; expected one of: workers, log, admin, resumption, hsm, listener"},
         {"UnknownTopLevelTable", with_top("[<@>listners]\nname = \"x\"\n"), "listners",
@@ -721,6 +749,32 @@ TEST(ExampleConfig, ParsesToTheDocumentedValues) {
     EXPECT_EQ(admin.roles.operator_.subject_patterns,
               std::vector<std::string>{"CN=ops-*,OU=Operations,O=Example Bank,C=GB"});
     EXPECT_TRUE(admin.roles.operator_.san_uris.empty());
+}
+
+TEST(GoodConfig, WorkersUserAndGroupAreResolvedToIds) {
+    const PkiDirectory pki;
+    const passwd* nobody = ::getpwnam("nobody");
+    const group* nogroup = ::getgrnam("nogroup");
+    if (nobody == nullptr || nogroup == nullptr)
+        GTEST_SKIP() << "SKIPPED LOUDLY: no user nobody or group nogroup on this system";
+    const Config config = parse_in(pki, with_top("[workers]\nuser = \"nobody\"\n"));
+    ASSERT_TRUE(config.workers.run_as.has_value());
+    EXPECT_EQ(config.workers.run_as->user, "nobody");
+    EXPECT_EQ(config.workers.run_as->uid, nobody->pw_uid);
+    EXPECT_EQ(config.workers.run_as->gid, nobody->pw_gid);
+    const Config grouped =
+        parse_in(pki, with_top("[workers]\nuser = \"nobody\"\ngroup = \"nogroup\"\n"));
+    EXPECT_EQ(grouped.workers.run_as->group, "nogroup");
+    EXPECT_EQ(grouped.workers.run_as->gid, nogroup->gr_gid);
+    EXPECT_FALSE(parse_in(pki, with_top("[workers]\nuser = \"\"\n")).workers.run_as);
+    // Left out: the portcullis system user where one exists, else no change.
+    const auto fallback = parse_in(pki, Parts().text()).workers.run_as;
+    if (::getpwnam("portcullis") != nullptr) {
+        ASSERT_TRUE(fallback.has_value());
+        EXPECT_EQ(fallback->user, "portcullis");
+    } else {
+        EXPECT_FALSE(fallback.has_value());
+    }
 }
 
 TEST(GoodConfig, AdminListenerWithoutTlsIsPlainHttpOnLoopback) {
