@@ -127,6 +127,51 @@ std::string describe(const toml::node& node) {
     }
     return out.str();
 }
+std::string key_name(std::string_view name) {
+    const auto bare = [](char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '-';
+    };
+    if (!name.empty() && std::all_of(name.begin(), name.end(), bare)) return std::string(name);
+    // TOML basic-string escapes (toml.io, "String"); other bytes are valid UTF-8 already.
+    std::string out = "\"";
+    for (const char c : name) {
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\b':
+                out += "\\b";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\f':
+                out += "\\f";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+                    constexpr std::string_view digits = "0123456789ABCDEF";
+                    out += "\\u00";
+                    out += digits[(c >> 4) & 0xf];
+                    out += digits[c & 0xf];
+                } else {
+                    out += c;
+                }
+        }
+    }
+    return out + "\"";
+}
+
 // ---- Source and Section -------------------------------------------------------------------
 
 void Source::fail(const toml::source_region& where, std::string key, std::string problem) const {
@@ -346,7 +391,7 @@ std::string existing_path(const Section& section, const StringField& field, Path
         section.source().fail(*field.node, field.key, problem);
     };
 
-    struct stat status {};
+    struct stat status{};
     if (::stat(resolved.c_str(), &status) != 0) {
         const int error = errno;
         if (error == ENOENT) fail(shown + " does not exist" + relative_note);

@@ -198,6 +198,12 @@ std::vector<BrokenCase> broken_cases() {
         {"UnknownUpstreamKey", with_upstream("  <@>timeout_ms = 5\n"),
          "listener[0].upstream.timeout_ms",
          "unknown key; expected one of: backends, connect_timeout_ms"},
+        // Keys that are not bare are shown quoted, as TOML writes them: an empty key is still
+        // named (`"" = 1` was rejected with no key) and a control character cannot break the
+        // message's line.
+        {"EmptyQuotedKeyIsNamed", with_top("<@>\"\" = 1\n"), "\"\"", "unknown key"},
+        {"QuotedKeyIsEscaped", with_listener("<@>\"a.b\\n\\u0001\" = 1\n"),
+         "listener[0].\"a.b\\n\\u0001\"", "unknown key"},
 
         // Types.
         {"IntegerGivenAsString", with_top("[workers]\ncount = <@>\"4\"\n"), "workers.count",
