@@ -9,9 +9,10 @@
 # package's flags. Committed seeds: tests/fuzz/corpus/TARGET/ (only read);
 # tests/fuzz/TARGET.dict, if present, is the target's libFuzzer dictionary.
 # WORK_DIR keeps the corpus the runs grow, crash-* inputs and build.log.
-# FUZZ_ARGS (environment) adds libFuzzer options, e.g. -jobs=2.
+# From the environment: FUZZ_SECONDS replaces SECONDS (a longer run by hand),
+# FUZZ_ARGS adds libFuzzer options (e.g. -max_len=20000).
 set -euo pipefail
-src=$1 work=$2 seconds=$3 target=$4
+src=$1 work=$2 seconds=${FUZZ_SECONDS:-$3} target=$4
 shift 4
 packages=() sources=()
 while [ $# -gt 0 ]; do
