@@ -45,11 +45,18 @@ const std::string& PeerCertificate::issuer_dn() const {
 const std::string& PeerCertificate::common_name() const {
     if (!leaf_) return empty_text;
     if (!common_name_) {
-        char cn[256] = {};
-        // Up to the first NUL: a CN with one inside must not carry it on.
-        X509_NAME_get_text_by_NID(X509_get_subject_name(leaf_.get()), NID_commonName, cn,
-                                  sizeof cn);
-        common_name_ = cn;
+        // The first CN whole, or none: a backend authorises on it, and a CN cut
+        // at a NUL byte ("admin\0.other") or at a buffer's end would name
+        // another client. The subject DN shows such a CN escaped.
+        common_name_.emplace();
+        const X509_NAME* name = X509_get_subject_name(leaf_.get());
+        const int index = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+        if (index >= 0) {
+            const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
+            std::string text(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
+                             static_cast<std::size_t>(ASN1_STRING_length(value)));
+            if (text.find('\0') == std::string::npos) common_name_ = std::move(text);
+        }
     }
     return *common_name_;
 }

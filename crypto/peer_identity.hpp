@@ -33,9 +33,9 @@ class PeerCertificate {
     explicit operator bool() const { return leaf_ != nullptr; }
     X509* get() const { return leaf_.get(); }
 
-    const std::string& subject_dn() const;  // RFC 2253
-    const std::string& issuer_dn() const;   // RFC 2253
-    const std::string& common_name() const;
+    const std::string& subject_dn() const;   // RFC 2253
+    const std::string& issuer_dn() const;    // RFC 2253
+    const std::string& common_name() const;  // the first CN; "" if it holds a NUL byte
     const std::vector<std::string>& san_dns() const;
     const std::vector<std::string>& san_uris() const;
     const std::array<std::uint8_t, 32>& sha256() const;  // of the DER certificate

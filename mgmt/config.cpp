@@ -712,7 +712,7 @@ dataplane::ListenerSettings read_listener(const Section& section, std::size_t in
 
     const auto tls = section.subtable("tls");
     if (!tls) {
-        section.source().fail(section.table_position(), section.key_of("tls.certificate"),
+        section.source().fail(section.table_position(), section.key_of("tls") + ".certificate",
                               "missing required key (at least one [[listener.tls.certificate]] "
                               "with chain and key)");
     }
@@ -720,7 +720,7 @@ dataplane::ListenerSettings read_listener(const Section& section, std::size_t in
 
     const auto upstream = section.subtable("upstream");
     if (!upstream) {
-        section.source().fail(section.table_position(), section.key_of("upstream.backends"),
+        section.source().fail(section.table_position(), section.key_of("upstream") + ".backends",
                               "missing required key (at least one \"address:port\")");
     }
     listener.upstream = read_upstream(*upstream);

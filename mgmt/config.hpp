@@ -1,5 +1,6 @@
 // The daemon's configuration: one TOML file parsed into value types. Every
-// error names the file, line, column and key, and says what was expected;
+// error names the file, line, column and key, and says what was expected, on
+// one line (control characters escaped; tests/fuzz/config_fuzz checks it);
 // unknown keys are errors (a typo must never silently weaken a bank's policy).
 #pragma once
 

@@ -16,6 +16,52 @@
 namespace portcullis::mgmt {
 namespace {
 
+bool is_control(char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+}
+
+// As TOML's basic strings escape it ("\n", "\u001B").
+void append_escaped_control(std::string& out, char c) {
+    switch (c) {
+        case '\b':
+            out += "\\b";
+            return;
+        case '\t':
+            out += "\\t";
+            return;
+        case '\n':
+            out += "\\n";
+            return;
+        case '\f':
+            out += "\\f";
+            return;
+        case '\r':
+            out += "\\r";
+            return;
+        default:
+            constexpr std::string_view digits = "0123456789ABCDEF";
+            out += "\\u00";
+            out += digits[(c >> 4) & 0xf];
+            out += digits[c & 0xf];
+    }
+}
+
+// A problem quotes what the file holds, and TOML strings may hold control
+// characters (a tab, "\n", "\u001B"): escaped, the message stays one line
+// that a terminal or a log shows as written.
+std::string on_one_line(std::string text) {
+    if (std::none_of(text.begin(), text.end(), is_control)) return text;
+    std::string out;
+    for (const char c : text) {
+        if (is_control(c)) {
+            append_escaped_control(out, c);
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
 std::string format_message(const std::string& file, int line, int column, const std::string& key,
                            const std::string& problem) {
     std::string text = file;
@@ -29,12 +75,12 @@ std::string format_message(const std::string& file, int line, int column, const 
 
 ConfigError::ConfigError(std::string file, int line, int column, std::string key,
                          std::string problem)
-    : std::runtime_error(format_message(file, line, column, key, problem)),
+    : std::runtime_error(format_message(file, line, column, key, on_one_line(problem))),
       file_(std::move(file)),
       line_(line),
       column_(column),
       key_(std::move(key)),
-      problem_(std::move(problem)) {}
+      problem_(on_one_line(std::move(problem))) {}
 
 namespace toml_reader {
 namespace {
@@ -127,6 +173,27 @@ std::string describe(const toml::node& node) {
     }
     return out.str();
 }
+std::string key_name(std::string_view name) {
+    const auto bare = [](char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '-';
+    };
+    if (!name.empty() && std::all_of(name.begin(), name.end(), bare)) return std::string(name);
+    // TOML basic-string escapes (toml.io, "String"); other bytes are valid UTF-8 already.
+    std::string out = "\"";
+    for (const char c : name) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (is_control(c)) {
+            append_escaped_control(out, c);
+        } else {
+            out += c;
+        }
+    }
+    return out + "\"";
+}
+
 // ---- Source and Section -------------------------------------------------------------------
 
 void Source::fail(const toml::source_region& where, std::string key, std::string problem) const {
@@ -346,7 +413,7 @@ std::string existing_path(const Section& section, const StringField& field, Path
         section.source().fail(*field.node, field.key, problem);
     };
 
-    struct stat status {};
+    struct stat status{};
     if (::stat(resolved.c_str(), &status) != 0) {
         const int error = errno;
         if (error == ENOENT) fail(shown + " does not exist" + relative_note);

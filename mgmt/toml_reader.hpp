@@ -52,6 +52,11 @@ std::optional<std::string_view> closest_match(std::string_view unknown,
 // "a string \"10\"": the operator sees both what the parser found and the value.
 std::string describe(const toml::node& node);
 
+// One key of a dotted path as TOML writes it: bare where it can be (client_auth), otherwise
+// quoted with escapes ("", "a.b", "tab\there"), so an error names the key unambiguously and on
+// one line.
+std::string key_name(std::string_view name);
+
 // A string value together with where it came from, so later checks can point at it.
 struct StringField {
     std::string value;
@@ -93,8 +98,9 @@ class Section {
     const toml::table& table() const { return table_; }
     const Source& source() const { return source_; }
 
+    // The dotted path of this table's key `name` (one key, quoted if it is not bare).
     std::string key_of(std::string_view name) const {
-        return path_.empty() ? std::string(name) : path_ + "." + std::string(name);
+        return path_.empty() ? key_name(name) : path_ + "." + key_name(name);
     }
 
     // Reports the unknown key that comes first in the file, whatever order toml++ keeps.

@@ -257,6 +257,23 @@ std::vector<BrokenCase> broken_cases() {
         {"UnknownUpstreamKey", with_upstream("  <@>timeout_ms = 5\n"),
          "listener[0].upstream.timeout_ms",
          "unknown key; expected one of: backends, connect_timeout_ms"},
+        // Keys that are not bare are shown quoted, as TOML writes them: an empty key is still
+        // named (`"" = 1` was rejected with no key) and a control character cannot break the
+        // message's line.
+        {"EmptyQuotedKeyIsNamed", with_top("<@>\"\" = 1\n"), "\"\"", "unknown key"},
+        {"QuotedKeyIsEscaped", with_listener("<@>\"a.b\\n\\u0001\" = 1\n"),
+         "listener[0].\"a.b\\n\\u0001\"", "unknown key"},
+        // A value quoted in the problem keeps the message on one line (config_fuzz found the
+        // tab of a pkcs11: URI printed raw).
+        {"ControlCharacterInAValueIsEscaped",
+         Parts()
+             .replace(&Parts::certificate,
+                      "    [[listener.tls.certificate]]\n    chain = \"pki/server-ec.chain.pem\"\n"
+                      "    key = <@>\"pkcs11:\ttype=private\\u001b\"\n")
+             .text(),
+         "listener[0].tls.certificate[0].key", "unknown attribute \"\\ttype\""},
+        {"NewlineInAValueIsEscaped", with_top("[log]\nlevel = <@>\"info\\n\"\n"), "log.level",
+         "got \"info\\n\""},
 
         // Types.
         {"IntegerGivenAsString", with_top("[workers]\ncount = <@>\"4\"\n"), "workers.count",

@@ -6,6 +6,8 @@
 #include <openssl/evp.h>
 
 #include <cstdio>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "tests/support/proxy_v2_parser.hpp"
@@ -160,6 +162,38 @@ TEST(ProxyV2, LongSubjectIsCarriedWhole) {
     const auto [id, subject] = identity_with_subject_of(4000);
     const auto h = parse(proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), id));
     EXPECT_EQ(h.subject_dn, subject);
+}
+
+// The certificate's first CN replaced by raw bytes, past what a CA's tooling would let through
+// (ub-common-name is 64): what a CA may still have signed.
+crypto::PeerIdentity identity_with_cn_bytes(std::string_view cn) {
+    auto id = verified_identity();
+    X509_NAME* name = X509_get_subject_name(id.certificate.get());
+    X509_NAME_ENTRY* entry =
+        X509_NAME_get_entry(name, X509_NAME_get_index_by_NID(name, NID_commonName, -1));
+    EXPECT_EQ(X509_NAME_ENTRY_set_data(entry, V_ASN1_UTF8STRING,
+                                       reinterpret_cast<const unsigned char*>(cn.data()),
+                                       static_cast<int>(cn.size())),
+              1);
+    return id;
+}
+
+// proxy_v2_fuzz found the CN sub-TLV cut to 255 bytes and at a NUL byte: the backend
+// authorises on it, and a cut CN can name another client.
+TEST(ProxyV2, LongCommonNameIsCarriedWhole) {
+    const std::string cn = std::string(300, 'c') + ".partner.example";
+    const auto h = parse(
+        proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"), identity_with_cn_bytes(cn)));
+    EXPECT_EQ(h.ssl_cn, cn);
+}
+
+TEST(ProxyV2, CommonNameWithANulByteIsNotSent) {
+    using namespace std::string_view_literals;
+    const auto h = parse(proxy_v2::encode(addr("192.0.2.10:1"), addr("198.51.100.1:2"),
+                                          identity_with_cn_bytes("admin\0.partner.example"sv)));
+    EXPECT_EQ(h.ssl_cn, "");
+    // The subject still says what the certificate holds, escaped.
+    EXPECT_EQ(h.subject_dn, "CN=admin\\00.partner.example,O=Partner Bank,C=GB");
 }
 
 TEST(ProxyV2, HeaderThatCannotFitIsRefused) {
