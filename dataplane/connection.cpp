@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <stdexcept>
 #include <string>
 
 #include "dataplane/upstream/proxy_v2.hpp"
@@ -233,7 +234,26 @@ void Connection::on_established() {
     if (backends_->settings().proxy_protocol) {
         // The header goes first on the upstream connection; the buffer is sized
         // so that it never crowds out the client's plaintext.
-        const auto header = proxy_v2::encode(peer_, client_->local_address(), peer);
+        std::vector<std::uint8_t> header;
+        try {
+            header = proxy_v2::encode(peer_, client_->local_address(), peer);
+        } catch (const std::length_error& e) {
+            // A verified certificate can still outgrow PROXY v2's 16-bit
+            // lengths (a subject of 64 KiB): that client is turned away, and
+            // the worker and its other connections go on.
+            stats_.upstream_unavailable.add();
+            if (worker_.log_limiter.allow(worker_.now)) {
+                spdlog::warn("client refused listener={} client={} subject_bytes={}: {}",
+                             listener_.settings.name, peer_.to_string(),
+                             peer.certificate.subject_dn().size(), e.what());
+            }
+            upstream_state_ = Upstream::failed;
+            tls_.close();
+            close_notify_sent_ = true;
+            flush_tls_to_client();
+            finish("proxy header too large");
+            return;
+        }
         to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes + header.size());
         auto space = to_upstream_.writable();
         std::memcpy(space.data(), header.data(), header.size());

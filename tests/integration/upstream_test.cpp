@@ -90,6 +90,30 @@ TEST_F(Upstream, ProxyV2CarriesTheVerifiedClientIdentity) {
     EXPECT_EQ(json_string(line, "authority"), "localhost");
 }
 
+// A certificate the CA signed whose subject alone is longer than a PROXY v2
+// TLV can hold: that client is refused, logged, and the worker serves on.
+TEST_F(Upstream, ClientWhoseIdentityOutgrowsProxyV2IsRefusedAndTheWorkerServesOn) {
+    CertOptions huge;
+    huge.organizational_units.assign(1200, std::string(60, 'u'));  // ~74 KiB of subject
+    const auto big = env->client("oversized-subject", huge);
+    const int port = free_port();
+    Daemon daemon(env->write_config("oversized", env->listener("edge", port)));
+    const auto workers_before = daemon.worker_pids();
+    // TLS 1.2 by session ID: a TLS 1.3 ticket (at most 64 KiB) cannot hold
+    // such a certificate, and OpenSSL fails that handshake before it ends.
+    auto options = env->options_for(big);
+    options.min_version = options.max_version = TLS1_2_VERSION;
+    options.no_ticket = true;
+    const auto refused = run_client(port, options);
+    EXPECT_TRUE(refused.handshake_ok) << refused.error;
+    EXPECT_FALSE(refused.exchanged);
+    EXPECT_TRUE(daemon.wait_for_log("PROXY v2 TLV value longer than 65535 bytes"))
+        << daemon.log().substr(0, 2000);
+    EXPECT_TRUE(run_client(port, good()).exchanged);
+    EXPECT_EQ(daemon.worker_pids(), workers_before);
+    EXPECT_EQ(daemon.log().find("restart"), std::string::npos);
+}
+
 TEST_F(Upstream, BackendDownThenUp) {
     const int port = free_port();
     const int backend_port = free_port();
