@@ -247,11 +247,7 @@ void Connection::on_established() {
                              listener_.settings.name, peer_.to_string(),
                              peer.certificate.subject_dn().size(), e.what());
             }
-            upstream_state_ = Upstream::failed;
-            tls_.close();
-            close_notify_sent_ = true;
-            flush_tls_to_client();
-            finish("proxy header too large");
+            give_up_on_upstream("proxy header too large");
             return;
         }
         to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes + header.size());
@@ -271,6 +267,15 @@ void Connection::on_established() {
     connect_upstream();
 }
 
+void Connection::give_up_on_upstream(const char* why) {
+    upstream_state_ = Upstream::failed;
+    // Nothing will ever reach the client: say goodbye properly.
+    tls_.close();
+    close_notify_sent_ = true;
+    flush_tls_to_client();
+    finish(why);
+}
+
 void Connection::connect_upstream() {
     auto& pool = *backends_;
     while (true) {
@@ -281,12 +286,7 @@ void Connection::connect_upstream() {
                 spdlog::warn("no backend available listener={} client={} tried={}",
                              listener_.settings.name, peer_.to_string(), failed_backends_.size());
             }
-            upstream_state_ = Upstream::failed;
-            // Nothing will ever reach the client: say goodbye properly.
-            tls_.close();
-            close_notify_sent_ = true;
-            flush_tls_to_client();
-            finish("no backend");
+            give_up_on_upstream("no backend");
             return;
         }
         backend_ = *pick;

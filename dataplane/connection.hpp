@@ -97,6 +97,8 @@ class Connection {
     // A fatal TLS error after the handshake: the alert OpenSSL wrote, then FIN.
     void fail_with_alert(const char* why);
     void finish(const char* why);
+    // The client is served no backend: close_notify to it, then finish.
+    void give_up_on_upstream(const char* why);
     void closed_during_handshake(const char* why);
     void log_rejection();
     void forget_key_operation();
