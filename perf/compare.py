@@ -562,14 +562,7 @@ class PortcullisDpdk(Portcullis):
         return f"127.0.0.1:{self.admin_port}"
 
     def dataplane_section(self):
-        return f"""
-[dataplane]
-transport = "dpdk"
-[dataplane.dpdk]
-eal_args = {json.dumps(veth_net.dpdk_eal_args())}
-device = "{veth_net.dpdk_device()}"
-address = "{self.host}/24"
-"""
+        return veth_net.dpdk_config_section(self.host)
 
     def metric(self, name):
         return scrape_metric(self.admin_port, f'{name}{{worker="0"}}')

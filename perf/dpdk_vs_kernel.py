@@ -138,14 +138,7 @@ def mtls(build, work, pki, transport, args):
     admin = 19000 + os.getpid() % 1000
     dpdk = ""
     if transport == "dpdk":
-        dpdk = f"""
-[dataplane]
-transport = "dpdk"
-[dataplane.dpdk]
-eal_args = {json.dumps(veth_net.dpdk_eal_args())}
-device = "{veth_net.dpdk_device()}"
-address = "{SERVER_IP}/24"
-"""
+        dpdk = veth_net.dpdk_config_section(SERVER_IP)
     config = work / f"portcullis-{transport}.toml"
     config.write_text(f"""
 [workers]

@@ -8,6 +8,7 @@ set it: the far end's on the client CPU; the near end's on the server CPU
 for a kernel server (its TCP receive is the server's cost) and on the
 client CPU for DPDK (a NIC's DMA costs the server's core nothing).
 Needs root."""
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -77,10 +78,15 @@ def cpu_busy_seconds(cpu):
     raise RuntimeError(f"no cpu{cpu} line in /proc/stat")
 
 
-def dpdk_eal_args():
-    """EAL options for a DPDK server on the near end without hugepages."""
-    return ["--no-huge", "-m", "256", "--no-shconf", "--log-level", "error"]
-
-
-def dpdk_device():
-    return f"net_af_packet0,iface={NEAR}"
+def dpdk_config_section(address):
+    """The [dataplane] tables of a Portcullis serving the near end through
+    DPDK's af_packet device, without hugepages, at `address` (IPv4)."""
+    eal_args = ["--no-huge", "-m", "256", "--no-shconf", "--log-level", "error"]
+    return f"""
+[dataplane]
+transport = "dpdk"
+[dataplane.dpdk]
+eal_args = {json.dumps(eal_args)}
+device = "net_af_packet0,iface={NEAR}"
+address = "{address}/24"
+"""
