@@ -308,6 +308,24 @@ void SharedSessionCache::remove(std::span<const std::uint8_t> id) {
     if (i != Locked::not_found) locked.remove_at(i);
 }
 
+std::size_t SharedSessionCache::purge_expired(std::int64_t now) {
+    std::size_t purged = 0;
+    for (std::size_t s = 0; s < limits_.shards; ++s) {
+        Locked locked(*this, s);
+        if (!locked.held) continue;
+        for (std::uint32_t i = 0; i < locked.shard.used;) {
+            if (locked.entries[i].expires_at > now) {
+                ++i;
+                continue;
+            }
+            locked.remove_at(i);  // the last entry moves into i: look at i again
+            ++locked.shard.expired;
+            ++purged;
+        }
+    }
+    return purged;
+}
+
 SessionCacheCounters SharedSessionCache::counters() const {
     SessionCacheCounters sum;
     for (std::size_t s = 0; s < limits_.shards; ++s) {

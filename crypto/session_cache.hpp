@@ -68,6 +68,12 @@ class SharedSessionCache {
     // alert, an unclean close) ends on every worker.
     bool contains(std::span<const std::uint8_t> id, std::int64_t now) const;
 
+    // Frees the slots of every entry dead at `now` (counted as expired) and
+    // returns how many. Lookups remove dead entries they meet and stores
+    // evict them first, but a session nobody returns for would otherwise hold
+    // its slot, and the entries gauge, until the shard filled.
+    std::size_t purge_expired(std::int64_t now);
+
     SessionCacheCounters counters() const;
     const SessionCacheLimits& limits() const { return limits_; }
 

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -144,6 +145,7 @@ class Supervisor {
             if (drain_reload_requests()) reload();
             restart_due_workers();
             if (Clock::now() >= tickets_.next_rotation()) tickets_.rotate();
+            purge_due_sessions();
             if (admin_pid_ < 0 && admin_restart_at_ && Clock::now() >= *admin_restart_at_)
                 start_admin();
         }
@@ -154,9 +156,18 @@ class Supervisor {
     }
 
   private:
+    // The supervisor frees dead sessions' slots, so the cache's entries
+    // follow the live sessions even where nobody returns to resume.
+    void purge_due_sessions() {
+        if (!session_cache_ || Clock::now() < next_purge_) return;
+        next_purge_ = Clock::now() + session_purge_interval;
+        session_cache_->purge_expired(static_cast<std::int64_t>(::time(nullptr)));
+    }
+
     // The earliest time the loop has something to do without being woken.
     Clock::time_point next_deadline() const {
         auto next = tickets_.next_rotation();
+        if (session_cache_) next = std::min(next, next_purge_);
         if (admin_restart_at_) next = std::min(next, *admin_restart_at_);
         if (group_restart_at_) next = std::min(next, *group_restart_at_);
         for (const auto& slot : slots_)
@@ -514,6 +525,8 @@ class Supervisor {
     SharedStats stats_;
     ControlBlock control_;
     std::unique_ptr<crypto::SharedSessionCache> session_cache_;
+    static constexpr auto session_purge_interval = std::chrono::seconds(5);
+    Clock::time_point next_purge_ = Clock::now() + session_purge_interval;
     TicketKeyRotation tickets_;
     pid_t admin_pid_ = -1;
     Clock::time_point admin_started_;

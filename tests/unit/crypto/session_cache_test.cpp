@@ -108,6 +108,30 @@ TEST(SessionCache, ExpiredEntryMissesAndIsRemoved) {
     EXPECT_EQ(c.misses, 2u);
 }
 
+TEST(SessionCache, PurgeFreesOnlyDeadEntries) {
+    SharedSessionCache cache({.max_entries = 64, .max_entry_bytes = 64, .shards = 4});
+    for (std::uint32_t n = 0; n < 40; ++n)
+        ASSERT_TRUE(cache.store(id_of(n), der_of(10 + n % 7, 1), n % 2 ? 300 : 200, 100));
+    EXPECT_EQ(cache.purge_expired(199), 0u);
+    EXPECT_EQ(cache.purge_expired(200), 20u);  // the even ids, spread over every shard
+    auto c = cache.counters();
+    EXPECT_EQ(c.entries, 20u);
+    EXPECT_EQ(c.expired, 20u);
+    std::uint64_t bytes = 0;
+    for (std::uint32_t n = 1; n < 40; n += 2) bytes += 10 + n % 7;
+    EXPECT_EQ(c.bytes, bytes);
+    Bytes out;
+    for (std::uint32_t n = 0; n < 40; ++n) EXPECT_EQ(cache.lookup(id_of(n), 250, out), n % 2 == 1) << n;
+    EXPECT_EQ(cache.purge_expired(300), 20u);
+    c = cache.counters();
+    EXPECT_EQ(c.entries, 0u);
+    EXPECT_EQ(c.bytes, 0u);
+    // The freed slots are reusable up to the full capacity.
+    for (std::uint32_t n = 100; n < 164; ++n) ASSERT_TRUE(cache.store(id_of(n), der_of(8, 2), 500, 400));
+    EXPECT_EQ(cache.counters().entries, 64u);
+    EXPECT_EQ(cache.counters().evictions, 0u);
+}
+
 TEST(SessionCache, BoundedAndEvictsOldest) {
     SharedSessionCache cache({.max_entries = 32, .max_entry_bytes = 64, .shards = 2});
     const Bytes der = der_of(48, 9);
