@@ -121,13 +121,15 @@ TEST(SessionCache, PurgeFreesOnlyDeadEntries) {
     for (std::uint32_t n = 1; n < 40; n += 2) bytes += 10 + n % 7;
     EXPECT_EQ(c.bytes, bytes);
     Bytes out;
-    for (std::uint32_t n = 0; n < 40; ++n) EXPECT_EQ(cache.lookup(id_of(n), 250, out), n % 2 == 1) << n;
+    for (std::uint32_t n = 0; n < 40; ++n)
+        EXPECT_EQ(cache.lookup(id_of(n), 250, out), n % 2 == 1) << n;
     EXPECT_EQ(cache.purge_expired(300), 20u);
     c = cache.counters();
     EXPECT_EQ(c.entries, 0u);
     EXPECT_EQ(c.bytes, 0u);
     // The freed slots are reusable up to the full capacity.
-    for (std::uint32_t n = 100; n < 164; ++n) ASSERT_TRUE(cache.store(id_of(n), der_of(8, 2), 500, 400));
+    for (std::uint32_t n = 100; n < 164; ++n)
+        ASSERT_TRUE(cache.store(id_of(n), der_of(8, 2), 500, 400));
     EXPECT_EQ(cache.counters().entries, 64u);
     EXPECT_EQ(cache.counters().evictions, 0u);
 }
