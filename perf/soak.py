@@ -19,14 +19,31 @@ Faults, at fixed fractions of the run (repeated for runs over 4 minutes):
   reload     POST /reload every 5 s; every third one with a broken file (422)
   backend    one of edge's two backends killed, restarted 8 s later
   worker     SIGKILL of worker 0 (its connections die; it is restarted)
-  hsm-errors the next 6 signatures fail (test PKCS#11 module)
+  hsm-errors each worker's next 6 signatures fail with CKR_FUNCTION_FAILED
+             (test PKCS#11 module)
   hsm-outage the HSM token disappears for 5 s
   crl        the client CA's CRL re-issued revoking partner-late, then reload
   slowloris  150 connections that dribble a ClientHello byte per second
 
-A failure is attributed to a fault when the connection was open at some
-moment between the fault's start and 3 s after its end, on a listener the
-fault can touch; anything else is unexplained and fails the soak.
+A failure is attributed to a fault as follows; anything else is unexplained
+and fails the soak:
+  worker     by ownership: the worker is stopped (SIGSTOP), the connections it
+             holds are read from /proc (its socket descriptors matched to
+             /proc/net/tcp by inode, giving each client's source port) along
+             with those still in a listen queue (not yet accepted, so their
+             owner cannot be seen), then it is killed; a failed connection is
+             the kill's if its client port is one of those and it was open at
+             that moment, or if it was open in the few ms between the
+             snapshot and the worker's exit and the other worker did not hold
+             it (it may have reached the stopped worker's queue then)
+  hsm-errors the connection was open during the injection on listener hsm,
+             and no more failures than signatures made to fail (6 per worker)
+  others     the connection was open at some moment between the fault's start
+             and 3 s after its end, on a listener the fault can touch
+
+Shared memory: besides /dev/shm, the session cache's entries (sessions live
+for 20 s here) must fall back to their idle level once the load ends, and the
+per-worker counter slots must still be one per worker after the kill.
 
   perf/soak.py --build build [--duration 600] [--json FILE]
 """
@@ -53,6 +70,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "soak-pin-2718"
 GRACE_S = 3.0
+SESSION_LIFETIME_S = 20
+HSM_FAILED_SIGNATURES = 6  # per worker process
 EDGE, HSM, STREAM = 18443, 18444, 18445
 
 
@@ -93,9 +112,9 @@ class Record:
         self.stream_bytes = 0
         self.stream_corrupt = 0
 
-    def add(self, kind, listener, start, ok, cause=""):
+    def add(self, kind, listener, start, ok, cause="", port=None):
         with self.lock:
-            self.connections.append((kind, listener, start, time.time(), ok, cause))
+            self.connections.append((kind, listener, start, time.time(), ok, cause, port))
 
 
 def client_context(pki, cert, tls="1.3"):
@@ -110,9 +129,12 @@ def client_context(pki, cert, tls="1.3"):
 
 
 def http_exchange(ctx, port, session=None):
-    """One connection, one request. Returns (ok, cause, session, resumed)."""
+    """One connection, one request. Returns (ok, cause, session, resumed,
+    client port)."""
+    local = [None]
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            local[0] = raw.getsockname()[1]
             with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
                 s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                 data = b""
@@ -123,12 +145,12 @@ def http_exchange(ctx, port, session=None):
                     data += chunk
                 resumed = s.session_reused
                 if not data.startswith(b"HTTP/1.1 200"):
-                    return False, "no HTTP answer" if not data else "bad answer", s.session, resumed
-                return True, "", s.session, resumed
+                    return False, "no HTTP answer" if not data else "bad answer", s.session, resumed, local[0]
+                return True, "", s.session, resumed, local[0]
     except ssl.SSLError as e:
-        return False, f"tls: {e.reason or e}", None, False
+        return False, f"tls: {e.reason or e}", None, False, local[0]
     except (OSError, ValueError) as e:
-        return False, type(e).__name__, None, False
+        return False, type(e).__name__, None, False, local[0]
 
 
 def request_loop(stop, record, kind, listener, port, ctx, expect_ok=True, resume=False, pause=0.02,
@@ -137,17 +159,17 @@ def request_loop(stop, record, kind, listener, port, ctx, expect_ok=True, resume
     resumed_count = 0
     while not stop.is_set():
         start = time.time()
-        ok, cause, new_session, resumed = http_exchange(ctx, port, session if resume else None)
+        ok, cause, new_session, resumed, local = http_exchange(ctx, port, session if resume else None)
         resumed_count += resumed
         if resume and ok:
             session = new_session
         expected = expect_ok if switch is None else switch(start)
         name = kind if switch is None else f"{kind}-{'before' if expected else 'after'}"
         if expected:
-            record.add(name, listener, start, ok, cause)
+            record.add(name, listener, start, ok, cause, local)
         else:
             # Must be refused; being served is a policy failure no fault explains.
-            record.add(name, listener, start, not ok, "served although it must be refused" if ok else "")
+            record.add(name, listener, start, not ok, "served although it must be refused" if ok else "", local)
         time.sleep(pause)
     with record.lock:
         record.__dict__.setdefault("resumed_by_kind", {})
@@ -158,8 +180,10 @@ def stream_loop(stop, record, ctx, port):
     rng = random.Random(os.getpid() ^ threading.get_ident())
     while not stop.is_set():
         start = time.time()
+        local = None
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                local = raw.getsockname()[1]
                 with ctx.wrap_socket(raw, server_hostname="localhost") as s:
                     # Minutes-long connections, so that faults meet them open.
                     for _ in range(rng.randint(300, 3000)):
@@ -179,12 +203,12 @@ def stream_loop(stop, record, ctx, port):
                             if hashlib.sha256(got).digest() != hashlib.sha256(chunk).digest():
                                 record.stream_corrupt += 1
                         time.sleep(0.01)
-            record.add("stream", "stream", start, True)
+            record.add("stream", "stream", start, True, port=local)
         except ssl.SSLError as e:
-            record.add("stream", "stream", start, False, f"tls: {e.reason or e}")
+            record.add("stream", "stream", start, False, f"tls: {e.reason or e}", local)
             time.sleep(0.2)
         except (OSError, ValueError) as e:
-            record.add("stream", "stream", start, False, type(e).__name__)
+            record.add("stream", "stream", start, False, type(e).__name__, local)
             time.sleep(0.2)
 
 
@@ -248,6 +272,52 @@ def process_resources(pids):
     return {"processes": len(pids), "fds": fds, "rss_bytes": rss}
 
 
+def tcp_table():
+    """(inode, state, local port, remote port) of every IPv4/IPv6 TCP socket."""
+    rows = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            rows.append((int(f[9]), f[3], int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16)))
+    return rows
+
+
+def connections_of(pid, ports):
+    """Client source ports of the connections `pid` holds on `ports`, and of
+    those waiting in a listen queue on them (ESTABLISHED or SYN_RECV, not yet
+    accepted: inode 0, so which worker's queue cannot be seen). Call with the
+    process stopped."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    held, queued = set(), set()
+    for inode, state, local, remote in tcp_table():
+        if local not in ports or remote == 0:
+            continue
+        if inode in inodes:
+            held.add(remote)
+        elif inode == 0 and state in ("01", "03"):
+            queued.add(remote)
+    return held, queued
+
+
+def exited(pid):
+    """Gone or a zombie: its descriptors are closed."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 def shm_entries():
     try:
         return len(os.listdir("/dev/shm"))
@@ -281,13 +351,27 @@ def admin_post(port, path):
         return 0
 
 
-def metric_sum(port, prefix):
+def metric_lines(port, prefix):
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
         return None
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith(prefix) and not line.startswith("#"))
+    return [line for line in body.splitlines() if line.startswith(prefix) and not line.startswith("#")]
+
+
+def metric_sum(port, prefix):
+    lines = metric_lines(port, prefix)
+    return None if lines is None else sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def shared_slots(port):
+    """The session cache's entries and the worker labels of the per-worker
+    counter slots, from /metrics."""
+    workers = set()
+    for line in metric_lines(port, "portcullis_worker_busy_seconds_total{") or []:
+        workers.add(line.split('worker="', 1)[1].split('"', 1)[0])
+    return {"session_cache_entries": metric_sum(port, "portcullis_session_cache_entries"),
+            "worker_slots": len(workers)}
 
 
 def main():
@@ -323,7 +407,7 @@ def main():
     shm_before_start = shm_entries()
     record = Record()
     stop = threading.Event()
-    faults = []  # (name, start, end, listeners it may touch)
+    faults = []  # (name, start, end, listeners it may touch, attribution detail or None)
     problems = []
     report = {"duration_s": args.duration, "workers": 2}
     try:
@@ -333,6 +417,7 @@ def main():
         time.sleep(1)
         baseline = process_resources([daemon.proc.pid] + daemon.children())
         baseline["shm_entries"] = shm_entries()
+        baseline.update(shared_slots(admin))
         report["baseline"] = baseline
 
         crl_updated_at = [float("inf")]
@@ -372,7 +457,7 @@ def main():
                     status = admin_post(admin, "/reload")
                     if broken:
                         config.write_text(good_config)
-                    faults.append(("reload-broken" if broken else "reload", t0, time.time(), set()))
+                    faults.append(("reload-broken" if broken else "reload", t0, time.time(), set(), None))
                     if status != (422 if broken else 200):
                         problems.append(f"reload {reloads} ({'broken' if broken else 'good'} file) answered {status}")
                     next_reload = time.time() + 5
@@ -382,36 +467,57 @@ def main():
                 backends[0].kill()
                 time.sleep(8)
                 backends[0].start()
-                faults.append(("backend", t0, time.time(), {"edge"}))
+                faults.append(("backend", t0, time.time(), {"edge"}, None))
             elif name == "worker":
                 victim = worker_zero(daemon)
+                owned = {"held": set(), "queued": set(), "at": time.time()}
                 if victim:
+                    os.kill(victim, signal.SIGSTOP)
+                    held, queued = connections_of(victim, {EDGE, HSM, STREAM})
+                    survivors = set()
+                    for pid in daemon.children():
+                        if pid != victim:
+                            survivors |= connections_of(pid, {EDGE, HSM, STREAM})[0]
+                    owned.update(held=held, queued=queued, survivors=survivors, at=time.time())
                     os.kill(victim, signal.SIGKILL)
+                    # Its listen sockets close as it exits, not at kill().
+                    deadline = time.time() + 5
+                    while not exited(victim) and time.time() < deadline:
+                        time.sleep(0.001)
+                    owned["killed_at"] = time.time()
                     wait_for(lambda: len(daemon.children()) == baseline["processes"] - 1 and
                              "worker 0 ready again" in daemon.log_path.read_text(), 20)
-                faults.append(("worker-kill", t0, time.time(), {"edge", "hsm", "stream"}))
+                    report.setdefault("worker_kills", []).append(
+                        {"held": len(held), "queued": len(queued)})
+                else:
+                    problems.append("worker 0 not found to kill")
+                faults.append(("worker-kill", t0, time.time(), {"edge", "hsm", "stream"}, owned))
             elif name == "hsm-errors":
-                (work / "control").write_text("fail_next = 6\nerror = CKR_DEVICE_ERROR\n")
+                # An operation-level error: it fails the signature, not the
+                # token (a token-level one takes the token out for
+                # retry_interval_ms; hsm-outage covers that). Per process.
+                (work / "control").write_text(f"fail_next = {HSM_FAILED_SIGNATURES}\nerror = CKR_FUNCTION_FAILED\n")
                 time.sleep(3)
                 (work / "control").write_text("")
-                faults.append(("hsm-errors", t0, time.time(), {"hsm"}))
+                faults.append(("hsm-errors", t0, time.time(), {"hsm"},
+                               {"budget": HSM_FAILED_SIGNATURES * report["workers"]}))
             elif name == "hsm-outage":
                 (work / "control").write_text("down_tokens = soak\n")
                 time.sleep(5)
                 (work / "control").write_text("")
                 # The pool reconnects after its retry interval.
                 time.sleep(2)
-                faults.append(("hsm-outage", t0, time.time(), {"hsm"}))
+                faults.append(("hsm-outage", t0, time.time(), {"hsm"}, None))
             elif name == "crl":
                 revoke_late_partner(pki)
                 status = admin_post(admin, "/reload")
                 if status != 200:
                     problems.append(f"reload after the CRL update answered {status}")
                 crl_updated_at[0] = time.time()
-                faults.append(("crl-update", t0, time.time(), {"edge"}))
+                faults.append(("crl-update", t0, time.time(), {"edge"}, None))
             elif name == "slowloris":
                 slowloris(EDGE, 150, 8, slow)
-                faults.append(("slowloris", t0, time.time(), set()))
+                faults.append(("slowloris", t0, time.time(), set(), None))
         while time.time() < begin + args.duration:
             time.sleep(0.2)
         stop.set()
@@ -422,6 +528,11 @@ def main():
         time.sleep(6)  # connections finish, the restarted worker settles
         after = process_resources([daemon.proc.pid] + daemon.children())
         after["shm_entries"] = shm_entries()
+        # Sessions made under load live SESSION_LIFETIME_S, then the
+        # supervisor's sweep (every 5 s) frees their slots.
+        wait_for(lambda: shared_slots(admin)["session_cache_entries"] == baseline["session_cache_entries"],
+                 SESSION_LIFETIME_S + 15)
+        after.update(shared_slots(admin))
         report["after_load"] = after
         report["hsm_signature_failures_metric"] = metric_sum(admin, "portcullis_hsm_signatures_total{")
         check_resources(baseline, after, problems)
@@ -490,6 +601,10 @@ def check_resources(baseline, after, problems):
         problems.append(f"open descriptors: {baseline['fds']} at the baseline, {after['fds']} after the load")
     if after["shm_entries"] != baseline["shm_entries"]:
         problems.append(f"/dev/shm entries: {baseline['shm_entries']} at the baseline, {after['shm_entries']} after")
+    for key in ("session_cache_entries", "worker_slots"):
+        if after.get(key) != baseline.get(key):
+            problems.append(f"shared memory {key}: {baseline.get(key)} at the baseline, {after.get(key)} "
+                            f"after the load (and {SESSION_LIFETIME_S + 15} s for sessions to expire)")
     # Caches fill under load (sessions, verified chains); a leak grows without bound.
     limit = baseline["rss_bytes"] * 1.5 + 32 * 1024 * 1024
     if after["rss_bytes"] > limit:
@@ -500,20 +615,56 @@ def check_resources(baseline, after, problems):
 def summarize(record, faults, problems, report):
     by_kind = {}
     unexplained = []
-    for kind, listener, start, end, ok, cause in record.connections:
+    charged = {}  # fault index -> failures attributed to it
+
+    def explains(fault, listener, start, end, port):
+        name, fb, fe, touches, detail = fault
+        if listener not in touches:
+            return False
+        if name == "worker-kill":
+            # Open when the worker was stopped, and one of its connections
+            # (or queued where it could have been); or open between the
+            # snapshot and the kill (a few ms) and not one the other workers
+            # held: its SYN may have reached the stopped worker's queue
+            # after the snapshot (the client's clock started earlier).
+            if start <= detail["at"] and end >= detail["at"] and port in detail["held"] | detail["queued"]:
+                detail["by_ownership"] = detail.get("by_ownership", 0) + 1
+                return True
+            if (start <= detail.get("killed_at", detail["at"]) and end >= detail["at"] and
+                    port not in detail.get("survivors", set())):
+                detail["in_the_gap"] = detail.get("in_the_gap", 0) + 1
+                return True
+            return False
+        return start <= fe + GRACE_S and end >= fb
+
+    for kind, listener, start, end, ok, cause, port in record.connections:
         entry = by_kind.setdefault(kind, {"attempted": 0, "succeeded": 0, "failed": {}})
         entry["attempted"] += 1
         if ok:
             entry["succeeded"] += 1
             continue
-        blame = next((name for name, fb, fe, touches in faults
-                      if listener in touches and start <= fe + GRACE_S and end >= fb), None)
+        index = next((i for i, fault in enumerate(faults) if explains(fault, listener, start, end, port)), None)
+        blame = None if index is None else faults[index][0]
+        if index is not None:
+            charged[index] = charged.get(index, 0) + 1
         key = f"{blame or 'UNEXPLAINED'}: {cause}"
         entry["failed"][key] = entry["failed"].get(key, 0) + 1
         if blame is None:
             unexplained.append((kind, cause, round(start, 1)))
     report["connections"] = by_kind
-    report["faults"] = [(name, round(fe - fb, 1)) for name, fb, fe, _ in faults]
+    report["faults"] = [(name, round(fe - fb, 1), charged.get(i, 0))
+                        for i, (name, fb, fe, _, _) in enumerate(faults)]
+    kills = [d for name, _, _, _, d in faults if name == "worker-kill"]
+    for snapshot, d in zip(report.get("worker_kills", []), kills):
+        snapshot.update(failed_owned=d.get("by_ownership", 0), failed_in_the_gap=d.get("in_the_gap", 0),
+                        gap_ms=round((d.get("killed_at", d["at"]) - d["at"]) * 1000, 1))
+        print(f"worker kill: held {snapshot['held']}, queued {snapshot['queued']}; failures attributed by "
+              f"ownership {snapshot['failed_owned']}, in the {snapshot['gap_ms']} ms before its exit "
+              f"{snapshot['failed_in_the_gap']}")
+    for i, (name, _, _, _, detail) in enumerate(faults):
+        budget = (detail or {}).get("budget") if isinstance(detail, dict) else None
+        if budget is not None and charged.get(i, 0) > budget:
+            problems.append(f"{name}: {charged[i]} failures attributed, more than the {budget} it can cause")
     report["stream"] = {"rounds": record.stream_rounds, "bytes": record.stream_bytes,
                         "corrupt_rounds": record.stream_corrupt}
     report["resumed_handshakes"] = getattr(record, "resumed_by_kind", {})
@@ -525,7 +676,7 @@ def summarize(record, faults, problems, report):
     print(f"stream: {record.stream_rounds} echo rounds, {record.stream_bytes / 1e6:.1f} MB, "
           f"{record.stream_corrupt} corrupt")
     counts = {}
-    for name, _ in report["faults"]:
+    for name, _, _ in report["faults"]:
         counts[name] = counts.get(name, 0) + 1
     print("faults: " + ", ".join(f"{name} x{n}" for name, n in counts.items()))
     if "slowloris" in report:
@@ -569,6 +720,8 @@ handshake_timeout_ms = 3000
 {extra}"""
     return f"""[workers]
 count = 2
+[resumption]
+session_lifetime_s = {SESSION_LIFETIME_S}
 [admin]
 address = "127.0.0.1:{admin}"
 [log]
