@@ -615,27 +615,26 @@ def check_resources(baseline, after, problems):
 def summarize(record, faults, problems, report):
     by_kind = {}
     unexplained = []
-    charged = {}  # fault index -> failures attributed to it
+    charged = {}  # (fault index, rule) -> failures attributed to it
 
-    def explains(fault, listener, start, end, port):
+    def rule_explaining(fault, listener, start, end, port):
+        """The rule by which `fault` explains this failure, or None."""
         name, fb, fe, touches, detail = fault
         if listener not in touches:
-            return False
+            return None
         if name == "worker-kill":
             # Open when the worker was stopped, and one of its connections
             # (or queued where it could have been); or open between the
-            # snapshot and the kill (a few ms) and not one the other workers
+            # snapshot and its exit (a few ms) and not one the other workers
             # held: its SYN may have reached the stopped worker's queue
             # after the snapshot (the client's clock started earlier).
             if start <= detail["at"] and end >= detail["at"] and port in detail["held"] | detail["queued"]:
-                detail["by_ownership"] = detail.get("by_ownership", 0) + 1
-                return True
+                return "ownership"
             if (start <= detail.get("killed_at", detail["at"]) and end >= detail["at"] and
                     port not in detail.get("survivors", set())):
-                detail["in_the_gap"] = detail.get("in_the_gap", 0) + 1
-                return True
-            return False
-        return start <= fe + GRACE_S and end >= fb
+                return "gap"
+            return None
+        return "window" if start <= fe + GRACE_S and end >= fb else None
 
     for kind, listener, start, end, ok, cause, port in record.connections:
         entry = by_kind.setdefault(kind, {"attempted": 0, "succeeded": 0, "failed": {}})
@@ -643,28 +642,32 @@ def summarize(record, faults, problems, report):
         if ok:
             entry["succeeded"] += 1
             continue
-        index = next((i for i, fault in enumerate(faults) if explains(fault, listener, start, end, port)), None)
+        index, rule = next(((i, r) for i, fault in enumerate(faults)
+                            if (r := rule_explaining(fault, listener, start, end, port))), (None, None))
         blame = None if index is None else faults[index][0]
         if index is not None:
-            charged[index] = charged.get(index, 0) + 1
+            charged[index, rule] = charged.get((index, rule), 0) + 1
         key = f"{blame or 'UNEXPLAINED'}: {cause}"
         entry["failed"][key] = entry["failed"].get(key, 0) + 1
         if blame is None:
             unexplained.append((kind, cause, round(start, 1)))
     report["connections"] = by_kind
-    report["faults"] = [(name, round(fe - fb, 1), charged.get(i, 0))
+    total = {}
+    for (i, _), n in charged.items():
+        total[i] = total.get(i, 0) + n
+    report["faults"] = [(name, round(fe - fb, 1), total.get(i, 0))
                         for i, (name, fb, fe, _, _) in enumerate(faults)]
-    kills = [d for name, _, _, _, d in faults if name == "worker-kill"]
-    for snapshot, d in zip(report.get("worker_kills", []), kills):
-        snapshot.update(failed_owned=d.get("by_ownership", 0), failed_in_the_gap=d.get("in_the_gap", 0),
+    kills = [(i, d) for i, (name, _, _, _, d) in enumerate(faults) if name == "worker-kill"]
+    for snapshot, (i, d) in zip(report.get("worker_kills", []), kills):
+        snapshot.update(failed_owned=charged.get((i, "ownership"), 0), failed_in_the_gap=charged.get((i, "gap"), 0),
                         gap_ms=round((d.get("killed_at", d["at"]) - d["at"]) * 1000, 1))
         print(f"worker kill: held {snapshot['held']}, queued {snapshot['queued']}; failures attributed by "
               f"ownership {snapshot['failed_owned']}, in the {snapshot['gap_ms']} ms before its exit "
               f"{snapshot['failed_in_the_gap']}")
     for i, (name, _, _, _, detail) in enumerate(faults):
-        budget = (detail or {}).get("budget") if isinstance(detail, dict) else None
-        if budget is not None and charged.get(i, 0) > budget:
-            problems.append(f"{name}: {charged[i]} failures attributed, more than the {budget} it can cause")
+        budget = (detail or {}).get("budget")
+        if budget is not None and total.get(i, 0) > budget:
+            problems.append(f"{name}: {total[i]} failures attributed, more than the {budget} it can cause")
     report["stream"] = {"rounds": record.stream_rounds, "bytes": record.stream_bytes,
                         "corrupt_rounds": record.stream_corrupt}
     report["resumed_handshakes"] = getattr(record, "resumed_by_kind", {})
