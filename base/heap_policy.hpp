@@ -32,4 +32,11 @@ inline void keep_heap_resident(const HeapPolicy& policy = {}) {
     ::mallopt(M_TRIM_THRESHOLD, static_cast<int>(policy.trim_threshold));
 }
 
+// Hands every free page of every arena back to the kernel (the top of the
+// heap and, with madvise, the free pages inside it): what a worker calls
+// once a burst is over, since the thresholds above keep them otherwise.
+inline void return_free_heap() {
+    ::malloc_trim(0);
+}
+
 }  // namespace portcullis::base

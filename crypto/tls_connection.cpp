@@ -8,15 +8,90 @@
 
 namespace portcullis::crypto {
 
-TlsConnection::TlsConnection(const ServerTlsContext& context, std::size_t buffer_bytes)
-    : ssl_(context.new_session()) {
-    BIO* internal = nullptr;
-    BIO* network = nullptr;
-    if (BIO_new_bio_pair(&internal, buffer_bytes, &network, buffer_bytes) != 1) {
-        throw std::runtime_error("BIO_new_bio_pair: " + drain_openssl_errors());
+namespace {
+
+int queue_write(BIO* bio, const char* data, std::size_t length, std::size_t* written) {
+    BIO_clear_retry_flags(bio);
+    auto* queues = static_cast<CiphertextQueues*>(BIO_get_data(bio));
+    *written = queues->outbound.append({reinterpret_cast<const std::uint8_t*>(data), length});
+    if (*written == 0 && length > 0) {
+        BIO_set_retry_write(bio);
+        return 0;
     }
-    network_bio_.reset(network);
-    SSL_set_bio(ssl_.get(), internal, internal);  // the SSL owns its end
+    return 1;
+}
+
+int queue_read(BIO* bio, char* data, std::size_t length, std::size_t* read) {
+    BIO_clear_retry_flags(bio);
+    auto* queues = static_cast<CiphertextQueues*>(BIO_get_data(bio));
+    *read = queues->inbound.take({reinterpret_cast<std::uint8_t*>(data), length});
+    if (*read == 0 && length > 0) {
+        BIO_set_retry_read(bio);
+        return 0;
+    }
+    return 1;
+}
+
+long queue_ctrl(BIO* bio, int command, long, void*) {
+    auto* queues = static_cast<CiphertextQueues*>(BIO_get_data(bio));
+    switch (command) {
+        case BIO_CTRL_PENDING:
+            return static_cast<long>(queues->inbound.size());
+        case BIO_CTRL_WPENDING:
+            return static_cast<long>(queues->outbound.size());
+        case BIO_CTRL_FLUSH:
+        case BIO_CTRL_DUP:
+            return 1;
+        default:
+            return 0;
+    }
+}
+
+int queue_create(BIO* bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+// The queues belong to the TlsConnection, which outlives its SSL.
+int queue_destroy(BIO* bio) {
+    BIO_set_data(bio, nullptr);
+    return 1;
+}
+
+void free_method(BIO_METHOD* method) {
+    BIO_meth_free(method);
+}
+using UniqueBioMethod = std::unique_ptr<BIO_METHOD, OpenSslDeleter<free_method>>;
+
+// Built once per process: the method table is read-only after this.
+const BIO_METHOD* queue_method() {
+    static const UniqueBioMethod method = [] {
+        UniqueBioMethod m(
+            BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "portcullis byte queues"));
+        if (!m || BIO_meth_set_write_ex(m.get(), queue_write) != 1 ||
+            BIO_meth_set_read_ex(m.get(), queue_read) != 1 ||
+            BIO_meth_set_ctrl(m.get(), queue_ctrl) != 1 ||
+            BIO_meth_set_create(m.get(), queue_create) != 1 ||
+            BIO_meth_set_destroy(m.get(), queue_destroy) != 1) {
+            throw std::runtime_error("BIO_meth_new: " + drain_openssl_errors());
+        }
+        return m;
+    }();
+    return method.get();
+}
+
+}  // namespace
+
+TlsConnection::TlsConnection(const ServerTlsContext& context, base::BufferPool& pool,
+                             std::size_t buffer_bytes)
+    : queues_{base::ByteQueue(pool, base::BufferPool::Use::ingress, buffer_bytes),
+              base::ByteQueue(pool, base::BufferPool::Use::transform, buffer_bytes)},
+      ssl_(context.new_session()) {
+    UniqueBio bio(BIO_new(queue_method()));
+    if (!bio) throw std::runtime_error("BIO_new: " + drain_openssl_errors());
+    BIO_set_data(bio.get(), &queues_);
+    BIO* shared = bio.release();
+    SSL_set_bio(ssl_.get(), shared, shared);  // the SSL owns the BIO
     SSL_set_accept_state(ssl_.get());
     verify_state_.policy = &context.policy();
     verify_state_.failure = &failure_;
@@ -27,27 +102,24 @@ TlsConnection::TlsConnection(const ServerTlsContext& context, std::size_t buffer
 TlsConnection::~TlsConnection() = default;
 
 std::span<std::uint8_t> TlsConnection::inbound_space() {
-    char* space = nullptr;
-    const int n = BIO_nwrite0(network_bio_.get(), &space);
-    if (n <= 0) return {};
-    return {reinterpret_cast<std::uint8_t*>(space), static_cast<std::size_t>(n)};
+    return queues_.inbound.writable();
 }
 
 void TlsConnection::commit_inbound(std::size_t n) {
-    char* ignored = nullptr;
-    BIO_nwrite(network_bio_.get(), &ignored, static_cast<int>(n));
+    queues_.inbound.commit(n);
 }
 
 std::span<const std::uint8_t> TlsConnection::outbound() {
-    char* data = nullptr;
-    const int n = BIO_nread0(network_bio_.get(), &data);
-    if (n <= 0) return {};
-    return {reinterpret_cast<const std::uint8_t*>(data), static_cast<std::size_t>(n)};
+    return queues_.outbound.readable();
 }
 
 void TlsConnection::consume_outbound(std::size_t n) {
-    char* ignored = nullptr;
-    BIO_nread(network_bio_.get(), &ignored, static_cast<int>(n));
+    queues_.outbound.consume(n);
+}
+
+void TlsConnection::release_unused_buffers() {
+    queues_.inbound.release_unused();
+    queues_.outbound.release_unused();
 }
 
 TlsConnection::Step TlsConnection::handshake() {

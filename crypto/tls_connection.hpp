@@ -1,8 +1,11 @@
 // One server-side TLS connection over a pair of in-memory buffers. It never
 // touches a socket: the transport (kernel epoll worker or DPDK lcore) moves
-// ciphertext in and out, the upstream side moves plaintext. Buffers are fixed
-// size (an OpenSSL BIO pair), so a full buffer is backpressure, not growth,
-// and no memory is allocated per record.
+// ciphertext in and out, the upstream side moves plaintext. The ciphertext
+// buffers are two bounded queues of blocks from the worker's pool
+// (base/byte_queue.hpp) behind a BIO of our own: a full queue, or a spent
+// pool budget, is backpressure, not growth, and an idle connection holds no
+// ciphertext buffer at all (OpenSSL's record buffers are released when empty
+// too, SSL_MODE_RELEASE_BUFFERS).
 //
 // Contract for the transport, per readiness event:
 //   1. copy received ciphertext into inbound_space(), then commit_inbound(n);
@@ -12,7 +15,9 @@
 //      operation the handshake waits for (see pending_key_operation.hpp):
 //      call handshake() again once it is finished(), or after abandoning it;
 //   3. after every call, send outbound() and consume_outbound(n) — output may
-//      be ready in any state (alerts are output too).
+//      be ready in any state (alerts are output too);
+//   4. when done with the event, release_unused_buffers() gives back a block
+//      inbound_space() took for a read that found nothing.
 #pragma once
 
 #include <cstddef>
@@ -20,6 +25,8 @@
 #include <span>
 #include <string>
 
+#include "base/buffer_pool.hpp"
+#include "base/byte_queue.hpp"
 #include "crypto/openssl_handles.hpp"
 #include "crypto/peer_identity.hpp"
 #include "crypto/reject_reason.hpp"
@@ -44,6 +51,12 @@ struct TlsFailure {
     std::string peer_subject;  // subject of the offending client cert, if any
 };
 
+// The two directions of ciphertext behind a connection's BIO.
+struct CiphertextQueues {
+    base::ByteQueue inbound;   // from the peer, read by OpenSSL
+    base::ByteQueue outbound;  // written by OpenSSL, for the peer
+};
+
 class TlsConnection {
   public:
     enum class Step {
@@ -66,8 +79,11 @@ class TlsConnection {
         std::size_t bytes;
     };
 
-    // buffer_bytes: capacity of each direction's ciphertext buffer.
-    explicit TlsConnection(const ServerTlsContext& context, std::size_t buffer_bytes = 34 * 1024);
+    // buffer_bytes: capacity of each direction's ciphertext queue, whose
+    // blocks come from `pool`.
+    explicit TlsConnection(const ServerTlsContext& context,
+                           base::BufferPool& pool = base::BufferPool::thread_default(),
+                           std::size_t buffer_bytes = 34 * 1024);
     ~TlsConnection();
     TlsConnection(const TlsConnection&) = delete;
     TlsConnection& operator=(const TlsConnection&) = delete;
@@ -80,6 +96,12 @@ class TlsConnection {
     // Ciphertext for the peer.
     std::span<const std::uint8_t> outbound();
     void consume_outbound(std::size_t n);
+
+    void release_unused_buffers();
+    // Pool blocks the two ciphertext queues hold now.
+    std::size_t buffer_blocks() const {
+        return queues_.inbound.blocks() + queues_.outbound.blocks();
+    }
 
     Step handshake();
     bool established() const { return established_; }
@@ -97,8 +119,9 @@ class TlsConnection {
     Step fail_from_ssl_error();
     void capture_identity();
 
+    // Before ssl_: its BIO reads and writes these until the SSL is freed.
+    CiphertextQueues queues_;
     UniqueSsl ssl_;
-    UniqueBio network_bio_;  // our end of the pair; the SSL owns the other end
     bool established_ = false;
     bool failed_ = false;
     PeerIdentity peer_;

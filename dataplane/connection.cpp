@@ -40,7 +40,11 @@ Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener,
       tls_context_(listener.tls),
       backends_(listener.backends),
       stats_(*listener.stats),
-      tls_(*tls_context_),
+      tls_(*tls_context_, *worker.buffers),
+      // Decrypted from what the client sent; read from the backend.
+      to_upstream_(*worker.buffers, base::BufferPool::Use::transform,
+                   listener.settings.buffer_bytes),
+      to_client_(*worker.buffers, base::BufferPool::Use::ingress, listener.settings.buffer_bytes),
       accepted_at_(worker.now),
       last_activity_(worker.now) {
     stats_.connections_active.add(1);
@@ -114,6 +118,7 @@ void Connection::on_tick() {
 // Moves bytes until no direction can make progress, then checks for the end.
 void Connection::pump() {
     if (finished_) return;
+    const auto denials = worker_.buffers->denials();
     check_upstream_connect();
     bool progress = true;
     while (progress && !finished_) {
@@ -127,7 +132,17 @@ void Connection::pump() {
         }
         progress |= flush_tls_to_client();
     }
-    if (!finished_) maybe_finish();
+    if (finished_) return;
+    maybe_finish();
+    // Blocks taken for reads that found nothing go back: an idle connection
+    // holds none.
+    tls_.release_unused_buffers();
+    to_upstream_.release_unused();
+    to_client_.release_unused();
+    if (worker_.buffers->denials() != denials && !finished_ && !starved) {
+        starved = true;
+        worker_.starved.push_back(this);
+    }
 }
 
 bool Connection::move_client_to_tls() {
@@ -230,7 +245,6 @@ void Connection::on_established() {
         .handshake_duration[static_cast<std::size_t>(peer.resumed ? HandshakeKind::resumed
                                                                   : HandshakeKind::full)]
         .observe(Clock::now() - first_byte_at_);  // includes this batch's own work
-    to_client_ = ByteBuffer(listener_.settings.buffer_bytes);
     if (backends_->settings().proxy_protocol) {
         // The header goes first on the upstream connection; the buffer is sized
         // so that it never crowds out the client's plaintext.
@@ -250,12 +264,14 @@ void Connection::on_established() {
             give_up_on_upstream("proxy header too large");
             return;
         }
-        to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes + header.size());
-        auto space = to_upstream_.writable();
-        std::memcpy(space.data(), header.data(), header.size());
-        to_upstream_.commit(header.size());
-    } else {
-        to_upstream_ = ByteBuffer(listener_.settings.buffer_bytes);
+        to_upstream_.set_capacity(listener_.settings.buffer_bytes + header.size());
+        if (to_upstream_.append(header) != header.size()) {
+            // The worker's buffer budget is spent: this one client waits no
+            // better than it is refused (the others keep their data).
+            stats_.upstream_unavailable.add();
+            give_up_on_upstream("buffer budget spent");
+            return;
+        }
     }
     // Guarded: the arguments allocate even when the line would be dropped.
     if (spdlog::should_log(spdlog::level::debug)) {

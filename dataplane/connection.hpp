@@ -1,6 +1,7 @@
 // One client connection, from accept to close, on either transport: the
 // client stream, its TLS core, the upstream stream, and the two bounded
-// plaintext buffers between them. Owned by one worker for life; every method
+// plaintext queues between them (blocks from the worker's pool, held only
+// while bytes are in flight). Owned by one worker for life; every method
 // runs on that worker's thread. The streams come from the worker's Transport
 // (kernel sockets or the DPDK path's userspace TCP); this file never knows which.
 //
@@ -15,12 +16,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/buffer_pool.hpp"
+#include "base/byte_queue.hpp"
 #include "crypto/key_completion_queue.hpp"
 #include "crypto/pending_key_operation.hpp"
 #include "crypto/server_tls_context.hpp"
 #include "crypto/tls_connection.hpp"
 #include "dataplane/access_log.hpp"
-#include "dataplane/byte_buffer.hpp"
 #include "dataplane/byte_stream.hpp"
 #include "dataplane/listener_settings.hpp"
 #include "dataplane/log_limiter.hpp"
@@ -47,6 +49,12 @@ struct WorkerRuntime {
     crypto::KeyCompletionQueue* key_completions = nullptr;
     // Handshakes paused on a key operation, by the operation they wait for.
     std::unordered_map<const crypto::PendingKeyOperation*, Connection*> awaiting_key;
+    // Every connection's buffers; its budget spent, reads pause.
+    base::BufferPool* buffers = nullptr;
+    // Connections that stopped reading because the pool refused a block:
+    // pumped again once blocks come back (edge-triggered events would
+    // never wake them).
+    std::vector<Connection*> starved;
 };
 
 // One listener inside one worker.
@@ -79,6 +87,7 @@ class Connection {
     bool finished() const { return finished_; }
 
     std::size_t slot = 0;  // position in the worker's connection table
+    bool starved = false;  // listed in WorkerRuntime::starved
 
   private:
     enum class Upstream { none, connecting, connected, failed };
@@ -123,8 +132,8 @@ class Connection {
     std::vector<std::size_t> failed_backends_;
     Clock::time_point connect_started_;
 
-    ByteBuffer to_upstream_;
-    ByteBuffer to_client_;
+    base::ByteQueue to_upstream_;
+    base::ByteQueue to_client_;
 
     Clock::time_point accepted_at_;
     Clock::time_point first_byte_at_;  // handshake latency starts at the ClientHello

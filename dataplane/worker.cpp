@@ -1,10 +1,12 @@
 #include "dataplane/worker.hpp"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +16,7 @@
 #include <system_error>
 #include <thread>
 
+#include "base/heap_policy.hpp"
 #include "base/os_error.hpp"
 #include "crypto/key_completion_queue.hpp"
 #include "crypto/key_source.hpp"
@@ -24,6 +27,19 @@ namespace portcullis::dataplane {
 namespace {
 
 constexpr int tick_interval_ms = 100;
+constexpr auto resident_interval = std::chrono::seconds(1);
+constexpr auto trim_interval = std::chrono::seconds(10);
+
+// The process's resident set, in bytes (statm's second field, in pages).
+std::uint64_t resident_bytes() {
+    base::UniqueFd fd(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC));
+    if (!fd) return 0;
+    char text[128] = {};
+    if (::read(fd.get(), text, sizeof text - 1) <= 0) return 0;
+    unsigned long long size = 0, resident = 0;
+    if (std::sscanf(text, "%llu %llu", &size, &resident) != 2) return 0;
+    return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
 
 // The worker's own descriptors in its reactor.
 enum ControlTag : unsigned { signals_tag = 0, reload_tag = 1, key_operations_tag = 2 };
@@ -102,8 +118,11 @@ bool same_upstream(const UpstreamSettings& a, const UpstreamSettings& b) {
 class Worker final : public TransportHost, private Reactor::Handler {
   public:
     explicit Worker(const WorkerOptions& options)
-        : options_(options), reactor_(runtime_.now, options.stats->busy_ns) {
+        : options_(options),
+          buffers_(base::BufferPoolLimits{.budget_bytes = options.buffer_budget_bytes}),
+          reactor_(runtime_.now, options.stats->busy_ns) {
         runtime_.index = options.index;
+        runtime_.buffers = &buffers_;
         runtime_.stats = options.stats;
         runtime_.now = Clock::now();
         access_log_ = AccessLog(options.access_log);
@@ -152,8 +171,11 @@ class Worker final : public TransportHost, private Reactor::Handler {
             [[maybe_unused]] const auto n = ::write(options_.ready_fd, &byte, 1);
         }
         auto next_tick = Clock::now();
+        next_resident_ = next_tick;
+        next_trim_ = next_tick + trim_interval;
         while (!drained()) {
             const auto turn = reactor_.turn(tick_interval_ms);
+            resume_starved();
             if (turn.looked && runtime_.now >= next_tick) {
                 for (auto& connection : connections_) {
                     if (connection->finished()) continue;
@@ -162,6 +184,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
                 }
                 refresh_ticket_keys();
                 transport_->publish_stats();
+                publish_memory();
                 next_tick = runtime_.now + std::chrono::milliseconds(tick_interval_ms);
             }
             reap_finished();
@@ -184,6 +207,62 @@ class Worker final : public TransportHost, private Reactor::Handler {
     }
 
   private:
+    // Connections the pool refused a block get their turn again, oldest
+    // first, as soon as there is a block to give.
+    void resume_starved() {
+        if (runtime_.starved.empty() || buffers_.returns() == returns_at_resume_ ||
+            !buffers_.available(base::BufferPool::Use::transform)) {
+            return;
+        }
+        returns_at_resume_ = buffers_.returns();
+        resuming_.swap(runtime_.starved);
+        for (Connection* connection : resuming_) {
+            connection->starved = false;
+            activity(*connection);
+        }
+        resuming_.clear();
+    }
+
+    void publish_memory() {
+        auto& stats = *options_.stats;
+        stats.buffer_bytes_in_use.set(buffers_.bytes_in_use());
+        stats.buffer_bytes_high_water.set(buffers_.high_water_bytes());
+        stats.buffer_bytes_free.set(buffers_.free_bytes());
+        stats.buffer_budget_bytes.set(buffers_.budget_bytes());
+        stats.buffer_denials.set(buffers_.denials());
+        if (runtime_.now >= next_resident_) {
+            stats.resident_bytes.set(resident_bytes());
+            next_resident_ = runtime_.now + resident_interval;
+        }
+        if (runtime_.now >= next_trim_) {
+            maybe_return_memory();
+            next_trim_ = runtime_.now + trim_interval;
+        }
+    }
+
+    // The heap keeps its pages under load (base/heap_policy.hpp); once the
+    // load has fallen (half the accepts of the interval before, or a quarter
+    // of the connections gone since the last return) the pool's spare
+    // blocks and the heap's free pages go back to the kernel, so a worker's
+    // resident memory follows what it holds within about two intervals.
+    void maybe_return_memory() {
+        std::uint64_t accepted = 0;
+        for (const auto& listener : listeners_)
+            accepted += listener->stats->connections_accepted.get();
+        const std::uint64_t window = accepted - accepted_at_check_;
+        accepted_at_check_ = accepted;
+        const std::size_t open = connections_.size();
+        peak_connections_ = std::max(peak_connections_, open);
+        const bool load_fell = window * 2 <= previous_window_ && previous_window_ > 0;
+        const bool connections_left = open * 4 < peak_connections_ * 3;
+        previous_window_ = window;
+        if (!load_fell && !connections_left) return;
+        buffers_.release_free();
+        base::return_free_heap();
+        options_.stats->heap_trims.add();
+        peak_connections_ = open;
+    }
+
     // After SIGTERM: accept nothing more, let established connections finish
     // until the drain deadline. A second signal ends the drain at once.
     void begin_drain() {
@@ -361,6 +440,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
     // the same batch never see a freed connection.
     void reap_finished() {
         for (Connection* connection : finished_) {
+            if (connection->starved) std::erase(runtime_.starved, connection);
             const std::size_t slot = connection->slot;
             std::swap(connections_[slot], connections_.back());
             connections_[slot]->slot = slot;
@@ -370,6 +450,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
     }
 
     const WorkerOptions& options_;
+    // Outlives every connection: their queues hold its blocks.
+    base::BufferPool buffers_;
     // Declared before the listeners and connections: the TLS contexts hold
     // keys that call into the key source until they are destroyed. The key
     // source (and the signing threads behind it) goes before the queue its
@@ -386,6 +468,13 @@ class Worker final : public TransportHost, private Reactor::Handler {
     std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
     std::vector<std::unique_ptr<Connection>> connections_;
     std::vector<Connection*> finished_;  // reaped after each event batch
+    std::vector<Connection*> resuming_;  // runtime_.starved, being served
+    std::uint64_t returns_at_resume_ = 0;
+    Clock::time_point next_resident_;
+    Clock::time_point next_trim_;
+    std::uint64_t accepted_at_check_ = 0;
+    std::uint64_t previous_window_ = 0;
+    std::size_t peak_connections_ = 0;
     crypto::TicketKeyring ticket_keys_;  // shared by every context of this worker
     std::uint64_t ticket_generation_ = 0;
     base::UniqueFd reload_done_;

@@ -36,6 +36,8 @@ struct WorkerOptions {
     int index = 0;
     int max_connections = 10000;
     int drain_timeout_ms = 10000;  // after SIGTERM, established connections get this long
+    // Bytes all connections' queues may hold together (base/buffer_pool.hpp).
+    std::size_t buffer_budget_bytes = std::size_t{64} << 20;
     std::vector<ListenerSettings> listeners;
     WorkerStats* stats = nullptr;  // this worker's shared-memory slot
     int ready_fd = -1;             // gets one byte once every listener accepts

@@ -101,7 +101,15 @@ struct WorkerStats {
     // Session-ID lookups (TLS 1.2, stateful TLS 1.3 tickets) answered from
     // the worker's own decoded sessions, or passed on to the shared cache.
     Counter local_session_hits, local_session_misses, local_session_evictions;
-    PacketStats packets;  // DPDK transport only
+    // Connection buffers (base/buffer_pool.hpp), as of the last tick.
+    Counter buffer_bytes_in_use;      // gauge
+    Counter buffer_bytes_high_water;  // gauge: most ever in use at once
+    Counter buffer_bytes_free;        // gauge: blocks kept for reuse
+    Counter buffer_budget_bytes;      // gauge
+    Counter buffer_denials;           // blocks refused: reads paused on the budget
+    Counter resident_bytes;           // gauge: the worker process's RSS, once a second
+    Counter heap_trims;               // times freed memory went back to the kernel
+    PacketStats packets;              // DPDK transport only
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);

@@ -56,8 +56,9 @@ constexpr std::array kHsmKeys{
 constexpr std::array kResumptionKeys{"ticket_key_file"sv,    "ticket_rotation_s"sv,
                                      "session_lifetime_s"sv, "session_cache_entries"sv,
                                      "ticket_mode"sv,        "worker_session_cache_entries"sv};
-constexpr std::array kWorkersKeys{"count"sv, "max_connections"sv, "drain_timeout_ms"sv, "user"sv,
-                                  "group"sv};
+constexpr std::array kWorkersKeys{
+    "count"sv, "max_connections"sv, "drain_timeout_ms"sv, "buffer_budget_bytes"sv, "user"sv,
+    "group"sv};
 constexpr std::array kLogKeys{"level"sv, "access_log"sv};
 constexpr std::array kListenerKeys{
     "name"sv,        "address"sv, "backlog"sv, "handshake_timeout_ms"sv, "idle_timeout_ms"sv,
@@ -90,6 +91,9 @@ constexpr std::int64_t kMaxBufferBytes = 16 * 1024 * 1024;
 constexpr std::int64_t kMaxWorkers = 1024;
 // Workers reserve their connection table up front; beyond this it is a typo, not a plan.
 constexpr std::int64_t kMaxConnectionsPerWorker = 10'000'000;
+// At least a few connections' worth of records in flight; at most a machine's RAM.
+constexpr std::int64_t kMinBufferBudgetBytes = 1 << 20;
+constexpr std::int64_t kMaxBufferBudgetBytes = std::int64_t{1} << 40;
 constexpr std::int64_t kMaxVerifyDepth = 16;
 constexpr std::int64_t kMaxTicketRotationSeconds = 7 * 86400;
 // RFC 8446 4.6.1: a ticket lifetime above seven days is not allowed.
@@ -242,6 +246,9 @@ WorkerSettings read_workers(const Section& section) {
         section.integer_or("max_connections", workers.max_connections, 1, kMaxConnectionsPerWorker);
     workers.drain_timeout_ms =
         section.integer_or("drain_timeout_ms", workers.drain_timeout_ms, 0, kIntMax);
+    workers.buffer_budget_bytes = static_cast<std::size_t>(
+        section.integer("buffer_budget_bytes", kMinBufferBudgetBytes, kMaxBufferBudgetBytes)
+            .value_or(static_cast<std::int64_t>(workers.buffer_budget_bytes)));
     workers.run_as = read_run_as(section);
     return workers;
 }

@@ -32,7 +32,10 @@ struct WorkerSettings {
     int count = 0;                 // 0 = one per online CPU
     int max_connections = 10000;   // per worker
     int drain_timeout_ms = 10000;  // on SIGTERM: how long established connections may finish
-    std::optional<RunAs> run_as;   // nullopt = keep the user the daemon was started as
+    // Ciphertext and plaintext queued in all of a worker's connections
+    // together; beyond it, reads pause until some of it is sent.
+    std::size_t buffer_budget_bytes = std::size_t{64} << 20;
+    std::optional<RunAs> run_as;  // nullopt = keep the user the daemon was started as
 };
 
 struct LogSettings {

@@ -276,6 +276,44 @@ std::string render_metrics(const MetricsInput& input) {
                           labels);
         }
     }
+    {
+        struct Gauge {
+            const char* name;
+            const char* help;
+            MetricType type;
+            dataplane::Counter WorkerStats::* field;
+        };
+        const Gauge memory[] = {
+            {"portcullis_worker_resident_bytes",
+             "Resident memory of each worker process (RSS), read once a second.", MetricType::Gauge,
+             &WorkerStats::resident_bytes},
+            {"portcullis_buffer_bytes_in_use",
+             "Bytes of connection buffer blocks (ciphertext and plaintext queues) held now.",
+             MetricType::Gauge, &WorkerStats::buffer_bytes_in_use},
+            {"portcullis_buffer_bytes_high_water",
+             "Most connection buffer bytes held at once since the worker started.",
+             MetricType::Gauge, &WorkerStats::buffer_bytes_high_water},
+            {"portcullis_buffer_bytes_free",
+             "Connection buffer blocks kept for reuse, in bytes (given back after a burst).",
+             MetricType::Gauge, &WorkerStats::buffer_bytes_free},
+            {"portcullis_buffer_budget_bytes",
+             "The per-worker limit on connection buffer bytes (workers.buffer_budget_bytes).",
+             MetricType::Gauge, &WorkerStats::buffer_budget_bytes},
+            {"portcullis_buffer_denials_total",
+             "Buffer blocks refused because the budget was spent: each one paused a read.",
+             MetricType::Counter, &WorkerStats::buffer_denials},
+            {"portcullis_heap_trims_total",
+             "Times a worker gave its free heap pages back to the kernel after load fell.",
+             MetricType::Counter, &WorkerStats::heap_trims},
+        };
+        for (const auto& gauge : memory) {
+            auto& family = out.family(gauge.name, gauge.help, gauge.type);
+            for (std::size_t w = 0; w < input.stats.size(); ++w) {
+                Families::add(family, static_cast<double>((input.stats.slot(w).*gauge.field).get()),
+                              {{"worker", std::to_string(w)}});
+            }
+        }
+    }
     if (input.config.dataplane.transport == DataplaneTransport::dpdk)
         add_packet_metrics(out, input);
 

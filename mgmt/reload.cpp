@@ -84,8 +84,10 @@ std::string restart_only_changes(const Config& running, const Config& fresh) {
     if (running.workers.count != fresh.workers.count)
         return "workers.count changed; that needs a restart";
     if (running.workers.max_connections != fresh.workers.max_connections ||
-        running.workers.drain_timeout_ms != fresh.workers.drain_timeout_ms)
-        return "workers.max_connections or workers.drain_timeout_ms changed; that needs a restart";
+        running.workers.drain_timeout_ms != fresh.workers.drain_timeout_ms ||
+        running.workers.buffer_budget_bytes != fresh.workers.buffer_budget_bytes)
+        return "workers.max_connections, drain_timeout_ms or buffer_budget_bytes changed; that "
+               "needs a restart";
     const auto admin = [](const Config& c) {
         return c.admin.address ? c.admin.address->to_string() : std::string("off");
     };

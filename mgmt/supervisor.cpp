@@ -193,6 +193,7 @@ class Supervisor {
             options.index = index;
             options.max_connections = config_.workers.max_connections;
             options.drain_timeout_ms = config_.workers.drain_timeout_ms;
+            options.buffer_budget_bytes = config_.workers.buffer_budget_bytes;
             options.access_log = config_.log.access_log;
             options.listeners = config_.listeners;
             options.stats = &stats_.slot(static_cast<std::size_t>(index));

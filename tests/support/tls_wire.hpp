@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 
@@ -14,16 +15,24 @@
 
 namespace portcullis::testing {
 
-// What the client wrote, into the server's inbound buffer (which must have room).
+// What the client wrote, into the server's inbound queue (which must have room).
 inline bool client_to_server(SSL* client, crypto::TlsConnection& server) {
     bool moved = false;
     char buffer[16384];
     int n;
     while ((n = BIO_read(SSL_get_wbio(client), buffer, sizeof buffer)) > 0) {
-        auto space = server.inbound_space();
-        EXPECT_GE(space.size(), static_cast<std::size_t>(n));
-        std::memcpy(space.data(), buffer, static_cast<std::size_t>(n));
-        server.commit_inbound(static_cast<std::size_t>(n));
+        std::size_t copied = 0;
+        while (copied < static_cast<std::size_t>(n)) {
+            auto space = server.inbound_space();
+            if (space.empty()) {
+                ADD_FAILURE() << "the server's inbound queue is full";
+                return moved;
+            }
+            const auto chunk = std::min(space.size(), static_cast<std::size_t>(n) - copied);
+            std::memcpy(space.data(), buffer + copied, chunk);
+            server.commit_inbound(chunk);
+            copied += chunk;
+        }
         moved = true;
     }
     return moved;

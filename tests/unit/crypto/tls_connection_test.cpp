@@ -8,6 +8,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <string>
 
 #include "crypto/server_tls_context.hpp"
 #include "tests/support/test_pki.hpp"
@@ -228,7 +230,8 @@ TEST_F(TlsCore, OptionalClientAuthAcceptsAnonymousClients) {
 
 TEST_F(TlsCore, FullInboundBufferIsBackpressureNotGrowth) {
     ServerTlsContext context(policy, keys);
-    TlsConnection server(context, 4096);
+    base::BufferPool pool;
+    TlsConnection server(context, pool, 4096);
     std::size_t accepted = 0;
     for (int i = 0; i < 100; ++i) {
         auto space = server.inbound_space();
@@ -286,6 +289,72 @@ TEST_F(TlsCore, Pkcs11KeysAreRefusedClearlyUntilSupported) {
     } catch (const KeyLoadError& e) {
         EXPECT_NE(std::string(e.what()).find("pkcs11:token=edge"), std::string::npos);
     }
+}
+
+// Between records nothing is buffered: the queues gave their blocks back and
+// OpenSSL released its record buffers (SSL_MODE_RELEASE_BUFFERS).
+TEST_F(TlsCore, AnEstablishedConnectionWithNothingInFlightHoldsNoBuffers) {
+    ServerTlsContext context(policy, keys);
+    base::BufferPool pool;
+    TlsConnection server(context, pool);
+    const auto cert = root.issue(CertOptions{});
+    auto client = client_for(&cert);
+    EXPECT_EQ(server.buffer_blocks(), 0u) << "blocks taken before a byte arrived";
+    ASSERT_EQ(drive(server, client.get()).step, TlsConnection::Step::done)
+        << server.failure().detail;
+    server.release_unused_buffers();
+    EXPECT_EQ(server.buffer_blocks(), 0u);
+    EXPECT_EQ(pool.bytes_in_use(), 0u);
+    EXPECT_GT(pool.high_water_bytes(), 0u) << "the handshake never used the pool";
+
+    const std::string request(30000, 'q');
+    ASSERT_EQ(SSL_write(client.get(), request.data(), static_cast<int>(request.size())),
+              static_cast<int>(request.size()));
+    testing::client_to_server(client.get(), server);
+    EXPECT_GT(server.buffer_blocks(), 1u) << "30 KB of records in one block";
+    std::string got(request.size(), '\0');
+    std::size_t read = 0;
+    while (read < got.size()) {
+        const auto r = server.read_plaintext(
+            {reinterpret_cast<std::uint8_t*>(got.data()) + read, got.size() - read});
+        if (r.status != TlsConnection::IoStatus::ok) break;
+        read += r.bytes;
+    }
+    EXPECT_EQ(got, request);
+    testing::server_to_client(server, client.get());  // TLS 1.3 may answer with tickets
+    server.release_unused_buffers();
+    EXPECT_EQ(server.buffer_blocks(), 0u) << "drained queues kept their blocks";
+    EXPECT_EQ(pool.bytes_in_use(), 0u);
+}
+
+// A spent budget is backpressure: no space for what the network brings,
+// with the refusal counted, until another queue gives its blocks back.
+TEST_F(TlsCore, ASpentBufferBudgetRefusesInboundSpaceUntilBlocksComeBack) {
+    ServerTlsContext context(policy, keys);
+    base::BufferPool pool(base::BufferPoolLimits{.budget_bytes = 8 * 17 * 1024});
+    TlsConnection server(context, pool);
+    auto hog = std::make_unique<base::ByteQueue>(pool, base::BufferPool::Use::ingress,
+                                                 std::size_t{1} << 20);
+    const std::string filler(1 << 20, 'x');
+    const auto held =
+        hog->append({reinterpret_cast<const std::uint8_t*>(filler.data()), filler.size()});
+    EXPECT_EQ(hog->blocks(), 7u) << "ingress may take the budget less its reserve of an eighth";
+    EXPECT_LT(held, filler.size());
+    const auto denials = pool.denials();
+    EXPECT_TRUE(server.inbound_space().empty()) << "a block past the budget was handed out";
+    EXPECT_GT(pool.denials(), denials);
+    EXPECT_LE(pool.bytes_in_use(), pool.budget_bytes());
+
+    // The reserve still takes what is made from bytes already held.
+    base::ByteQueue made(pool, base::BufferPool::Use::transform, 64 * 1024);
+    EXPECT_FALSE(made.writable().empty());
+    made.release_unused();
+
+    hog.reset();
+    EXPECT_FALSE(server.inbound_space().empty()) << "space did not come back with the blocks";
+    server.release_unused_buffers();
+    EXPECT_EQ(pool.bytes_in_use(), 0u);
+    EXPECT_EQ(pool.high_water_bytes(), 8u * 17 * 1024);
 }
 
 }  // namespace

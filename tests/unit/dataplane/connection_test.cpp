@@ -139,6 +139,7 @@ class ConnectionTest : public ::testing::Test {
         worker.transport = &transport;
         worker.now = Clock::now();
         worker.stats = &worker_stats;
+        worker.buffers = &buffers;
 
         client_ctx.reset(SSL_CTX_new(TLS_client_method()));
         SSL_CTX_use_certificate(client_ctx.get(), client_cert.cert.get());
@@ -310,6 +311,9 @@ class ConnectionTest : public ::testing::Test {
     WorkerStats worker_stats;
     ListenerStats listener_stats;
     FakeTransport transport;
+    base::BufferPool buffers;
+    // Eight blocks: ingress stops at seven (the pool keeps an eighth in reserve).
+    base::BufferPool tight_buffers{base::BufferPoolLimits{.budget_bytes = 8 * 17 * 1024}};
     WorkerRuntime worker;
     ListenerRuntime listener;
     crypto::UniqueSslCtx client_ctx;
@@ -428,6 +432,58 @@ TEST_F(ConnectionTest, ClientThatCannotTakeMorePausesTheBackendAndLosesNothing) 
     EXPECT_LT(backend.inbound.size(), waiting);
     EXPECT_EQ(received, answer);
     EXPECT_TRUE(backend.inbound.empty());
+}
+
+// Memory follows what a connection holds: once the request went up and the
+// answer down, its four queues hold no block.
+TEST_F(ConnectionTest, AProxiedConnectionWithNothingInFlightHoldsNoBufferBlocks) {
+    handshake();
+    EXPECT_EQ(buffers.bytes_in_use(), 0u) << "the handshake left blocks behind";
+    client_sends(pattern_bytes(50000, 'r'));
+    auto& backend = *transport.upstream;
+    backend.inbound = pattern_bytes(70000, 'b');
+    settle();
+    EXPECT_EQ(backend.outbound, pattern_bytes(50000, 'r'));
+    EXPECT_EQ(client_reads(), pattern_bytes(70000, 'b'));
+    EXPECT_GT(buffers.high_water_bytes(), 0u);
+    EXPECT_EQ(buffers.bytes_in_use(), 0u) << "drained queues kept their blocks";
+    EXPECT_FALSE(connection->finished());
+}
+
+// The worker's budget spent by others: the connection stops reading the
+// client (nothing grows), is listed as starved, and once blocks come back and
+// the worker pumps it again every byte arrives.
+TEST_F(ConnectionTest, ASpentBufferBudgetPausesTheClientAndLosesNothing) {
+    connection.reset();
+    worker.buffers = &tight_buffers;
+    connect_client();
+    handshake();
+    ASSERT_EQ(tight_buffers.bytes_in_use(), 0u);
+    auto hog = std::make_unique<base::ByteQueue>(tight_buffers, base::BufferPool::Use::ingress,
+                                                 std::size_t{1} << 20);
+    const auto filler = pattern_bytes(std::size_t{1} << 20, 'h');
+    hog->append({reinterpret_cast<const std::uint8_t*>(filler.data()), filler.size()});
+    ASSERT_EQ(hog->blocks(), 7u);
+
+    const auto sent = pattern_bytes(100000, 's');
+    client_sends(sent);
+    settle();
+    auto& backend = *transport.upstream;
+    EXPECT_TRUE(backend.outbound.empty()) << "bytes read past a spent budget";
+    EXPECT_FALSE(client_stream->inbound.empty());
+    EXPECT_LE(tight_buffers.bytes_in_use(), tight_buffers.budget_bytes());
+    EXPECT_TRUE(connection->starved);
+    ASSERT_EQ(worker.starved.size(), 1u);
+    EXPECT_EQ(worker.starved.front(), connection.get());
+
+    hog.reset();  // another connection drained
+    worker.starved.clear();
+    connection->starved = false;
+    connection->pump();  // what the worker does once blocks came back
+    settle();
+    EXPECT_EQ(backend.outbound, sent);
+    EXPECT_FALSE(connection->starved);
+    EXPECT_EQ(tight_buffers.bytes_in_use(), 0u);
 }
 
 TEST_F(ConnectionTest, UnfinishedHandshakeEndsAtTheTimeoutAndIsCounted) {

@@ -216,6 +216,7 @@ class BackendSocketTest : public SocketTransportTest {
         listener.backends = std::make_shared<BackendPool>(settings.upstream);
         listener.stats = &listener_stats;
         worker.stats = &worker_stats;
+        worker.buffers = &buffers;
         transport = std::make_unique<SocketTransport>(reactor, host, KeepaliveSettings{42, 7, 3});
         worker.transport = transport.get();
         owner = std::make_unique<Connection>(worker, listener, std::make_unique<FakeClient>(),
@@ -246,6 +247,7 @@ class BackendSocketTest : public SocketTransportTest {
     crypto::PemFileKeySource keys;
     WorkerStats worker_stats;
     ListenerStats listener_stats;
+    base::BufferPool buffers;
     WorkerRuntime worker;
     std::unique_ptr<Connection> owner;
 };
