@@ -2,6 +2,10 @@
 
 #include <openssl/err.h>
 
+#include <algorithm>
+#include <cstring>
+#include <optional>
+
 #include "crypto/client_verifier.hpp"
 #include "crypto/pending_key_operation.hpp"
 #include "crypto/server_tls_context.hpp"
@@ -24,7 +28,20 @@ int queue_write(BIO* bio, const char* data, std::size_t length, std::size_t* wri
 int queue_read(BIO* bio, char* data, std::size_t length, std::size_t* read) {
     BIO_clear_retry_flags(bio);
     auto* queues = static_cast<CiphertextQueues*>(BIO_get_data(bio));
-    *read = queues->inbound.take({reinterpret_cast<std::uint8_t*>(data), length});
+    *read = 0;
+    if (!queues->staged.empty()) {
+        const std::size_t n = std::min(length, queues->staged.size() - queues->staged_read);
+        std::memcpy(data, queues->staged.data() + queues->staged_read, n);
+        queues->staged_read += n;
+        if (queues->staged_read == queues->staged.size()) {
+            std::vector<std::uint8_t>().swap(queues->staged);
+            queues->staged_read = 0;
+        }
+        *read = n;
+        data += n;
+        length -= n;
+    }
+    *read += queues->inbound.take({reinterpret_cast<std::uint8_t*>(data), length});
     if (*read == 0 && length > 0) {
         BIO_set_retry_read(bio);
         return 0;
@@ -36,7 +53,8 @@ long queue_ctrl(BIO* bio, int command, long, void*) {
     auto* queues = static_cast<CiphertextQueues*>(BIO_get_data(bio));
     switch (command) {
         case BIO_CTRL_PENDING:
-            return static_cast<long>(queues->inbound.size());
+            return static_cast<long>(queues->staged.size() - queues->staged_read +
+                                     queues->inbound.size());
         case BIO_CTRL_WPENDING:
             return static_cast<long>(queues->outbound.size());
         case BIO_CTRL_FLUSH:
@@ -85,18 +103,59 @@ const BIO_METHOD* queue_method() {
 TlsConnection::TlsConnection(const ServerTlsContext& context, base::BufferPool& pool,
                              std::size_t buffer_bytes)
     : queues_{base::ByteQueue(pool, base::BufferPool::Use::ingress, buffer_bytes),
-              base::ByteQueue(pool, base::BufferPool::Use::transform, buffer_bytes)},
-      ssl_(context.new_session()) {
+              base::ByteQueue(pool, base::BufferPool::Use::transform, buffer_bytes),
+              {},
+              0},
+      context_(&context) {
+    verify_state_.policy = &context.policy();
+    verify_state_.failure = &failure_;
+    verify_state_.leaf = &peer_.certificate;
+}
+
+void TlsConnection::start() {
+    UniqueSsl ssl(context_->new_session());
     UniqueBio bio(BIO_new(queue_method()));
     if (!bio) throw std::runtime_error("BIO_new: " + drain_openssl_errors());
     BIO_set_data(bio.get(), &queues_);
     BIO* shared = bio.release();
-    SSL_set_bio(ssl_.get(), shared, shared);  // the SSL owns the BIO
-    SSL_set_accept_state(ssl_.get());
-    verify_state_.policy = &context.policy();
-    verify_state_.failure = &failure_;
-    verify_state_.leaf = &peer_.certificate;
-    attach_verify_state(ssl_.get(), &verify_state_);
+    SSL_set_bio(ssl.get(), shared, shared);  // the SSL owns the BIO
+    SSL_set_accept_state(ssl.get());
+    attach_verify_state(ssl.get(), &verify_state_);
+    ssl_ = std::move(ssl);
+}
+
+// RFC 8446 §5.1: a record is a 5-byte header (type, legacy version, length)
+// and at most 2^14 + 256 bytes after it. Anything else is OpenSSL's to refuse.
+bool TlsConnection::first_record_complete() {
+    constexpr std::size_t header = 5;
+    constexpr std::uint8_t handshake_type = 22;
+    constexpr std::size_t max_length = (1u << 14) + 256;
+    auto& staged = queues_.staged;
+    auto& inbound = queues_.inbound;
+    auto judge = [&](std::span<const std::uint8_t> bytes) -> std::optional<std::size_t> {
+        if (bytes.size() < header) return std::nullopt;
+        const std::size_t length = std::size_t{bytes[3]} << 8 | bytes[4];
+        if (bytes[0] != handshake_type || length > max_length) return 0;  // start now
+        return header + length;
+    };
+    if (staged.empty()) {
+        // Mostly the whole ClientHello came in one read: nothing is copied.
+        const auto first = inbound.readable();
+        const auto whole = judge(first);
+        if (whole && (*whole == 0 || first.size() >= *whole || inbound.size() >= *whole))
+            return true;
+        staged.reserve(whole ? *whole : header);
+    }
+    // A piece of it: off the pool (whose blocks are for bytes in flight),
+    // into a buffer of the record's size.
+    while (!inbound.empty()) {
+        const auto piece = inbound.readable();
+        staged.insert(staged.end(), piece.begin(), piece.end());
+        inbound.consume(piece.size());
+    }
+    const auto whole = judge(staged);
+    if (whole && staged.capacity() < *whole) staged.reserve(*whole);
+    return whole && (*whole == 0 || staged.size() >= *whole);
 }
 
 TlsConnection::~TlsConnection() = default;
@@ -125,6 +184,10 @@ void TlsConnection::release_unused_buffers() {
 TlsConnection::Step TlsConnection::handshake() {
     if (established_) return Step::done;
     if (failure_.reason != RejectReason::none && failed_) return Step::failed;
+    if (!ssl_) {
+        if (!first_record_complete()) return Step::need_input;
+        start();
+    }
     ERR_clear_error();  // one connection's errors must never leak into another's
     const int ret = SSL_do_handshake(ssl_.get());
     if (ret == 1) {
@@ -226,6 +289,7 @@ TlsConnection::IoResult TlsConnection::write_plaintext(std::span<const std::uint
 }
 
 void TlsConnection::close() {
+    if (!ssl_) return;
     ERR_clear_error();
     SSL_shutdown(ssl_.get());
     ERR_clear_error();

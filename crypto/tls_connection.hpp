@@ -7,6 +7,11 @@
 // ciphertext buffer at all (OpenSSL's record buffers are released when empty
 // too, SSL_MODE_RELEASE_BUFFERS).
 //
+// The SSL itself is made only once the client's first record (its
+// ClientHello) is whole: until then a client that trickles it in (slowloris)
+// or sends nothing (a port scan) holds the bytes it sent, in a buffer of the
+// record's size, instead of an SSL and OpenSSL's handshake buffers (~48 KiB).
+//
 // Contract for the transport, per readiness event:
 //   1. copy received ciphertext into inbound_space(), then commit_inbound(n);
 //   2. call handshake() until it returns Step::done (then read_plaintext /
@@ -24,6 +29,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/buffer_pool.hpp"
 #include "base/byte_queue.hpp"
@@ -55,6 +61,9 @@ struct TlsFailure {
 struct CiphertextQueues {
     base::ByteQueue inbound;   // from the peer, read by OpenSSL
     base::ByteQueue outbound;  // written by OpenSSL, for the peer
+    // The start of the first record when it came in pieces; read first.
+    std::vector<std::uint8_t> staged;
+    std::size_t staged_read = 0;
 };
 
 class TlsConnection {
@@ -98,6 +107,10 @@ class TlsConnection {
     void consume_outbound(std::size_t n);
 
     void release_unused_buffers();
+    // Whether the SSL exists (the first record was whole).
+    bool started() const { return ssl_ != nullptr; }
+    // Bytes of a first record still waiting for its end.
+    std::size_t staged_bytes() const { return queues_.staged.size(); }
     // Pool blocks the two ciphertext queues hold now.
     std::size_t buffer_blocks() const {
         return queues_.inbound.blocks() + queues_.outbound.blocks();
@@ -117,10 +130,15 @@ class TlsConnection {
 
   private:
     Step fail_from_ssl_error();
+    // Moves a partial first record out of the pool; true once it is whole
+    // (or is no record we know, which OpenSSL then refuses).
+    bool first_record_complete();
+    void start();
     void capture_identity();
 
     // Before ssl_: its BIO reads and writes these until the SSL is freed.
     CiphertextQueues queues_;
+    const ServerTlsContext* context_;
     UniqueSsl ssl_;
     bool established_ = false;
     bool failed_ = false;

@@ -9,6 +9,7 @@
 #include "crypto/key_source.hpp"
 #include "crypto/server_tls_context.hpp"
 #include "mgmt/config.hpp"
+#include "mgmt/descriptor_limit.hpp"
 #include "mgmt/logging.hpp"
 #include "mgmt/reload.hpp"
 #include "mgmt/supervisor.hpp"
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
         if (rc == 0) std::cout << "configuration OK\n";
         return rc;
     }
+    mgmt::raise_descriptor_limit(config.workers.max_connections);
     try {
         return mgmt::run_supervisor(config, mgmt::Overrides{workers, log_level});
     } catch (const std::exception& e) {

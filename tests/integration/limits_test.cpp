@@ -1,14 +1,19 @@
 // Limits and bad input against the real daemon: slow and garbage clients
 // cost a log line and a bounded slot, never the service.
 #include <gtest/gtest.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "base/unique_fd.hpp"
 #include "dataplane/socket_address.hpp"
@@ -102,7 +107,9 @@ TEST_F(Limits, GarbageClientHelloCostsOneLogLine) {
 }
 
 TEST_F(Limits, PortScanIsClosedQuietly) {
-    { auto fd = tcp_connect(port); }  // connect and close at once
+    {
+        auto fd = tcp_connect(port);
+    }  // connect and close at once
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     EXPECT_TRUE(daemon->wait_for_log("connection closed before handshake")) << daemon->log();
     EXPECT_TRUE(run_client(port, good()).exchanged);
@@ -191,6 +198,121 @@ TEST_F(Limits, KilledWorkerIsRestartedAndServiceContinues) {
     ASSERT_EQ(after.size(), 1u);
     EXPECT_NE(after[0], before[0]);
     EXPECT_TRUE(run_client(port, good()).exchanged);
+}
+
+// A ClientHello as OpenSSL's client writes it (a few hundred bytes), for
+// clients that send it a byte at a time.
+std::string client_hello() {
+    crypto::UniqueSslCtx ctx(SSL_CTX_new(TLS_client_method()));
+    crypto::UniqueSsl ssl(SSL_new(ctx.get()));
+    BIO* out = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl.get(), BIO_new(BIO_s_mem()), out);
+    SSL_set_connect_state(ssl.get());
+    SSL_set_tlsext_host_name(ssl.get(), "localhost");
+    SSL_do_handshake(ssl.get());
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(out, &data);
+    return std::string(data, static_cast<std::size_t>(n));
+}
+
+std::uint64_t resident_kib(pid_t pid) {
+    const auto status = proc_status(pid);
+    const auto rss = status.find("VmRSS");
+    return rss == status.end() ? 0 : std::stoull(rss->second);
+}
+
+// Slowloris: thousands of clients each sending its ClientHello at one byte a
+// second. Each is cut at the handshake timeout, what they pin stays small
+// (crypto/tls_connection.hpp: no SSL until the first record is whole, no
+// pool block for a partial one), and real clients are served all along.
+TEST(Slowloris, OneByteASecondClientsAreCutAtTheHandshakeTimeoutAndOthersAreServed) {
+    constexpr int slow = 2000;
+    constexpr int timeout_ms = 3000;
+    rlimit files{};
+    ::getrlimit(RLIMIT_NOFILE, &files);
+    if (files.rlim_max < slow + 512) {
+        GTEST_SKIP() << "SKIPPED: needs " << slow + 512 << " open files, hard limit is "
+                     << files.rlim_max;
+    }
+    files.rlim_cur = files.rlim_max;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &files), 0);
+
+    TestDeployment env;
+    const auto client = env.client("legitimate");
+    const int port = free_port();
+    Daemon daemon(env.write_config(
+        "slowloris",
+        "[workers]\nmax_connections = 4000\n\n" +
+            env.listener("edge", port, "",
+                         "handshake_timeout_ms = " + std::to_string(timeout_ms) + "\n")));
+    const auto workers = daemon.worker_pids();
+    ASSERT_EQ(workers.size(), 1u);
+    ASSERT_TRUE(run_client(port, env.options_for(client)).exchanged);
+    const auto before_kib = resident_kib(workers[0]);
+
+    std::vector<base::UniqueFd> clients;
+    std::vector<Clock::time_point> connected_at;
+    for (int i = 0; i < slow; ++i) {
+        clients.push_back(tcp_connect(port));
+        connected_at.push_back(Clock::now());
+        ASSERT_TRUE(clients.back()) << "connect " << i;
+    }
+    const auto opened = Clock::now();
+    const auto hello = client_hello();
+    ASSERT_GT(hello.size(), 100u);
+
+    std::vector<long> closed_after_ms(slow, -1);
+    int open = slow, served = 0, refused = 0;
+    std::uint64_t peak_kib = 0;
+    for (std::size_t round = 0;
+         open > 0 && Clock::now() - opened < std::chrono::milliseconds(timeout_ms + 5000);
+         ++round) {
+        for (int i = 0; i < slow; ++i) {
+            if (closed_after_ms[i] >= 0 || round >= hello.size()) continue;
+            ::send(clients[i].get(), hello.data() + round, 1, MSG_NOSIGNAL);
+        }
+        // A partner with a real client, between the slow bytes.
+        (run_client(port, env.options_for(client)).exchanged ? served : refused)++;
+        peak_kib = std::max(peak_kib, resident_kib(workers[0]));
+        const auto round_end = Clock::now() + std::chrono::seconds(1);
+        while (open > 0 && Clock::now() < round_end) {
+            std::vector<pollfd> waiting;
+            std::vector<int> index;
+            for (int i = 0; i < slow; ++i) {
+                if (closed_after_ms[i] >= 0) continue;
+                waiting.push_back({clients[i].get(), POLLIN | POLLRDHUP, 0});
+                index.push_back(i);
+            }
+            if (::poll(waiting.data(), waiting.size(), 50) <= 0) continue;
+            for (std::size_t w = 0; w < waiting.size(); ++w) {
+                if (waiting[w].revents == 0) continue;
+                char byte;
+                if (::recv(waiting[w].fd, &byte, 1, MSG_DONTWAIT) > 0) continue;  // not expected
+                closed_after_ms[index[w]] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                Clock::now() - connected_at[index[w]])
+                                                .count();
+                --open;
+            }
+        }
+    }
+    EXPECT_EQ(open, 0) << "slow clients still open " << timeout_ms + 5000 << " ms after connecting";
+    const auto [earliest, latest] =
+        std::minmax_element(closed_after_ms.begin(), closed_after_ms.end());
+    EXPECT_GE(*earliest, timeout_ms - 500) << "a slow client was cut before its handshake timeout";
+    EXPECT_LE(*latest, timeout_ms + 2500) << "a slow client outlived its handshake timeout";
+    EXPECT_EQ(refused, 0) << served << " real clients served, " << refused << " not";
+    EXPECT_GE(served, 3);
+    // The bytes each sent, in a buffer the size of its ClientHello record,
+    // and the connection: no SSL (~15 KiB) and none of OpenSSL's handshake
+    // buffers (~33 KiB) before the record is whole.
+    const auto grown = peak_kib > before_kib ? peak_kib - before_kib : 0;
+    EXPECT_LT(grown, static_cast<std::uint64_t>(slow) * 8)
+        << "worker RSS " << before_kib << " -> " << peak_kib << " KiB with " << slow
+        << " slow clients";
+    std::cout << "slowloris: " << slow << " clients, cut after " << *earliest << ".." << *latest
+              << " ms, worker RSS " << before_kib << " -> " << peak_kib << " KiB (" << grown / slow
+              << " KiB each), " << served << " real clients served\n";
+    EXPECT_TRUE(daemon.wait_for_log("reason=timeout")) << daemon.log();
 }
 
 // --check-config with the real binary: exit codes and messages.

@@ -357,5 +357,57 @@ TEST_F(TlsCore, ASpentBufferBudgetRefusesInboundSpaceUntilBlocksComeBack) {
     EXPECT_EQ(pool.high_water_bytes(), 8u * 17 * 1024);
 }
 
+// A ClientHello trickled in a byte at a time (slowloris) holds the bytes
+// it sent, not an SSL and OpenSSL's handshake buffers, and no pool block;
+// once its record is whole the handshake goes on as usual.
+TEST_F(TlsCore, AFirstRecordInPiecesWaitsWithoutAnSslAndThenCompletes) {
+    ServerTlsContext context(policy, keys);
+    base::BufferPool pool;
+    TlsConnection server(context, pool);
+    const auto cert = root.issue(CertOptions{});
+    auto client = client_for(&cert);
+    SSL_do_handshake(client.get());
+    std::string hello;
+    char buffer[16384];
+    for (int n; (n = BIO_read(SSL_get_wbio(client.get()), buffer, sizeof buffer)) > 0;)
+        hello.append(buffer, static_cast<std::size_t>(n));
+    ASSERT_GT(hello.size(), 100u);
+    const std::size_t record =
+        5 + (static_cast<std::size_t>(static_cast<std::uint8_t>(hello[3])) << 8 |
+             static_cast<std::uint8_t>(hello[4]));
+    for (std::size_t i = 0; i + 1 < record; ++i) {
+        auto space = server.inbound_space();
+        ASSERT_FALSE(space.empty());
+        space[0] = static_cast<std::uint8_t>(hello[i]);
+        server.commit_inbound(1);
+        ASSERT_EQ(server.handshake(), TlsConnection::Step::need_input);
+        server.release_unused_buffers();
+        EXPECT_FALSE(server.started()) << "an SSL before the first record was whole, byte " << i;
+        EXPECT_EQ(server.staged_bytes(), i + 1);
+        EXPECT_EQ(pool.bytes_in_use(), 0u) << "a partial record kept a pool block";
+    }
+    auto space = server.inbound_space();
+    std::memcpy(space.data(), hello.data() + record - 1, hello.size() - (record - 1));
+    server.commit_inbound(hello.size() - (record - 1));
+    const auto outcome = drive(server, client.get());
+    EXPECT_TRUE(server.started());
+    ASSERT_EQ(outcome.step, TlsConnection::Step::done) << server.failure().detail;
+    EXPECT_TRUE(outcome.client_done);
+    EXPECT_EQ(server.staged_bytes(), 0u);
+}
+
+// Bytes that are no TLS record go to OpenSSL at once, which refuses them.
+TEST_F(TlsCore, AFirstRecordThatIsNoHandshakeIsRefusedAtOnce) {
+    ServerTlsContext context(policy, keys);
+    TlsConnection server(context);
+    const std::string request = "GET / HTTP/1.1\r\n";
+    auto space = server.inbound_space();
+    std::memcpy(space.data(), request.data(), request.size());
+    server.commit_inbound(request.size());
+    EXPECT_EQ(server.handshake(), TlsConnection::Step::failed);
+    EXPECT_TRUE(server.started());
+    EXPECT_EQ(server.failure().reason, RejectReason::protocol) << server.failure().detail;
+}
+
 }  // namespace
 }  // namespace portcullis::crypto
