@@ -14,16 +14,21 @@
 //   changing tells it blocks came back);
 // - give() takes a block back; up to keep_free_bytes of returned blocks are
 //   kept for the next take(), the rest goes back to the allocator at once;
+// - charge(bytes, use) counts memory held elsewhere (a TCP out-of-order
+//   segment) against the same budget, by the same rule; the Charge gives it
+//   back when destroyed;
 // - release_free() hands every kept block back (after a burst, so resident
 //   memory can shrink);
 // - the counters are what /metrics shows: bytes in use, their high-water
 //   mark, refusals.
-// Every block must be given back before the pool is destroyed.
+// Every block and charge must be given back before the pool is destroyed.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <optional>
+#include <utility>
 
 namespace portcullis::base {
 
@@ -39,10 +44,36 @@ class BufferPool {
   public:
     enum class Use { ingress, transform };
 
+    // Bytes counted against the budget until destroyed (move-only).
+    class Charge {
+      public:
+        Charge() = default;
+        Charge(BufferPool* pool, std::size_t bytes) : pool_(pool), bytes_(bytes) {}
+        Charge(Charge&& other) noexcept
+            : pool_(std::exchange(other.pool_, nullptr)), bytes_(other.bytes_) {}
+        Charge& operator=(Charge&& other) noexcept {
+            if (this != &other) {
+                reset();
+                pool_ = std::exchange(other.pool_, nullptr);
+                bytes_ = other.bytes_;
+            }
+            return *this;
+        }
+        ~Charge() { reset(); }
+        void reset() {
+            if (pool_ != nullptr) pool_->in_use_ -= bytes_;
+            pool_ = nullptr;
+        }
+
+      private:
+        BufferPool* pool_ = nullptr;
+        std::size_t bytes_ = 0;
+    };
+
     explicit BufferPool(const BufferPoolLimits& limits = {})
         : block_bytes_(limits.block_bytes),
-          budget_blocks_(limits.budget_bytes / limits.block_bytes),
-          ingress_blocks_(budget_blocks_ - budget_blocks_ / 8),
+          budget_(limits.budget_bytes / limits.block_bytes * limits.block_bytes),
+          ingress_budget_(budget_ - budget_ / 8),
           keep_free_blocks_(limits.keep_free_bytes / limits.block_bytes) {}
     ~BufferPool() { release_free(); }
     BufferPool(const BufferPool&) = delete;
@@ -58,7 +89,7 @@ class BufferPool {
     std::size_t block_bytes() const { return block_bytes_; }
 
     std::uint8_t* take(Use use) {
-        if (in_use_ >= (use == Use::ingress ? ingress_blocks_ : budget_blocks_)) {
+        if (!admits(block_bytes_, use)) {
             ++denials_;
             return nullptr;
         }
@@ -70,12 +101,21 @@ class BufferPool {
         } else {
             block = static_cast<std::uint8_t*>(::operator new(block_bytes_));
         }
-        if (++in_use_ > high_water_) high_water_ = in_use_;
+        count(block_bytes_);
         return block;
     }
 
+    std::optional<Charge> charge(std::size_t bytes, Use use) {
+        if (!admits(bytes, use)) {
+            ++denials_;
+            return std::nullopt;
+        }
+        count(bytes);
+        return Charge(this, bytes);
+    }
+
     void give(std::uint8_t* block) {
-        --in_use_;
+        in_use_ -= block_bytes_;
         ++returns_;
         if (free_count_ < keep_free_blocks_) {
             free_ = new (block) FreeBlock{free_};
@@ -95,13 +135,11 @@ class BufferPool {
     }
 
     // Room for one more block of this use right now.
-    bool available(Use use) const {
-        return in_use_ < (use == Use::ingress ? ingress_blocks_ : budget_blocks_);
-    }
-    std::size_t bytes_in_use() const { return in_use_ * block_bytes_; }
-    std::size_t high_water_bytes() const { return high_water_ * block_bytes_; }
+    bool available(Use use) const { return admits(block_bytes_, use); }
+    std::size_t bytes_in_use() const { return in_use_; }
+    std::size_t high_water_bytes() const { return high_water_; }
     std::size_t free_bytes() const { return free_count_ * block_bytes_; }
-    std::size_t budget_bytes() const { return budget_blocks_ * block_bytes_; }
+    std::size_t budget_bytes() const { return budget_; }
     std::uint64_t denials() const { return denials_; }
     std::uint64_t returns() const { return returns_; }
 
@@ -110,13 +148,21 @@ class BufferPool {
         FreeBlock* next;
     };
 
+    bool admits(std::size_t bytes, Use use) const {
+        return in_use_ + bytes <= (use == Use::ingress ? ingress_budget_ : budget_);
+    }
+    void count(std::size_t bytes) {
+        in_use_ += bytes;
+        if (in_use_ > high_water_) high_water_ = in_use_;
+    }
+
     std::size_t block_bytes_;
-    std::size_t budget_blocks_;
-    std::size_t ingress_blocks_;
+    std::size_t budget_;  // bytes, whole blocks
+    std::size_t ingress_budget_;
     std::size_t keep_free_blocks_;
     FreeBlock* free_ = nullptr;
     std::size_t free_count_ = 0;
-    std::size_t in_use_ = 0;
+    std::size_t in_use_ = 0;  // bytes
     std::size_t high_water_ = 0;
     std::uint64_t denials_ = 0;
     std::uint64_t returns_ = 0;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <utility>
 
 #include "base/buffer_pool.hpp"
 
@@ -31,6 +32,14 @@ class ByteQueue {
     ~ByteQueue() { clear(); }
     ByteQueue(const ByteQueue&) = delete;
     ByteQueue& operator=(const ByteQueue&) = delete;
+    ByteQueue(ByteQueue&& other) noexcept { steal(other); }
+    ByteQueue& operator=(ByteQueue&& other) noexcept {
+        if (this != &other) {
+            clear();
+            steal(other);
+        }
+        return *this;
+    }
 
     bool empty() const { return size_ == 0; }
     std::size_t size() const { return size_; }
@@ -108,6 +117,27 @@ class ByteQueue {
         return done;
     }
 
+    // Copies out.size() bytes starting `offset` bytes after the oldest,
+    // consuming nothing (a TCP retransmission reads its segment again).
+    void peek(std::size_t offset, std::span<std::uint8_t> out) const {
+        const Block* block = head_;
+        std::size_t at = head_offset_ + offset;
+        std::size_t done = 0;
+        while (done < out.size() && block != nullptr) {
+            const std::size_t end = block == tail_ ? tail_fill_ : payload();
+            if (at >= end) {
+                at -= end;
+                block = block->next;
+                continue;
+            }
+            const std::size_t n = std::min(end - at, out.size() - done);
+            std::memcpy(out.data() + done, block->bytes() + at, n);
+            done += n;
+            at = 0;
+            block = block->next;
+        }
+    }
+
     // Copies out and consumes up to out.size() bytes; returns how many.
     std::size_t take(std::span<std::uint8_t> out) {
         std::size_t done = 0;
@@ -143,7 +173,22 @@ class ByteQueue {
     struct Block {
         Block* next = nullptr;
         std::uint8_t* data() { return reinterpret_cast<std::uint8_t*>(this + 1); }
+        const std::uint8_t* bytes() const {
+            return reinterpret_cast<const std::uint8_t*>(this + 1);
+        }
     };
+
+    void steal(ByteQueue& other) {
+        pool_ = other.pool_;
+        use_ = other.use_;
+        capacity_ = other.capacity_;
+        head_ = std::exchange(other.head_, nullptr);
+        tail_ = std::exchange(other.tail_, nullptr);
+        head_offset_ = std::exchange(other.head_offset_, 0);
+        tail_fill_ = std::exchange(other.tail_fill_, 0);
+        size_ = std::exchange(other.size_, 0);
+        blocks_ = std::exchange(other.blocks_, 0);
+    }
 
     std::size_t payload() const { return pool_->block_bytes() - sizeof(Block); }
 

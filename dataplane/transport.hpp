@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "base/buffer_pool.hpp"
 #include "dataplane/byte_stream.hpp"
 #include "dataplane/socket_address.hpp"
 
@@ -31,6 +32,9 @@ class TransportHost {
                                const SocketAddress& peer) = 0;
     // One of the connection's streams became readable, writable, connected or closed.
     virtual void activity(Connection& connection) = 0;
+    // The worker's buffer pool: a transport that buffers bytes itself (the
+    // DPDK path's TCP) takes its memory and budget from it too.
+    virtual base::BufferPool& buffers() = 0;
 };
 
 class Transport {

@@ -321,6 +321,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
         return &accepted;
     }
 
+    base::BufferPool& buffers() override { return buffers_; }
+
     void activity(Connection& connection) override {
         if (connection.finished()) return;  // closed earlier in this batch
         connection.pump();

@@ -66,7 +66,7 @@ class DpdkTransport final : public Transport, private Reactor::Poller {
           eal_(eal_arguments_once_primary_ready(settings, placement)),
           port_(port_settings(settings, placement)),
           stack_(port_, StackAddress{settings.address, settings.netmask, settings.gateway},
-                 tcp_config(settings, keepalive)) {
+                 tcp_config(settings, keepalive, host.buffers())) {
         if (!shares_queues(settings, placement))
             stack_.set_steering(static_cast<unsigned>(placement.index),
                                 static_cast<unsigned>(placement.count));
@@ -159,8 +159,10 @@ class DpdkTransport final : public Transport, private Reactor::Poller {
     }
 
     static tcp::TcpConfig tcp_config(const DpdkSettings& settings,
-                                     const KeepaliveSettings& keepalive) {
+                                     const KeepaliveSettings& keepalive,
+                                     base::BufferPool& buffers) {
         tcp::TcpConfig config;
+        config.buffers = &buffers;
         config.mss = static_cast<std::uint16_t>(settings.mtu - 40);  // IPv4 + TCP headers
         config.keepalive_idle_ms = static_cast<std::uint32_t>(keepalive.idle_s) * 1000;
         config.keepalive_interval_ms = static_cast<std::uint32_t>(keepalive.interval_s) * 1000;

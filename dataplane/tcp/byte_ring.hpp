@@ -1,63 +1,40 @@
-// A fixed-capacity byte FIFO (the send and receive buffers of a TCP
-// connection): allocated once at connection setup, never grown, and not
-// zeroed (a connection's 2 x 256 KiB would otherwise cost a memset each).
-// Copies are at most two memcpy calls around the wrap.
+// The send and receive buffers of a TCP connection: a bounded FIFO whose
+// memory is blocks of the worker's pool (base/byte_queue.hpp), held only
+// while bytes are queued, so an idle connection's 2 x 256 KiB windows cost
+// nothing and what they hold counts in the worker's buffer budget. When the
+// budget is spent push() takes less than was offered: the receive side then
+// keeps only what fits (the peer retransmits the rest, as after any drop),
+// the send side reports less written (backpressure on the TLS core).
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <memory>
 #include <span>
+
+#include "base/buffer_pool.hpp"
+#include "base/byte_queue.hpp"
 
 namespace portcullis::dataplane::tcp {
 
 class ByteRing {
   public:
-    explicit ByteRing(std::size_t capacity = 0)
-        : data_(capacity ? std::make_unique_for_overwrite<std::uint8_t[]>(capacity) : nullptr),
-          capacity_(capacity) {}
+    ByteRing(base::BufferPool& pool, base::BufferPool::Use use, std::size_t capacity)
+        : queue_(pool, use, capacity) {}
 
-    std::size_t size() const { return size_; }
-    std::size_t capacity() const { return capacity_; }
-    std::size_t space() const { return capacity_ - size_; }
+    std::size_t size() const { return queue_.size(); }
+    std::size_t capacity() const { return queue_.capacity(); }
+    std::size_t space() const { return queue_.capacity() - queue_.size(); }
+    std::size_t blocks() const { return queue_.blocks(); }
 
-    std::size_t push(std::span<const std::uint8_t> bytes) {
-        const std::size_t n = std::min(bytes.size(), space());
-        if (n == 0) return 0;
-        const std::size_t tail = (head_ + size_) % capacity_;
-        const std::size_t first = std::min(n, capacity_ - tail);
-        std::memcpy(data_.get() + tail, bytes.data(), first);
-        std::memcpy(data_.get(), bytes.data() + first, n - first);
-        size_ += n;
-        return n;
-    }
+    std::size_t push(std::span<const std::uint8_t> bytes) { return queue_.append(bytes); }
     // Copies `out.size()` bytes starting `offset` bytes after the head.
-    void peek(std::size_t offset, std::span<std::uint8_t> out) const {
-        if (out.empty()) return;
-        const std::size_t start = (head_ + offset) % capacity_;
-        const std::size_t first = std::min(out.size(), capacity_ - start);
-        std::memcpy(out.data(), data_.get() + start, first);
-        std::memcpy(out.data() + first, data_.get(), out.size() - first);
-    }
-    void drop(std::size_t n) {
-        n = std::min(n, size_);
-        head_ = capacity_ == 0 ? 0 : (head_ + n) % capacity_;
-        size_ -= n;
-    }
-    std::size_t pop(std::span<std::uint8_t> out) {
-        const std::size_t n = std::min(out.size(), size_);
-        peek(0, out.first(n));
-        drop(n);
-        return n;
-    }
+    void peek(std::size_t offset, std::span<std::uint8_t> out) const { queue_.peek(offset, out); }
+    void drop(std::size_t n) { queue_.consume(std::min(n, queue_.size())); }
+    std::size_t pop(std::span<std::uint8_t> out) { return queue_.take(out); }
 
   private:
-    std::unique_ptr<std::uint8_t[]> data_;
-    std::size_t capacity_ = 0;
-    std::size_t head_ = 0;
-    std::size_t size_ = 0;
+    base::ByteQueue queue_;
 };
 
 }  // namespace portcullis::dataplane::tcp

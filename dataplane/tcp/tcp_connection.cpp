@@ -5,6 +5,10 @@
 namespace portcullis::dataplane::tcp {
 namespace {
 
+base::BufferPool& pool_of(const TcpConfig& config) {
+    return config.buffers != nullptr ? *config.buffers : base::BufferPool::thread_default();
+}
+
 constexpr std::uint16_t default_peer_mss = 536;  // RFC 9293 3.7.1
 constexpr std::uint32_t timestamp_option_bytes = 12;
 
@@ -44,10 +48,10 @@ TcpConnection::TcpConnection(const TcpConfig& config, const TcpSegment& syn, std
       snd_una_(iss),
       snd_nxt_(iss),
       snd_max_(iss),
-      send_buffer_(config.send_buffer),
+      send_buffer_(pool_of(config), base::BufferPool::Use::transform, config.send_buffer),
       irs_(syn.seq),
       rcv_nxt_(syn.seq + 1),
-      receive_buffer_(config.receive_buffer),
+      receive_buffer_(pool_of(config), base::BufferPool::Use::ingress, config.receive_buffer),
       rto_ms_(config.rto_initial_ms) {
     output_.reserve(16);
     negotiate(syn.options);
@@ -64,8 +68,8 @@ TcpConnection::TcpConnection(const TcpConfig& config, std::uint32_t iss, Millis 
       snd_una_(iss),
       snd_nxt_(iss),
       snd_max_(iss),
-      send_buffer_(config.send_buffer),
-      receive_buffer_(config.receive_buffer),
+      send_buffer_(pool_of(config), base::BufferPool::Use::transform, config.send_buffer),
+      receive_buffer_(pool_of(config), base::BufferPool::Use::ingress, config.receive_buffer),
       rto_ms_(config.rto_initial_ms) {
     output_.reserve(16);
     send_mss_ = config.mss;
@@ -80,10 +84,10 @@ TcpConnection::TcpConnection(const TcpConfig& config, const CookieHandshake& han
       snd_una_(handshake.iss + 1),
       snd_nxt_(handshake.iss + 1),
       snd_max_(handshake.iss + 1),
-      send_buffer_(config.send_buffer),
+      send_buffer_(pool_of(config), base::BufferPool::Use::transform, config.send_buffer),
       irs_(handshake.peer_iss),
       rcv_nxt_(handshake.peer_iss + 1),
-      receive_buffer_(config.receive_buffer),
+      receive_buffer_(pool_of(config), base::BufferPool::Use::ingress, config.receive_buffer),
       rto_ms_(config.rto_initial_ms) {
     output_.reserve(16);
     syn_acked_ = true;
@@ -326,8 +330,12 @@ void TcpConnection::process_data(const TcpSegment& segment, Millis now) {
     }
     if (seq != rcv_nxt_) {
         // Out of order: keep it (bounded) and tell the peer at once.
-        if (out_of_order_.size() < config_.max_out_of_order) {
-            out_of_order_.try_emplace(seq, payload.begin(), payload.end());
+        auto charge = out_of_order_.size() < config_.max_out_of_order
+                          ? pool_of(config_).charge(payload.size(), base::BufferPool::Use::ingress)
+                          : std::nullopt;
+        if (charge) {
+            out_of_order_.try_emplace(
+                seq, HeldSegment{{payload.begin(), payload.end()}, std::move(*charge)});
         } else {
             ++stats_.out_of_order_dropped;
         }
@@ -341,8 +349,8 @@ void TcpConnection::process_data(const TcpSegment& segment, Millis now) {
     for (auto it = out_of_order_.begin(); it != out_of_order_.end();) {
         if (seq_gt(it->first, rcv_nxt_)) break;
         const std::uint32_t skip = rcv_nxt_ - it->first;
-        if (skip < it->second.size()) {
-            const auto rest = std::span<const std::uint8_t>(it->second).subspan(skip);
+        if (skip < it->second.bytes.size()) {
+            const auto rest = std::span<const std::uint8_t>(it->second.bytes).subspan(skip);
             rcv_nxt_ += static_cast<std::uint32_t>(receive_buffer_.push(rest));
         }
         it = out_of_order_.erase(it);

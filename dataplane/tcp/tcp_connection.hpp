@@ -3,9 +3,11 @@
 // NewReno, delayed ACKs, bounded out-of-order queue, TIME_WAIT). Pure state
 // machine: segments in, segments out, time passed in as milliseconds. The
 // DPDK lcore owns it for life; no locks, no syscalls. The send and receive
-// rings are allocated once at setup; a segment beyond a hole is copied into
-// the out-of-order queue (one allocation per held segment, at most
-// max_out_of_order of them), which only reordering or loss ever fills.
+// buffers take blocks of the worker's pool only while they hold bytes
+// (byte_ring.hpp); a segment beyond a hole is copied into the out-of-order
+// queue (one allocation per held segment, at most max_out_of_order of them,
+// counted in the pool's budget and dropped when it is spent), which only
+// reordering or loss ever fills.
 //
 // Contract for the owner, per event:
 //   input(segment, now) / send(bytes) / close() / on_timer(now), then for
@@ -20,6 +22,7 @@
 #include <span>
 #include <vector>
 
+#include "base/buffer_pool.hpp"
 #include "dataplane/tcp/byte_ring.hpp"
 #include "dataplane/tcp/tcp_segment.hpp"
 
@@ -48,6 +51,9 @@ struct TcpConfig {
     std::uint32_t timestamp_offset = 0;
     std::uint32_t receive_buffer = 256 * 1024;
     std::uint32_t send_buffer = 256 * 1024;
+    // Where both buffers and the out-of-order segments take their memory
+    // (and budget); null: the thread's unbounded pool (tests, tools).
+    base::BufferPool* buffers = nullptr;
     std::uint32_t rto_initial_ms = 1000;  // RFC 6298 2.1
     std::uint32_t rto_min_ms = 200;       // Linux's floor; RFC 6298 suggests 1 s
     std::uint32_t rto_max_ms = 60000;
@@ -101,6 +107,8 @@ class TcpConnection {
     std::size_t send(std::span<const std::uint8_t> bytes);  // returns bytes accepted
     std::size_t receive(std::span<std::uint8_t> out);
     std::size_t readable() const { return receive_buffer_.size(); }
+    // What the window we advertise offers now (unscaled bytes).
+    std::uint32_t receive_window_bytes() const { return receive_window(); }
     std::size_t writable() const { return send_buffer_.space(); }
     void close();  // no more data from us: FIN once the queue is sent
     // Sends what send()/close() queued, as far as the windows allow.
@@ -108,7 +116,7 @@ class TcpConnection {
     void abort();  // RST now
     bool peer_closed() const {
         return peer_fin_;
-    }                                      // FIN received (all data before it read or readable)
+    }  // FIN received (all data before it read or readable)
     bool reset() const { return reset_; }  // ended by RST (either side) or retransmission limit
 
     std::span<const OutSegment> output() const { return output_; }
@@ -175,7 +183,11 @@ class TcpConnection {
     std::uint32_t rcv_nxt_ = 0;
     std::uint8_t rcv_wscale_ = 0;  // applied by the peer to our window field
     ByteRing receive_buffer_;
-    std::map<std::uint32_t, std::vector<std::uint8_t>> out_of_order_;
+    struct HeldSegment {
+        std::vector<std::uint8_t> bytes;
+        base::BufferPool::Charge charge;  // counted in the worker's budget
+    };
+    std::map<std::uint32_t, HeldSegment> out_of_order_;
     bool peer_fin_ = false;
 
     // Options in use.

@@ -40,7 +40,9 @@ struct RecordingHost final : TransportHost {
         return nullptr;
     }
     void activity(Connection&) override { ++activities; }
+    base::BufferPool& buffers() override { return pool; }
 
+    base::BufferPool pool;
     std::vector<std::unique_ptr<ByteStream>> accepted;
     int activities = 0;
 };

@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <numeric>
 
+#include "base/byte_queue.hpp"
 #include "dataplane/tcp/syn_cookie.hpp"
 
 namespace portcullis::dataplane::tcp {
@@ -284,6 +286,79 @@ TEST(TcpData, RetransmittedOldDataIsAnsweredWithAnAck) {
     ASSERT_EQ(h.sent.size(), 1u);
     EXPECT_EQ(h.sent[0].header.ack, peer_iss + 11);
     EXPECT_EQ(h.tcp->readable(), 10u) << "no duplicate bytes";
+}
+
+// The windows are 256 KiB each way, but only bytes held take memory: an
+// idle connection holds no pool block.
+TEST(TcpMemory, BuffersHoldPoolBlocksOnlyWhileTheyHoldBytes) {
+    base::BufferPool pool;
+    TcpConfig config;
+    config.buffers = &pool;
+    Harness h(config);
+    h.establish();
+    EXPECT_EQ(pool.bytes_in_use(), 0u);
+    EXPECT_EQ(h.tcp->receive_window_bytes(), config.receive_buffer);
+
+    const auto data = bytes(100);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, data));
+    EXPECT_EQ(pool.bytes_in_use(), pool.block_bytes());
+    std::vector<std::uint8_t> got(100);
+    ASSERT_EQ(h.tcp->receive(got), 100u);
+    EXPECT_EQ(pool.bytes_in_use(), 0u) << "a drained receive buffer kept its block";
+
+    const auto answer = bytes(3000);
+    ASSERT_EQ(h.tcp->send(answer), answer.size());
+    EXPECT_EQ(pool.bytes_in_use(), pool.block_bytes());
+    h.input(h.from_peer(peer_iss + 101, flag::ack, our_iss + 1));  // prompts transmit
+    h.input(h.from_peer(peer_iss + 101, flag::ack, our_iss + 1 + 3000));
+    EXPECT_EQ(pool.bytes_in_use(), 0u) << "acknowledged bytes kept their block";
+}
+
+// A spent budget: an in-order segment is not taken (our ACK says so at once,
+// and the peer's retransmission lands once blocks are back); an out-of-order
+// one is dropped instead of held. Nothing past the budget is ever held.
+TEST(TcpMemory, ASpentBudgetTakesNothingMoreAndThePeerRetransmits) {
+    base::BufferPool pool(base::BufferPoolLimits{.budget_bytes = 8 * 17 * 1024});
+    TcpConfig config;
+    config.buffers = &pool;
+    Harness h(config);
+    h.establish();
+    auto hog = std::make_unique<base::ByteQueue>(pool, base::BufferPool::Use::ingress,
+                                                 std::size_t{1} << 20);
+    const auto filler = bytes(std::size_t{1} << 20);
+    hog->append(filler);
+    const auto held = pool.bytes_in_use();
+
+    const auto data = bytes(100);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, data));
+    EXPECT_EQ(h.tcp->readable(), 0u);
+    ASSERT_EQ(h.sent.size(), 1u) << "nothing taken: the ACK goes at once";
+    EXPECT_EQ(h.sent[0].header.ack, peer_iss + 1);
+    h.input(h.from_peer(peer_iss + 201, flag::ack, our_iss + 1, data));
+    EXPECT_EQ(h.tcp->stats().out_of_order_dropped, 1u);
+    EXPECT_EQ(pool.bytes_in_use(), held);
+
+    hog.reset();
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, data));  // the retransmission
+    EXPECT_EQ(h.tcp->readable(), 100u);
+}
+
+// Out-of-order segments are memory the connection holds: they count in the
+// budget until the hole is filled.
+TEST(TcpMemory, OutOfOrderSegmentsCountInTheBudgetUntilDelivered) {
+    base::BufferPool pool;
+    TcpConfig config;
+    config.buffers = &pool;
+    Harness h(config);
+    h.establish();
+    h.input(h.from_peer(peer_iss + 11, flag::ack, our_iss + 1, bytes(10, 10)));
+    EXPECT_EQ(pool.bytes_in_use(), 10u);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1, bytes(10, 0)));
+    EXPECT_EQ(pool.bytes_in_use(), pool.block_bytes()) << "the held segment's charge stayed";
+    std::vector<std::uint8_t> got(20);
+    ASSERT_EQ(h.tcp->receive(got), 20u);
+    EXPECT_EQ(got, bytes(20));
+    EXPECT_EQ(pool.bytes_in_use(), 0u);
 }
 
 TEST(TcpSend, DataIsSegmentedByMssAndRetransmittedAfterTimeout) {
