@@ -73,6 +73,7 @@ class Backend {
     Backend(const std::filesystem::path& dir, std::vector<std::string> extra_args, int port = 0);
     int port() const { return port_; }
     std::filesystem::path record_path() const { return record_; }
+    pid_t pid() const { return process_->pid(); }
     void stop() { process_.reset(); }
 
   private:

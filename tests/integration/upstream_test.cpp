@@ -1,11 +1,15 @@
 // The upstream side against the real daemon: PROXY v2 identity fields,
 // backend failure and recovery, backpressure, half-close.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <thread>
+#include <vector>
 
 #include "base/unique_fd.hpp"
 #include "dataplane/socket_address.hpp"
@@ -176,6 +180,117 @@ TEST_F(Upstream, SlowBackendDoesNotGrowMemory) {
         << "worker RSS grew from " << rss_before << " KiB to " << rss_after << " KiB";
     RecordProperty("bytes_accepted_before_backpressure", static_cast<int>(written));
     RecordProperty("worker_rss_growth_kib", static_cast<int>(rss_after - rss_before));
+}
+
+// The smallest buffer budget (1 MiB, 60 blocks) against 16 clients pushing
+// 4 MiB each through an echo backend that stops reading for a while (SIGSTOP):
+// once the kernel's socket buffers are full the worker's queues would want
+// ~6 blocks per connection, so reads pause on the budget (counted), the
+// blocks in use never pass it, and when the backend reads again every byte
+// comes back in order.
+TEST_F(Upstream, ASpentBufferBudgetPausesReadsAndEveryByteStillArrives) {
+    const int port = free_port();
+    const int admin = free_port();
+    Backend echo(env->dir, {"--mode", "echo", "--proxy-protocol"});
+    const std::string config =
+        "[workers]\nbuffer_budget_bytes = 1048576\n\n[admin]\naddress = "
+        "\"127.0.0.1:" +
+        std::to_string(admin) + "\"\n\n" + env->listener("edge", port, "", "", "", echo.port());
+    Daemon daemon(env->write_config("budget", config));
+    const auto metric = [&](const std::string& name) {
+        return metric_value(http_request(admin, "GET", "/metrics").body, name + "{worker=\"0\"}");
+    };
+
+    constexpr int clients = 16;
+    constexpr std::size_t size = 4 * 1024 * 1024;
+    struct Client {
+        TlsSession session;
+        std::string sent, received;
+        std::size_t written = 0;
+    };
+    std::vector<Client> all(clients);
+    for (int c = 0; c < clients; ++c) {
+        auto& client = all[static_cast<std::size_t>(c)];
+        client.session = open_tls_session(port, good());
+        ASSERT_TRUE(client.session.ok) << "client " << c;
+        ::fcntl(client.session.fd.get(), F_SETFL, O_NONBLOCK);
+        SSL_set_mode(client.session.ssl.get(),
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        client.sent.resize(size);
+        for (std::size_t i = 0; i < size; ++i)
+            client.sent[i] = static_cast<char>((i * 31 + static_cast<std::size_t>(c) * 7) % 251);
+    }
+    // Every client writes and reads what it can; true once all is echoed.
+    // `progress` says whether any byte moved.
+    const auto step = [&](bool& progress) {
+        bool done = true;
+        std::vector<pollfd> fds;
+        for (auto& client : all) {
+            SSL* ssl = client.session.ssl.get();
+            while (client.written < size) {
+                const int n = SSL_write(
+                    ssl, client.sent.data() + client.written,
+                    static_cast<int>(std::min<std::size_t>(16384, size - client.written)));
+                if (n <= 0) break;
+                client.written += static_cast<std::size_t>(n);
+                progress = true;
+            }
+            char buffer[16384];
+            for (int n; (n = SSL_read(ssl, buffer, sizeof buffer)) > 0;) {
+                client.received.append(buffer, static_cast<std::size_t>(n));
+                progress = true;
+            }
+            ERR_clear_error();
+            if (client.received.size() < size) done = false;
+            fds.push_back({client.session.fd.get(),
+                           static_cast<short>(POLLIN | (client.written < size ? POLLOUT : 0)), 0});
+        }
+        if (!done) ::poll(fds.data(), fds.size(), 20);
+        return done;
+    };
+
+    ASSERT_EQ(::kill(echo.pid(), SIGSTOP), 0);
+    // Until nothing has moved for a second: every path is full.
+    for (auto quiet_since = std::chrono::steady_clock::now();
+         std::chrono::steady_clock::now() - quiet_since < std::chrono::seconds(1);) {
+        bool progress = false;
+        step(progress);
+        if (progress) quiet_since = std::chrono::steady_clock::now();
+    }
+    const double budget = metric("portcullis_buffer_budget_bytes");
+    EXPECT_EQ(budget, 60.0 * 17 * 1024) << "1 MiB in whole 17 KiB blocks";
+    const double in_use = metric("portcullis_buffer_bytes_in_use");
+    EXPECT_GT(in_use, budget / 2) << "the worker's queues did not fill";
+    EXPECT_LE(in_use, budget);
+    EXPECT_GT(metric("portcullis_buffer_denials_total"), 0)
+        << "the budget never limited anything: the test proves nothing";
+    std::size_t written = 0;
+    for (const auto& client : all) written += client.written;
+
+    ASSERT_EQ(::kill(echo.pid(), SIGCONT), 0);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    bool done = false;
+    while (!done && std::chrono::steady_clock::now() < deadline) {
+        bool progress = false;
+        done = step(progress);
+    }
+    for (int c = 0; c < clients; ++c) {
+        const auto& client = all[static_cast<std::size_t>(c)];
+        EXPECT_EQ(client.received.size(), size) << "client " << c;
+        EXPECT_TRUE(client.received == client.sent.substr(0, client.received.size()))
+            << "client " << c << ": bytes lost or reordered";
+    }
+    const double high_water = metric("portcullis_buffer_bytes_high_water");
+    EXPECT_LE(high_water, budget) << "buffer memory grew past its budget";
+    all.clear();
+    bool drained = false;
+    for (int i = 0; i < 40 && !drained; ++i) {
+        drained = metric("portcullis_buffer_bytes_in_use") == 0;
+        if (!drained) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_TRUE(drained) << "blocks still in use after every connection closed";
+    RecordProperty("buffer_high_water_bytes", static_cast<int>(high_water));
+    RecordProperty("bytes_written_while_the_backend_was_stopped", static_cast<int>(written));
 }
 
 TEST_F(Upstream, SigtermDrainsEstablishedConnectionsAndRefusesNewOnes) {
