@@ -368,16 +368,21 @@ bool ServerTlsContext::session_still_trusted(SSL_SESSION* session) const {
         if (options_.events) options_.events->resumption_refused(ResumptionRefusal::expired);
         return false;
     }
-    const X509_NAME* issuer = X509_get_issuer_name(client);
+    if (revokes(client)) {
+        if (options_.events) options_.events->resumption_refused(ResumptionRefusal::revoked);
+        return false;
+    }
+    return true;
+}
+
+bool ServerTlsContext::revokes(X509* certificate) const {
+    const X509_NAME* issuer = X509_get_issuer_name(certificate);
     for (const auto& crl : crls_) {
         if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), issuer) != 0) continue;
         X509_REVOKED* entry = nullptr;
-        if (X509_CRL_get0_by_cert(crl.get(), &entry, client) == 1) {
-            if (options_.events) options_.events->resumption_refused(ResumptionRefusal::revoked);
-            return false;
-        }
+        if (X509_CRL_get0_by_cert(crl.get(), &entry, certificate) == 1) return true;
     }
-    return true;
+    return false;
 }
 
 ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,

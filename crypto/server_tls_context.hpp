@@ -84,6 +84,9 @@ class ServerTlsContext {
     // Whether a session may still be resumed: its client certificate has not
     // expired and is not on a CRL loaded since (resumption skips verification).
     bool session_still_trusted(SSL_SESSION* session) const;
+    // Whether a CRL this context loaded lists `certificate` (by its issuer's
+    // name and its serial number).
+    bool revokes(X509* certificate) const;
     // Whether `session` was made under this context's session ID context
     // (the same listener policy and trusted CAs), as OpenSSL requires to resume it.
     bool owns_id_context(const SSL_SESSION* session) const;

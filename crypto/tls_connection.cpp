@@ -1,6 +1,7 @@
 #include "crypto/tls_connection.hpp"
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cstring>
@@ -286,6 +287,23 @@ TlsConnection::IoResult TlsConnection::write_plaintext(std::span<const std::uint
             failure_.detail = drain_openssl_errors();
             return {IoStatus::failed, 0};
     }
+}
+
+bool TlsConnection::revoked_by(const ServerTlsContext& context) const {
+    if (!established_ || peer_.certificate.get() == nullptr) return false;
+    if (context.revokes(peer_.certificate.get())) return true;
+    if (context.policy().crl_scope != CrlScope::chain) return false;
+    // The chain OpenSSL verified, or (a resumed session, a chain from the
+    // verified-chain cache) the certificates the client sent.
+    STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl_.get());
+    if (chain == nullptr) chain = SSL_get_peer_cert_chain(ssl_.get());
+    for (int i = 0; chain != nullptr && i < sk_X509_num(chain); ++i) {
+        X509* certificate = sk_X509_value(chain, i);
+        if (X509_check_issued(certificate, certificate) == X509_V_OK)
+            continue;  // a root is trusted or not, never revoked
+        if (context.revokes(certificate)) return true;
+    }
+    return false;
 }
 
 void TlsConnection::close() {

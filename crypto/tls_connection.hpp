@@ -125,6 +125,11 @@ class TlsConnection {
     // Queues close_notify in outbound().
     void close();
 
+    // Whether `context`'s CRLs (a reload's, which may differ from the ones
+    // this connection was verified with) revoke the client's certificate, or
+    // with crl_scope = "chain" one of the CA certificates of its chain.
+    bool revoked_by(const ServerTlsContext& context) const;
+
     const PeerIdentity& peer() const { return peer_; }
     const TlsFailure& failure() const { return failure_; }
 

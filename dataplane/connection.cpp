@@ -238,7 +238,34 @@ void Connection::log_rejection() {
                  suppressed ? " suppressed_before=" + std::to_string(suppressed) : std::string());
 }
 
+void Connection::recheck_revocation() {
+    if (finished_ || !tls_.established() || !tls_.revoked_by(*listener_.tls)) return;
+    end_revoked();
+}
+
+// OpenSSL has no call that sends certificate_revoked on an established
+// connection: the client gets close_notify, then FIN.
+void Connection::end_revoked() {
+    stats_.connections_revoked.add();
+    const auto& peer = tls_.peer();
+    spdlog::warn("connection ended listener={} client={} reason=revoked_live subject={} sha256={}",
+                 listener_.settings.name, peer_.to_string(),
+                 log_quoted(peer.certificate.subject_dn()), peer.certificate.sha256_hex());
+    tls_.close();
+    close_notify_sent_ = true;
+    flush_tls_to_client();
+    if (finished_) return;  // the client's socket failed while flushing
+    client_->shutdown_write();
+    finish("revoked live");
+}
+
 void Connection::on_established() {
+    // A reload may have swapped in new CRLs while this handshake ran on the
+    // context it started with: they have the last word.
+    if (tls_context_ != listener_.tls && tls_.revoked_by(*listener_.tls)) {
+        end_revoked();
+        return;
+    }
     const auto& peer = tls_.peer();
     (peer.resumed ? stats_.handshakes_resumed : stats_.handshakes_full).add();
     stats_

@@ -83,6 +83,10 @@ class Connection {
     void on_tick();
     // The signature this connection's handshake waits for is ready.
     void on_key_operation_done();
+    // The listener's TLS context was replaced (a reload, new CRLs): an
+    // established connection whose client certificate the new CRLs revoke
+    // ends now, with close_notify, counted and logged as revoked_live.
+    void recheck_revocation();
 
     bool finished() const { return finished_; }
 
@@ -98,6 +102,7 @@ class Connection {
     bool move_upstream_to_tls();
     bool flush_tls_to_client();
     void on_established();
+    void end_revoked();
     void connect_upstream();
     void on_upstream_connect_result(int error);
     void check_upstream_connect();

@@ -428,6 +428,12 @@ class Worker final : public TransportHost, private Reactor::Handler {
             // move the file and reload, instead of copytruncate.
             access_log_ = AccessLog(options_.access_log);
             options_.stats->config_generation.set(reload_result_.generation);
+            // Partners revoked by the new CRLs lose their live connections too.
+            for (auto& connection : connections_) {
+                if (connection->finished()) continue;
+                connection->recheck_revocation();
+                if (connection->finished()) finished_.push_back(connection.get());
+            }
             spdlog::info("worker {} serving configuration generation {}", options_.index,
                          reload_result_.generation);
         }

@@ -50,6 +50,7 @@ struct ListenerStats {
     Counter connections_accepted;
     Counter connections_refused;  // over workers.max_connections
     Counter connections_active;   // gauge
+    Counter connections_revoked;  // established, ended because a CRL now revokes the client
     Counter handshakes_full;
     Counter handshakes_resumed;
     std::array<Counter, crypto::reject_reason_count> handshakes_rejected;  // by RejectReason

@@ -324,6 +324,10 @@ std::string render_metrics(const MetricsInput& input) {
                    "Client connections closed at once, by reason.", MetricType::Counter);
     auto& active = out.family("portcullis_connections_active", "Client connections open now.",
                               MetricType::Gauge);
+    auto& revoked_live = out.family(
+        "portcullis_connections_revoked_total",
+        "Established connections ended because newly loaded CRLs revoke their client certificate.",
+        MetricType::Counter);
     auto& handshakes =
         out.family("portcullis_handshakes_total",
                    "TLS handshakes by kind (full/resumed) and result.", MetricType::Counter);
@@ -370,6 +374,7 @@ std::string render_metrics(const MetricsInput& input) {
         Families::add(refused, sum.listener(i, &ListenerStats::connections_refused),
                       {{"listener", name}, {"reason", "max_connections"}});
         Families::add(active, sum.listener(i, &ListenerStats::connections_active), listener);
+        Families::add(revoked_live, sum.listener(i, &ListenerStats::connections_revoked), listener);
 
         double rejected = 0;
         double failed = 0;

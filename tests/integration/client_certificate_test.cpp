@@ -392,5 +392,90 @@ TEST_F(VerifiedChainCache, OffMeansEveryChainIsVerifiedInFull) {
 INSTANTIATE_TEST_SUITE_P(ChainCache, ClientCertificateMatrix, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "CacheOn" : "CacheOff"; });
 
+// A partner revoked while connected: the reload that brings the new CRLs
+// ends its live connections on every worker (close_notify, an access-log
+// line result=revoked_live, a counter), other partners' connections carry
+// on, and it cannot come back. With crl_scope = "chain" the same holds for a
+// partner whose intermediate the root revokes.
+class LiveRevocation : public ::testing::TestWithParam<bool> {};
+
+TEST_P(LiveRevocation, ARevokedPartnersConnectionEndsAtTheReloadAndOthersCarryOn) {
+    const bool intermediate = GetParam();
+    TestDeployment env;
+    // A second intermediate under the root, for the chain case.
+    CertificateAuthority other_ca = env.root.intermediate("Other Client CA");
+    write_file(env.dir / "other-ca.crl", other_ca.crl_pem());
+    const int port = free_port();
+    const int admin = free_port();
+    Daemon daemon(
+        env.write_config(
+            "live-revocation",
+            admin_block(admin) + "[log]\naccess_log = \"audit.log\"\n\n" +
+                replace_all(env.listener("edge", port, "crl_scope = \"chain\"\n"),
+                            "\"client-ca.crl\"]", "\"client-ca.crl\", \"other-ca.crl\"]")),
+        2);
+    CertOptions doomed_options_pki;
+    doomed_options_pki.common_name = "doomed";
+    const auto doomed_cert =
+        intermediate ? other_ca.issue(doomed_options_pki) : env.client("doomed");
+    const auto kept_cert = env.client("kept");
+    auto doomed_options = env.options_for(doomed_cert);
+    if (intermediate) doomed_options.chain = {other_ca.cert()};
+    const auto echo = [](TlsSession& session, const std::string& text) {
+        if (SSL_write(session.ssl.get(), text.data(), static_cast<int>(text.size())) <= 0)
+            return std::string("<write failed>");
+        std::string got;
+        char buffer[256];
+        while (got.size() < text.size()) {
+            const int n = SSL_read(session.ssl.get(), buffer, sizeof buffer);
+            if (n <= 0) break;
+            got.append(buffer, static_cast<std::size_t>(n));
+        }
+        return got;
+    };
+    auto doomed = open_tls_session(port, doomed_options);
+    auto kept = open_tls_session(port, env.options_for(kept_cert));
+    ASSERT_TRUE(doomed.ok && kept.ok);
+    ASSERT_EQ(echo(doomed, "before\n"), "before\n");
+    ASSERT_EQ(echo(kept, "before\n"), "before\n");
+
+    if (intermediate) {
+        env.root.revoke(other_ca.cert());
+    } else {
+        env.client_ca.revoke(doomed_cert.cert.get());
+    }
+    env.write_crls();
+    const auto revoked_at = std::chrono::steady_clock::now();
+    ASSERT_EQ(http_request(admin, "POST", "/reload").status, 200);
+
+    char byte;
+    const int n = SSL_read(doomed.ssl.get(), &byte, 1);  // the socket times out after 5 s
+    const auto ended_after = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - revoked_at)
+                                 .count();
+    EXPECT_EQ(n, 0);
+    EXPECT_EQ(SSL_get_error(doomed.ssl.get(), n), SSL_ERROR_ZERO_RETURN)
+        << "no close_notify: " << crypto::drain_openssl_errors();
+    EXPECT_LT(ended_after, 5000);
+    EXPECT_EQ(echo(kept, "after\n"), "after\n") << "another partner's connection was ended";
+
+    EXPECT_TRUE(daemon.wait_for_log("reason=revoked_live subject=\"CN=doomed")) << daemon.log();
+    std::string audit;
+    for (int i = 0; i < 100 && audit.find("result=revoked_live") == std::string::npos; ++i) {
+        std::this_thread::sleep_for(20ms);
+        audit = read_file(env.dir / "audit.log");
+    }
+    EXPECT_NE(audit.find("result=revoked_live"), std::string::npos) << audit;
+    EXPECT_EQ(scrape(admin, "portcullis_connections_revoked_total{listener=\"edge\"}"), 1);
+    const auto again = run_client(port, doomed_options);
+    EXPECT_FALSE(again.exchanged) << "the revoked partner got back in";
+    EXPECT_TRUE(run_client(port, env.options_for(kept_cert)).exchanged);
+}
+
+INSTANTIATE_TEST_SUITE_P(LeafOrIntermediate, LiveRevocation, ::testing::Bool(),
+                         [](const auto& info) {
+                             return info.param ? "IntermediateRevoked" : "LeafRevoked";
+                         });
+
 }  // namespace
 }  // namespace portcullis::testing
