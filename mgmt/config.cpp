@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <grp.h>
+#include <openssl/evp.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <toml++/toml.h>
@@ -37,8 +38,9 @@ using namespace toml_reader;
 
 // The keys each table accepts. The reader rejects anything else, and
 // known_config_keys() is built from these same lists so the two cannot drift.
-constexpr std::array kTopLevelTables{"workers"sv, "log"sv,      "admin"sv,    "resumption"sv,
-                                     "hsm"sv,     "listener"sv, "dataplane"sv};
+constexpr std::array kTopLevelTables{"workers"sv, "log"sv,      "admin"sv,     "resumption"sv,
+                                     "hsm"sv,     "listener"sv, "dataplane"sv, "revocation"sv};
+constexpr std::array kRevocationKeys{"cache_dir"sv, "fetch_timeout_ms"sv};
 constexpr std::array kDataplaneKeys{"transport"sv};
 constexpr std::array kDataplaneTables{"dpdk"sv, "keepalive"sv};
 constexpr std::array kKeepaliveKeys{"idle_s"sv, "interval_s"sv, "probes"sv};
@@ -78,7 +80,9 @@ constexpr std::array kTlsKeys{"client_auth"sv,
                               "groups"sv,
                               "alpn"sv,
                               "allow_psk_ke"sv,
-                              "verified_chain_cache_entries"sv};
+                              "verified_chain_cache_entries"sv,
+                              "crl_urls"sv,
+                              "crl_refresh_s"sv};
 constexpr std::array kTlsTables{"certificate"sv, "allow"sv};
 constexpr std::array kCertificateKeys{"chain"sv, "key"sv, "server_names"sv};
 constexpr std::array kAllowKeys{"subjects"sv, "san_uris"sv, "san_dns"sv, "sha256"sv};
@@ -759,6 +763,81 @@ void check_unique(const Section& section, const dataplane::ListenerSettings& lis
     }
 }
 
+RevocationSettings read_revocation(const Section& section) {
+    section.reject_unknown_keys(kRevocationKeys);
+    RevocationSettings revocation;
+    if (const auto dir = section.string("cache_dir")) {
+        require_non_empty(section, *dir, "a directory path");
+        const fs::path written(dir->value);
+        revocation.cache_dir =
+            (written.is_absolute() ? written : section.source().base_directory() / written)
+                .lexically_normal()
+                .string();
+        std::error_code error;
+        if (fs::exists(revocation.cache_dir, error) && !fs::is_directory(revocation.cache_dir)) {
+            section.source().fail(*dir->node, dir->key,
+                                  in_quotes(revocation.cache_dir) + " is not a directory");
+        }
+    }
+    revocation.fetch_timeout_ms =
+        section.integer_or("fetch_timeout_ms", revocation.fetch_timeout_ms, 100, 60000);
+    return revocation;
+}
+
+std::string sha256_hex(std::string_view text) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned int i = 0; i < length; ++i) {
+        hex += digits[digest[i] >> 4];
+        hex += digits[digest[i] & 0xf];
+    }
+    return hex;
+}
+
+// listener[i].tls.crl_urls: each URL's last good CRL (if any yet) joins the
+// listener's crl_files, and the supervisor fetches it (crl_fetcher.hpp).
+void read_crl_sources(const Section& listener_section, std::size_t index,
+                      dataplane::ListenerSettings& listener, Config& config) {
+    const auto tls = listener_section.subtable("tls");
+    if (!tls) return;
+    const auto urls = tls->string_list("crl_urls");
+    const int refresh_s = tls->integer_or("crl_refresh_s", 3600, 1, 7 * 86400);
+    if (!urls) return;
+    if (listener.tls.client_auth == crypto::ClientAuth::none && !urls->items.empty()) {
+        tls->source().fail(*urls->node, urls->key,
+                           "CRLs apply to client certificates, which client_auth \"none\" never "
+                           "asks for");
+    }
+    if (!urls->items.empty() && listener.tls.trust_file.empty()) {
+        tls->source().fail(*urls->node, urls->key,
+                           "a fetched CRL is checked against trust_bundle, which is not set");
+    }
+    for (const auto& url : urls->items) {
+        if (!url.value.starts_with("http://") || url.value.size() <= 7 ||
+            url.value.find('/', 7) == std::string::npos) {
+            tls->source().fail(*url.node, url.key,
+                               "expected an http:// URL with a path (http://host[:port]/path), "
+                               "got " +
+                                   in_quotes(url.value));
+        }
+        CrlSource source;
+        source.listener = index;
+        source.url = url.value;
+        source.cache_file = (fs::path(config.revocation.cache_dir) /
+                             ("crl-" + sha256_hex(url.value).substr(0, 32) + ".pem"))
+                                .string();
+        source.trust_file = listener.tls.trust_file;
+        source.refresh_s = refresh_s;
+        std::error_code error;
+        if (fs::is_regular_file(source.cache_file, error))
+            listener.tls.crl_files.push_back(source.cache_file);
+        config.crl_sources.push_back(std::move(source));
+    }
+}
+
 Config read_config(const toml::table& root, const Source& source) {
     const Section top(root, "", source);
     top.reject_unknown_keys({}, kTopLevelTables);
@@ -771,6 +850,8 @@ Config read_config(const toml::table& root, const Source& source) {
     if (const auto hsm = top.subtable("hsm")) config.hsm = read_hsm(*hsm);
     if (const auto dataplane = top.subtable("dataplane"))
         config.dataplane = read_dataplane(*dataplane);
+    if (const auto revocation = top.subtable("revocation"))
+        config.revocation = read_revocation(*revocation);
     const bool dpdk = config.dataplane.transport == DataplaneTransport::dpdk;
     if (dpdk && config.dataplane.dpdk.is_pci() && config.workers.count == 0)
         config.workers.count = 1;
@@ -811,6 +892,7 @@ Config read_config(const toml::table& root, const Source& source) {
                     "a pkcs11: key needs an [hsm] section (module, token, pin_file or pin_env)");
             }
         }
+        read_crl_sources(listeners[i], i, listener, config);
         check_unique(listeners[i], listener, config.listeners);
         if (dpdk) check_dpdk_addresses(listeners[i], listener, config.dataplane.dpdk);
         config.listeners.push_back(std::move(listener));
@@ -882,6 +964,7 @@ std::vector<std::string> known_config_keys() {
     append_keys(keys, "admin.tls.operator.", kAllowKeys);
     append_keys(keys, "hsm.", kHsmKeys);
     append_keys(keys, "resumption.", kResumptionKeys);
+    append_keys(keys, "revocation.", kRevocationKeys);
     append_keys(keys, "dataplane.", kDataplaneKeys);
     append_keys(keys, "dataplane.dpdk.", kDpdkKeys);
     append_keys(keys, "dataplane.keepalive.", kKeepaliveKeys);

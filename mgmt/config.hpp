@@ -93,6 +93,22 @@ struct DataplaneSettings {
     dataplane::KeepaliveSettings keepalive;
 };
 
+// Where fetched CRLs are kept (mgmt/crl_fetcher.hpp) and how long a fetch may take.
+struct RevocationSettings {
+    std::string cache_dir = "/var/lib/portcullis/crl";
+    int fetch_timeout_ms = 5000;
+};
+
+// A CRL a listener fetches over HTTP. Its last good copy is `cache_file`,
+// which the listener's crl_files include whenever it exists.
+struct CrlSource {
+    std::size_t listener = 0;
+    std::string url;         // http://host[:port]/path
+    std::string cache_file;  // in revocation.cache_dir, named by the URL's SHA-256
+    std::string trust_file;  // the listener's trust bundle: the CRL's signer is in it
+    int refresh_s = 3600;    // at the latest; earlier when its nextUpdate comes first
+};
+
 struct Config {
     std::string source_file;
     std::string text;  // the TOML as read: reloads hand exactly this to the workers
@@ -103,6 +119,8 @@ struct Config {
     hsm::HsmSettings hsm;  // module "" = no HSM
     DataplaneSettings dataplane;
     std::vector<dataplane::ListenerSettings> listeners;  // at least one
+    RevocationSettings revocation;
+    std::vector<CrlSource> crl_sources;
 };
 
 class ConfigError : public std::runtime_error {

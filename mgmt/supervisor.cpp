@@ -33,6 +33,7 @@
 #include "mgmt/admin_server.hpp"
 #include "mgmt/child_process.hpp"
 #include "mgmt/control_block.hpp"
+#include "mgmt/crl_fetcher.hpp"
 #include "mgmt/logging.hpp"
 #include "mgmt/privileges.hpp"
 #include "mgmt/reload.hpp"
@@ -129,18 +130,21 @@ class Supervisor {
     int run() {
         spdlog::info("starting {} workers listeners={}", worker_count_, listener_summary(config_));
         prepare_access_log(config_.log.access_log, config_.workers.run_as);
+        start_crl_fetcher(true);
         for (int i = 0; i < worker_count_; ++i) start_worker(i);
         start_admin();
         while (!stopping_) {
-            pollfd fds[3] = {{signals_.get(), POLLIN, 0},
+            pollfd fds[4] = {{signals_.get(), POLLIN, 0},
                              {ready_read_.get(), POLLIN, 0},
-                             {reload_read_.get(), POLLIN, 0}};
+                             {reload_read_.get(), POLLIN, 0},
+                             {crl_read_ ? crl_read_.get() : -1, POLLIN, 0}};
             const auto until_next = std::chrono::duration_cast<std::chrono::milliseconds>(
                 next_deadline() - Clock::now());
             const int timeout =
                 static_cast<int>(std::clamp<std::int64_t>(until_next.count() + 1, 0, 1000));
-            if (::poll(fds, 3, timeout) < 0 && errno != EINTR) break;
+            if (::poll(fds, 4, timeout) < 0 && errno != EINTR) break;
             drain_ready_pipe();
+            if (fds[3].revents & POLLIN) read_crl_news();
             handle_signals();
             if (drain_reload_requests()) reload();
             restart_due_workers();
@@ -148,6 +152,8 @@ class Supervisor {
             purge_due_sessions();
             if (admin_pid_ < 0 && admin_restart_at_ && Clock::now() >= *admin_restart_at_)
                 start_admin();
+            if (fetcher_pid_ < 0 && fetcher_restart_at_ && Clock::now() >= *fetcher_restart_at_)
+                start_crl_fetcher(false);
         }
         stop_workers();
         spdlog::info("portcullis stats {}", stats_.summary());
@@ -177,10 +183,13 @@ class Supervisor {
 
     // Nothing of the supervisor's event handling survives in a child: the
     // worker keeps only the readiness pipe's write end.
-    ChildSetup child_setup(bool keep_ready_pipe, bool keep_reload_request = false) {
-        ChildSetup setup{control_.supervisor_pid(), {&signals_, &ready_read_, &reload_read_}};
+    ChildSetup child_setup(bool keep_ready_pipe, bool keep_reload_request = false,
+                           bool keep_crl_news = false) {
+        ChildSetup setup{control_.supervisor_pid(),
+                         {&signals_, &ready_read_, &reload_read_, &crl_read_}};
         if (!keep_ready_pipe) setup.inherited.push_back(&ready_write_);
         if (!keep_reload_request) setup.inherited.push_back(&reload_write_);
+        if (!keep_crl_news) setup.inherited.push_back(&crl_write_);
         return setup;
     }
 
@@ -325,7 +334,91 @@ class Supervisor {
                 if (slots_[i].pid == pid) on_worker_exit(static_cast<int>(i), status);
             }
             if (pid == admin_pid_) on_admin_exit(status);
+            if (pid == fetcher_pid_) {
+                fetcher_pid_ = -1;
+                if (!stopping_) {
+                    spdlog::error("crl fetcher died ({}); restarting in 5 s",
+                                  describe_status(status));
+                    fetcher_restart_at_ = Clock::now() + std::chrono::seconds(5);
+                }
+            }
         }
+    }
+
+    // ---- fetched CRLs --------------------------------------------------------------------
+
+    // The fetcher is a process of its own, as workers.user: it talks to the
+    // network and parses what comes back, and a stalled CRL server must not
+    // hold up the supervisor. After each round it writes one byte: 'c' when
+    // a CRL on disk changed, 'u' after a first round that changed nothing.
+    // On the first start the workers wait for that first round (bounded by
+    // the fetch timeout), so they begin with every CRL that could be had.
+    void start_crl_fetcher(bool first) {
+        fetcher_restart_at_.reset();
+        if (config_.crl_sources.empty()) return;
+        if (!crl_read_) {
+            int pipe_fds[2];
+            if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+                spdlog::error("cannot start the crl fetcher: {}", std::strerror(errno));
+                return;
+            }
+            crl_read_.reset(pipe_fds[0]);
+            crl_write_.reset(pipe_fds[1]);
+        }
+        std::error_code error;
+        std::filesystem::create_directories(config_.revocation.cache_dir, error);
+        if (config_.workers.run_as && ::geteuid() == 0) {
+            [[maybe_unused]] const int rc =
+                ::chown(config_.revocation.cache_dir.c_str(), config_.workers.run_as->uid,
+                        config_.workers.run_as->gid);
+        }
+        const pid_t pid = fork_child(child_setup(false, false, true), [this] {
+            configure_logging("crl-fetcher", config_.log.level);
+            drop_privileges(config_.workers.run_as, "crl fetcher");
+            CrlFetcher fetcher(config_);
+            for (bool first_round = true;; first_round = false) {
+                const bool changed = fetcher.fetch_due();
+                if (changed || first_round) {
+                    const char news = changed ? 'c' : 'u';
+                    if (::write(crl_write_.get(), &news, 1) != 1) return 1;
+                }
+                std::this_thread::sleep_until(std::min(
+                    fetcher.next_due(), CrlFetcher::Clock::now() + std::chrono::seconds(60)));
+            }
+        });
+        if (pid < 0) {
+            spdlog::error("cannot start the crl fetcher: {}", std::strerror(errno));
+            return;
+        }
+        fetcher_pid_ = pid;
+        if (!first) return;
+        pollfd first_round{crl_read_.get(), POLLIN, 0};
+        const int wait_ms =
+            config_.revocation.fetch_timeout_ms * static_cast<int>(2 * config_.crl_sources.size()) +
+            1000;
+        if (::poll(&first_round, 1, wait_ms) == 1) {
+            read_crl_news();
+        } else {
+            spdlog::warn(
+                "crl fetcher: first round not done in {} ms; starting with the CRLs "
+                "kept on disk",
+                wait_ms);
+        }
+    }
+
+    void read_crl_news() {
+        char news[64];
+        const ssize_t n = ::read(crl_read_.get(), news, sizeof news);
+        if (n <= 0 || std::find(news, news + n, 'c') == news + n) return;
+        // The listeners' crl_files now name the new cache files.
+        auto fresh = parse_config(control_.config().text, config_.source_file, config_directory());
+        apply_overrides(fresh);
+        config_.listeners = std::move(fresh.listeners);
+        int signalled = 0;
+        for (const auto& s : slots_) {
+            if (s.pid > 0 && ::kill(s.pid, SIGHUP) == 0) ++signalled;
+        }
+        if (signalled > 0) spdlog::info("fetched CRLs changed: {} workers load them", signalled);
     }
 
     void on_worker_exit(int index, int status) {
@@ -402,8 +495,16 @@ class Supervisor {
         for (int i = 0; i < worker_count_; ++i) start_worker(i);
     }
 
+    void stop_crl_fetcher() {
+        if (fetcher_pid_ <= 0) return;
+        ::kill(fetcher_pid_, SIGKILL);
+        ::waitpid(fetcher_pid_, nullptr, 0);
+        fetcher_pid_ = -1;
+    }
+
     void stop_workers() {
         if (admin_pid_ > 0) ::kill(admin_pid_, SIGTERM);
+        stop_crl_fetcher();
         for (const auto& s : slots_)
             if (s.pid > 0) ::kill(s.pid, SIGTERM);
         // Workers drain first; the grace covers their own shutdown after it.
@@ -471,6 +572,9 @@ class Supervisor {
         }
         tickets_.reload(fresh->resumption, std::move(file_keys));
         config_ = std::move(*fresh);
+        // Its sources may have changed with the configuration.
+        stop_crl_fetcher();
+        start_crl_fetcher(false);
         spdlog::set_level(spdlog::level::from_str(config_.log.level));
         for (const auto& s : slots_)
             if (s.pid > 0) ::kill(s.pid, SIGHUP);
@@ -539,6 +643,10 @@ class Supervisor {
     base::UniqueFd ready_write_;
     base::UniqueFd reload_read_;
     base::UniqueFd reload_write_;
+    base::UniqueFd crl_read_;   // the crl fetcher's news
+    base::UniqueFd crl_write_;  // kept for the fetcher's restarts
+    pid_t fetcher_pid_ = -1;
+    std::optional<Clock::time_point> fetcher_restart_at_;
     bool stopping_ = false;
     bool announced_ready_ = false;
     int exit_code_ = 0;

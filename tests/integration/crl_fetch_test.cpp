@@ -1,0 +1,176 @@
+// CRLs the daemon fetches over HTTP (listener.tls.crl_urls), from a real HTTP
+// server the test controls: a CRL updated on the server is picked up with no
+// reload and cuts the partner it revokes; a forged CRL and an older one are
+// refused and the last good CRL stays; a restart with the server gone
+// starts from the CRL kept on disk.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "tests/integration/environment.hpp"
+
+namespace portcullis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class CrlServer {
+  public:
+    CrlServer() {
+        server_.Get("/client-ca.crl", [this](const httplib::Request&, httplib::Response& out) {
+            const std::lock_guard lock(mutex_);
+            ++requests_;
+            out.set_content(body_, "application/pkix-crl");
+        });
+        port_ = server_.bind_to_any_port("127.0.0.1");
+        thread_ = std::thread([this] { server_.listen_after_bind(); });
+        server_.wait_until_ready();
+    }
+    ~CrlServer() { stop(); }
+    void stop() {
+        server_.stop();
+        if (thread_.joinable()) thread_.join();
+    }
+    void serve(std::string crl) {
+        const std::lock_guard lock(mutex_);
+        body_ = std::move(crl);
+    }
+    int requests() {
+        const std::lock_guard lock(mutex_);
+        return requests_;
+    }
+    std::string url() const {
+        return "http://127.0.0.1:" + std::to_string(port_) + "/client-ca.crl";
+    }
+
+  private:
+    httplib::Server server_;
+    std::thread thread_;
+    std::mutex mutex_;
+    std::string body_;
+    int requests_ = 0;
+    int port_ = 0;
+};
+
+class FetchedCrl : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        // The CA that signs a fetched CRL must be in the trust bundle.
+        write_file(env.dir / "trust.pem", env.root.cert_pem() + env.client_ca.cert_pem());
+        crls.serve(env.client_ca.crl_pem());
+    }
+
+    std::filesystem::path config(const std::string& name = "fetched") {
+        auto listener =
+            env.listener("edge", port, "crl_urls = [\"" + crls.url() + "\"]\ncrl_refresh_s = 1\n");
+        listener =
+            replace_all(listener, "trust_bundle = \"root.pem\"", "trust_bundle = \"trust.pem\"");
+        listener = replace_all(listener, "crl_files = [\"root.crl\", \"client-ca.crl\"]",
+                               "crl_files = [\"root.crl\"]");
+        return env.write_config(
+            name, "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
+                      "\"\n\n[revocation]\ncache_dir = \"crl-cache\"\nfetch_timeout_ms = 500\n\n" +
+                      listener);
+    }
+
+    double metric(const std::string& sample) {
+        for (int attempt = 0; attempt < 200; ++attempt) {
+            const auto response = http_request(admin, "GET", "/metrics");
+            if (response.status == 200) return metric_value(response.body, sample);
+            std::this_thread::sleep_for(25ms);
+        }
+        return -1;
+    }
+
+    TestDeployment env;
+    CrlServer crls;
+    const int port = free_port();
+    const int admin = free_port();
+    const IssuedCert doomed = env.client("doomed");
+    const IssuedCert kept = env.client("kept");
+};
+
+TEST_F(FetchedCrl, AnUpdatedCrlIsPickedUpWithoutAReloadAndCutsTheRevokedPartnerLive) {
+    Daemon daemon(config(), 2);
+    ASSERT_GE(crls.requests(), 1) << "no fetch before the workers started";
+    // The client CA's only CRL is the fetched one: without it every client
+    // of that CA would be refused (crl_unavailable).
+    ASSERT_TRUE(run_client(port, env.options_for(kept)).exchanged) << daemon.log();
+    auto live = open_tls_session(port, env.options_for(doomed));
+    ASSERT_TRUE(live.ok);
+
+    env.client_ca.revoke(doomed.cert.get());
+    crls.serve(env.client_ca.crl_pem());
+    const auto served_at = std::chrono::steady_clock::now();
+    char byte;
+    const int n = SSL_read(live.ssl.get(), &byte, 1);  // the socket times out after 5 s
+    const auto cut_after = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - served_at)
+                               .count();
+    EXPECT_EQ(n, 0);
+    EXPECT_EQ(SSL_get_error(live.ssl.get(), n), SSL_ERROR_ZERO_RETURN) << daemon.log();
+    EXPECT_LT(cut_after, 5000);
+    std::cout << "revoked partner cut " << cut_after
+              << " ms after the CRL server had the new CRL\n";
+
+    // Each worker loads the CRL on its own: until the last one has, a new
+    // connection may land on it (and is cut when it does).
+    bool refused = false;
+    for (int attempt = 0; attempt < 100 && !refused; ++attempt) {
+        const auto again = run_client(port, env.options_for(doomed));
+        refused = !again.exchanged;
+        if (refused) EXPECT_EQ(again.alert, "certificate revoked");
+        if (!refused) std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_TRUE(refused) << "the revoked partner still got in 5 s later";
+    EXPECT_FALSE(run_client(port, env.options_for(doomed)).exchanged);
+    EXPECT_TRUE(run_client(port, env.options_for(kept)).exchanged);
+    EXPECT_TRUE(daemon.wait_for_log("crl updated listener=edge")) << daemon.log();
+    EXPECT_TRUE(daemon.wait_for_log("reason=revoked_live")) << daemon.log();
+    EXPECT_GE(metric("portcullis_connections_revoked_total{listener=\"edge\"}"), 1);
+    EXPECT_EQ(metric("portcullis_reloads_total{result=\"success\"}"), 0)
+        << "the CRL came in through an operator reload";
+}
+
+TEST_F(FetchedCrl, AForgedOrOlderCrlIsRefusedAndTheLastGoodOneStays) {
+    const auto empty_and_old = env.client_ca.crl_pem(-7200);
+    env.client_ca.revoke(doomed.cert.get());
+    crls.serve(env.client_ca.crl_pem());
+    Daemon daemon(config());
+    ASSERT_FALSE(run_client(port, env.options_for(doomed)).exchanged);
+
+    // Same issuer name, another key: it would clear the revocation.
+    const auto impostor = CertificateAuthority::root("Test Client CA");
+    crls.serve(impostor.crl_pem());
+    EXPECT_TRUE(daemon.wait_for_log("CRL refused: signature does not verify")) << daemon.log();
+    EXPECT_FALSE(run_client(port, env.options_for(doomed)).exchanged) << "a forged CRL was used";
+
+    crls.serve(empty_and_old);
+    EXPECT_TRUE(daemon.wait_for_log("CRL refused: older than the one kept")) << daemon.log();
+    EXPECT_FALSE(run_client(port, env.options_for(doomed)).exchanged) << "a rollback was used";
+    EXPECT_TRUE(run_client(port, env.options_for(kept)).exchanged);
+}
+
+TEST_F(FetchedCrl, ARestartWithTheCrlServerGoneStartsFromTheCrlKeptOnDisk) {
+    env.client_ca.revoke(doomed.cert.get());
+    crls.serve(env.client_ca.crl_pem());
+    {
+        Daemon daemon(config());
+        ASSERT_FALSE(run_client(port, env.options_for(doomed)).exchanged);
+    }
+    crls.stop();
+    Daemon daemon(config("restarted"));
+    EXPECT_TRUE(daemon.wait_for_log("crl fetch failed listener=edge")) << daemon.log();
+    EXPECT_TRUE(daemon.wait_for_log("keeping the CRL already loaded")) << daemon.log();
+    EXPECT_FALSE(run_client(port, env.options_for(doomed)).exchanged);
+    const auto result = run_client(port, env.options_for(kept));
+    EXPECT_TRUE(result.exchanged) << result.error << " alert=" << result.alert << "\n"
+                                  << daemon.log();
+}
+
+}  // namespace
+}  // namespace portcullis::testing
