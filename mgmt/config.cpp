@@ -27,6 +27,7 @@
 
 #include "dataplane/worker_stats.hpp"
 #include "hsm/pkcs11_uri.hpp"
+#include "mgmt/crl_fetch_stats.hpp"
 #include "mgmt/toml_reader.hpp"
 
 namespace portcullis::mgmt {
@@ -816,6 +817,11 @@ void read_crl_sources(const Section& listener_section, std::size_t index,
                            "a fetched CRL is checked against trust_bundle, which is not set");
     }
     for (const auto& url : urls->items) {
+        if (config.crl_sources.size() >= max_crl_sources) {
+            tls->source().fail(*url.node, url.key,
+                               "at most " + std::to_string(max_crl_sources) +
+                                   " crl_urls in all (their counters are fixed slots)");
+        }
         if (!url.value.starts_with("http://") || url.value.size() <= 7 ||
             url.value.find('/', 7) == std::string::npos) {
             tls->source().fail(*url.node, url.key,

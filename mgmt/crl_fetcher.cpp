@@ -120,10 +120,26 @@ bool same_crl(X509_CRL* a, X509_CRL* b) {
 
 }  // namespace
 
-CrlFetcher::CrlFetcher(const Config& config) : timeout_(config.revocation.fetch_timeout_ms) {
+void CrlFetcher::publish(Source& source) {
+    if (source.counters == nullptr) return;
+    auto& c = *source.counters;
+    const auto& s = source.status;
+    c.fetches_ok.set(s.fetches_ok);
+    c.fetches_failed.set(s.fetches_failed);
+    c.updates.set(s.updates);
+    c.last_attempt_unix.set(static_cast<std::uint64_t>(s.last_attempt));
+    c.last_success_unix.set(static_cast<std::uint64_t>(s.last_success));
+    c.this_update_unix.set(static_cast<std::uint64_t>(s.this_update));
+    c.next_update_unix.set(static_cast<std::uint64_t>(s.next_update));
+}
+
+CrlFetcher::CrlFetcher(const Config& config, CrlFetchStats* stats)
+    : timeout_(config.revocation.fetch_timeout_ms) {
     const auto now = Clock::now();
     for (const auto& source : config.crl_sources) {
         Source entry;
+        if (stats != nullptr && sources_.size() < max_crl_sources)
+            entry.counters = &stats[sources_.size()];
         entry.config = source;
         entry.listener = config.listeners.at(source.listener).name;
         entry.due = now;
@@ -133,6 +149,7 @@ CrlFetcher::CrlFetcher(const Config& config) : timeout_(config.revocation.fetch_
             entry.status.this_update = unix_time(X509_CRL_get0_lastUpdate(kept.get()));
             entry.status.next_update = unix_time(X509_CRL_get0_nextUpdate(kept.get()));
         }
+        publish(entry);
         sources_.push_back(std::move(entry));
     }
     std::error_code error;
@@ -142,7 +159,9 @@ CrlFetcher::CrlFetcher(const Config& config) : timeout_(config.revocation.fetch_
 bool CrlFetcher::fetch_due(Clock::time_point now) {
     bool changed = false;
     for (auto& source : sources_) {
-        if (source.due <= now) changed |= fetch(source, now);
+        if (source.due > now) continue;
+        changed |= fetch(source, now);
+        publish(source);
     }
     return changed;
 }

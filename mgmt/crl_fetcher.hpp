@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "mgmt/config.hpp"
+#include "mgmt/crl_fetch_stats.hpp"
 
 namespace portcullis::mgmt {
 
@@ -44,7 +45,8 @@ class CrlFetcher {
   public:
     using Clock = std::chrono::system_clock;
 
-    CrlFetcher(const Config& config);
+    // `stats`: max_crl_sources slots, zeroed here; null = not counted.
+    CrlFetcher(const Config& config, CrlFetchStats* stats = nullptr);
 
     // Fetches every source whose time has come; true when a CRL on disk changed.
     bool fetch_due(Clock::time_point now = Clock::now());
@@ -58,7 +60,9 @@ class CrlFetcher {
         std::string last_modified;
         Clock::time_point due;
         CrlSourceStatus status;
+        CrlFetchStats* counters = nullptr;
     };
+    static void publish(Source& source);
     bool fetch(Source& source, Clock::time_point now);
 
     std::vector<Source> sources_;

@@ -535,6 +535,40 @@ std::string render_metrics(const MetricsInput& input) {
         }
     }
 
+    if (!input.config.crl_sources.empty()) {
+        auto& fetches = out.family("portcullis_crl_fetches_total",
+                                   "CRL fetches by result: ok (a usable CRL or 304 Not Modified) "
+                                   "or failed (no answer, HTTP error, CRL refused).",
+                                   MetricType::Counter);
+        auto& updates = out.family("portcullis_crl_fetch_updates_total",
+                                   "New CRLs kept from a source and loaded by the workers.",
+                                   MetricType::Counter);
+        auto& attempt = out.family("portcullis_crl_fetch_last_attempt_timestamp_seconds",
+                                   "When the source was last asked, as unix time (0: never).",
+                                   MetricType::Gauge);
+        auto& success = out.family("portcullis_crl_fetch_last_success_timestamp_seconds",
+                                   "When the source last answered usably, as unix time (0: never).",
+                                   MetricType::Gauge);
+        auto& next_update =
+            out.family("portcullis_crl_fetched_next_update_timestamp_seconds",
+                       "nextUpdate of the CRL kept from the source, as unix time (0: none kept).",
+                       MetricType::Gauge);
+        for (std::size_t i = 0; i < input.config.crl_sources.size() && i < max_crl_sources; ++i) {
+            const auto& source = input.config.crl_sources[i];
+            const auto& c = input.stats.crl(i);
+            const std::string listener = input.config.listeners.at(source.listener).name;
+            const Labels labels{{"listener", listener}, {"url", source.url}};
+            Families::add(fetches, static_cast<double>(c.fetches_ok.get()),
+                          {{"listener", listener}, {"url", source.url}, {"result", "ok"}});
+            Families::add(fetches, static_cast<double>(c.fetches_failed.get()),
+                          {{"listener", listener}, {"url", source.url}, {"result", "failed"}});
+            Families::add(updates, static_cast<double>(c.updates.get()), labels);
+            Families::add(attempt, static_cast<double>(c.last_attempt_unix.get()), labels);
+            Families::add(success, static_cast<double>(c.last_success_unix.get()), labels);
+            Families::add(next_update, static_cast<double>(c.next_update_unix.get()), labels);
+        }
+    }
+
     if (input.config.hsm.enabled()) add_hsm_metrics(out, input.stats);
 
     const auto reload = input.control.reload_status();

@@ -37,9 +37,17 @@ SharedStats::SharedStats(std::size_t slots)
         unmap_slots(slots_, count_);
         throw;
     }
+    try {
+        crl_slots_ = map_slots<CrlFetchStats>(max_crl_sources);
+    } catch (...) {
+        unmap_slots(hsm_slots_, count_);
+        unmap_slots(slots_, count_);
+        throw;
+    }
 }
 
 SharedStats::~SharedStats() {
+    unmap_slots(crl_slots_, max_crl_sources);
     unmap_slots(hsm_slots_, count_);
     unmap_slots(slots_, count_);
 }

@@ -8,6 +8,7 @@
 
 #include "dataplane/worker_stats.hpp"
 #include "hsm/hsm_stats.hpp"
+#include "mgmt/crl_fetch_stats.hpp"
 
 namespace portcullis::mgmt {
 
@@ -23,6 +24,8 @@ class SharedStats {
     hsm::HsmStats& hsm(std::size_t index) { return hsm_slots_[index]; }
     const hsm::HsmStats& hsm(std::size_t index) const { return hsm_slots_[index]; }
     std::size_t size() const { return count_; }
+    CrlFetchStats& crl(std::size_t source) { return crl_slots_[source]; }
+    const CrlFetchStats& crl(std::size_t source) const { return crl_slots_[source]; }
 
     // One log line with every counter summed over the slots.
     std::string summary() const;
@@ -30,6 +33,7 @@ class SharedStats {
   private:
     dataplane::WorkerStats* slots_;
     hsm::HsmStats* hsm_slots_;
+    CrlFetchStats* crl_slots_;
     std::size_t count_;
 };
 

@@ -375,7 +375,7 @@ class Supervisor {
         const pid_t pid = fork_child(child_setup(false, false, true), [this] {
             configure_logging("crl-fetcher", config_.log.level);
             drop_privileges(config_.workers.run_as, "crl fetcher");
-            CrlFetcher fetcher(config_);
+            CrlFetcher fetcher(config_, &stats_.crl(0));
             for (bool first_round = true;; first_round = false) {
                 const bool changed = fetcher.fetch_due();
                 if (changed || first_round) {

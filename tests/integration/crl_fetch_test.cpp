@@ -7,6 +7,7 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <ctime>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -123,8 +124,11 @@ TEST_F(FetchedCrl, AnUpdatedCrlIsPickedUpWithoutAReloadAndCutsTheRevokedPartnerL
     for (int attempt = 0; attempt < 100 && !refused; ++attempt) {
         const auto again = run_client(port, env.options_for(doomed));
         refused = !again.exchanged;
-        if (refused) EXPECT_EQ(again.alert, "certificate revoked");
-        if (!refused) std::this_thread::sleep_for(50ms);
+        if (refused) {
+            EXPECT_EQ(again.alert, "certificate revoked");
+        } else {
+            std::this_thread::sleep_for(50ms);
+        }
     }
     EXPECT_TRUE(refused) << "the revoked partner still got in 5 s later";
     EXPECT_FALSE(run_client(port, env.options_for(doomed)).exchanged);
@@ -134,6 +138,11 @@ TEST_F(FetchedCrl, AnUpdatedCrlIsPickedUpWithoutAReloadAndCutsTheRevokedPartnerL
     EXPECT_GE(metric("portcullis_connections_revoked_total{listener=\"edge\"}"), 1);
     EXPECT_EQ(metric("portcullis_reloads_total{result=\"success\"}"), 0)
         << "the CRL came in through an operator reload";
+    const std::string source = "{listener=\"edge\",url=\"" + crls.url() + "\"}";
+    EXPECT_EQ(metric("portcullis_crl_fetch_updates_total" + source), 2)
+        << "the CRL at start and the one that revoked the partner";
+    EXPECT_GT(metric("portcullis_crl_fetched_next_update_timestamp_seconds" + source),
+              static_cast<double>(std::time(nullptr)));
 }
 
 TEST_F(FetchedCrl, AForgedOrOlderCrlIsRefusedAndTheLastGoodOneStays) {
@@ -152,6 +161,9 @@ TEST_F(FetchedCrl, AForgedOrOlderCrlIsRefusedAndTheLastGoodOneStays) {
     crls.serve(empty_and_old);
     EXPECT_TRUE(daemon.wait_for_log("CRL refused: older than the one kept")) << daemon.log();
     EXPECT_FALSE(run_client(port, env.options_for(doomed)).exchanged) << "a rollback was used";
+    EXPECT_GE(metric("portcullis_crl_fetches_total{listener=\"edge\",url=\"" + crls.url() +
+                     "\",result=\"failed\"}"),
+              2);
     EXPECT_TRUE(run_client(port, env.options_for(kept)).exchanged);
 }
 
