@@ -9,6 +9,8 @@
 #include <memory>
 #include <string>
 
+#include "crypto/server_tls_context.hpp"
+
 namespace portcullis::crypto {
 namespace {
 
@@ -176,6 +178,12 @@ int verify_client_certificate(int preverified, X509_STORE_CTX* store) {
     X509* leaf = X509_STORE_CTX_get0_cert(store);
     if (!preverified) {
         const int error = X509_STORE_CTX_get_error(store);
+        // Soft: the stale CRL still revokes what it lists (OpenSSL goes on
+        // to look the certificate up in it); only its age is forgiven.
+        if (error == X509_V_ERR_CRL_HAS_EXPIRED && state->policy->crl_stale == CrlStale::soft) {
+            if (state->events != nullptr) state->events->stale_crl_accepted();
+            return 1;
+        }
         record(*state->failure, reason_for_verify_error(error),
                X509_verify_cert_error_string(error), leaf);
         return 0;

@@ -45,6 +45,8 @@ class TlsEventSink {
     virtual void resumption_refused(ResumptionRefusal reason) = 0;
     virtual void chain_cache(ChainCacheEvent) {}
     virtual void local_session_cache(LocalSessionEvent) {}
+    // A client verified against a CRL past its nextUpdate (crl_stale = "soft").
+    virtual void stale_crl_accepted() {}
 };
 
 struct ServerTlsOptions {

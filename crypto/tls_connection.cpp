@@ -111,6 +111,7 @@ TlsConnection::TlsConnection(const ServerTlsContext& context, base::BufferPool& 
     verify_state_.policy = &context.policy();
     verify_state_.failure = &failure_;
     verify_state_.leaf = &peer_.certificate;
+    verify_state_.events = context.options().events;
 }
 
 void TlsConnection::start() {

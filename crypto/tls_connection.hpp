@@ -40,6 +40,7 @@
 namespace portcullis::crypto {
 
 class ServerTlsContext;
+class TlsEventSink;
 struct TlsPolicy;
 
 // What the verify callback needs for this connection (see client_verifier.hpp).
@@ -49,6 +50,7 @@ struct VerifyState {
     // The verified leaf goes here, so what the allow-list reads from it is
     // kept for the connection's identity. Null: nothing is kept.
     PeerCertificate* leaf = nullptr;
+    TlsEventSink* events = nullptr;  // null: nothing counted
 };
 
 struct TlsFailure {

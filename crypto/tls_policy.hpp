@@ -12,6 +12,9 @@ enum class ClientAuth { require, optional, none };
 
 // Which certificates of the client's chain must be checked against a CRL.
 enum class CrlScope { leaf, chain };
+// A CRL past its nextUpdate: refuse the clients it covers (hard), or keep
+// checking them against it and count each such handshake (soft).
+enum class CrlStale { hard, soft };
 
 enum class TlsVersion { tls12, tls13 };
 
@@ -44,6 +47,7 @@ struct TlsPolicy {
     std::string trust_dir;                // c_rehash-style directory
     std::vector<std::string> crl_files;   // PEM CRLs
     CrlScope crl_scope = CrlScope::leaf;  // only used when crl_files is not empty
+    CrlStale crl_stale = CrlStale::hard;
     int verify_depth = 4;
     bool require_client_auth_eku = true;  // leaf must carry EKU clientAuth
     // Client chains remembered after a successful verification (see

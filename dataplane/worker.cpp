@@ -88,6 +88,7 @@ class ListenerEvents final : public crypto::TlsEventSink {
                 break;
         }
     }
+    void stale_crl_accepted() override { listener_.stale_crl_accepted.add(); }
     void local_session_cache(crypto::LocalSessionEvent event) override {
         switch (event) {
             case crypto::LocalSessionEvent::hit:

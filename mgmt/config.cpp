@@ -83,7 +83,8 @@ constexpr std::array kTlsKeys{"client_auth"sv,
                               "allow_psk_ke"sv,
                               "verified_chain_cache_entries"sv,
                               "crl_urls"sv,
-                              "crl_refresh_s"sv};
+                              "crl_refresh_s"sv,
+                              "crl_stale"sv};
 constexpr std::array kTlsTables{"certificate"sv, "allow"sv};
 constexpr std::array kCertificateKeys{"chain"sv, "key"sv, "server_names"sv};
 constexpr std::array kAllowKeys{"subjects"sv, "san_uris"sv, "san_dns"sv, "sha256"sv};
@@ -126,6 +127,10 @@ constexpr std::array kClientAuthChoices{
 constexpr std::array kCrlScopeChoices{
     Choice<crypto::CrlScope>{"leaf", crypto::CrlScope::leaf},
     Choice<crypto::CrlScope>{"chain", crypto::CrlScope::chain},
+};
+constexpr std::array kCrlStaleChoices{
+    Choice<crypto::CrlStale>{"hard", crypto::CrlStale::hard},
+    Choice<crypto::CrlStale>{"soft", crypto::CrlStale::soft},
 };
 constexpr std::array kVersionChoices{
     Choice<crypto::TlsVersion>{"1.2", crypto::TlsVersion::tls12},
@@ -607,6 +612,7 @@ crypto::TlsPolicy read_tls(const Section& section) {
                               "asks for; set client_auth to \"require\" or \"optional\"");
     }
     tls.crl_scope = section.choice_or("crl_scope", tls.crl_scope, kCrlScopeChoices);
+    tls.crl_stale = section.choice_or("crl_stale", tls.crl_stale, kCrlStaleChoices);
     tls.verify_depth = section.integer_or("verify_depth", tls.verify_depth, 0, kMaxVerifyDepth);
     tls.require_client_auth_eku =
         section.boolean_or("require_client_eku", tls.require_client_auth_eku);

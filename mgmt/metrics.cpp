@@ -324,6 +324,11 @@ std::string render_metrics(const MetricsInput& input) {
                    "Client connections closed at once, by reason.", MetricType::Counter);
     auto& active = out.family("portcullis_connections_active", "Client connections open now.",
                               MetricType::Gauge);
+    auto& stale_crl =
+        out.family("portcullis_stale_crl_handshakes_total",
+                   "Client chains accepted although a CRL that covers them is past its nextUpdate "
+                   "(crl_stale = \"soft\"); with \"hard\" they are refused as crl_unavailable.",
+                   MetricType::Counter);
     auto& revoked_live = out.family(
         "portcullis_connections_revoked_total",
         "Established connections ended because newly loaded CRLs revoke their client certificate.",
@@ -375,6 +380,7 @@ std::string render_metrics(const MetricsInput& input) {
                       {{"listener", name}, {"reason", "max_connections"}});
         Families::add(active, sum.listener(i, &ListenerStats::connections_active), listener);
         Families::add(revoked_live, sum.listener(i, &ListenerStats::connections_revoked), listener);
+        Families::add(stale_crl, sum.listener(i, &ListenerStats::stale_crl_accepted), listener);
 
         double rejected = 0;
         double failed = 0;

@@ -409,5 +409,50 @@ TEST_F(TlsCore, AFirstRecordThatIsNoHandshakeIsRefusedAtOnce) {
     EXPECT_EQ(server.failure().reason, RejectReason::protocol) << server.failure().detail;
 }
 
+struct StaleCrlEvents final : TlsEventSink {
+    void ticket_decrypted(TicketKeyring::Match) override {}
+    void resumption_refused(ResumptionRefusal) override {}
+    void stale_crl_accepted() override { ++stale; }
+    int stale = 0;
+};
+
+// A CRL a minute past its nextUpdate: "hard" refuses the clients it covers;
+// "soft" serves them and counts it, and what the stale CRL revokes stays
+// revoked either way.
+TEST_F(TlsCore, AStaleCrlRefusesItsClientsUnlessSoftAndStillRevokesWhatItLists) {
+    CertOptions revoked_options;
+    revoked_options.common_name = "revoked";
+    const auto good = root.issue(CertOptions{});
+    const auto revoked = root.issue(revoked_options);
+    root.revoke(revoked.cert.get());
+    policy.crl_files = {files.put("root.crl", root.crl_pem(-7200, -60))};
+    for (const auto stale : {CrlStale::hard, CrlStale::soft}) {
+        SCOPED_TRACE(stale == CrlStale::hard ? "hard" : "soft");
+        policy.crl_stale = stale;
+        StaleCrlEvents events;
+        ServerTlsContext context(policy, keys, ServerTlsOptions{.events = &events});
+        {
+            TlsConnection server(context);
+            auto client = client_for(&good);
+            const auto outcome = drive(server, client.get());
+            if (stale == CrlStale::hard) {
+                EXPECT_EQ(outcome.step, TlsConnection::Step::failed);
+                EXPECT_EQ(server.failure().reason, RejectReason::crl_unavailable)
+                    << server.failure().detail;
+                EXPECT_EQ(events.stale, 0);
+            } else {
+                EXPECT_EQ(outcome.step, TlsConnection::Step::done) << server.failure().detail;
+                EXPECT_GE(events.stale, 1);
+            }
+        }
+        TlsConnection server(context);
+        auto client = client_for(&revoked);
+        EXPECT_EQ(drive(server, client.get()).step, TlsConnection::Step::failed);
+        EXPECT_EQ(server.failure().reason,
+                  stale == CrlStale::hard ? RejectReason::crl_unavailable : RejectReason::revoked)
+            << server.failure().detail;
+    }
+}
+
 }  // namespace
 }  // namespace portcullis::crypto
