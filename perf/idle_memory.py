@@ -33,6 +33,7 @@ meets its thousands of connections:
   unshare -n sh -c 'ip link set lo up && nice -n 10 python3 perf/idle_memory.py --build build'
       [--connections 1000,9000] [--rounds 2] [--servers portcullis,nginx,haproxy]
       [--hold-seconds 10] [--after 5,60] [--json perf/results-idle-memory.json]
+  python3 perf/idle_memory.py --table-from perf/results-idle-memory.json
 """
 import argparse
 import datetime
@@ -80,11 +81,19 @@ def main():
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--work", default="/tmp/portcullis-idle-memory", help="PKI, configurations, logs")
     ap.add_argument("--json", default="", help="write every run's samples and the medians here")
+    ap.add_argument("--table-from", default="", metavar="JSON",
+                    help="print the table of an earlier run's JSON again (medians recomputed), run nothing")
     ap.add_argument("--sink", default="", help=argparse.SUPPRESS)
     ap.add_argument("--ready-file", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.sink:
         return sink(args.sink.split(","), Path(args.ready_file))
+    if args.table_from:
+        results = json.loads(Path(args.table_from).read_text())
+        s = results["settings"]
+        results["medians"] = medians(results["runs"], s["connections"], s["servers"], s["after_s"])
+        print(table(results, s["connections"], s["servers"], s["after_s"]))
+        return
 
     raise_descriptor_limit()
     counts = [int(n) for n in args.connections.split(",") if n.strip()]
