@@ -783,6 +783,14 @@ double cpu_seconds() {
            static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
+// The generator's own peak resident memory, to show it stays small next to
+// the server's while it holds connections.
+long max_rss_bytes() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss * 1024;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1090,7 +1098,8 @@ int main(int argc, char** argv) {
              << ",\"hold_failures\":" << hold_failures << ",\"hold_failure_reasons\":{" << how_json
              << "},\"open_rate_achieved\":"
              << (opening_s > 0 ? static_cast<double>(handshakes) / opening_s : 0.0)
-             << ",\"source_addresses\":" << shared.sources.size() << ",\"server_memory_bytes\":";
+             << ",\"source_addresses\":" << shared.sources.size()
+             << ",\"client_max_rss_bytes\":" << max_rss_bytes() << ",\"server_memory_bytes\":";
         if (server_memory)
             json << *server_memory;
         else

@@ -421,7 +421,8 @@ class Runner:
             summary = json.loads(out.read_text())
             run["bench"] = {k: summary.get(k) for k in (
                 "held", "opened", "hold_seconds", "hold_failures", "hold_failure_reasons", "errors",
-                "errors_total", "open_rate_achieved", "server_memory_bytes", "client_cpu_s", "latency_us")}
+                "errors_total", "open_rate_achieved", "server_memory_bytes", "client_cpu_s", "client_max_rss_bytes",
+                "latency_us")}
         for seconds in after:
             time.sleep(max(0.0, closed + seconds - time.monotonic()))
             self.sample(server, f"after_{seconds:g}s", run)
