@@ -6,11 +6,18 @@
 // a list (loaded once at start), so a server sees many distinct partners;
 // with --warmup the first attempts are not counted, and "measuring" on stderr
 // marks the moment counting starts, for scripts that sample the server then.
+// With --hold N the slots do not loop: N connections are opened (at most
+// --conns handshakes in flight, at most --open-rate a second), kept idle
+// until the hold ends, and closed together, so a script can read what an
+// idle established connection costs the server ("holding N" on stderr marks
+// the moment all are up).
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -21,12 +28,14 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -63,6 +72,12 @@ struct Options {
     int timeout_ms = 10000;
     std::string identities;
     std::uint64_t warmup = 0;
+    std::uint64_t hold = 0;  // 0: the slots loop; N: open N connections and hold them
+    double hold_seconds = 0;
+    double open_rate = 0;
+    std::string source_addresses;
+    std::string metrics_url;
+    std::string memory_metric = "portcullis_worker_resident_bytes";
 };
 
 void free_certificates(STACK_OF(X509) * certificates) {
@@ -134,15 +149,161 @@ std::string reason_name(std::string text) {
     return text;
 }
 
+// --source-addresses: "A-B" (an IPv4 range, both ends included), "A", or a
+// comma-separated list of either. Each address gives the kernel another
+// ephemeral port range towards the one target, so one generator can hold
+// more connections than a single source address has ports.
+std::vector<dataplane::SocketAddress> parse_source_addresses(const std::string& text) {
+    std::vector<dataplane::SocketAddress> addresses;
+    std::istringstream items(text);
+    std::string item;
+    while (std::getline(items, item, ',')) {
+        if (item.empty()) continue;
+        const auto dash = item.find('-');
+        const std::string first = item.substr(0, dash);
+        const std::string last = dash == std::string::npos ? first : item.substr(dash + 1);
+        in_addr from{}, to{};
+        if (::inet_pton(AF_INET, first.c_str(), &from) != 1 ||
+            ::inet_pton(AF_INET, last.c_str(), &to) != 1 || ntohl(from.s_addr) > ntohl(to.s_addr))
+            throw std::runtime_error("--source-addresses: not an IPv4 address or range: " + item);
+        for (std::uint64_t a = ntohl(from.s_addr); a <= ntohl(to.s_addr); ++a) {
+            sockaddr_in sin{};
+            sin.sin_family = AF_INET;
+            sin.sin_addr.s_addr = htonl(static_cast<std::uint32_t>(a));
+            addresses.push_back(dataplane::SocketAddress::from(
+                reinterpret_cast<const sockaddr*>(&sin), sizeof sin));
+        }
+    }
+    if (addresses.empty()) throw std::runtime_error("--source-addresses lists no address");
+    return addresses;
+}
+
+// http://HOST:PORT/PATH with a numeric host: the admin listener's /metrics.
+struct MetricsUrl {
+    dataplane::SocketAddress address;
+    std::string host_port;
+    std::string path;
+};
+
+MetricsUrl parse_metrics_url(const std::string& url) {
+    const std::string scheme = "http://";
+    if (url.rfind(scheme, 0) != 0)
+        throw std::runtime_error("--metrics-url must be http://HOST:PORT/PATH, got " + url);
+    const auto slash = url.find('/', scheme.size());
+    MetricsUrl parsed;
+    parsed.host_port = url.substr(scheme.size(), slash - scheme.size());
+    parsed.path = slash == std::string::npos ? "/metrics" : url.substr(slash);
+    const auto address = dataplane::SocketAddress::parse(parsed.host_port);
+    if (!address) throw std::runtime_error("--metrics-url needs a numeric HOST:PORT, got " + url);
+    parsed.address = *address;
+    return parsed;
+}
+
+// The sum of every sample of `metric` (all label sets: one per worker) on
+// the Prometheus text page at `url`; nothing when the page cannot be read
+// within about a second or has no such sample. Read from the progress loop,
+// so it must never wait long on a server that does not answer.
+std::optional<double> scrape_metric_sum(const MetricsUrl& url, const std::string& metric) {
+    UniqueFd fd(::socket(url.address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) return std::nullopt;
+    if (::connect(fd.get(), url.address.sa(), url.address.length) != 0) {
+        if (errno != EINPROGRESS) return std::nullopt;
+        pollfd pfd{fd.get(), POLLOUT, 0};
+        int error = 0;
+        socklen_t len = sizeof error;
+        if (::poll(&pfd, 1, 1000) != 1 ||
+            ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &len) != 0 || error != 0)
+            return std::nullopt;
+    }
+    // HTTP/1.0: the answer is not chunked and ends when the server closes.
+    const std::string request =
+        "GET " + url.path + " HTTP/1.0\r\nHost: " + url.host_port + "\r\nConnection: close\r\n\r\n";
+    std::string response;
+    std::size_t sent = 0;
+    const auto deadline = Clock::now() + std::chrono::seconds(1);
+    bool complete = false;
+    while (!complete && Clock::now() < deadline) {
+        const bool sending = sent < request.size();
+        pollfd pfd{fd.get(), static_cast<short>(sending ? POLLOUT : POLLIN), 0};
+        if (::poll(&pfd, 1, 100) < 0) return std::nullopt;
+        if (sending) {
+            const auto n =
+                ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+            if (n < 0 && errno != EAGAIN) return std::nullopt;
+            if (n > 0) sent += static_cast<std::size_t>(n);
+            continue;
+        }
+        char buffer[16384];
+        const auto n = ::recv(fd.get(), buffer, sizeof buffer, 0);
+        complete = n == 0;
+        if (n < 0 && errno != EAGAIN) return std::nullopt;
+        if (n > 0) response.append(buffer, static_cast<std::size_t>(n));
+    }
+    if (!complete || response.rfind("HTTP/1.", 0) != 0 || response.find(" 200 ") != 8)
+        return std::nullopt;
+    const auto body = response.find("\r\n\r\n");
+    if (body == std::string::npos) return std::nullopt;
+    std::istringstream lines(response.substr(body + 4));
+    std::string line;
+    double sum = 0;
+    bool found = false;
+    while (std::getline(lines, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        const auto name_end = line.find_first_of("{ ");
+        if (name_end == std::string::npos || line.compare(0, name_end, metric) != 0 ||
+            name_end != metric.size())
+            continue;
+        auto value_at = name_end;
+        if (line[name_end] == '{') value_at = line.find('}', name_end);
+        if (value_at == std::string::npos) continue;
+        std::istringstream value_text(line.substr(value_at + 1));
+        double value = 0;
+        if (value_text >> value) {
+            sum += value;
+            found = true;
+        }
+    }
+    if (!found) return std::nullopt;
+    return sum;
+}
+
+volatile std::sig_atomic_t interrupted = 0;
+void on_interrupt(int) {
+    interrupted = 1;
+}
+
 struct Shared {
     const Options& options;
     dataplane::SocketAddress target;
     std::string request;
     const std::vector<Identity>& identities;
+    std::vector<dataplane::SocketAddress> sources;
     std::atomic<std::uint64_t> completed{0};  // attempts finished while measuring
     std::atomic<std::uint64_t> warmed{0};     // attempts finished before
     std::atomic<bool> measuring{false};
     std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> next_source{0};
+    // Hold mode, written by every client thread and read by the main one.
+    Clock::time_point open_start{};  // set before any client thread starts
+    std::atomic<std::uint64_t> opens_started{0};
+    std::atomic<std::uint64_t> opened{0};  // handshakes done (and request answered)
+    std::atomic<std::uint64_t> open_failed{0};
+    std::atomic<std::uint64_t> held_now{0};
+    std::atomic<std::uint64_t> hold_failures{0};
+    std::atomic<std::int64_t> last_opened_ns{0};  // since open_start
+
+    // --open-rate: the connection attempts allowed by now, shared by all
+    // threads so the rate is the whole generator's.
+    bool may_open(Clock::time_point now) {
+        if (options.open_rate <= 0) return true;
+        const auto allowed = static_cast<std::uint64_t>(
+            options.open_rate * std::chrono::duration<double>(now - open_start).count() + 1);
+        auto started = opens_started.load(std::memory_order_relaxed);
+        while (started < allowed) {
+            if (opens_started.compare_exchange_weak(started, started + 1)) return true;
+        }
+        return false;
+    }
 };
 
 struct ThreadResult {
@@ -151,6 +312,8 @@ struct ThreadResult {
     std::uint64_t resumed = 0;
     std::uint64_t tickets = 0;  // sessions the server handed out on successful connections
     std::map<std::string, std::uint64_t> errors;
+    std::map<std::string, std::uint64_t> hold_failures;  // by how a held connection ended
+    std::uint64_t held_at_end = 0;                       // still open when the hold ended
 };
 
 class Slot;
@@ -161,11 +324,12 @@ using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SE
 // the client) and epoll. With identities, thread t of T owns identities t,
 // t+T, t+2T... and hands them out in turn, one per connection; the session
 // to resume is kept per identity then (a returning partner resumes its own
-// session), per slot otherwise.
+// session), per slot otherwise. In hold mode each slot is one connection,
+// opened once, and at most `in_flight_cap` of them handshake at a time.
 class ClientThread {
   public:
-    ClientThread(Shared& shared, int slots, int index, int thread_count)
-        : shared_(shared), slot_count_(slots) {
+    ClientThread(Shared& shared, int slots, int index, int thread_count, int in_flight_cap = 0)
+        : shared_(shared), slot_count_(slots), in_flight_cap_(in_flight_cap) {
         for (std::size_t i = static_cast<std::size_t>(index); i < shared.identities.size();
              i += static_cast<std::size_t>(thread_count))
             identities_.push_back(&shared.identities[i]);
@@ -178,8 +342,15 @@ class ClientThread {
   private:
     friend class Slot;
     void build_context();
+    void run_hold(std::vector<std::unique_ptr<Slot>>& slots);
+    bool holding() const { return shared_.options.hold > 0; }
     Shared& shared_;
     int slot_count_;
+    int in_flight_cap_;
+    // Hold mode: slots started, and how many of them left the opening phase.
+    std::uint64_t started_ = 0;
+    std::uint64_t opened_ = 0;
+    std::uint64_t open_failed_ = 0;
     std::vector<const Identity*> identities_;
     std::size_t next_identity_ = 0;
     std::vector<UniqueSession> sessions_;
@@ -198,13 +369,27 @@ class Slot {
 
     void start() {
         reset();
-        const auto& target = owner_.shared_.target;
+        auto& shared = owner_.shared_;
+        const auto& target = shared.target;
+        started_ = Clock::now();
         fd_.reset(::socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        if (!fd_)
+            return fail(errno == EMFILE || errno == ENFILE ? "no_descriptor" : "socket_error");
         const int one = 1;
         ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        started_ = Clock::now();
+        if (!shared.sources.empty()) {
+            // Without IP_BIND_ADDRESS_NO_PORT, bind() would pick the port
+            // alone, unique per address whatever the destination, and the
+            // ports of one address would run out at the ephemeral range's size.
+            ::setsockopt(fd_.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+            const auto& source =
+                shared.sources[shared.next_source.fetch_add(1) % shared.sources.size()];
+            if (::bind(fd_.get(), source.sa(), source.length) != 0) return fail("bind_error");
+        }
         if (::connect(fd_.get(), target.sa(), target.length) != 0 && errno != EINPROGRESS) {
-            fail(errno == ECONNREFUSED ? "connect_refused" : "connect_error");
+            fail(errno == ECONNREFUSED    ? "connect_refused"
+                 : errno == EADDRNOTAVAIL ? "no_source_port"
+                                          : "connect_error");
             return;
         }
         epoll_event ev{};
@@ -228,13 +413,19 @@ class Slot {
     }
 
     void check_timeout(Clock::time_point now) {
-        if (state_ != State::idle &&
+        if (state_ != State::idle && state_ != State::held &&
             now - started_ > std::chrono::milliseconds(owner_.shared_.options.timeout_ms)) {
             fail(state_ == State::connecting ? "connect_timeout" : "timeout");
         }
     }
 
     bool idle() const { return state_ == State::idle; }
+    bool held() const { return state_ == State::held; }
+
+    // The end of the hold: close_notify, then the socket, not counted as lost.
+    void close_held() {
+        if (state_ == State::held) finish();
+    }
 
     static void on_alert(const SSL* ssl, int where, int value) {
         if (!(where & SSL_CB_READ_ALERT)) return;
@@ -248,6 +439,11 @@ class Slot {
     static int on_new_session(SSL* ssl, SSL_SESSION* session) {
         auto* slot = static_cast<Slot*>(SSL_get_ex_data(ssl, slot_index()));
         if (!slot) return 0;
+        if (slot->owner_.holding()) {
+            ++(slot->state_ == State::held ? slot->owner_.result.tickets : slot->tickets_);
+            // A held connection never reconnects: nothing would resume the session.
+            return 0;
+        }
         // We keep the reference OpenSSL hands us.
         slot->owner_.sessions_[slot->session_key_].reset(session);
         slot->fresh_ticket_ = true;
@@ -256,7 +452,7 @@ class Slot {
     }
 
   private:
-    enum class State { idle, connecting, handshaking, writing, reading, ticket };
+    enum class State { idle, connecting, handshaking, writing, reading, ticket, held };
 
     void begin_tls() {
         ssl_.reset(SSL_new(owner_.ctx_.get()));
@@ -290,6 +486,8 @@ class Slot {
                 resumed_ = SSL_session_reused(ssl_.get()) == 1;
                 if (!owner_.shared_.request.empty()) {
                     state_ = State::writing;
+                } else if (owner_.holding()) {
+                    hold();
                 } else if (o.mode == "resume" && SSL_version(ssl_.get()) == TLS1_3_VERSION) {
                     // TLS 1.3 tickets arrive after the handshake and are single
                     // use: wait for this connection's own, resumed or not.
@@ -311,14 +509,19 @@ class Slot {
                 const int r = SSL_read_ex(ssl_.get(), buffer, sizeof buffer, &n);
                 if (r == 1) {
                     response_bytes_ += n;
-                    if (o.response_bytes > 0 && response_bytes_ >= o.response_bytes)
+                    // Held once answered: the first bytes, or --response-bytes of them.
+                    if (owner_.holding() && state_ == State::reading &&
+                        response_bytes_ >= std::max<std::size_t>(o.response_bytes, 1)) {
+                        hold();
+                    } else if (o.response_bytes > 0 && response_bytes_ >= o.response_bytes) {
                         return succeed();
+                    }
                     continue;
                 }
                 const int error = SSL_get_error(ssl_.get(), r);
                 if (state_ == State::ticket && error == SSL_ERROR_WANT_READ && fresh_ticket_)
                     return succeed();
-                if (state_ == State::reading &&
+                if (state_ == State::reading && !owner_.holding() &&
                     (error == SSL_ERROR_ZERO_RETURN || error == SSL_ERROR_SYSCALL) &&
                     response_bytes_ > 0) {
                     return succeed();  // the backend answered and closed
@@ -329,10 +532,60 @@ class Slot {
                 if (state_ == State::reading && error == SSL_ERROR_ZERO_RETURN)
                     return fail("closed_without_response");
                 return handle_io_error(r);
+            } else if (state_ == State::held) {
+                // Read to keep the socket drained (edge-triggered epoll) and
+                // to see the server's post-handshake messages (tickets) and
+                // a close; whatever data arrives is dropped.
+                char buffer[16384];
+                std::size_t n = 0;
+                const int r = SSL_read_ex(ssl_.get(), buffer, sizeof buffer, &n);
+                if (r == 1) continue;
+                const int error = SSL_get_error(ssl_.get(), r);
+                if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) return;
+                return lose_held(error);
             } else {
                 return;
             }
         }
+    }
+
+    // Hold mode: the connection is up (and its request answered); it stays
+    // open until the hold ends. Counted as a handshake like a loop's success.
+    void hold() {
+        auto& result = owner_.result;
+        const auto micros =
+            std::chrono::duration_cast<std::chrono::microseconds>(handshake_done_ - started_)
+                .count();
+        result.latency.record(static_cast<std::uint64_t>(micros));
+        (resumed_ ? result.resumed : result.full)++;
+        result.tickets += tickets_;
+        state_ = State::held;
+        ++owner_.opened_;
+        auto& shared = owner_.shared_;
+        shared.held_now.fetch_add(1);
+        shared.opened.fetch_add(1);
+        shared.last_opened_ns.store(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - shared.open_start)
+                .count());
+    }
+
+    // A held connection ended before the hold did: the server (or something
+    // between) closed or reset it.
+    void lose_held(int ssl_error) {
+        std::string how = "other";
+        if (!alert_.empty()) {
+            how = "alert_" + reason_name(alert_);
+        } else if (ssl_error == SSL_ERROR_ZERO_RETURN) {
+            how = "close_notify";
+        } else if (ssl_error == SSL_ERROR_SYSCALL) {
+            how = errno == ECONNRESET ? "reset" : "eof";
+        }
+        ++owner_.result.hold_failures[how];
+        auto& shared = owner_.shared_;
+        shared.held_now.fetch_sub(1);
+        shared.hold_failures.fetch_add(1);
+        // The peer is gone: no close_notify to send.
+        reset();
     }
 
     void handle_io_error(int ret) {
@@ -362,6 +615,10 @@ class Slot {
     }
 
     void fail(const std::string& reason) {
+        if (owner_.holding()) {
+            ++owner_.open_failed_;
+            owner_.shared_.open_failed.fetch_add(1);
+        }
         if (!counting()) return finish();
         ++owner_.result.errors[reason];
         owner_.shared_.completed.fetch_add(1, std::memory_order_relaxed);
@@ -441,6 +698,9 @@ void ClientThread::build_context() {
     SSL_CTX_set_session_cache_mode(ctx_.get(),
                                    SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx_.get(), Slot::on_new_session);
+    // An idle connection then keeps no 16 KiB record buffers, so the
+    // generator's memory stays small next to the server's it measures.
+    if (holding()) SSL_CTX_set_mode(ctx_.get(), SSL_MODE_RELEASE_BUFFERS);
 }
 
 void ClientThread::run() {
@@ -449,6 +709,7 @@ void ClientThread::run() {
     std::vector<std::unique_ptr<Slot>> slots;
     for (int i = 0; i < slot_count_; ++i)
         slots.push_back(std::make_unique<Slot>(*this, static_cast<std::size_t>(i)));
+    if (holding()) return run_hold(slots);
     for (auto& slot : slots) slot->start();
     epoll_event events[256];
     auto next_check = Clock::now();
@@ -467,6 +728,45 @@ void ClientThread::run() {
     }
 }
 
+// Opens this thread's connections in order, each once, while fewer than
+// in_flight_cap_ handshake and the shared rate allows; then waits, handling
+// what the held connections receive, until the main thread ends the hold.
+void ClientThread::run_hold(std::vector<std::unique_ptr<Slot>>& slots) {
+    std::size_t next_to_open = 0;
+    std::vector<Slot*> opening;  // started and not yet held or failed, for the timeouts
+    epoll_event events[256];
+    auto next_check = Clock::now();
+    while (!shared_.stop.load(std::memory_order_relaxed)) {
+        const int n = ::epoll_wait(epoll_.get(), events, 256, 20);
+        for (int i = 0; i < n; ++i)
+            static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+        const auto now = Clock::now();
+        if (now >= next_check) {
+            for (auto* slot : opening) slot->check_timeout(now);
+            std::erase_if(opening, [](const Slot* slot) { return slot->idle() || slot->held(); });
+            next_check = now + std::chrono::milliseconds(50);
+        }
+        while (next_to_open < slots.size() &&
+               started_ - opened_ - open_failed_ < static_cast<std::uint64_t>(in_flight_cap_) &&
+               shared_.may_open(now)) {
+            Slot& slot = *slots[next_to_open++];
+            ++started_;
+            slot.start();
+            if (!slot.idle() && !slot.held()) opening.push_back(&slot);
+        }
+    }
+    // What arrived just before the end still counts against the hold.
+    int n;
+    while ((n = ::epoll_wait(epoll_.get(), events, 256, 0)) > 0) {
+        for (int i = 0; i < n; ++i)
+            static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+    }
+    for (auto& slot : slots) {
+        if (slot->held()) ++result.held_at_end;
+        slot->close_held();
+    }
+}
+
 std::string json_escape(const std::string& s) {
     std::string out;
     for (const char c : s) {
@@ -481,6 +781,14 @@ double cpu_seconds() {
     ::getrusage(RUSAGE_SELF, &usage);
     return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
            static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+// The generator's own peak resident memory, to show it stays small next to
+// the server's while it holds connections.
+long max_rss_bytes() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss * 1024;
 }
 
 }  // namespace
@@ -521,13 +829,37 @@ int main(int argc, char** argv) {
     app.add_option("--warmup", o.warmup,
                    "attempts to finish before counting starts (prints \"measuring\" to stderr "
                    "then)");
+    app.add_option("--hold", o.hold,
+                   "open this many connections, keep them idle after the handshake (and the "
+                   "--request's answer), then close them all; prints \"holding N\" to stderr once "
+                   "all are up")
+        ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{2147483647}));
+    app.add_option("--hold-seconds", o.hold_seconds,
+                   "with --hold: seconds to hold once all are up (default: until --duration or "
+                   "SIGINT/SIGTERM)");
+    app.add_option("--open-rate", o.open_rate,
+                   "with --hold: connections opened per second at most (0 = as fast as --conns "
+                   "handshakes in flight allow)");
+    app.add_option("--source-addresses", o.source_addresses,
+                   "bind client sockets to these IPv4 addresses in turn, e.g. 127.0.0.2-127.0.0.20 "
+                   "(more connections than one address has ephemeral ports)");
+    app.add_option("--metrics-url", o.metrics_url,
+                   "with --progress: http://HOST:PORT/metrics of the server, whose memory each "
+                   "progress line shows");
+    app.add_option("--memory-metric", o.memory_metric,
+                   "metric summed over its samples for the server's memory");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         app.exit(e);
         return 2;
     }
-    if (o.duration <= 0 && o.handshakes == 0) o.duration = 5;
+    if (o.hold > 0 && (o.handshakes > 0 || o.warmup > 0 || o.mode != "full")) {
+        std::cerr << "portcullis-bench: --hold opens each connection once, with a full handshake: "
+                     "no --handshakes, --warmup or --mode resume\n";
+        return 2;
+    }
+    if (o.duration <= 0 && o.handshakes == 0 && o.hold == 0) o.duration = 5;
     if (!o.cert.empty() && o.key.empty()) o.key = o.cert;
     if (o.duration > 5 && !o.quiet) o.progress = true;
     const auto target = dataplane::SocketAddress::parse(o.target);
@@ -537,6 +869,41 @@ int main(int argc, char** argv) {
         return 2;
     }
     ::signal(SIGPIPE, SIG_IGN);
+    std::vector<dataplane::SocketAddress> sources;
+    std::optional<MetricsUrl> metrics_url;
+    try {
+        if (!o.source_addresses.empty()) sources = parse_source_addresses(o.source_addresses);
+        if (!o.metrics_url.empty()) metrics_url = parse_metrics_url(o.metrics_url);
+    } catch (const std::exception& e) {
+        std::cerr << "portcullis-bench: " << e.what() << "\n";
+        return 2;
+    }
+    if (!sources.empty() && target->family() != AF_INET) {
+        std::cerr << "portcullis-bench: --source-addresses are IPv4, --target is not\n";
+        return 2;
+    }
+    if (o.hold > 0) {
+        // One descriptor per held connection, plus stdio, the epolls and a
+        // scrape's socket.
+        const rlim_t needed = static_cast<rlim_t>(o.hold) + 64;
+        rlimit limit{};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        if (limit.rlim_max < needed) {
+            rlimit raised{needed, needed};
+            if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+                std::cerr << "portcullis-bench: --hold " << o.hold << " needs " << needed
+                          << " descriptors; RLIMIT_NOFILE's hard limit is " << limit.rlim_max
+                          << " and raising it needs CAP_SYS_RESOURCE (at most --hold "
+                          << (limit.rlim_max > 64 ? limit.rlim_max - 64 : 0) << " here)\n";
+                return 2;
+            }
+        } else {
+            limit.rlim_cur = limit.rlim_max;
+            ::setrlimit(RLIMIT_NOFILE, &limit);
+        }
+        ::signal(SIGINT, on_interrupt);
+        ::signal(SIGTERM, on_interrupt);
+    }
 
     std::vector<Identity> identities;
     if (!o.identities.empty()) {
@@ -556,15 +923,26 @@ int main(int argc, char** argv) {
         }
     }
 
-    Shared shared{o, *target, unescape(o.request), identities};
+    Shared shared{o, *target, unescape(o.request), identities, std::move(sources)};
     std::vector<std::unique_ptr<ClientThread>> clients;
     for (int t = 0; t < o.threads; ++t) {
+        if (o.hold > 0) {
+            // This thread's share of the connections, and of the handshakes in flight.
+            const auto share = o.hold / static_cast<std::uint64_t>(o.threads) +
+                               (static_cast<std::uint64_t>(t) < o.hold % o.threads ? 1 : 0);
+            const int cap = std::max(1, o.conns / o.threads + (t < o.conns % o.threads ? 1 : 0));
+            if (share > 0)
+                clients.push_back(std::make_unique<ClientThread>(shared, static_cast<int>(share), t,
+                                                                 o.threads, cap));
+            continue;
+        }
         const int slots = o.conns / o.threads + (t < o.conns % o.threads ? 1 : 0);
         if (slots > 0)
             clients.push_back(std::make_unique<ClientThread>(shared, slots, t, o.threads));
     }
     double cpu_before = cpu_seconds();
     auto start = Clock::now();
+    shared.open_start = start;
     shared.measuring = o.warmup == 0;
     std::vector<std::thread> threads;
     std::atomic<int> failed_threads{0};
@@ -581,7 +959,60 @@ int main(int argc, char** argv) {
     }
     std::uint64_t last = 0;
     auto next_report = start + std::chrono::seconds(1);
-    while (!shared.stop) {
+    // Hold mode: when opening ended (every connection held or failed), and
+    // when the hold did.
+    std::optional<Clock::time_point> hold_start;
+    Clock::time_point hold_end;
+    std::optional<double> server_memory;
+    while (o.hold > 0 && !shared.stop) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        const auto now = Clock::now();
+        const auto opened = shared.opened.load();
+        const auto open_failed = shared.open_failed.load();
+        if (!hold_start && opened + open_failed >= o.hold) {
+            hold_start = now;
+            if (shared.held_now.load() == o.hold) {
+                std::fprintf(stderr, "holding %llu\n", static_cast<unsigned long long>(o.hold));
+            } else {
+                std::fprintf(stderr, "opening done: %llu of %llu held, %llu failed to open\n",
+                             static_cast<unsigned long long>(shared.held_now.load()),
+                             static_cast<unsigned long long>(o.hold),
+                             static_cast<unsigned long long>(open_failed));
+            }
+            std::fflush(stderr);
+        }
+        if (interrupted ||
+            (o.duration > 0 && now - start >= std::chrono::duration<double>(o.duration)) ||
+            (hold_start && o.hold_seconds > 0 &&
+             now - *hold_start >= std::chrono::duration<double>(o.hold_seconds))) {
+            hold_end = now;
+            if (metrics_url) server_memory = scrape_metric_sum(*metrics_url, o.memory_metric);
+            shared.stop = true;
+        }
+        if (o.progress && now >= next_report) {
+            std::string memory = "n/a";
+            if (metrics_url) {
+                server_memory = scrape_metric_sum(*metrics_url, o.memory_metric);
+                if (server_memory) {
+                    char text[64];
+                    std::snprintf(text, sizeof text, "%.1f MiB", *server_memory / 1048576.0);
+                    memory = text;
+                }
+            }
+            std::fprintf(stderr,
+                         "%6.1fs  opened %llu  held %llu  failed %llu  hold_failures %llu  "
+                         "server memory %s\n",
+                         std::chrono::duration<double>(now - start).count(),
+                         static_cast<unsigned long long>(opened),
+                         static_cast<unsigned long long>(shared.held_now.load()),
+                         static_cast<unsigned long long>(open_failed),
+                         static_cast<unsigned long long>(shared.hold_failures.load()),
+                         memory.c_str());
+            std::fflush(stderr);
+            next_report += std::chrono::seconds(1);
+        }
+    }
+    while (o.hold == 0 && !shared.stop) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         const auto now = Clock::now();
         if (!shared.measuring && shared.warmed.load() >= o.warmup) {
@@ -608,6 +1039,7 @@ int main(int argc, char** argv) {
             next_report += std::chrono::seconds(1);
         }
     }
+    if (o.hold > 0 && hold_end == Clock::time_point{}) hold_end = Clock::now();
     for (auto& t : threads) t.join();
     if (failed_threads > 0) return 2;
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -620,6 +1052,9 @@ int main(int argc, char** argv) {
         total.resumed += client->result.resumed;
         total.tickets += client->result.tickets;
         for (const auto& [reason, count] : client->result.errors) total.errors[reason] += count;
+        for (const auto& [how, count] : client->result.hold_failures)
+            total.hold_failures[how] += count;
+        total.held_at_end += client->result.held_at_end;
     }
     const std::uint64_t handshakes = total.full + total.resumed;
     std::uint64_t errors_total = 0;
@@ -647,10 +1082,34 @@ int main(int argc, char** argv) {
          << ",\"p999\":" << total.latency.quantile(0.999) << ",\"max\":" << total.latency.max()
          << "}"
          << ",\"errors\":{" << errors_json << "},\"errors_total\":" << errors_total
-         << ",\"client_cpu_s\":" << client_cpu << "}";
+         << ",\"client_cpu_s\":" << client_cpu;
+    std::uint64_t hold_failures = 0;
+    if (o.hold > 0) {
+        std::string how_json;
+        for (const auto& [how, count] : total.hold_failures) {
+            hold_failures += count;
+            how_json += (how_json.empty() ? "" : ",") + std::string("\"") + json_escape(how) +
+                        "\":" + std::to_string(count);
+        }
+        const double opening_s = static_cast<double>(shared.last_opened_ns.load()) / 1e9;
+        json << ",\"hold\":" << o.hold << ",\"held\":" << total.held_at_end
+             << ",\"opened\":" << handshakes << ",\"hold_seconds\":"
+             << (hold_start ? std::chrono::duration<double>(hold_end - *hold_start).count() : 0.0)
+             << ",\"hold_failures\":" << hold_failures << ",\"hold_failure_reasons\":{" << how_json
+             << "},\"open_rate_achieved\":"
+             << (opening_s > 0 ? static_cast<double>(handshakes) / opening_s : 0.0)
+             << ",\"source_addresses\":" << shared.sources.size()
+             << ",\"client_max_rss_bytes\":" << max_rss_bytes() << ",\"server_memory_bytes\":";
+        if (server_memory)
+            json << *server_memory;
+        else
+            json << "null";
+    }
+    json << "}";
     std::cout << json.str() << std::endl;
     if (!o.json.empty()) std::ofstream(o.json) << json.str() << "\n";
     const bool unreachable = handshakes == 0 && (total.errors.count("connect_refused") ||
                                                  total.errors.count("connect_timeout"));
+    if (o.hold > 0) return total.held_at_end == o.hold && hold_failures == 0 ? 0 : 1;
     return unreachable ? 1 : 0;
 }

@@ -2,7 +2,11 @@
 // access log: --identities presents a different client certificate per
 // connection and, with --mode resume, each identity resumes its own session;
 // --warmup leaves its attempts out of the counts; a request the server closes
-// without an answer is a failure, not a handshake.
+// without an answer is a failure, not a handshake. --hold keeps its
+// connections established for the hold (the daemon's own gauge and access log
+// agree), binds them to the --source-addresses in turn, counts a connection
+// the server closes while held as a hold failure, keeps to --open-rate, and
+// refuses a count its descriptors cannot hold.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -62,10 +66,46 @@ class Bench : public ::testing::Test {
         return nlohmann::json::parse(read_file(json_path));
     }
 
+    // A --hold run to its end: exit status, JSON summary, stdout+stderr.
+    struct HoldRun {
+        int status = -1;
+        nlohmann::json summary = nlohmann::json::object();
+        std::string log;
+    };
+    HoldRun run_hold(int port, std::vector<std::string> args) {
+        const auto json_path = env->dir / "hold.json";
+        std::filesystem::remove(json_path);
+        const auto cert = env->client("bench-holder");
+        write_file(env->dir / "holder.chain.pem", cert.cert_pem() + env->client_ca.cert_pem());
+        write_file(env->dir / "holder.key.pem", cert.key_pem());
+        std::vector<std::string> argv = {binary_from_env("PORTCULLIS_BENCH_BIN"),
+                                         "--target",
+                                         "127.0.0.1:" + std::to_string(port),
+                                         "--sni",
+                                         "localhost",
+                                         "--ca",
+                                         (env->dir / "root.pem").string(),
+                                         "--cert",
+                                         (env->dir / "holder.chain.pem").string(),
+                                         "--key",
+                                         (env->dir / "holder.key.pem").string(),
+                                         "--json",
+                                         json_path.string()};
+        argv.insert(argv.end(), args.begin(), args.end());
+        ChildProcess bench(argv, env->dir / "hold.log");
+        HoldRun run;
+        run.status = bench.wait_exit(std::chrono::seconds(120)).value_or(-1);
+        run.log = bench.log();
+        if (std::filesystem::exists(json_path))
+            run.summary = nlohmann::json::parse(read_file(json_path));
+        return run;
+    }
+
     // Access log lines (complete connections only) counted by subject and by resumed=.
     struct Seen {
         std::map<std::string, int> subjects;
         std::map<std::string, int> resumed_subjects;
+        std::map<std::string, int> client_addresses;  // without the port
         int lines = 0;
     };
     static Seen read_access_log(const std::filesystem::path& path, std::size_t expected_lines) {
@@ -89,6 +129,12 @@ class Bench : public ::testing::Test {
             const auto subject = line.substr(at + 9, line.find('"', at + 9) - at - 9);
             ++seen.lines;
             ++seen.subjects[subject];
+            const auto client = line.find(" client=");
+            if (client != std::string::npos) {
+                const auto address =
+                    line.substr(client + 8, line.find(' ', client + 8) - client - 8);
+                ++seen.client_addresses[address.substr(0, address.rfind(':'))];
+            }
             if (line.find("resumed=true") != std::string::npos) ++seen.resumed_subjects[subject];
         }
         return seen;
@@ -164,6 +210,87 @@ TEST_F(Bench, ARequestClosedWithoutAnswerIsAFailure) {
         EXPECT_EQ(summary["handshakes"], 0) << tls << " " << summary.dump();
         EXPECT_GE(summary["errors_total"], 3) << tls << " " << summary.dump();
     }
+}
+
+TEST_F(Bench, HoldKeepsEveryConnectionEstablishedUntilTheHoldEnds) {
+    const int port = free_port();
+    const int admin = free_port();
+    Daemon daemon(env->write_config(
+        "hold", "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
+                    "\"\n\n[log]\naccess_log = \"hold.log\"\n\n" + env->listener("edge", port)));
+    // The daemon's own count of open connections, read through --metrics-url
+    // at the end of the hold, stands in for the memory metric.
+    const auto run =
+        run_hold(port, {"--hold", "200", "--hold-seconds", "2", "--conns", "16", "--progress",
+                        "--source-addresses", "127.0.0.2-127.0.0.5", "--metrics-url",
+                        "http://127.0.0.1:" + std::to_string(admin) + "/metrics", "--memory-metric",
+                        "portcullis_connections_active"});
+    EXPECT_EQ(run.status, 0) << run.log;
+    const auto& s = run.summary;
+    ASSERT_TRUE(s.contains("held")) << run.log;
+    EXPECT_EQ(s["hold"], 200);
+    EXPECT_EQ(s["held"], 200) << s.dump();
+    EXPECT_EQ(s["opened"], 200) << s.dump();
+    EXPECT_EQ(s["hold_failures"], 0) << s.dump();
+    EXPECT_EQ(s["errors_total"], 0) << s.dump();
+    EXPECT_EQ(s["source_addresses"], 4);
+    EXPECT_GE(s["hold_seconds"].get<double>(), 2.0);
+    EXPECT_GT(s["open_rate_achieved"].get<double>(), 0.0);
+    EXPECT_EQ(s["server_memory_bytes"], 200) << "portcullis_connections_active while held";
+    EXPECT_NE(run.log.find("holding 200\n"), std::string::npos) << run.log;
+    EXPECT_NE(run.log.find("held 200  failed 0  hold_failures 0"), std::string::npos) << run.log;
+
+    // Closed by the client at the end, each from one of the four addresses in turn.
+    const auto seen = read_access_log(env->dir / "hold.log", 200);
+    EXPECT_EQ(seen.lines, 200) << read_file(env->dir / "hold.log");
+    ASSERT_EQ(seen.client_addresses.size(), 4U) << read_file(env->dir / "hold.log");
+    for (const auto& [address, count] : seen.client_addresses) {
+        EXPECT_EQ(address.rfind("127.0.0.", 0), 0U) << address;
+        EXPECT_NE(address, "127.0.0.1");
+        EXPECT_EQ(count, 50) << address;
+    }
+}
+
+TEST_F(Bench, AConnectionTheServerClosesWhileHeldIsAHoldFailure) {
+    // The daemon closes connections idle for 300 ms; the hold lasts longer.
+    const int port = free_port();
+    Daemon daemon(
+        env->write_config("idle", env->listener("edge", port, "", "idle_timeout_ms = 300\n")));
+    const auto run = run_hold(port, {"--hold", "20", "--hold-seconds", "2", "--quiet"});
+    EXPECT_EQ(run.status, 1) << run.log;
+    const auto& s = run.summary;
+    ASSERT_TRUE(s.contains("held")) << run.log;
+    EXPECT_EQ(s["opened"], 20) << s.dump();
+    EXPECT_EQ(s["held"], 0) << s.dump();
+    EXPECT_EQ(s["hold_failures"], 20) << s.dump();
+    int by_reason = 0;
+    for (const auto& [how, count] : s["hold_failure_reasons"].items())
+        by_reason += count.get<int>();
+    EXPECT_EQ(by_reason, 20) << s.dump();
+}
+
+TEST_F(Bench, HoldOpensNoFasterThanTheOpenRate) {
+    const int port = free_port();
+    Daemon daemon(env->write_config("rate", env->listener("edge", port)));
+    // 30 connections at 20/s: the last starts 1.45 s after the first.
+    const auto started = std::chrono::steady_clock::now();
+    const auto run = run_hold(port, {"--hold", "30", "--open-rate", "20", "--hold-seconds", "0.2",
+                                     "--conns", "8", "--quiet"});
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    EXPECT_EQ(run.status, 0) << run.log;
+    ASSERT_TRUE(run.summary.contains("open_rate_achieved")) << run.log;
+    EXPECT_EQ(run.summary["held"], 30) << run.summary.dump();
+    EXPECT_LE(run.summary["open_rate_achieved"].get<double>(), 22.0) << run.summary.dump();
+    EXPECT_GE(elapsed, 1.45);
+}
+
+TEST_F(Bench, HoldRefusesMoreConnectionsThanItsDescriptorsAllow) {
+    // Above any kernel's fs.nr_open: no privilege could raise RLIMIT_NOFILE that far.
+    const auto run = run_hold(free_port(), {"--hold", "2000000000", "--quiet"});
+    EXPECT_EQ(run.status, 2) << run.log;
+    EXPECT_NE(run.log.find("RLIMIT_NOFILE"), std::string::npos) << run.log;
+    EXPECT_TRUE(run.summary.empty());
 }
 
 }  // namespace

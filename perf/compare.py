@@ -357,6 +357,11 @@ class Server:
     configuration is written by the subclass."""
     name = ""
     per_run = False  # started for each of its measurements and stopped after
+    # perf/idle_memory.py holds thousands of idle connections: room for that
+    # many and an idle timeout longer than the hold. None keeps this
+    # comparison's own settings.
+    max_connections = None
+    idle_timeout_s = None
 
     def __init__(self, runner):
         self.runner = runner
@@ -417,7 +422,7 @@ class Portcullis(Server):
         config = self.dir / "portcullis.toml"
         config.write_text(f"""
 [workers]
-count = 1
+count = 1{f"{chr(10)}max_connections = {self.max_connections}" if self.max_connections else ""}
 
 [admin]
 address = "{self.admin_address()}"
@@ -432,7 +437,7 @@ ticket_mode = "{self.ticket_mode}"
 
 [[listener]]
 name = "compare"
-address = "{self.host}:{self.port}"
+address = "{self.host}:{self.port}"{f"{chr(10)}idle_timeout_ms = {self.idle_timeout_s * 1000}" if self.idle_timeout_s else ""}
   [listener.tls]
   client_auth = "require"
   trust_bundle = "{pki}/root-ca.cert.pem"
@@ -446,7 +451,7 @@ address = "{self.host}:{self.port}"
     chain = "{pki}/server-ec.chain.pem"
     key = "{pki}/server-ec.key.pem"
   [listener.upstream]
-  backends = ["{self.runner.backend_host}:{self.runner.backend_port}"]
+  backends = [{", ".join(f'"{b}"' for b in self.runner.backend_addresses())}]
 """)
         return [str(self.runner.binaries["portcullis"]), "--config", str(config)]
 
@@ -478,10 +483,10 @@ master_process on;
 worker_processes 1;
 pid {self.dir}/nginx.pid;
 error_log {self.log} {level};
-events {{ worker_connections 4096; }}
+events {{ worker_connections {2 * self.max_connections + 64 if self.max_connections else 4096}; }}
 stream {{
   access_log off;
-  upstream backend {{ server {self.runner.backend_host}:{self.runner.backend_port}; }}
+  upstream backend {{ {" ".join(f"server {b};" for b in self.runner.backend_addresses())} }}
   server {{
     listen {self.host}:{self.port} ssl;
     ssl_certificate {pki}/server-ec.chain.pem;
@@ -497,7 +502,7 @@ stream {{
     ssl_session_cache shared:compare:5m;
     ssl_session_tickets on;
     ssl_session_timeout {SESSION_LIFETIME_S}s;
-    proxy_pass backend;
+    proxy_pass backend;{f"{chr(10)}    proxy_timeout {self.idle_timeout_s}s;" if self.idle_timeout_s else ""}
   }}
 }}
 """)
@@ -514,23 +519,22 @@ class Haproxy(Server):
         config.write_text(f"""
 global
   nbthread 1
-  maxconn 4096
+  maxconn {self.max_connections + 64 if self.max_connections else 4096}
   tune.ssl.cachesize {SESSION_CACHE_ENTRIES}
   tune.ssl.lifetime {SESSION_LIFETIME_S}
 
 defaults
   mode tcp
   timeout connect 5s
-  timeout client 30s
-  timeout server 30s
+  timeout client {self.idle_timeout_s or 30}s
+  timeout server {self.idle_timeout_s or 30}s
 
 frontend compare
   bind {self.host}:{self.port} ssl crt {pki}/server-ec.haproxy.pem ca-file {pki}/root-ca.cert.pem crl-file {pki}/all-crls.pem verify required curves {GROUPS} ciphers {TLS12_CIPHERS} ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
   default_backend backend
 
 backend backend
-  server backend {self.runner.backend_host}:{self.runner.backend_port}
-""")
+{"".join(f"  server backend{i or ''} {b}{chr(10)}" for i, b in enumerate(self.runner.backend_addresses()))}""")
         return ["haproxy", "-db", "-f", str(config)]
 
 
@@ -674,6 +678,9 @@ class Runner:
         if not wait_for(lambda: port_file.exists() and port_file.read_text().strip()):
             raise Abort("the test backend did not start")
         self.backend_port = int(port_file.read_text().strip())
+
+    def backend_addresses(self):
+        return [f"{self.backend_host}:{self.backend_port}"]
 
     def stop_everything(self):
         for server in self.servers.values():
