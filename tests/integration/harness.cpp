@@ -327,6 +327,31 @@ TlsSession open_tls_session(int port, const ClientOptions& options) {
     return session;
 }
 
+long ms_until_close_notify(TlsSession& session, std::chrono::steady_clock::time_point since) {
+    char byte;
+    const int n = SSL_read(session.ssl.get(), &byte, 1);
+    const bool close_notify =
+        n == 0 && SSL_get_error(session.ssl.get(), n) == SSL_ERROR_ZERO_RETURN;
+    ERR_clear_error();
+    if (!close_notify) return -1;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 since)
+        .count();
+}
+
+ClientResult first_refusal(int port, const ClientOptions& options,
+                           std::chrono::milliseconds within) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    while (true) {
+        auto result = run_client(port, options);
+        // Refused is an alert saying why; a connection a worker let in and
+        // then cut at its reload is neither.
+        const bool refused = !result.exchanged && !result.alert.empty();
+        if (refused || std::chrono::steady_clock::now() >= deadline) return result;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+}
+
 ClientResult run_client(int port, const ClientOptions& o, const char* host) {
     ::signal(SIGPIPE, SIG_IGN);  // a server that closes must fail the test, not kill it
     ClientResult result;

@@ -135,6 +135,17 @@ struct TlsSession {
 };
 TlsSession open_tls_session(int port, const ClientOptions& options);
 
+// Milliseconds from `since` until the server ends `session` with
+// close_notify; -1 when it ends any other way or the 5 s socket timeout
+// passes first.
+long ms_until_close_notify(TlsSession& session, std::chrono::steady_clock::time_point since);
+
+// Connects with `options` until the server refuses it with an alert (each
+// worker applies a reload on its own, so for a moment some may still let it
+// in), for at most `within`: the refused attempt's result, or the last one.
+ClientResult first_refusal(int port, const ClientOptions& options,
+                           std::chrono::milliseconds within = std::chrono::seconds(5));
+
 // A blocking HTTP/1.1 request on loopback (the admin listener); status 0 when
 // the connection failed.
 struct HttpResponse {
