@@ -343,6 +343,8 @@ class ClientThread {
     friend class Slot;
     void build_context();
     void run_hold(std::vector<std::unique_ptr<Slot>>& slots);
+    // One epoll_wait and the events it returned, handed to their slots; how many.
+    int dispatch_events(int timeout_ms);
     bool holding() const { return shared_.options.hold > 0; }
     Shared& shared_;
     int slot_count_;
@@ -703,6 +705,13 @@ void ClientThread::build_context() {
     if (holding()) SSL_CTX_set_mode(ctx_.get(), SSL_MODE_RELEASE_BUFFERS);
 }
 
+int ClientThread::dispatch_events(int timeout_ms) {
+    epoll_event events[256];
+    const int n = ::epoll_wait(epoll_.get(), events, 256, timeout_ms);
+    for (int i = 0; i < n; ++i) static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+    return n;
+}
+
 void ClientThread::run() {
     build_context();
     epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -711,12 +720,9 @@ void ClientThread::run() {
         slots.push_back(std::make_unique<Slot>(*this, static_cast<std::size_t>(i)));
     if (holding()) return run_hold(slots);
     for (auto& slot : slots) slot->start();
-    epoll_event events[256];
     auto next_check = Clock::now();
     while (!shared_.stop.load(std::memory_order_relaxed)) {
-        const int n = ::epoll_wait(epoll_.get(), events, 256, 50);
-        for (int i = 0; i < n; ++i)
-            static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+        dispatch_events(50);
         const auto now = Clock::now();
         if (now >= next_check) {
             for (auto& slot : slots) slot->check_timeout(now);
@@ -734,12 +740,9 @@ void ClientThread::run() {
 void ClientThread::run_hold(std::vector<std::unique_ptr<Slot>>& slots) {
     std::size_t next_to_open = 0;
     std::vector<Slot*> opening;  // started and not yet held or failed, for the timeouts
-    epoll_event events[256];
     auto next_check = Clock::now();
     while (!shared_.stop.load(std::memory_order_relaxed)) {
-        const int n = ::epoll_wait(epoll_.get(), events, 256, 20);
-        for (int i = 0; i < n; ++i)
-            static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+        dispatch_events(20);
         const auto now = Clock::now();
         if (now >= next_check) {
             for (auto* slot : opening) slot->check_timeout(now);
@@ -756,10 +759,7 @@ void ClientThread::run_hold(std::vector<std::unique_ptr<Slot>>& slots) {
         }
     }
     // What arrived just before the end still counts against the hold.
-    int n;
-    while ((n = ::epoll_wait(epoll_.get(), events, 256, 0)) > 0) {
-        for (int i = 0; i < n; ++i)
-            static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+    while (dispatch_events(0) > 0) {
     }
     for (auto& slot : slots) {
         if (slot->held()) ++result.held_at_end;
