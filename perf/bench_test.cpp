@@ -44,20 +44,25 @@ class Bench : public ::testing::Test {
         return path;
     }
 
+    // The bench against the daemon on `port`, its JSON summary to `json`.
+    std::vector<std::string> bench_argv(int port, const std::filesystem::path& json) const {
+        return {binary_from_env("PORTCULLIS_BENCH_BIN"),
+                "--target",
+                "127.0.0.1:" + std::to_string(port),
+                "--sni",
+                "localhost",
+                "--ca",
+                (env->dir / "root.pem").string(),
+                "--json",
+                json.string()};
+    }
+
     // Runs the bench to completion; its JSON summary.
     nlohmann::json run_bench(int port, std::vector<std::string> args) {
         const auto json_path = env->dir / "bench.json";
         std::filesystem::remove(json_path);
-        std::vector<std::string> argv = {binary_from_env("PORTCULLIS_BENCH_BIN"),
-                                         "--target",
-                                         "127.0.0.1:" + std::to_string(port),
-                                         "--sni",
-                                         "localhost",
-                                         "--ca",
-                                         (env->dir / "root.pem").string(),
-                                         "--quiet",
-                                         "--json",
-                                         json_path.string()};
+        auto argv = bench_argv(port, json_path);
+        argv.push_back("--quiet");
         argv.insert(argv.end(), args.begin(), args.end());
         ChildProcess bench(argv, env->dir / "bench.log");
         const auto status = bench.wait_exit(std::chrono::seconds(60));
@@ -78,19 +83,9 @@ class Bench : public ::testing::Test {
         const auto cert = env->client("bench-holder");
         write_file(env->dir / "holder.chain.pem", cert.cert_pem() + env->client_ca.cert_pem());
         write_file(env->dir / "holder.key.pem", cert.key_pem());
-        std::vector<std::string> argv = {binary_from_env("PORTCULLIS_BENCH_BIN"),
-                                         "--target",
-                                         "127.0.0.1:" + std::to_string(port),
-                                         "--sni",
-                                         "localhost",
-                                         "--ca",
-                                         (env->dir / "root.pem").string(),
-                                         "--cert",
-                                         (env->dir / "holder.chain.pem").string(),
-                                         "--key",
-                                         (env->dir / "holder.key.pem").string(),
-                                         "--json",
-                                         json_path.string()};
+        auto argv = bench_argv(port, json_path);
+        argv.insert(argv.end(), {"--cert", (env->dir / "holder.chain.pem").string(), "--key",
+                                 (env->dir / "holder.key.pem").string()});
         argv.insert(argv.end(), args.begin(), args.end());
         ChildProcess bench(argv, env->dir / "hold.log");
         HoldRun run;
