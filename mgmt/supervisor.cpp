@@ -232,8 +232,7 @@ class Supervisor {
             };
             options.load_reloaded = [this] {
                 const auto snapshot = control_.config();
-                auto fresh = parse_config(snapshot.text, config_.source_file, config_directory());
-                apply_overrides(fresh);
+                auto fresh = published_config(snapshot);
                 return dataplane::ReloadedSettings{snapshot.generation, std::move(fresh.listeners),
                                                    fresh.log.level};
             };
@@ -411,8 +410,7 @@ class Supervisor {
         const ssize_t n = ::read(crl_read_.get(), news, sizeof news);
         if (n <= 0 || std::find(news, news + n, 'c') == news + n) return;
         // The listeners' crl_files now name the new cache files.
-        auto fresh = parse_config(control_.config().text, config_.source_file, config_directory());
-        apply_overrides(fresh);
+        auto fresh = published_config(control_.config());
         config_.listeners = std::move(fresh.listeners);
         int signalled = 0;
         for (const auto& s : slots_) {
@@ -537,6 +535,14 @@ class Supervisor {
 
     std::string config_directory() const {
         return std::filesystem::path(config_.source_file).parent_path().string();
+    }
+
+    // The configuration in the control block, as a worker reads it on
+    // SIGHUP: listeners' crl_files then name every fetched CRL kept so far.
+    Config published_config(const ConfigSnapshot& snapshot) const {
+        auto config = parse_config(snapshot.text, config_.source_file, config_directory());
+        apply_overrides(config);
+        return config;
     }
 
     void apply_overrides(Config& config) const {
