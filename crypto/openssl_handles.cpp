@@ -1,6 +1,7 @@
 #include "crypto/openssl_handles.hpp"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 
 #include <string>
 
@@ -16,6 +17,18 @@ std::string drain_openssl_errors() {
         text += buffer;
     }
     return text.empty() ? "no OpenSSL error reported" : text;
+}
+
+std::vector<UniqueX509> read_pem_certificates(const std::string& path) {
+    std::vector<UniqueX509> certificates;
+    UniqueBio file(BIO_new_file(path.c_str(), "rb"));
+    while (file) {
+        UniqueX509 certificate(PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr));
+        if (!certificate) break;
+        certificates.push_back(std::move(certificate));
+    }
+    ERR_clear_error();  // the loop ends on "no start line"
+    return certificates;
 }
 
 }  // namespace portcullis::crypto

@@ -12,10 +12,14 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <fstream>
+#include <iterator>
+#include <optional>
 #include <set>
 
 #include "crypto/client_verifier.hpp"
 #include "crypto/crl_check_cache.hpp"
+#include "crypto/ocsp_response.hpp"
 #include "crypto/session_cache.hpp"
 
 namespace portcullis::crypto {
@@ -24,6 +28,12 @@ struct ServerTlsContext::SniGroup {
     std::set<std::string> names;  // lowercase; "*.example.com" matches one label
     UniqueSslCtx ctx;
     std::set<int> key_types;  // EVP_PKEY_EC, EVP_PKEY_RSA, ...
+    struct Staple {
+        const X509* leaf;  // owned by ctx; the certificate OpenSSL selected for a handshake
+        std::vector<unsigned char> response;  // DER, checked when loaded
+        std::int64_t next_update;
+    };
+    std::vector<Staple> staples;
 };
 
 namespace {
@@ -199,6 +209,38 @@ int context_index() {
 const ServerTlsContext& context_of(SSL* ssl) {
     return *static_cast<const ServerTlsContext*>(
         SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index()));
+}
+
+// The OCSP response kept for the certificate OpenSSL chose, when the client
+// asked for one (status_request, TLS 1.2 and 1.3 alike) and it is still
+// fresh: past its nextUpdate a response is never sent.
+int staple_ocsp_response(SSL* ssl, void* arg) {
+    const auto& group = *static_cast<const ServerTlsContext::SniGroup*>(arg);
+    const X509* leaf = SSL_get_certificate(ssl);
+    for (const auto& staple : group.staples) {
+        if (staple.leaf != leaf) continue;
+        if (std::time(nullptr) >= staple.next_update) return SSL_TLSEXT_ERR_NOACK;
+        auto* copy = static_cast<unsigned char*>(
+            OPENSSL_memdup(staple.response.data(), staple.response.size()));
+        if (copy == nullptr) return SSL_TLSEXT_ERR_NOACK;
+        SSL_set_tlsext_status_ocsp_resp(ssl, copy, static_cast<long>(staple.response.size()));
+        if (auto* events = context_of(ssl).options().events) events->ocsp_stapled();
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+// The response the fetcher kept for `leaf`, when it still passes every check.
+std::optional<ServerTlsContext::SniGroup::Staple> kept_staple(const std::string& dir,
+                                                              const X509* leaf, X509* issuer) {
+    std::ifstream file(ocsp_response_path(dir, const_cast<X509*>(leaf)), std::ios::binary);
+    if (!file) return std::nullopt;
+    std::vector<unsigned char> der((std::istreambuf_iterator<char>(file)),
+                                   std::istreambuf_iterator<char>());
+    const auto answer =
+        check_ocsp_response(der, const_cast<X509*>(leaf), issuer, std::time(nullptr));
+    if (!answer.problem.empty()) return std::nullopt;
+    return ServerTlsContext::SniGroup::Staple{leaf, std::move(der), answer.next_update};
 }
 
 // Fetched once per process: an implicit fetch per ticket would take
@@ -484,7 +526,7 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         auto group = std::find_if(groups_.begin(), groups_.end(),
                                   [&](const auto& g) { return g->names == names; });
         if (group == groups_.end()) {
-            groups_.push_back(std::make_unique<SniGroup>(SniGroup{names, new_context(), {}}));
+            groups_.push_back(std::make_unique<SniGroup>(SniGroup{names, new_context(), {}, {}}));
             group = std::prev(groups_.end());
         }
         SSL_CTX* ctx = (*group)->ctx.get();
@@ -505,6 +547,14 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
             fail("key " + spec.key + " does not match certificate " + spec.chain_file);
         }
         asynchronous_keys |= keys.asynchronous(spec.key);
+        if (!policy.ocsp_staple_dir.empty() && chain.size() > 1) {
+            SSL_CTX_set_tlsext_status_cb(ctx, staple_ocsp_response);
+            SSL_CTX_set_tlsext_status_arg(ctx, group->get());
+            if (auto staple = kept_staple(policy.ocsp_staple_dir, SSL_CTX_get0_certificate(ctx),
+                                          chain[1].get())) {
+                (*group)->staples.push_back(std::move(*staple));
+            }
+        }
     }
     // The mode is copied into each SSL at SSL_new (SNI switches keep it), so
     // every group gets it when any key may pause. PEM-only listeners skip the

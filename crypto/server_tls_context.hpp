@@ -47,6 +47,8 @@ class TlsEventSink {
     virtual void local_session_cache(LocalSessionEvent) {}
     // A client verified against a CRL past its nextUpdate (crl_stale = "soft").
     virtual void stale_crl_accepted() {}
+    // An OCSP response went to a client that asked for one (ocsp_staple_dir).
+    virtual void ocsp_stapled() {}
 };
 
 struct ServerTlsOptions {

@@ -48,6 +48,10 @@ struct TlsPolicy {
     std::vector<std::string> crl_files;   // PEM CRLs
     CrlScope crl_scope = CrlScope::leaf;  // only used when crl_files is not empty
     CrlStale crl_stale = CrlStale::hard;
+    // Where the fetcher keeps checked OCSP responses for the server
+    // certificates (crypto/ocsp_response.hpp); "" = no OCSP stapling. A
+    // certificate whose chain has no issuer is never stapled.
+    std::string ocsp_staple_dir;
     int verify_depth = 4;
     bool require_client_auth_eku = true;  // leaf must carry EKU clientAuth
     // Client chains remembered after a successful verification (see

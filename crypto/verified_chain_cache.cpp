@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "crypto/asn1_time.hpp"
 #include "crypto/server_tls_context.hpp"
 
 namespace portcullis::crypto {
@@ -27,10 +28,9 @@ const EVP_MD* sha256() {
 }
 
 bool to_posix(const ASN1_TIME* time, std::int64_t& out) {
-    tm parts{};
-    if (time == nullptr || ASN1_TIME_to_tm(time, &parts) != 1) return false;
-    out = static_cast<std::int64_t>(::timegm(&parts));
-    return true;
+    const auto seconds = unix_seconds(time);
+    if (seconds) out = *seconds;
+    return seconds.has_value();
 }
 
 // The instant X509_verify_cert checks validity at, in whole seconds as it does.

@@ -89,6 +89,7 @@ class ListenerEvents final : public crypto::TlsEventSink {
         }
     }
     void stale_crl_accepted() override { listener_.stale_crl_accepted.add(); }
+    void ocsp_stapled() override { listener_.ocsp_staples_sent.add(); }
     void local_session_cache(crypto::LocalSessionEvent event) override {
         switch (event) {
             case crypto::LocalSessionEvent::hit:

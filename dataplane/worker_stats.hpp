@@ -62,6 +62,7 @@ struct ListenerStats {
     Counter chain_cache_misses;           // client chains verified in full with the cache on
     Counter chain_cache_evictions;        // cached chains dropped to make room
     Counter stale_crl_accepted;           // clients verified against a CRL past nextUpdate (soft)
+    Counter ocsp_staples_sent;            // handshakes that stapled an OCSP response
     Counter upstream_connect_failures;
     Counter upstream_unavailable;  // no backend could take the connection
     Counter bytes_from_clients;    // plaintext

@@ -25,9 +25,10 @@
 #include <sstream>
 #include <utility>
 
+#include "crypto/ocsp_response.hpp"
 #include "dataplane/worker_stats.hpp"
 #include "hsm/pkcs11_uri.hpp"
-#include "mgmt/crl_fetch_stats.hpp"
+#include "mgmt/fetch_stats.hpp"
 #include "mgmt/toml_reader.hpp"
 
 namespace portcullis::mgmt {
@@ -84,7 +85,10 @@ constexpr std::array kTlsKeys{"client_auth"sv,
                               "verified_chain_cache_entries"sv,
                               "crl_urls"sv,
                               "crl_refresh_s"sv,
-                              "crl_stale"sv};
+                              "crl_stale"sv,
+                              "ocsp_stapling"sv,
+                              "ocsp_stapling_responder"sv,
+                              "ocsp_stapling_refresh_s"sv};
 constexpr std::array kTlsTables{"certificate"sv, "allow"sv};
 constexpr std::array kCertificateKeys{"chain"sv, "key"sv, "server_names"sv};
 constexpr std::array kAllowKeys{"subjects"sv, "san_uris"sv, "san_dns"sv, "sha256"sv};
@@ -850,6 +854,61 @@ void read_crl_sources(const Section& listener_section, std::size_t index,
     }
 }
 
+// listener[i].tls.ocsp_stapling: every certificate of the listener gets its
+// OCSP response fetched (ocsp_staple_fetcher.hpp) and stapled by the workers.
+// Checked here, so that a certificate that could never be stapled is a
+// configuration error rather than a silent absence.
+void read_staple_sources(const Section& listener_section, std::size_t index,
+                         dataplane::ListenerSettings& listener, Config& config) {
+    const auto tls = listener_section.subtable("tls");
+    if (!tls || !tls->boolean_or("ocsp_stapling", false)) return;
+    const toml::node& enabled = *tls->table().get("ocsp_stapling");
+    const std::string key = tls->key_of("ocsp_stapling");
+    const auto responder = tls->string("ocsp_stapling_responder");
+    if (responder && (!responder->value.starts_with("http://") || responder->value.size() <= 7)) {
+        tls->source().fail(*responder->node, responder->key,
+                           "expected an http:// URL (http://host[:port][/path]), got " +
+                               in_quotes(responder->value));
+    }
+    const int refresh_s = tls->integer_or("ocsp_stapling_refresh_s", 3600, 1, 7 * 86400);
+    for (std::size_t c = 0; c < listener.tls.certificates.size(); ++c) {
+        const auto& chain_file = listener.tls.certificates[c].chain_file;
+        if (config.staple_sources.size() >= max_staple_sources) {
+            tls->source().fail(enabled, key,
+                               "at most " + std::to_string(max_staple_sources) +
+                                   " stapled certificates in all (their counters are fixed slots)");
+        }
+        const auto chain = crypto::read_pem_certificates(chain_file);
+        if (chain.size() < 2) {
+            tls->source().fail(enabled, key,
+                               "stapling needs the issuer of the certificate, and " + chain_file +
+                                   " holds no certificate after the leaf");
+        }
+        OcspStapleSource source;
+        source.listener = index;
+        source.certificate = c;
+        source.chain_file = chain_file;
+        source.responder =
+            responder ? responder->value : crypto::ocsp_responder_of(chain.front().get());
+        if (source.responder.empty()) {
+            tls->source().fail(enabled, key,
+                               "the certificate in " + chain_file +
+                                   " names no OCSP responder (Authority Information Access); "
+                                   "set ocsp_stapling_responder");
+        }
+        if (!source.responder.starts_with("http://")) {
+            tls->source().fail(enabled, key,
+                               "the certificate in " + chain_file + " names the OCSP responder " +
+                                   in_quotes(source.responder) +
+                                   ", which is not http://; set ocsp_stapling_responder");
+        }
+        source.cache_dir = config.revocation.cache_dir;
+        source.refresh_s = refresh_s;
+        config.staple_sources.push_back(std::move(source));
+    }
+    listener.tls.ocsp_staple_dir = config.revocation.cache_dir;
+}
+
 Config read_config(const toml::table& root, const Source& source) {
     const Section top(root, "", source);
     top.reject_unknown_keys({}, kTopLevelTables);
@@ -905,6 +964,7 @@ Config read_config(const toml::table& root, const Source& source) {
             }
         }
         read_crl_sources(listeners[i], i, listener, config);
+        read_staple_sources(listeners[i], i, listener, config);
         check_unique(listeners[i], listener, config.listeners);
         if (dpdk) check_dpdk_addresses(listeners[i], listener, config.dataplane.dpdk);
         config.listeners.push_back(std::move(listener));

@@ -93,7 +93,8 @@ struct DataplaneSettings {
     dataplane::KeepaliveSettings keepalive;
 };
 
-// Where fetched CRLs are kept (mgmt/crl_fetcher.hpp) and how long a fetch may take.
+// Where fetched CRLs and OCSP responses are kept (mgmt/crl_fetcher.hpp,
+// mgmt/ocsp_staple_fetcher.hpp) and how long a fetch may take.
 struct RevocationSettings {
     std::string cache_dir = "/var/lib/portcullis/crl";
     int fetch_timeout_ms = 5000;
@@ -109,6 +110,18 @@ struct CrlSource {
     int refresh_s = 3600;    // at the latest; earlier when its nextUpdate comes first
 };
 
+// A server certificate whose OCSP response is fetched for stapling
+// (listener[].tls.ocsp_stapling). The response is kept in cache_dir under a
+// name made from the leaf itself (crypto/ocsp_response.hpp).
+struct OcspStapleSource {
+    std::size_t listener = 0;
+    std::size_t certificate = 0;  // in the listener's tls.certificates
+    std::string chain_file;       // leaf first, then its issuer
+    std::string responder;        // http:// URL: ocsp_stapling_responder, or the leaf's AIA
+    std::string cache_dir;        // revocation.cache_dir
+    int refresh_s = 3600;         // at the latest; earlier when its nextUpdate comes first
+};
+
 struct Config {
     std::string source_file;
     std::string text;  // the TOML as read: reloads hand exactly this to the workers
@@ -121,6 +134,7 @@ struct Config {
     std::vector<dataplane::ListenerSettings> listeners;  // at least one
     RevocationSettings revocation;
     std::vector<CrlSource> crl_sources;
+    std::vector<OcspStapleSource> staple_sources;
 };
 
 class ConfigError : public std::runtime_error {

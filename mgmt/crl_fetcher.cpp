@@ -1,20 +1,16 @@
 #include "mgmt/crl_fetcher.hpp"
 
-#include <fcntl.h>
-#include <httplib.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "base/unique_fd.hpp"
+#include "crypto/asn1_time.hpp"
 #include "crypto/openssl_handles.hpp"
 
 namespace portcullis::mgmt {
@@ -22,17 +18,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using crypto::UniqueBio;
-using crypto::UniqueX509;
 using crypto::UniqueX509Crl;
 
-constexpr auto clock_skew = std::chrono::seconds(60);
-constexpr auto retry_after_failure = std::chrono::seconds(30);
+constexpr std::int64_t clock_skew_s = 60;
 
 std::int64_t unix_time(const ASN1_TIME* time) {
-    if (time == nullptr) return 0;
-    std::tm tm{};
-    if (ASN1_TIME_to_tm(time, &tm) != 1) return 0;
-    return static_cast<std::int64_t>(::timegm(&tm));
+    return crypto::unix_seconds(time).value_or(0);
 }
 
 UniqueX509Crl parse_crl(const std::string& bytes) {
@@ -54,29 +45,17 @@ UniqueX509Crl read_kept(const std::string& path) {
     return parse_crl(text.str());
 }
 
-std::vector<UniqueX509> read_certificates(const std::string& path) {
-    std::vector<UniqueX509> certificates;
-    UniqueBio file(BIO_new_file(path.c_str(), "r"));
-    while (file) {
-        UniqueX509 certificate(PEM_read_bio_X509(file.get(), nullptr, nullptr, nullptr));
-        if (!certificate) break;
-        certificates.push_back(std::move(certificate));
-    }
-    ERR_clear_error();
-    return certificates;
-}
-
 // Why `crl` must not be used, or "".
 std::string unusable(X509_CRL* crl, const std::string& trust_file, std::int64_t now) {
     bool named = false;
-    for (const auto& ca : read_certificates(trust_file)) {
+    for (const auto& ca : crypto::read_pem_certificates(trust_file)) {
         if (X509_NAME_cmp(X509_get_subject_name(ca.get()), X509_CRL_get_issuer(crl)) != 0) continue;
         named = true;
         if (X509_CRL_verify(crl, X509_get0_pubkey(ca.get())) == 1) {
             ERR_clear_error();
             const std::int64_t this_update = unix_time(X509_CRL_get0_lastUpdate(crl));
             const std::int64_t next_update = unix_time(X509_CRL_get0_nextUpdate(crl));
-            if (this_update > now + clock_skew.count()) return "thisUpdate is in the future";
+            if (this_update > now + clock_skew_s) return "thisUpdate is in the future";
             if (next_update != 0 && next_update < now) return "nextUpdate has passed";
             return "";
         }
@@ -86,24 +65,15 @@ std::string unusable(X509_CRL* crl, const std::string& trust_file, std::int64_t 
                  : "its issuer is no CA of the trust bundle";
 }
 
-// Temporary file, fsync, rename: a reader sees the old CRL or the new, whole.
-bool write_atomically(const std::string& path, X509_CRL* crl, std::string& error) {
-    const std::string temporary = path + ".tmp";
-    {
-        UniqueBio out(BIO_new_file(temporary.c_str(), "w"));
-        if (!out || PEM_write_bio_X509_CRL(out.get(), crl) != 1) {
-            error = "cannot write " + temporary;
-            ERR_clear_error();
-            return false;
-        }
+std::string pem_of(X509_CRL* crl) {
+    UniqueBio out(BIO_new(BIO_s_mem()));
+    if (!out || PEM_write_bio_X509_CRL(out.get(), crl) != 1) {
+        ERR_clear_error();
+        return {};
     }
-    const base::UniqueFd fd(::open(temporary.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd || ::fsync(fd.get()) != 0 || ::chmod(temporary.c_str(), 0644) != 0 ||
-        ::rename(temporary.c_str(), path.c_str()) != 0) {
-        error = "cannot put " + path + " in place: " + std::strerror(errno);
-        return false;
-    }
-    return true;
+    char* data = nullptr;
+    const long length = BIO_get_mem_data(out.get(), &data);
+    return std::string(data, static_cast<std::size_t>(length));
 }
 
 bool same_crl(X509_CRL* a, X509_CRL* b) {
@@ -120,20 +90,7 @@ bool same_crl(X509_CRL* a, X509_CRL* b) {
 
 }  // namespace
 
-void CrlFetcher::publish(Source& source) {
-    if (source.counters == nullptr) return;
-    auto& c = *source.counters;
-    const auto& s = source.status;
-    c.fetches_ok.set(s.fetches_ok);
-    c.fetches_failed.set(s.fetches_failed);
-    c.updates.set(s.updates);
-    c.last_attempt_unix.set(static_cast<std::uint64_t>(s.last_attempt));
-    c.last_success_unix.set(static_cast<std::uint64_t>(s.last_success));
-    c.this_update_unix.set(static_cast<std::uint64_t>(s.this_update));
-    c.next_update_unix.set(static_cast<std::uint64_t>(s.next_update));
-}
-
-CrlFetcher::CrlFetcher(const Config& config, CrlFetchStats* stats)
+CrlFetcher::CrlFetcher(const Config& config, FetchStats* stats)
     : timeout_(config.revocation.fetch_timeout_ms) {
     const auto now = Clock::now();
     for (const auto& source : config.crl_sources) {
@@ -143,13 +100,11 @@ CrlFetcher::CrlFetcher(const Config& config, CrlFetchStats* stats)
         entry.config = source;
         entry.listener = config.listeners.at(source.listener).name;
         entry.due = now;
-        entry.status.url = source.url;
-        entry.status.listener = entry.listener;
         if (const auto kept = read_kept(source.cache_file)) {
             entry.status.this_update = unix_time(X509_CRL_get0_lastUpdate(kept.get()));
             entry.status.next_update = unix_time(X509_CRL_get0_nextUpdate(kept.get()));
         }
-        publish(entry);
+        publish(entry.status, entry.counters);
         sources_.push_back(std::move(entry));
     }
     std::error_code error;
@@ -161,7 +116,7 @@ bool CrlFetcher::fetch_due(Clock::time_point now) {
     for (auto& source : sources_) {
         if (source.due > now) continue;
         changed |= fetch(source, now);
-        publish(source);
+        publish(source.status, source.counters);
     }
     return changed;
 }
@@ -172,54 +127,30 @@ CrlFetcher::Clock::time_point CrlFetcher::next_due() const {
     return next;
 }
 
-std::vector<CrlSourceStatus> CrlFetcher::status() const {
-    const std::lock_guard lock(mutex_);
-    std::vector<CrlSourceStatus> all;
-    for (const auto& source : sources_) all.push_back(source.status);
-    return all;
-}
-
 bool CrlFetcher::fetch(Source& source, Clock::time_point now) {
     const std::int64_t unix_now = Clock::to_time_t(now);
     const auto& url = source.config.url;
-    const auto slash = url.find('/', 7);
-    httplib::Client client(url.substr(0, slash));
-    client.set_connection_timeout(timeout_);
-    client.set_read_timeout(timeout_);
-    httplib::Headers headers;
-    if (!source.last_modified.empty()) headers.emplace("If-Modified-Since", source.last_modified);
-    const auto answer = client.Get(url.substr(slash), headers);
-
-    const auto schedule = [&](std::int64_t next_update) {
-        auto due = now + std::chrono::seconds(source.config.refresh_s);
-        if (next_update > unix_now) {
-            const auto halfway = now + std::chrono::seconds((next_update - unix_now) / 2);
-            due = std::min(due, std::max(halfway, now + std::chrono::seconds(1)));
-        }
-        source.due = due;
-    };
-    const std::lock_guard lock(mutex_);
+    const auto answer = http_get(url, timeout_, source.last_modified);
     auto& status = source.status;
     status.last_attempt = unix_now;
     const auto fail = [&](const std::string& why) {
         status.last_result = why;
         ++status.fetches_failed;
-        source.due = now + std::min<std::chrono::seconds>(
-                               retry_after_failure, std::chrono::seconds(source.config.refresh_s));
+        source.due = retry_due(now, source.config.refresh_s);
         spdlog::warn("crl fetch failed listener={} url={} reason=\"{}\"{}", source.listener, url,
                      why, status.this_update != 0 ? " (keeping the CRL already loaded)" : "");
         return false;
     };
-    if (!answer) return fail("no answer: " + httplib::to_string(answer.error()));
-    if (answer->status == 304) {
+    if (!answer.error.empty()) return fail(answer.error);
+    if (answer.status == 304) {
         status.last_result = "not modified";
         status.last_success = unix_now;
         ++status.fetches_ok;
-        schedule(status.next_update);
+        source.due = refresh_due(now, source.config.refresh_s, status.next_update);
         return false;
     }
-    if (answer->status != 200) return fail("HTTP status " + std::to_string(answer->status));
-    const auto crl = parse_crl(answer->body);
+    if (answer.status != 200) return fail("HTTP status " + std::to_string(answer.status));
+    const auto crl = parse_crl(answer.body);
     if (!crl) return fail("the answer is no CRL (PEM or DER)");
     if (const auto why = unusable(crl.get(), source.config.trust_file, unix_now); !why.empty())
         return fail("CRL refused: " + why);
@@ -231,11 +162,13 @@ bool CrlFetcher::fetch(Source& source, Clock::time_point now) {
     status.last_success = unix_now;
     status.last_result = "ok";
     ++status.fetches_ok;
-    source.last_modified = answer->get_header_value("Last-Modified");
-    schedule(next_update);
+    source.last_modified = answer.last_modified;
+    source.due = refresh_due(now, source.config.refresh_s, next_update);
     if (kept && same_crl(kept.get(), crl.get())) return false;
+    const std::string pem = pem_of(crl.get());
     std::string error;
-    if (!write_atomically(source.config.cache_file, crl.get(), error)) return fail(error);
+    if (pem.empty()) return fail("cannot encode the CRL as PEM");
+    if (!write_file_atomically(source.config.cache_file, pem, error)) return fail(error);
     status.this_update = this_update;
     status.next_update = next_update;
     ++status.updates;

@@ -1,7 +1,7 @@
 // CRLs a listener fetches over HTTP (listener[].tls.crl_urls), kept current
-// on disk for the workers to load. The supervisor runs one CrlFetcher on a
-// thread of its own, so a slow or dead CRL server never holds up anything
-// else; the workers never touch the network.
+// on disk for the workers to load. The revocation fetcher process runs it,
+// so a slow or dead CRL server never holds up anything else; the workers
+// never touch the network.
 //
 // Per source, each fetch:
 //   - GETs the URL (If-Modified-Since the last answer's Last-Modified) with
@@ -19,39 +19,24 @@
 // and reloaded CRLs end the connections they revoke.
 #pragma once
 
-#include <chrono>
-#include <cstdint>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "mgmt/config.hpp"
-#include "mgmt/crl_fetch_stats.hpp"
+#include "mgmt/http_fetch.hpp"
 
 namespace portcullis::mgmt {
 
-struct CrlSourceStatus {
-    std::string url;
-    std::string listener;
-    std::string last_result;  // "" before the first fetch; "ok", "not modified" or the failure
-    std::int64_t last_attempt = 0;  // Unix seconds, 0 = never
-    std::int64_t last_success = 0;  // last time the source answered with a usable CRL (or 304)
-    std::int64_t this_update = 0;   // of the CRL kept, 0 = none yet
-    std::int64_t next_update = 0;
-    std::uint64_t fetches_ok = 0, fetches_failed = 0, updates = 0;
-};
-
 class CrlFetcher {
   public:
-    using Clock = std::chrono::system_clock;
+    using Clock = FetchClock;
 
     // `stats`: max_crl_sources slots, zeroed here; null = not counted.
-    CrlFetcher(const Config& config, CrlFetchStats* stats = nullptr);
+    CrlFetcher(const Config& config, FetchStats* stats = nullptr);
 
     // Fetches every source whose time has come; true when a CRL on disk changed.
     bool fetch_due(Clock::time_point now = Clock::now());
     Clock::time_point next_due() const;
-    std::vector<CrlSourceStatus> status() const;
 
   private:
     struct Source {
@@ -59,15 +44,13 @@ class CrlFetcher {
         std::string listener;
         std::string last_modified;
         Clock::time_point due;
-        CrlSourceStatus status;
-        CrlFetchStats* counters = nullptr;
+        FetchStatus status;
+        FetchStats* counters = nullptr;
     };
-    static void publish(Source& source);
     bool fetch(Source& source, Clock::time_point now);
 
     std::vector<Source> sources_;
     std::chrono::milliseconds timeout_;
-    mutable std::mutex mutex_;  // status() is read from the supervisor's thread
 };
 
 }  // namespace portcullis::mgmt

@@ -88,6 +88,50 @@ bool is_certificate_reason(crypto::RejectReason reason) {
            reason != crypto::RejectReason::key_unavailable;
 }
 
+// One fetched CRL or OCSP-response source: its labels and its counters.
+struct FetchedSource {
+    Labels labels;
+    const FetchStats* stats;
+};
+
+// The same five families for either kind of fetched source, named
+// <prefix>_fetches_total, <prefix>_fetch_updates_total, ... .
+void add_fetch_metrics(Families& out, const std::string& prefix, const std::string& what,
+                       const std::string& usable, const std::vector<FetchedSource>& sources) {
+    if (sources.empty()) return;
+    auto& fetches = out.family(prefix + "_fetches_total",
+                               what + " fetches by result: ok (" + usable +
+                                   ") or failed (no answer, HTTP error, answer refused).",
+                               MetricType::Counter);
+    auto& updates = out.family(prefix + "_fetch_updates_total",
+                               "New " + what + "s kept from a source and loaded by the workers.",
+                               MetricType::Counter);
+    auto& attempt =
+        out.family(prefix + "_fetch_last_attempt_timestamp_seconds",
+                   "When the source was last asked, as unix time (0: never).", MetricType::Gauge);
+    auto& success = out.family(prefix + "_fetch_last_success_timestamp_seconds",
+                               "When the source last answered usably, as unix time (0: never).",
+                               MetricType::Gauge);
+    auto& next_update = out.family(
+        prefix + "_fetched_next_update_timestamp_seconds",
+        "nextUpdate of the " + what + " kept from the source, as unix time (0: none kept).",
+        MetricType::Gauge);
+    for (const auto& source : sources) {
+        const auto& c = *source.stats;
+        auto with_result = [&](const char* result) {
+            Labels labels = source.labels;
+            labels.push_back({"result", result});
+            return labels;
+        };
+        Families::add(fetches, static_cast<double>(c.fetches_ok.get()), with_result("ok"));
+        Families::add(fetches, static_cast<double>(c.fetches_failed.get()), with_result("failed"));
+        Families::add(updates, static_cast<double>(c.updates.get()), source.labels);
+        Families::add(attempt, static_cast<double>(c.last_attempt_unix.get()), source.labels);
+        Families::add(success, static_cast<double>(c.last_success_unix.get()), source.labels);
+        Families::add(next_update, static_cast<double>(c.next_update_unix.get()), source.labels);
+    }
+}
+
 // Keys are named by their canonical URI as each worker registered them;
 // workers agree on the order (configuration order), the first one names it.
 void add_hsm_metrics(Families& out, const SharedStats& stats) {
@@ -329,6 +373,11 @@ std::string render_metrics(const MetricsInput& input) {
                    "Client chains accepted although a CRL that covers them is past its nextUpdate "
                    "(crl_stale = \"soft\"); with \"hard\" they are refused as crl_unavailable.",
                    MetricType::Counter);
+    auto& stapled = out.family(
+        "portcullis_ocsp_staples_sent_total",
+        "Handshakes that stapled an OCSP response for the server certificate (the client asked "
+        "for one and a fresh response was kept).",
+        MetricType::Counter);
     auto& revoked_live = out.family(
         "portcullis_connections_revoked_total",
         "Established connections ended because newly loaded CRLs revoke their client certificate.",
@@ -381,6 +430,7 @@ std::string render_metrics(const MetricsInput& input) {
         Families::add(active, sum.listener(i, &ListenerStats::connections_active), listener);
         Families::add(revoked_live, sum.listener(i, &ListenerStats::connections_revoked), listener);
         Families::add(stale_crl, sum.listener(i, &ListenerStats::stale_crl_accepted), listener);
+        Families::add(stapled, sum.listener(i, &ListenerStats::ocsp_staples_sent), listener);
 
         double rejected = 0;
         double failed = 0;
@@ -541,39 +591,24 @@ std::string render_metrics(const MetricsInput& input) {
         }
     }
 
-    if (!input.config.crl_sources.empty()) {
-        auto& fetches = out.family("portcullis_crl_fetches_total",
-                                   "CRL fetches by result: ok (a usable CRL or 304 Not Modified) "
-                                   "or failed (no answer, HTTP error, CRL refused).",
-                                   MetricType::Counter);
-        auto& updates = out.family("portcullis_crl_fetch_updates_total",
-                                   "New CRLs kept from a source and loaded by the workers.",
-                                   MetricType::Counter);
-        auto& attempt = out.family("portcullis_crl_fetch_last_attempt_timestamp_seconds",
-                                   "When the source was last asked, as unix time (0: never).",
-                                   MetricType::Gauge);
-        auto& success = out.family("portcullis_crl_fetch_last_success_timestamp_seconds",
-                                   "When the source last answered usably, as unix time (0: never).",
-                                   MetricType::Gauge);
-        auto& next_update =
-            out.family("portcullis_crl_fetched_next_update_timestamp_seconds",
-                       "nextUpdate of the CRL kept from the source, as unix time (0: none kept).",
-                       MetricType::Gauge);
-        for (std::size_t i = 0; i < input.config.crl_sources.size() && i < max_crl_sources; ++i) {
-            const auto& source = input.config.crl_sources[i];
-            const auto& c = input.stats.crl(i);
-            const std::string listener = input.config.listeners.at(source.listener).name;
-            const Labels labels{{"listener", listener}, {"url", source.url}};
-            Families::add(fetches, static_cast<double>(c.fetches_ok.get()),
-                          {{"listener", listener}, {"url", source.url}, {"result", "ok"}});
-            Families::add(fetches, static_cast<double>(c.fetches_failed.get()),
-                          {{"listener", listener}, {"url", source.url}, {"result", "failed"}});
-            Families::add(updates, static_cast<double>(c.updates.get()), labels);
-            Families::add(attempt, static_cast<double>(c.last_attempt_unix.get()), labels);
-            Families::add(success, static_cast<double>(c.last_success_unix.get()), labels);
-            Families::add(next_update, static_cast<double>(c.next_update_unix.get()), labels);
-        }
+    std::vector<FetchedSource> crl_sources, staple_sources;
+    for (std::size_t i = 0; i < input.config.crl_sources.size() && i < max_crl_sources; ++i) {
+        const auto& source = input.config.crl_sources[i];
+        crl_sources.push_back(
+            {{{"listener", input.config.listeners.at(source.listener).name}, {"url", source.url}},
+             &input.stats.crl(i)});
     }
+    for (std::size_t i = 0; i < input.config.staple_sources.size() && i < max_staple_sources; ++i) {
+        const auto& source = input.config.staple_sources[i];
+        staple_sources.push_back({{{"listener", input.config.listeners.at(source.listener).name},
+                                   {"certificate", source.chain_file},
+                                   {"responder", source.responder}},
+                                  &input.stats.staple(i)});
+    }
+    add_fetch_metrics(out, "portcullis_crl", "CRL", "a usable CRL or 304 Not Modified",
+                      crl_sources);
+    add_fetch_metrics(out, "portcullis_ocsp_staple", "OCSP response",
+                      "a response that passed every check", staple_sources);
 
     if (input.config.hsm.enabled()) add_hsm_metrics(out, input.stats);
 

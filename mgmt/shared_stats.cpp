@@ -38,7 +38,7 @@ SharedStats::SharedStats(std::size_t slots)
         throw;
     }
     try {
-        crl_slots_ = map_slots<CrlFetchStats>(max_crl_sources);
+        crl_slots_ = map_slots<FetchStats>(max_crl_sources + max_staple_sources);
     } catch (...) {
         unmap_slots(hsm_slots_, count_);
         unmap_slots(slots_, count_);
@@ -47,7 +47,7 @@ SharedStats::SharedStats(std::size_t slots)
 }
 
 SharedStats::~SharedStats() {
-    unmap_slots(crl_slots_, max_crl_sources);
+    unmap_slots(crl_slots_, max_crl_sources + max_staple_sources);
     unmap_slots(hsm_slots_, count_);
     unmap_slots(slots_, count_);
 }

@@ -8,7 +8,7 @@
 
 #include "dataplane/worker_stats.hpp"
 #include "hsm/hsm_stats.hpp"
-#include "mgmt/crl_fetch_stats.hpp"
+#include "mgmt/fetch_stats.hpp"
 
 namespace portcullis::mgmt {
 
@@ -24,8 +24,12 @@ class SharedStats {
     hsm::HsmStats& hsm(std::size_t index) { return hsm_slots_[index]; }
     const hsm::HsmStats& hsm(std::size_t index) const { return hsm_slots_[index]; }
     std::size_t size() const { return count_; }
-    CrlFetchStats& crl(std::size_t source) { return crl_slots_[source]; }
-    const CrlFetchStats& crl(std::size_t source) const { return crl_slots_[source]; }
+    FetchStats& crl(std::size_t source) { return crl_slots_[source]; }
+    const FetchStats& crl(std::size_t source) const { return crl_slots_[source]; }
+    FetchStats& staple(std::size_t source) { return crl_slots_[max_crl_sources + source]; }
+    const FetchStats& staple(std::size_t source) const {
+        return crl_slots_[max_crl_sources + source];
+    }
 
     // One log line with every counter summed over the slots.
     std::string summary() const;
@@ -33,7 +37,7 @@ class SharedStats {
   private:
     dataplane::WorkerStats* slots_;
     hsm::HsmStats* hsm_slots_;
-    CrlFetchStats* crl_slots_;
+    FetchStats* crl_slots_;  // max_crl_sources, then max_staple_sources
     std::size_t count_;
 };
 

@@ -35,6 +35,7 @@
 #include "mgmt/control_block.hpp"
 #include "mgmt/crl_fetcher.hpp"
 #include "mgmt/logging.hpp"
+#include "mgmt/ocsp_staple_fetcher.hpp"
 #include "mgmt/privileges.hpp"
 #include "mgmt/reload.hpp"
 #include "mgmt/shared_stats.hpp"
@@ -130,21 +131,21 @@ class Supervisor {
     int run() {
         spdlog::info("starting {} workers listeners={}", worker_count_, listener_summary(config_));
         prepare_access_log(config_.log.access_log, config_.workers.run_as);
-        start_crl_fetcher(true);
+        start_fetcher(true);
         for (int i = 0; i < worker_count_; ++i) start_worker(i);
         start_admin();
         while (!stopping_) {
             pollfd fds[4] = {{signals_.get(), POLLIN, 0},
                              {ready_read_.get(), POLLIN, 0},
                              {reload_read_.get(), POLLIN, 0},
-                             {crl_read_ ? crl_read_.get() : -1, POLLIN, 0}};
+                             {fetch_news_read_ ? fetch_news_read_.get() : -1, POLLIN, 0}};
             const auto until_next = std::chrono::duration_cast<std::chrono::milliseconds>(
                 next_deadline() - Clock::now());
             const int timeout =
                 static_cast<int>(std::clamp<std::int64_t>(until_next.count() + 1, 0, 1000));
             if (::poll(fds, 4, timeout) < 0 && errno != EINTR) break;
             drain_ready_pipe();
-            if (fds[3].revents & POLLIN) read_crl_news();
+            if (fds[3].revents & POLLIN) read_fetcher_news();
             handle_signals();
             if (drain_reload_requests()) reload();
             restart_due_workers();
@@ -153,7 +154,7 @@ class Supervisor {
             if (admin_pid_ < 0 && admin_restart_at_ && Clock::now() >= *admin_restart_at_)
                 start_admin();
             if (fetcher_pid_ < 0 && fetcher_restart_at_ && Clock::now() >= *fetcher_restart_at_)
-                start_crl_fetcher(false);
+                start_fetcher(false);
         }
         stop_workers();
         spdlog::info("portcullis stats {}", stats_.summary());
@@ -184,12 +185,12 @@ class Supervisor {
     // Nothing of the supervisor's event handling survives in a child: the
     // worker keeps only the readiness pipe's write end.
     ChildSetup child_setup(bool keep_ready_pipe, bool keep_reload_request = false,
-                           bool keep_crl_news = false) {
+                           bool keep_fetch_news = false) {
         ChildSetup setup{control_.supervisor_pid(),
-                         {&signals_, &ready_read_, &reload_read_, &crl_read_}};
+                         {&signals_, &ready_read_, &reload_read_, &fetch_news_read_}};
         if (!keep_ready_pipe) setup.inherited.push_back(&ready_write_);
         if (!keep_reload_request) setup.inherited.push_back(&reload_write_);
-        if (!keep_crl_news) setup.inherited.push_back(&crl_write_);
+        if (!keep_fetch_news) setup.inherited.push_back(&fetch_news_write_);
         return setup;
     }
 
@@ -336,7 +337,7 @@ class Supervisor {
             if (pid == fetcher_pid_) {
                 fetcher_pid_ = -1;
                 if (!stopping_) {
-                    spdlog::error("crl fetcher died ({}); restarting in 5 s",
+                    spdlog::error("revocation fetcher died ({}); restarting in 5 s",
                                   describe_status(status));
                     fetcher_restart_at_ = Clock::now() + std::chrono::seconds(5);
                 }
@@ -344,25 +345,27 @@ class Supervisor {
         }
     }
 
-    // ---- fetched CRLs --------------------------------------------------------------------
+    // ---- fetched CRLs and OCSP responses --------------------------------------------------
 
-    // The fetcher is a process of its own, as workers.user: it talks to the
-    // network and parses what comes back, and a stalled CRL server must not
-    // hold up the supervisor. After each round it writes one byte: 'c' when
-    // a CRL on disk changed, 'u' after a first round that changed nothing.
-    // On the first start the workers wait for that first round (bounded by
-    // the fetch timeout), so they begin with every CRL that could be had.
-    void start_crl_fetcher(bool first) {
+    // The revocation fetcher is a process of its own, as workers.user: it
+    // talks to the network and parses what comes back, and a stalled CRL
+    // server or OCSP responder must not hold up the supervisor. After each
+    // round it writes one byte: 'c' when a CRL or OCSP response on disk
+    // changed, 'u' after a first round that changed nothing. On the first
+    // start the workers wait for that first round (bounded by the fetch
+    // timeout), so they begin with everything that could be had.
+    void start_fetcher(bool first) {
         fetcher_restart_at_.reset();
-        if (config_.crl_sources.empty()) return;
-        if (!crl_read_) {
+        const std::size_t sources = config_.crl_sources.size() + config_.staple_sources.size();
+        if (sources == 0) return;
+        if (!fetch_news_read_) {
             int pipe_fds[2];
             if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-                spdlog::error("cannot start the crl fetcher: {}", std::strerror(errno));
+                spdlog::error("cannot start the revocation fetcher: {}", std::strerror(errno));
                 return;
             }
-            crl_read_.reset(pipe_fds[0]);
-            crl_write_.reset(pipe_fds[1]);
+            fetch_news_read_.reset(pipe_fds[0]);
+            fetch_news_write_.reset(pipe_fds[1]);
         }
         std::error_code error;
         std::filesystem::create_directories(config_.revocation.cache_dir, error);
@@ -372,42 +375,43 @@ class Supervisor {
                         config_.workers.run_as->gid);
         }
         const pid_t pid = fork_child(child_setup(false, false, true), [this] {
-            configure_logging("crl-fetcher", config_.log.level);
-            drop_privileges(config_.workers.run_as, "crl fetcher");
-            CrlFetcher fetcher(config_, &stats_.crl(0));
+            configure_logging("revocation-fetcher", config_.log.level);
+            drop_privileges(config_.workers.run_as, "revocation fetcher");
+            CrlFetcher crls(config_, &stats_.crl(0));
+            OcspStapleFetcher staples(config_, &stats_.staple(0));
             for (bool first_round = true;; first_round = false) {
-                const bool changed = fetcher.fetch_due();
+                const bool changed = crls.fetch_due() | staples.fetch_due();
                 if (changed || first_round) {
                     const char news = changed ? 'c' : 'u';
-                    if (::write(crl_write_.get(), &news, 1) != 1) return 1;
+                    if (::write(fetch_news_write_.get(), &news, 1) != 1) return 1;
                 }
-                std::this_thread::sleep_until(std::min(
-                    fetcher.next_due(), CrlFetcher::Clock::now() + std::chrono::seconds(60)));
+                std::this_thread::sleep_until(
+                    std::min({crls.next_due(), staples.next_due(),
+                              FetchClock::now() + std::chrono::seconds(60)}));
             }
         });
         if (pid < 0) {
-            spdlog::error("cannot start the crl fetcher: {}", std::strerror(errno));
+            spdlog::error("cannot start the revocation fetcher: {}", std::strerror(errno));
             return;
         }
         fetcher_pid_ = pid;
         if (!first) return;
-        pollfd first_round{crl_read_.get(), POLLIN, 0};
+        pollfd first_round{fetch_news_read_.get(), POLLIN, 0};
         const int wait_ms =
-            config_.revocation.fetch_timeout_ms * static_cast<int>(2 * config_.crl_sources.size()) +
-            1000;
+            config_.revocation.fetch_timeout_ms * static_cast<int>(2 * sources) + 1000;
         if (::poll(&first_round, 1, wait_ms) == 1) {
-            read_crl_news();
+            read_fetcher_news();
         } else {
             spdlog::warn(
-                "crl fetcher: first round not done in {} ms; starting with the CRLs "
-                "kept on disk",
+                "revocation fetcher: first round not done in {} ms; starting with the CRLs "
+                "and OCSP responses kept on disk",
                 wait_ms);
         }
     }
 
-    void read_crl_news() {
+    void read_fetcher_news() {
         char news[64];
-        const ssize_t n = ::read(crl_read_.get(), news, sizeof news);
+        const ssize_t n = ::read(fetch_news_read_.get(), news, sizeof news);
         if (n <= 0 || std::find(news, news + n, 'c') == news + n) return;
         // The listeners' crl_files now name the new cache files.
         auto fresh = published_config(control_.config());
@@ -416,7 +420,8 @@ class Supervisor {
         for (const auto& s : slots_) {
             if (s.pid > 0 && ::kill(s.pid, SIGHUP) == 0) ++signalled;
         }
-        if (signalled > 0) spdlog::info("fetched CRLs changed: {} workers load them", signalled);
+        if (signalled > 0)
+            spdlog::info("fetched CRLs or OCSP responses changed: {} workers load them", signalled);
     }
 
     void on_worker_exit(int index, int status) {
@@ -493,7 +498,7 @@ class Supervisor {
         for (int i = 0; i < worker_count_; ++i) start_worker(i);
     }
 
-    void stop_crl_fetcher() {
+    void stop_fetcher() {
         if (fetcher_pid_ <= 0) return;
         ::kill(fetcher_pid_, SIGKILL);
         ::waitpid(fetcher_pid_, nullptr, 0);
@@ -502,7 +507,7 @@ class Supervisor {
 
     void stop_workers() {
         if (admin_pid_ > 0) ::kill(admin_pid_, SIGTERM);
-        stop_crl_fetcher();
+        stop_fetcher();
         for (const auto& s : slots_)
             if (s.pid > 0) ::kill(s.pid, SIGTERM);
         // Workers drain first; the grace covers their own shutdown after it.
@@ -579,8 +584,8 @@ class Supervisor {
         tickets_.reload(fresh->resumption, std::move(file_keys));
         config_ = std::move(*fresh);
         // Its sources may have changed with the configuration.
-        stop_crl_fetcher();
-        start_crl_fetcher(false);
+        stop_fetcher();
+        start_fetcher(false);
         spdlog::set_level(spdlog::level::from_str(config_.log.level));
         for (const auto& s : slots_)
             if (s.pid > 0) ::kill(s.pid, SIGHUP);
@@ -649,8 +654,8 @@ class Supervisor {
     base::UniqueFd ready_write_;
     base::UniqueFd reload_read_;
     base::UniqueFd reload_write_;
-    base::UniqueFd crl_read_;   // the crl fetcher's news
-    base::UniqueFd crl_write_;  // kept for the fetcher's restarts
+    base::UniqueFd fetch_news_read_;   // the revocation fetcher's news
+    base::UniqueFd fetch_news_write_;  // kept for the fetcher's restarts
     pid_t fetcher_pid_ = -1;
     std::optional<Clock::time_point> fetcher_restart_at_;
     bool stopping_ = false;

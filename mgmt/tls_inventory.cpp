@@ -8,6 +8,7 @@
 #include <ctime>
 #include <memory>
 
+#include "crypto/asn1_time.hpp"
 #include "crypto/client_verifier.hpp"
 #include "crypto/openssl_handles.hpp"
 
@@ -15,10 +16,7 @@ namespace portcullis::mgmt {
 namespace {
 
 std::int64_t unix_time_of(const ASN1_TIME* time) {
-    if (time == nullptr) return 0;
-    std::tm parts{};
-    if (ASN1_TIME_to_tm(time, &parts) != 1) return 0;
-    return static_cast<std::int64_t>(::timegm(&parts));
+    return crypto::unix_seconds(time).value_or(0);
 }
 
 }  // namespace
