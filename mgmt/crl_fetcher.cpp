@@ -112,19 +112,11 @@ CrlFetcher::CrlFetcher(const Config& config, FetchStats* stats)
 }
 
 bool CrlFetcher::fetch_due(Clock::time_point now) {
-    bool changed = false;
-    for (auto& source : sources_) {
-        if (source.due > now) continue;
-        changed |= fetch(source, now);
-        publish(source.status, source.counters);
-    }
-    return changed;
+    return fetch_sources_due(sources_, now, [&](Source& source) { return fetch(source, now); });
 }
 
 CrlFetcher::Clock::time_point CrlFetcher::next_due() const {
-    auto next = Clock::time_point::max();
-    for (const auto& source : sources_) next = std::min(next, source.due);
-    return next;
+    return earliest_due(sources_);
 }
 
 bool CrlFetcher::fetch(Source& source, Clock::time_point now) {

@@ -4,6 +4,7 @@
 // schedule of the next fetch, and the status that /metrics mirrors.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -50,5 +51,26 @@ struct FetchStatus {
 };
 // Copies `status` into its shared counters; null = not counted.
 void publish(const FetchStatus& status, FetchStats* counters);
+
+// The round both fetchers run over their sources (each with due, status and
+// counters): `fetch` every source whose time has come, publish what it saw;
+// true when any fetch changed a file on disk.
+template <typename Sources, typename Fetch>
+bool fetch_sources_due(Sources& sources, FetchClock::time_point now, Fetch fetch) {
+    bool changed = false;
+    for (auto& source : sources) {
+        if (source.due > now) continue;
+        changed |= fetch(source);
+        publish(source.status, source.counters);
+    }
+    return changed;
+}
+
+template <typename Sources>
+FetchClock::time_point earliest_due(const Sources& sources) {
+    auto next = FetchClock::time_point::max();
+    for (const auto& source : sources) next = std::min(next, source.due);
+    return next;
+}
 
 }  // namespace portcullis::mgmt

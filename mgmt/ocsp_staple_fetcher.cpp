@@ -49,19 +49,11 @@ OcspStapleFetcher::OcspStapleFetcher(const Config& config, FetchStats* stats)
 }
 
 bool OcspStapleFetcher::fetch_due(Clock::time_point now) {
-    bool changed = false;
-    for (auto& source : sources_) {
-        if (source.due > now) continue;
-        changed |= fetch(source, now);
-        publish(source.status, source.counters);
-    }
-    return changed;
+    return fetch_sources_due(sources_, now, [&](Source& source) { return fetch(source, now); });
 }
 
 OcspStapleFetcher::Clock::time_point OcspStapleFetcher::next_due() const {
-    auto next = Clock::time_point::max();
-    for (const auto& source : sources_) next = std::min(next, source.due);
-    return next;
+    return earliest_due(sources_);
 }
 
 bool OcspStapleFetcher::fetch(Source& source, Clock::time_point now) {
