@@ -2,6 +2,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ocsp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -97,10 +98,11 @@ UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_
         add_extension(
             cert.get(), signer, NID_key_usage,
             rsa ? "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature");
-        if (o.include_eku && (o.client_auth || o.server_auth)) {
+        if (o.include_eku && (o.client_auth || o.server_auth || o.ocsp_signing)) {
             std::string eku;
             if (o.client_auth) eku = "clientAuth";
             if (o.server_auth) eku += eku.empty() ? "serverAuth" : ",serverAuth";
+            if (o.ocsp_signing) eku += eku.empty() ? "OCSPSigning" : ",OCSPSigning";
             add_extension(cert.get(), signer, NID_ext_key_usage, eku);
         } else if (o.include_eku) {
             add_extension(cert.get(), signer, NID_ext_key_usage, "emailProtection");
@@ -109,6 +111,8 @@ UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_
         for (const auto& d : o.dns_names) san += (san.empty() ? "" : ",") + std::string("DNS:") + d;
         for (const auto& u : o.uris) san += (san.empty() ? "" : ",") + std::string("URI:") + u;
         if (!san.empty()) add_extension(cert.get(), signer, NID_subject_alt_name, san);
+        if (!o.ocsp_url.empty())
+            add_extension(cert.get(), signer, NID_info_access, "OCSP;URI:" + o.ocsp_url);
     }
     check(X509_sign(cert.get(), issuer_key ? issuer_key : subject_key, EVP_sha256()) > 0,
           "sign certificate");
@@ -213,6 +217,49 @@ std::string CertificateAuthority::crl_pem(long this_update_offset_s,
     X509_CRL_sort(crl.get());
     check(X509_CRL_sign(crl.get(), key_.get(), EVP_sha256()) > 0, "sign CRL");
     return pem_of([](BIO* b, X509_CRL* c) { PEM_write_bio_X509_CRL(b, c); }, crl.get());
+}
+
+std::string CertificateAuthority::ocsp_response_der(const X509* cert,
+                                                    const OcspResponseOptions& options) const {
+    using UniqueBasic =
+        std::unique_ptr<OCSP_BASICRESP, crypto::OpenSslDeleter<OCSP_BASICRESP_free>>;
+    using UniqueResponse =
+        std::unique_ptr<OCSP_RESPONSE, crypto::OpenSslDeleter<OCSP_RESPONSE_free>>;
+    using UniqueTime = std::unique_ptr<ASN1_TIME, crypto::OpenSslDeleter<ASN1_TIME_free>>;
+    UniqueResponse response;
+    if (options.response_status != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        response.reset(OCSP_response_create(options.response_status, nullptr));
+    } else {
+        UniqueBasic basic(OCSP_BASICRESP_new());
+        crypto::UniqueOcspCertId id(OCSP_cert_to_id(nullptr, cert, cert_.get()));
+        UniqueTime this_update(X509_gmtime_adj(nullptr, options.this_update_offset_s));
+        UniqueTime next_update(options.next_update_offset_s
+                                   ? X509_gmtime_adj(nullptr, *options.next_update_offset_s)
+                                   : nullptr);
+        UniqueTime revoked_at(X509_gmtime_adj(nullptr, -7200));
+        using Status = OcspResponseOptions::Status;
+        const int status = options.status == Status::good      ? V_OCSP_CERTSTATUS_GOOD
+                           : options.status == Status::revoked ? V_OCSP_CERTSTATUS_REVOKED
+                                                               : V_OCSP_CERTSTATUS_UNKNOWN;
+        check(basic && id &&
+                  OCSP_basic_add1_status(
+                      basic.get(), id.get(), status, OCSP_REVOKED_STATUS_KEYCOMPROMISE,
+                      status == V_OCSP_CERTSTATUS_REVOKED ? revoked_at.get() : nullptr,
+                      this_update.get(), next_update.get()) != nullptr,
+              "OCSP single response");
+        X509* signer = options.signer ? options.signer : cert_.get();
+        EVP_PKEY* signer_key = options.signer ? options.signer_key : key_.get();
+        check(OCSP_basic_sign(basic.get(), signer, signer_key, EVP_sha256(), nullptr, 0) == 1,
+              "sign OCSP response");
+        response.reset(OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, basic.get()));
+    }
+    check(response != nullptr, "OCSP response");
+    unsigned char* der = nullptr;
+    const int length = i2d_OCSP_RESPONSE(response.get(), &der);
+    check(length > 0, "encode OCSP response");
+    std::string bytes(reinterpret_cast<const char*>(der), static_cast<std::size_t>(length));
+    OPENSSL_free(der);
+    return bytes;
 }
 
 std::string CertificateAuthority::cert_pem() const {

@@ -1,9 +1,11 @@
 // Test PKI built with the OpenSSL API in memory: CAs, intermediates, leaves
-// with any validity/EKU/SAN, CRLs, and deliberately broken material. Used by
+// with any validity/EKU/SAN/OCSP responder, CRLs, OCSP responses, and
+// deliberately broken material. Used by
 // unit and integration tests so every test makes its own certificates.
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,8 +26,23 @@ struct CertOptions {
     bool include_eku = true;                // false: no extendedKeyUsage extension at all
     bool client_auth = true;                // EKU clientAuth (when include_eku)
     bool server_auth = false;               // EKU serverAuth (when include_eku)
+    bool ocsp_signing = false;              // EKU OCSPSigning: a delegated OCSP responder
+    std::string ocsp_url;                   // Authority Information Access OCSP URI, if any
     long not_before_offset_s = -3600;       // relative to now
     long not_after_offset_s = 30L * 86400;  // relative to now
+};
+
+// One OCSP answer about one certificate. Times are relative to now.
+struct OcspResponseOptions {
+    enum class Status { good, revoked, unknown };
+    Status status = Status::good;
+    long this_update_offset_s = -60;
+    std::optional<long> next_update_offset_s = 3600;  // nullopt: no nextUpdate
+    // Who signs: null = the CA itself; otherwise a delegated responder.
+    X509* signer = nullptr;
+    EVP_PKEY* signer_key = nullptr;
+    // Not OCSP_RESPONSE_STATUS_SUCCESSFUL (0): an error response with no body.
+    int response_status = 0;
 };
 
 struct IssuedCert {
@@ -48,6 +65,9 @@ class CertificateAuthority {
     // (thisUpdate and nextUpdate relative to now: by default 1 h ago, in 1 day).
     void revoke(const X509* cert);
     std::string crl_pem(long this_update_offset_s = -3600, long next_update_offset_s = 86400) const;
+
+    // A DER OCSPResponse about `cert` (which this CA issued), signed with SHA-256.
+    std::string ocsp_response_der(const X509* cert, const OcspResponseOptions& options = {}) const;
 
     std::string cert_pem() const;
     X509* cert() const { return cert_.get(); }
