@@ -266,6 +266,14 @@ std::string CertificateAuthority::cert_pem() const {
     return pem_of([](BIO* b, X509* x) { PEM_write_bio_X509(b, x); }, cert_.get());
 }
 
+std::string CertificateAuthority::key_pem() const {
+    return pem_of(
+        [](BIO* b, EVP_PKEY* k) {
+            PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr);
+        },
+        key_.get());
+}
+
 IssuedCert self_signed(const CertOptions& options) {
     IssuedCert issued;
     issued.key = make_key(options.key);

@@ -70,6 +70,7 @@ class CertificateAuthority {
     std::string ocsp_response_der(const X509* cert, const OcspResponseOptions& options = {}) const;
 
     std::string cert_pem() const;
+    std::string key_pem() const;  // unencrypted PKCS#8, for tools such as `openssl ocsp`
     X509* cert() const { return cert_.get(); }
     EVP_PKEY* key() const { return key_.get(); }
 
