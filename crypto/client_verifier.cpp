@@ -144,6 +144,9 @@ RejectReason reason_for_verify_error(int error) {
         case X509_V_ERR_CRL_HAS_EXPIRED:
         case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
             return RejectReason::crl_unavailable;
+        case X509_V_ERR_OCSP_CERT_UNKNOWN:
+        case X509_V_ERR_OCSP_VERIFY_FAILED:
+            return RejectReason::ocsp_unavailable;
         case X509_V_ERR_CERT_SIGNATURE_FAILURE:
         case X509_V_ERR_CRL_SIGNATURE_FAILURE:
         case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
@@ -169,6 +172,48 @@ RejectReason reason_for_ssl_error(unsigned long openssl_error) {
             return RejectReason::protocol;
     }
 }
+
+namespace {
+
+// With policy ocsp, once the chain verified: each certificate in scope (the
+// leaf, or every one below the anchor) against its issuer in the verified
+// chain. False with the failure recorded when the client is refused.
+bool ocsp_permits(VerifyState& state, X509_STORE_CTX* store) {
+    const TlsPolicy& policy = *state.policy;
+    STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store);
+    const int length = sk_X509_num(chain);
+    const int checked = policy.ocsp == OcspCheck::chain ? length - 1 : std::min(1, length - 1);
+    for (int depth = 0; depth < checked; ++depth) {
+        X509* cert = sk_X509_value(chain, depth);
+        X509* issuer = sk_X509_value(chain, depth + 1);
+        const auto verdict = state.ocsp->check(cert, issuer, policy.ocsp_responder,
+                                               policy.ocsp_nonce, state.completions);
+        if (state.events != nullptr) state.events->ocsp_checked(verdict.source, verdict.kind);
+        if (verdict.kind == OcspVerdict::Kind::good) continue;
+        if (verdict.kind == OcspVerdict::Kind::revoked) {
+            record(*state.failure, RejectReason::revoked,
+                   "OCSP: certificate revoked (depth " + std::to_string(depth) + ")", cert);
+            X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);
+            return false;
+        }
+        if (policy.ocsp_failure == OcspFailure::soft) {
+            if (state.events != nullptr) state.events->ocsp_soft_accepted();
+            continue;
+        }
+        const bool unknown = verdict.kind == OcspVerdict::Kind::unknown;
+        record(*state.failure, RejectReason::ocsp_unavailable,
+               unknown ? "OCSP: the responder does not know the certificate (depth " +
+                             std::to_string(depth) + ")"
+                       : "OCSP: " + verdict.detail,
+               cert);
+        X509_STORE_CTX_set_error(
+            store, unknown ? X509_V_ERR_OCSP_CERT_UNKNOWN : X509_V_ERR_OCSP_VERIFY_FAILED);
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
 
 int verify_client_certificate(int preverified, X509_STORE_CTX* store) {
     SSL* ssl =
@@ -205,6 +250,10 @@ int verify_client_certificate(int preverified, X509_STORE_CTX* store) {
         record(*state->failure, RejectReason::not_allowed,
                "client identity is not on the listener's allow-list", leaf);
         X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    if (state->ocsp != nullptr && state->policy->ocsp != OcspCheck::off &&
+        !ocsp_permits(*state, store)) {
         return 0;
     }
     return 1;

@@ -4,6 +4,8 @@
 #include <openssl/x509v3.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "crypto/asn1_time.hpp"
 
@@ -36,11 +38,15 @@ const char* to_string(OcspCertStatus status) {
     return "unknown";
 }
 
-std::vector<unsigned char> ocsp_request(X509* leaf, X509* issuer) {
+std::vector<unsigned char> ocsp_request(X509* leaf, X509* issuer, bool with_nonce) {
     UniqueOcspRequest request(OCSP_REQUEST_new());
     OCSP_CERTID* id = OCSP_cert_to_id(nullptr, leaf, issuer);
     if (!request || id == nullptr || OCSP_request_add0_id(request.get(), id) == nullptr) {
         OCSP_CERTID_free(id);
+        ERR_clear_error();
+        return {};
+    }
+    if (with_nonce && OCSP_request_add1_nonce(request.get(), nullptr, -1) != 1) {
         ERR_clear_error();
         return {};
     }
@@ -53,7 +59,7 @@ std::vector<unsigned char> ocsp_request(X509* leaf, X509* issuer) {
 }
 
 OcspAnswer check_ocsp_response(std::span<const unsigned char> der, X509* leaf, X509* issuer,
-                               std::int64_t now) {
+                               std::int64_t now, std::span<const unsigned char> request) {
     const unsigned char* cursor = der.data();
     UniqueOcspResponse response(d2i_OCSP_RESPONSE(nullptr, &cursor, static_cast<long>(der.size())));
     if (!response) return refused("not a DER OCSP response");
@@ -75,6 +81,16 @@ OcspAnswer check_ocsp_response(std::span<const unsigned char> der, X509* leaf, X
     X509_STORE_set_flags(store.get(), X509_V_FLAG_PARTIAL_CHAIN);
     if (OCSP_basic_verify(basic.get(), untrusted.get(), store.get(), 0) != 1)
         return refused("not signed by the issuer or a responder it delegated to");
+
+    if (!request.empty()) {
+        const unsigned char* in = request.data();
+        UniqueOcspRequest sent(d2i_OCSP_REQUEST(nullptr, &in, static_cast<long>(request.size())));
+        if (!sent) return refused("the request it answers is not DER");
+        // 1: both carry the same nonce; 2 and 3: the request had none. 0 and
+        // -1: the request's nonce is missing from the response or differs.
+        if (OCSP_check_nonce(sent.get(), basic.get()) <= 0)
+            return refused("the response does not echo the request's nonce");
+    }
 
     UniqueOcspCertId id(OCSP_cert_to_id(nullptr, leaf, issuer));
     int status = 0, reason = 0;
@@ -121,6 +137,13 @@ std::string ocsp_response_path(const std::string& dir, X509* leaf) {
         name += hex[digest[i] & 0xf];
     }
     return (std::filesystem::path(dir) / (name + ".der")).string();
+}
+
+std::vector<unsigned char> read_ocsp_response(const std::string& path) {
+    std::ifstream file(path, std::ios::binary);
+    if (!file) return {};
+    return std::vector<unsigned char>((std::istreambuf_iterator<char>(file)),
+                                      std::istreambuf_iterator<char>());
 }
 
 }  // namespace portcullis::crypto

@@ -28,9 +28,10 @@ struct OcspAnswer {
 };
 
 // A DER OCSPRequest for `leaf`, issued by `issuer`, with a SHA-1 CertID (what
-// responders index by) and no nonce: a stapled response is cached and sent
-// to many clients, so it cannot answer any one request's nonce.
-std::vector<unsigned char> ocsp_request(X509* leaf, X509* issuer);
+// responders index by). No nonce unless `with_nonce`: a stapled response is
+// cached and sent to many clients, so it cannot answer any one request's
+// nonce, and many responders pre-sign their answers and support none.
+std::vector<unsigned char> ocsp_request(X509* leaf, X509* issuer, bool with_nonce = false);
 
 // Checks a DER OCSPResponse about `leaf` at Unix time `now`:
 //   - responseStatus successful, with a BasicOCSPResponse;
@@ -39,9 +40,11 @@ std::vector<unsigned char> ocsp_request(X509* leaf, X509* issuer);
 //   - a SingleResponse for leaf's CertID;
 //   - thisUpdate at most ocsp_clock_skew_s in the future, and a nextUpdate
 //     that has not passed. A response without nextUpdate is refused: nothing
-//     could tell when it goes stale, and a stale response is never stapled.
+//     could tell when it goes stale, and a stale response is never stapled;
+//   - when `request` (the DER OCSPRequest it answers) carries a nonce, the
+//     same nonce in the response (RFC 8954): no replayed answer.
 OcspAnswer check_ocsp_response(std::span<const unsigned char> der, X509* leaf, X509* issuer,
-                               std::int64_t now);
+                               std::int64_t now, std::span<const unsigned char> request = {});
 
 // The responder URL in leaf's Authority Information Access, or "".
 std::string ocsp_responder_of(X509* leaf);
@@ -50,5 +53,7 @@ std::string ocsp_responder_of(X509* leaf);
 // ocsp-<SHA-256 of leaf's DER, in hex>.der, so a renewed certificate never
 // meets its predecessor's response.
 std::string ocsp_response_path(const std::string& dir, X509* leaf);
+// The bytes of the file at `path`; empty when there is none.
+std::vector<unsigned char> read_ocsp_response(const std::string& path);
 
 }  // namespace portcullis::crypto

@@ -14,13 +14,14 @@ enum class RejectReason {
     revoked,
     unknown_ca,  // chain does not end at a trusted CA
     self_signed,
-    bad_eku,          // leaf lacks extendedKeyUsage clientAuth
-    not_allowed,      // verified, but not on the listener's allow-list
-    bad_signature,    // CertificateVerify or a chain signature did not verify
-    crl_unavailable,  // CRL checking configured but no CRL for an issuer
-    protocol,         // wrong version, garbage, renegotiation, no shared cipher...
-    timeout,          // handshake deadline passed
-    key_unavailable,  // the server key operation failed: HSM error, timeout or queue full
+    bad_eku,           // leaf lacks extendedKeyUsage clientAuth
+    not_allowed,       // verified, but not on the listener's allow-list
+    bad_signature,     // CertificateVerify or a chain signature did not verify
+    crl_unavailable,   // CRL checking configured but no CRL for an issuer
+    ocsp_unavailable,  // ocsp_failure = "hard" and no usable OCSP answer (or status unknown)
+    protocol,          // wrong version, garbage, renegotiation, no shared cipher...
+    timeout,           // handshake deadline passed
+    key_unavailable,   // the server key operation failed: HSM error, timeout or queue full
     other,
 };
 
@@ -50,6 +51,8 @@ constexpr std::string_view to_string(RejectReason r) {
             return "bad_signature";
         case RejectReason::crl_unavailable:
             return "crl_unavailable";
+        case RejectReason::ocsp_unavailable:
+            return "ocsp_unavailable";
         case RejectReason::protocol:
             return "protocol";
         case RejectReason::timeout:

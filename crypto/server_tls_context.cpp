@@ -233,10 +233,8 @@ int staple_ocsp_response(SSL* ssl, void* arg) {
 // The response the fetcher kept for `leaf`, when it still passes every check.
 std::optional<ServerTlsContext::SniGroup::Staple> kept_staple(const std::string& dir,
                                                               const X509* leaf, X509* issuer) {
-    std::ifstream file(ocsp_response_path(dir, const_cast<X509*>(leaf)), std::ios::binary);
-    if (!file) return std::nullopt;
-    std::vector<unsigned char> der((std::istreambuf_iterator<char>(file)),
-                                   std::istreambuf_iterator<char>());
+    auto der = read_ocsp_response(ocsp_response_path(dir, const_cast<X509*>(leaf)));
+    if (der.empty()) return std::nullopt;
     const auto answer =
         check_ocsp_response(der, const_cast<X509*>(leaf), issuer, std::time(nullptr));
     if (!answer.problem.empty()) return std::nullopt;
@@ -424,7 +422,8 @@ bool ServerTlsContext::revokes(X509* certificate) const {
         X509_REVOKED* entry = nullptr;
         if (X509_CRL_get0_by_cert(crl.get(), &entry, certificate) == 1) return true;
     }
-    return false;
+    return policy_.ocsp != OcspCheck::off && options_.ocsp != nullptr &&
+           options_.ocsp->known_revoked(certificate);
 }
 
 ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
@@ -559,7 +558,13 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
     // The mode is copied into each SSL at SSL_new (SNI switches keep it), so
     // every group gets it when any key may pause. PEM-only listeners skip the
     // async job switch per handshake.
-    if (asynchronous_keys)
+    // An OCSP lookup pauses the handshake the way an HSM signature does.
+    if (policy.ocsp != OcspCheck::off &&
+        (options_.ocsp == nullptr || options_.completions == nullptr))
+        throw TlsConfigError(
+            "tls.ocsp is on, and this worker started with no listener using it: turning OCSP "
+            "checks on takes a restart");
+    if (asynchronous_keys || policy.ocsp != OcspCheck::off)
         for (auto& group : groups_) SSL_CTX_set_mode(group->ctx.get(), SSL_MODE_ASYNC);
 }
 

@@ -17,6 +17,7 @@
 
 #include "crypto/key_source.hpp"
 #include "crypto/local_session_cache.hpp"
+#include "crypto/ocsp_client.hpp"
 #include "crypto/openssl_handles.hpp"
 #include "crypto/ticket_keys.hpp"
 #include "crypto/tls_policy.hpp"
@@ -49,6 +50,10 @@ class TlsEventSink {
     virtual void stale_crl_accepted() {}
     // An OCSP response went to a client that asked for one (ocsp_staple_dir).
     virtual void ocsp_stapled() {}
+    // A client's certificate was checked by OCSP (policy ocsp), and what came of it.
+    virtual void ocsp_checked(OcspSource, OcspVerdict::Kind) {}
+    // ocsp_failure = "soft": a client served without a usable OCSP answer.
+    virtual void ocsp_soft_accepted() {}
 };
 
 struct ServerTlsOptions {
@@ -68,6 +73,11 @@ struct ServerTlsOptions {
     // Decoded sessions this context keeps in front of `session_cache` (see
     // local_session_cache.hpp); 0 or no `session_cache`: none.
     std::size_t local_session_entries = 0;
+    // Answers OCSP questions about client certificates (policy.ocsp), and
+    // the sink its lookups pause the handshake through. Null: a policy with
+    // ocsp is refused (TlsConfigError).
+    OcspClient* ocsp = nullptr;
+    KeyCompletionSink* completions = nullptr;
 };
 
 class ServerTlsContext {
@@ -89,7 +99,8 @@ class ServerTlsContext {
     // expired and is not on a CRL loaded since (resumption skips verification).
     bool session_still_trusted(SSL_SESSION* session) const;
     // Whether a CRL this context loaded lists `certificate` (by its issuer's
-    // name and its serial number).
+    // name and its serial number), or an OCSP answer this worker holds says
+    // it is revoked (policy ocsp).
     bool revokes(X509* certificate) const;
     // Whether `session` was made under this context's session ID context
     // (the same listener policy and trusted CAs), as OpenSSL requires to resume it.

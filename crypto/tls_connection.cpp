@@ -112,6 +112,8 @@ TlsConnection::TlsConnection(const ServerTlsContext& context, base::BufferPool& 
     verify_state_.failure = &failure_;
     verify_state_.leaf = &peer_.certificate;
     verify_state_.events = context.options().events;
+    verify_state_.ocsp = context.options().ocsp;
+    verify_state_.completions = context.options().completions;
 }
 
 void TlsConnection::start() {
@@ -293,7 +295,8 @@ TlsConnection::IoResult TlsConnection::write_plaintext(std::span<const std::uint
 bool TlsConnection::revoked_by(const ServerTlsContext& context) const {
     if (!established_ || peer_.certificate.get() == nullptr) return false;
     if (context.revokes(peer_.certificate.get())) return true;
-    if (context.policy().crl_scope != CrlScope::chain) return false;
+    if (context.policy().crl_scope != CrlScope::chain && context.policy().ocsp != OcspCheck::chain)
+        return false;
     // The chain OpenSSL verified, or (a resumed session, a chain from the
     // verified-chain cache) the certificates the client sent.
     STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl_.get());

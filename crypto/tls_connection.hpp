@@ -39,6 +39,8 @@
 
 namespace portcullis::crypto {
 
+class KeyCompletionSink;
+class OcspClient;
 class ServerTlsContext;
 class TlsEventSink;
 struct TlsPolicy;
@@ -51,6 +53,10 @@ struct VerifyState {
     // kept for the connection's identity. Null: nothing is kept.
     PeerCertificate* leaf = nullptr;
     TlsEventSink* events = nullptr;  // null: nothing counted
+    // Asked about the chain when the policy's ocsp is not off; a lookup
+    // pauses the handshake through `completions`. Null: no OCSP checks.
+    OcspClient* ocsp = nullptr;
+    KeyCompletionSink* completions = nullptr;
 };
 
 struct TlsFailure {

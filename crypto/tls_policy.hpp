@@ -18,6 +18,14 @@ enum class CrlStale { hard, soft };
 
 enum class TlsVersion { tls12, tls13 };
 
+// Which certificates of the client's chain are checked by OCSP (see
+// crypto/ocsp_client.hpp): none, the leaf, or every certificate below the
+// trust anchor.
+enum class OcspCheck { off, leaf, chain };
+// No usable OCSP answer (responder down, an answer refused, status unknown):
+// refuse the client (hard) or serve it and count it (soft).
+enum class OcspFailure { hard, soft };
+
 struct CertificateSpec {
     std::string chain_file;  // PEM: leaf first, then intermediates
     std::string key;         // PEM file path (a PKCS#11 URI once hsm/ provides it)
@@ -52,6 +60,10 @@ struct TlsPolicy {
     // certificates (crypto/ocsp_response.hpp); "" = no OCSP stapling. A
     // certificate whose chain has no issuer is never stapled.
     std::string ocsp_staple_dir;
+    OcspCheck ocsp = OcspCheck::off;
+    std::string ocsp_responder;  // asked for every certificate; "" = each one's AIA OCSP URI
+    OcspFailure ocsp_failure = OcspFailure::hard;
+    bool ocsp_nonce = false;  // a nonce in each request, echoed in the response
     int verify_depth = 4;
     bool require_client_auth_eku = true;  // leaf must carry EKU clientAuth
     // Client chains remembered after a successful verification (see

@@ -20,6 +20,7 @@
 #include "base/os_error.hpp"
 #include "crypto/key_completion_queue.hpp"
 #include "crypto/key_source.hpp"
+#include "crypto/ocsp_client.hpp"
 #include "dataplane/connection.hpp"
 #include "dataplane/reactor.hpp"
 
@@ -59,6 +60,10 @@ base::UniqueFd open_signal_fd() {
     return fd;
 }
 
+static_assert(static_cast<std::size_t>(crypto::OcspSource::responder) + 1 == ocsp_sources);
+static_assert(static_cast<std::size_t>(crypto::OcspVerdict::Kind::unavailable) + 1 ==
+              ocsp_verdicts);
+
 class ListenerEvents final : public crypto::TlsEventSink {
   public:
     ListenerEvents(WorkerStats& worker, ListenerStats& listener)
@@ -90,6 +95,13 @@ class ListenerEvents final : public crypto::TlsEventSink {
     }
     void stale_crl_accepted() override { listener_.stale_crl_accepted.add(); }
     void ocsp_stapled() override { listener_.ocsp_staples_sent.add(); }
+    void ocsp_checked(crypto::OcspSource source, crypto::OcspVerdict::Kind kind) override {
+        listener_
+            .ocsp_checks[ocsp_check_slot(static_cast<std::size_t>(source),
+                                         static_cast<std::size_t>(kind))]
+            .add();
+    }
+    void ocsp_soft_accepted() override { listener_.ocsp_soft_accepted.add(); }
     void local_session_cache(crypto::LocalSessionEvent event) override {
         switch (event) {
             case crypto::LocalSessionEvent::hit:
@@ -132,11 +144,23 @@ class Worker final : public TransportHost, private Reactor::Handler {
         signals_ = open_signal_fd();
         reactor_.add(signals_.get(), EPOLLIN, *this, signals_tag);
 
-        if (options.make_key_source) {
+        const bool ocsp = options.ocsp_transport.post &&
+                          std::any_of(options.listeners.begin(), options.listeners.end(),
+                                      [](const ListenerSettings& listener) {
+                                          return listener.tls.ocsp != crypto::OcspCheck::off;
+                                      });
+        // OCSP lookups pause handshakes through the same queue as HSM signatures.
+        if (options.make_key_source || ocsp) {
             completions_ = std::make_unique<crypto::KeyCompletionQueue>();
-            keys_ = options.make_key_source(*completions_);
             runtime_.key_completions = completions_.get();
             reactor_.add(completions_->fd(), EPOLLIN, *this, key_operations_tag);
+        }
+        if (ocsp) {
+            ocsp_ =
+                std::make_unique<crypto::OcspClient>(options.ocsp_transport, options.ocsp_settings);
+        }
+        if (options.make_key_source) {
+            keys_ = options.make_key_source(*completions_);
         } else {
             keys_ = std::make_unique<crypto::PemFileKeySource>();
         }
@@ -349,6 +373,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
         tls_options.session_cache = options_.session_cache;
         tls_options.stateful_tickets = options_.stateful_tickets;
         tls_options.local_session_entries = options_.local_session_entries;
+        tls_options.ocsp = ocsp_.get();
+        tls_options.completions = completions_.get();
         return std::make_shared<const crypto::ServerTlsContext>(settings.tls, *keys_, tls_options);
     }
 
@@ -467,6 +493,9 @@ class Worker final : public TransportHost, private Reactor::Handler {
     // source (and the signing threads behind it) goes before the queue its
     // operations complete into.
     std::unique_ptr<crypto::KeyCompletionQueue> completions_;
+    // After completions_ (its lookups report there) and before the contexts
+    // that point to it go.
+    std::unique_ptr<crypto::OcspClient> ocsp_;
     std::unique_ptr<crypto::KeySource> keys_;
     WorkerRuntime runtime_;
     AccessLog access_log_;

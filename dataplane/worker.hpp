@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "crypto/key_source.hpp"
+#include "crypto/ocsp_client.hpp"
 #include "crypto/pending_key_operation.hpp"
 #include "crypto/ticket_keys.hpp"
 #include "dataplane/listener_settings.hpp"
@@ -66,6 +67,10 @@ struct WorkerOptions {
     // and its port are per process); it registers what it needs in the
     // worker's `reactor`, which outlives it.
     std::function<std::unique_ptr<Transport>(Reactor& reactor, TransportHost& host)> make_transport;
+    // How the worker's OCSP client (listeners with tls.ocsp) reaches
+    // responders and the shared cache; without `post`, tls.ocsp is refused.
+    crypto::OcspTransport ocsp_transport;
+    crypto::OcspClientSettings ocsp_settings;
     // Called once the listeners are bound, the access log open, the keys
     // loaded and the transport started, before the first connection: gives
     // up what only that set-up needed (mgmt/privileges.hpp). Throws when it

@@ -46,6 +46,13 @@ class DurationHistogram {
 
 enum class HandshakeKind : std::size_t { full = 0, resumed = 1 };
 
+inline constexpr std::size_t ocsp_sources = 3;   // crypto::OcspSource
+inline constexpr std::size_t ocsp_verdicts = 4;  // crypto::OcspVerdict::Kind
+inline constexpr std::size_t ocsp_check_slots = ocsp_sources * ocsp_verdicts;
+constexpr std::size_t ocsp_check_slot(std::size_t source, std::size_t verdict) {
+    return source * ocsp_verdicts + verdict;
+}
+
 struct ListenerStats {
     Counter connections_accepted;
     Counter connections_refused;  // over workers.max_connections
@@ -63,6 +70,9 @@ struct ListenerStats {
     Counter chain_cache_evictions;        // cached chains dropped to make room
     Counter stale_crl_accepted;           // clients verified against a CRL past nextUpdate (soft)
     Counter ocsp_staples_sent;            // handshakes that stapled an OCSP response
+    // Client certificates checked by OCSP, by OcspSource x OcspVerdict::Kind.
+    std::array<Counter, ocsp_check_slots> ocsp_checks;
+    Counter ocsp_soft_accepted;  // clients served without a usable answer (ocsp_failure soft)
     Counter upstream_connect_failures;
     Counter upstream_unavailable;  // no backend could take the connection
     Counter bytes_from_clients;    // plaintext

@@ -88,7 +88,11 @@ constexpr std::array kTlsKeys{"client_auth"sv,
                               "crl_stale"sv,
                               "ocsp_stapling"sv,
                               "ocsp_stapling_responder"sv,
-                              "ocsp_stapling_refresh_s"sv};
+                              "ocsp_stapling_refresh_s"sv,
+                              "ocsp"sv,
+                              "ocsp_responder"sv,
+                              "ocsp_failure"sv,
+                              "ocsp_nonce"sv};
 constexpr std::array kTlsTables{"certificate"sv, "allow"sv};
 constexpr std::array kCertificateKeys{"chain"sv, "key"sv, "server_names"sv};
 constexpr std::array kAllowKeys{"subjects"sv, "san_uris"sv, "san_dns"sv, "sha256"sv};
@@ -135,6 +139,15 @@ constexpr std::array kCrlScopeChoices{
 constexpr std::array kCrlStaleChoices{
     Choice<crypto::CrlStale>{"hard", crypto::CrlStale::hard},
     Choice<crypto::CrlStale>{"soft", crypto::CrlStale::soft},
+};
+constexpr std::array kOcspChoices{
+    Choice<crypto::OcspCheck>{"off", crypto::OcspCheck::off},
+    Choice<crypto::OcspCheck>{"leaf", crypto::OcspCheck::leaf},
+    Choice<crypto::OcspCheck>{"chain", crypto::OcspCheck::chain},
+};
+constexpr std::array kOcspFailureChoices{
+    Choice<crypto::OcspFailure>{"hard", crypto::OcspFailure::hard},
+    Choice<crypto::OcspFailure>{"soft", crypto::OcspFailure::soft},
 };
 constexpr std::array kVersionChoices{
     Choice<crypto::TlsVersion>{"1.2", crypto::TlsVersion::tls12},
@@ -617,6 +630,24 @@ crypto::TlsPolicy read_tls(const Section& section) {
     }
     tls.crl_scope = section.choice_or("crl_scope", tls.crl_scope, kCrlScopeChoices);
     tls.crl_stale = section.choice_or("crl_stale", tls.crl_stale, kCrlStaleChoices);
+    tls.ocsp = section.choice_or("ocsp", tls.ocsp, kOcspChoices);
+    tls.ocsp_failure = section.choice_or("ocsp_failure", tls.ocsp_failure, kOcspFailureChoices);
+    tls.ocsp_nonce = section.boolean_or("ocsp_nonce", tls.ocsp_nonce);
+    if (const auto responder = section.string("ocsp_responder");
+        responder && !responder->value.empty()) {
+        if (!responder->value.starts_with("http://") || responder->value.size() <= 7) {
+            section.source().fail(*responder->node, responder->key,
+                                  "expected an http:// URL (http://host[:port][/path]), got " +
+                                      in_quotes(responder->value));
+        }
+        tls.ocsp_responder = responder->value;
+    }
+    if (tls.client_auth == crypto::ClientAuth::none && tls.ocsp != crypto::OcspCheck::off) {
+        section.source().fail(*section.table().get("ocsp"), section.key_of("ocsp"),
+                              "OCSP checks apply to client certificates, which client_auth "
+                              "\"none\" never asks for; set client_auth to \"require\" or "
+                              "\"optional\"");
+    }
     tls.verify_depth = section.integer_or("verify_depth", tls.verify_depth, 0, kMaxVerifyDepth);
     tls.require_client_auth_eku =
         section.boolean_or("require_client_eku", tls.require_client_auth_eku);

@@ -9,6 +9,7 @@
 #include <iterator>
 #include <limits>
 
+#include "crypto/ocsp_client.hpp"
 #include "crypto/session_cache.hpp"
 #include "hsm/signing_service.hpp"
 
@@ -378,6 +379,17 @@ std::string render_metrics(const MetricsInput& input) {
         "Handshakes that stapled an OCSP response for the server certificate (the client asked "
         "for one and a fresh response was kept).",
         MetricType::Counter);
+    auto& ocsp_checks = out.family(
+        "portcullis_ocsp_client_checks_total",
+        "Client certificates checked by OCSP (tls.ocsp), by where the answer came from (memory: "
+        "this worker's, shared_cache: another worker's kept answer, responder: asked during the "
+        "handshake) and what it said (good, revoked, unknown, unavailable).",
+        MetricType::Counter);
+    auto& ocsp_soft = out.family(
+        "portcullis_ocsp_client_soft_accepted_total",
+        "Clients served without a usable OCSP answer (ocsp_failure = \"soft\"); with \"hard\" "
+        "they are refused as ocsp_unavailable.",
+        MetricType::Counter);
     auto& revoked_live = out.family(
         "portcullis_connections_revoked_total",
         "Established connections ended because newly loaded CRLs revoke their client certificate.",
@@ -431,6 +443,22 @@ std::string render_metrics(const MetricsInput& input) {
         Families::add(revoked_live, sum.listener(i, &ListenerStats::connections_revoked), listener);
         Families::add(stale_crl, sum.listener(i, &ListenerStats::stale_crl_accepted), listener);
         Families::add(stapled, sum.listener(i, &ListenerStats::ocsp_staples_sent), listener);
+        if (listeners[i].tls.ocsp != crypto::OcspCheck::off) {
+            Families::add(ocsp_soft, sum.listener(i, &ListenerStats::ocsp_soft_accepted), listener);
+            for (std::size_t source = 0; source < dataplane::ocsp_sources; ++source) {
+                for (std::size_t verdict = 0; verdict < dataplane::ocsp_verdicts; ++verdict) {
+                    const double n = sum.listener_by(i, [&](const ListenerStats& s) -> const auto& {
+                        return s.ocsp_checks[dataplane::ocsp_check_slot(source, verdict)];
+                    });
+                    Families::add(
+                        ocsp_checks, n,
+                        {{"listener", name},
+                         {"source", crypto::to_string(static_cast<crypto::OcspSource>(source))},
+                         {"status",
+                          crypto::to_string(static_cast<crypto::OcspVerdict::Kind>(verdict))}});
+                }
+            }
+        }
 
         double rejected = 0;
         double failed = 0;

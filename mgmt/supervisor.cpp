@@ -34,6 +34,7 @@
 #include "mgmt/child_process.hpp"
 #include "mgmt/control_block.hpp"
 #include "mgmt/crl_fetcher.hpp"
+#include "mgmt/http_fetch.hpp"
 #include "mgmt/logging.hpp"
 #include "mgmt/ocsp_staple_fetcher.hpp"
 #include "mgmt/privileges.hpp"
@@ -197,7 +198,11 @@ class Supervisor {
     void start_worker(int index) {
         auto& slot = slots_[static_cast<std::size_t>(index)];
         slot.restart_at.reset();
-        const pid_t pid = fork_child(child_setup(true), [this, index] {
+        const bool ocsp = std::any_of(
+            config_.listeners.begin(), config_.listeners.end(),
+            [](const auto& listener) { return listener.tls.ocsp != crypto::OcspCheck::off; });
+        if (ocsp) prepare_cache_dir();
+        const pid_t pid = fork_child(child_setup(true), [this, index, ocsp] {
             configure_logging("worker-" + std::to_string(index), config_.log.level);
             dataplane::WorkerOptions options;
             options.index = index;
@@ -218,6 +223,23 @@ class Supervisor {
                     return make_hsm_key_source(
                         config_, &stats_.hsm(static_cast<std::size_t>(index)), completions);
                 };
+            if (ocsp) {
+                options.ocsp_transport.post = [](const std::string& url, std::string_view request,
+                                                 std::chrono::milliseconds timeout) {
+                    auto answer = http_post(url, timeout, "application/ocsp-request", request);
+                    return crypto::OcspHttpAnswer{std::move(answer.error), answer.status,
+                                                  std::move(answer.body)};
+                };
+                options.ocsp_transport.keep = [](const std::string& path, std::string_view bytes) {
+                    std::string error;
+                    if (write_file_atomically(path, bytes, error)) return true;
+                    spdlog::warn("cannot keep an OCSP answer in {}: {}", path, error);
+                    return false;
+                };
+                options.ocsp_settings.cache_dir = config_.revocation.cache_dir;
+                options.ocsp_settings.timeout =
+                    std::chrono::milliseconds(config_.revocation.fetch_timeout_ms);
+            }
             options.make_transport = [this, index, cpu = options.cpu, stats = options.stats](
                                          dataplane::Reactor& reactor,
                                          dataplane::TransportHost& host) {
@@ -354,6 +376,18 @@ class Supervisor {
     // changed, 'u' after a first round that changed nothing. On the first
     // start the workers wait for that first round (bounded by the fetch
     // timeout), so they begin with everything that could be had.
+    // revocation.cache_dir, writable by workers.user: the fetcher keeps CRLs
+    // and staples there, and workers with tls.ocsp the answers they fetched.
+    void prepare_cache_dir() const {
+        std::error_code error;
+        std::filesystem::create_directories(config_.revocation.cache_dir, error);
+        if (config_.workers.run_as && ::geteuid() == 0) {
+            [[maybe_unused]] const int rc =
+                ::chown(config_.revocation.cache_dir.c_str(), config_.workers.run_as->uid,
+                        config_.workers.run_as->gid);
+        }
+    }
+
     void start_fetcher(bool first) {
         fetcher_restart_at_.reset();
         const std::size_t sources = config_.crl_sources.size() + config_.staple_sources.size();
@@ -367,13 +401,7 @@ class Supervisor {
             fetch_news_read_.reset(pipe_fds[0]);
             fetch_news_write_.reset(pipe_fds[1]);
         }
-        std::error_code error;
-        std::filesystem::create_directories(config_.revocation.cache_dir, error);
-        if (config_.workers.run_as && ::geteuid() == 0) {
-            [[maybe_unused]] const int rc =
-                ::chown(config_.revocation.cache_dir.c_str(), config_.workers.run_as->uid,
-                        config_.workers.run_as->gid);
-        }
+        prepare_cache_dir();
         const pid_t pid = fork_child(child_setup(false, false, true), [this] {
             configure_logging("revocation-fetcher", config_.log.level);
             drop_privileges(config_.workers.run_as, "revocation fetcher");

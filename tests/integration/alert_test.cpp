@@ -126,9 +126,7 @@ const AlertCase cases[] = {
      SSL_AD_BAD_RECORD_MAC},
     // RFC 8446 §5: a TLS 1.3 record's outer type is checked before decryption.
     {"ContentTypeZero", TLS1_3_VERSION,
-     [](RawRecordClient& c) {
-         return c.send_plain(Bytes{0x00, 0x03, 0x03, 0x00, 0x01, 0x00});
-     },
+     [](RawRecordClient& c) { return c.send_plain(Bytes{0x00, 0x03, 0x03, 0x00, 0x01, 0x00}); },
      SSL_AD_UNEXPECTED_MESSAGE},
     // TLS 1.2 authenticates the type with the record, so a protected type 0
     // reaches the type check (RFC 5246 §6: unknown type → unexpected_message).
@@ -138,9 +136,7 @@ const AlertCase cases[] = {
     // An unprotected TLS 1.2 record after Finished is read as ciphertext that
     // fails to authenticate (RFC 5246 §6.2.3.3), whatever its type.
     {"PlaintextContentTypeZero", TLS1_2_VERSION,
-     [](RawRecordClient& c) {
-         return c.send_plain(Bytes{0x00, 0x03, 0x03, 0x00, 0x01, 0x00});
-     },
+     [](RawRecordClient& c) { return c.send_plain(Bytes{0x00, 0x03, 0x03, 0x00, 0x01, 0x00}); },
      SSL_AD_BAD_RECORD_MAC},
     // unexpected_message, not decode_error: OpenSSL's record layer refuses an
     // empty TLS 1.3 alert (RFC 8446 §5.1) in tls13_common_post_process_record.
@@ -152,17 +148,13 @@ const AlertCase cases[] = {
      SSL_AD_UNEXPECTED_MESSAGE},
     // RFC 8446 §5: a ChangeCipherSpec is only tolerated during the handshake.
     {"ChangeCipherSpecAfterFinished", TLS1_3_VERSION,
-     [](RawRecordClient& c) {
-         return c.send_plain(Bytes{0x14, 0x03, 0x03, 0x00, 0x01, 0x01});
-     },
+     [](RawRecordClient& c) { return c.send_plain(Bytes{0x14, 0x03, 0x03, 0x00, 0x01, 0x01}); },
      SSL_AD_UNEXPECTED_MESSAGE},
     {"ChangeCipherSpecAfterFinished", TLS1_2_VERSION,
      [](RawRecordClient& c) { return c.send_protected(change_cipher_spec, Bytes{0x01}); },
      SSL_AD_UNEXPECTED_MESSAGE},
     {"PlaintextChangeCipherSpecAfterFinished", TLS1_2_VERSION,
-     [](RawRecordClient& c) {
-         return c.send_plain(Bytes{0x14, 0x03, 0x03, 0x00, 0x01, 0x01});
-     },
+     [](RawRecordClient& c) { return c.send_plain(Bytes{0x14, 0x03, 0x03, 0x00, 0x01, 0x01}); },
      SSL_AD_BAD_RECORD_MAC},
 };
 

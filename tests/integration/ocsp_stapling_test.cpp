@@ -7,7 +7,6 @@
 // staple, never the handshake.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <openssl/bn.h>
 
 #include <chrono>
 #include <memory>
@@ -17,68 +16,12 @@
 #include <thread>
 
 #include "tests/integration/environment.hpp"
+#include "tests/integration/ocsp_responders.hpp"
 
 namespace portcullis::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Upper-case hex serial, as `openssl ocsp -index` looks it up.
-std::string serial_hex(const X509* cert) {
-    const std::unique_ptr<BIGNUM, decltype(&BN_free)> bn(
-        ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr), BN_free);
-    const std::unique_ptr<char, void (*)(char*)> hex(BN_bn2hex(bn.get()),
-                                                     [](char* p) { OPENSSL_free(p); });
-    return hex.get();
-}
-
-// ChildProcess runs a path, not a name looked up on PATH.
-std::string openssl_path() {
-    auto found = run("command -v openssl").output;
-    while (!found.empty() && (found.back() == '\n' || found.back() == ' ')) found.pop_back();
-    return found;
-}
-
-// An HTTP OCSP responder whose answer the test sets (POST, any path).
-class CraftedResponder {
-  public:
-    CraftedResponder() {
-        server_.Post(".*", [this](const httplib::Request&, httplib::Response& out) {
-            const std::lock_guard lock(mutex_);
-            ++requests_;
-            if (body_.empty()) {
-                out.status = 500;
-                return;
-            }
-            out.set_content(body_, "application/ocsp-response");
-        });
-        port_ = server_.bind_to_any_port("127.0.0.1");
-        thread_ = std::thread([this] { server_.listen_after_bind(); });
-        server_.wait_until_ready();
-    }
-    ~CraftedResponder() {
-        server_.stop();
-        if (thread_.joinable()) thread_.join();
-    }
-    // An empty body answers HTTP 500.
-    void serve(std::string der) {
-        const std::lock_guard lock(mutex_);
-        body_ = std::move(der);
-    }
-    int requests() {
-        const std::lock_guard lock(mutex_);
-        return requests_;
-    }
-    std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/"; }
-
-  private:
-    httplib::Server server_;
-    std::thread thread_;
-    std::mutex mutex_;
-    std::string body_;
-    int requests_ = 0;
-    int port_ = 0;
-};
 
 class OcspStapling : public ::testing::Test {
   protected:
@@ -86,8 +29,6 @@ class OcspStapling : public ::testing::Test {
         if (!have("openssl")) GTEST_SKIP() << "SKIPPED: the openssl command line tool is missing";
         write_file(env.dir / "stapled.pem", leaf.cert_pem() + server_ca.cert_pem());
         write_file(env.dir / "stapled.key", leaf.key_pem());
-        write_file(env.dir / "server-ca.pem", server_ca.cert_pem());
-        write_file(env.dir / "server-ca.key", server_ca.key_pem());
         write_file(env.dir / "c.pem", partner.cert_pem());
         write_file(env.dir / "c.key", partner.key_pem());
         write_file(env.dir / "client-ca.pem", env.client_ca.cert_pem());
@@ -111,26 +52,11 @@ class OcspStapling : public ::testing::Test {
                       listener);
     }
 
-    // A real `openssl ocsp` responder on ocsp_port answering for server_ca
-    // from an index file: `revoked` decides the leaf's entry.
+    // A real `openssl ocsp` responder on ocsp_port answering for server_ca:
+    // `revoked` decides the leaf's entry.
     std::unique_ptr<ChildProcess> start_responder(bool revoked) {
-        const std::string entry =
-            std::string(revoked ? "R\t301231235959Z\t261201000000Z,keyCompromise\t"
-                                : "V\t301231235959Z\t\t") +
-            serial_hex(leaf.cert.get()) + "\tunknown\t/O=Portcullis Test/CN=localhost\n";
-        write_file(env.dir / "index.txt", entry);
-        auto responder = std::make_unique<ChildProcess>(
-            std::vector<std::string>{
-                openssl_path(), "ocsp", "-index", (env.dir / "index.txt").string(), "-port",
-                std::to_string(ocsp_port), "-rsigner", (env.dir / "server-ca.pem").string(),
-                "-rkey", (env.dir / "server-ca.key").string(), "-CA",
-                (env.dir / "server-ca.pem").string(), "-nmin", "10"},
-            env.dir / ("ocsp-responder-" + std::to_string(++responders_) + ".log"));
-        // A connection made only to probe the port would hold up the
-        // responder, which serves one connection at a time.
-        EXPECT_TRUE(responder->wait_for_log("waiting for OCSP client connections"))
-            << responder->log();
-        return responder;
+        return start_openssl_responder(env.dir, server_ca, index_entry(leaf.cert.get(), revoked),
+                                       ocsp_port);
     }
 
     // `openssl s_client -status` with the partner's certificate: what it
@@ -194,7 +120,6 @@ class OcspStapling : public ::testing::Test {
         return server_ca.issue(options);
     }();
     const IssuedCert partner = env.client("partner");
-    int responders_ = 0;
 };
 
 constexpr const char* no_staple = "OCSP response: no response sent";

@@ -111,9 +111,9 @@ UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_
         for (const auto& d : o.dns_names) san += (san.empty() ? "" : ",") + std::string("DNS:") + d;
         for (const auto& u : o.uris) san += (san.empty() ? "" : ",") + std::string("URI:") + u;
         if (!san.empty()) add_extension(cert.get(), signer, NID_subject_alt_name, san);
-        if (!o.ocsp_url.empty())
-            add_extension(cert.get(), signer, NID_info_access, "OCSP;URI:" + o.ocsp_url);
     }
+    if (!o.ocsp_url.empty())
+        add_extension(cert.get(), signer, NID_info_access, "OCSP;URI:" + o.ocsp_url);
     check(X509_sign(cert.get(), issuer_key ? issuer_key : subject_key, EVP_sha256()) > 0,
           "sign certificate");
     // OpenSSL decodes a certificate's extensions into a cache on first use,
@@ -166,12 +166,13 @@ CertificateAuthority CertificateAuthority::root(const std::string& common_name, 
     return ca;
 }
 
-CertificateAuthority CertificateAuthority::intermediate(const std::string& common_name,
-                                                        KeyKind key) const {
+CertificateAuthority CertificateAuthority::intermediate(const std::string& common_name, KeyKind key,
+                                                        const std::string& ocsp_url) const {
     CertificateAuthority ca;
     ca.key_ = make_key(key);
     CertOptions o;
     o.common_name = common_name;
+    o.ocsp_url = ocsp_url;
     o.not_after_offset_s = 5L * 365 * 86400;
     ca.cert_ = build(o, ca.key_.get(), cert_.get(), key_.get(), random_serial(), true);
     return ca;

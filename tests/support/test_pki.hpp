@@ -56,8 +56,10 @@ class CertificateAuthority {
   public:
     static CertificateAuthority root(const std::string& common_name,
                                      KeyKind key = KeyKind::ec_p256);
+    // `ocsp_url`: the responder its Authority Information Access names, if any.
     CertificateAuthority intermediate(const std::string& common_name,
-                                      KeyKind key = KeyKind::ec_p256) const;
+                                      KeyKind key = KeyKind::ec_p256,
+                                      const std::string& ocsp_url = "") const;
 
     IssuedCert issue(const CertOptions& options) const;
 

@@ -1,0 +1,271 @@
+#include "crypto/ocsp_client.hpp"
+
+#include <openssl/async.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+#include <atomic>
+#include <cstring>
+#include <ctime>
+
+namespace portcullis::crypto {
+
+// One responder lookup: the loop thread makes it and waits (its handshake
+// paused), a lookup thread fills it in. The outputs are written before the
+// state leaves `pending` (release) and read only after finished() (acquire);
+// an abandoned lookup's outputs are never read.
+class OcspLookup final : public PendingKeyOperation {
+  public:
+    enum State : int { pending = 0, done = 1, abandoned = 2 };
+
+    std::string url;
+    std::vector<unsigned char> request;
+    UniqueX509 cert;
+    UniqueX509 issuer;
+    std::string cache_path;  // "" = not kept on disk
+    KeyCompletionSink* sink = nullptr;
+    std::shared_ptr<OcspLookup> self;  // what the sink is handed
+    Clock::time_point deadline_at;
+
+    OcspAnswer answer;
+    std::string failure;  // set when there is no usable answer
+
+    std::atomic<int> state{pending};
+
+    Clock::time_point deadline() const override { return deadline_at; }
+    bool finished() const override { return state.load(std::memory_order_acquire) != pending; }
+    void abandon(KeyAbandonReason) override {
+        int expected = pending;
+        if (state.compare_exchange_strong(expected, abandoned, std::memory_order_acq_rel))
+            state.notify_all();
+    }
+    std::string why_failed() const override {
+        return state.load(std::memory_order_acquire) == abandoned ? "no answer in time" : failure;
+    }
+    // On the lookup thread: false when the loop thread gave up first.
+    bool complete() {
+        int expected = pending;
+        if (!state.compare_exchange_strong(expected, done, std::memory_order_acq_rel)) return false;
+        state.notify_all();
+        return true;
+    }
+};
+
+namespace {
+
+// Fetched once per process: an implicit fetch per handshake would take
+// OpenSSL's name-lookup lock every time.
+const EVP_MD* sha256() {
+    static const std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> md(
+        EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free);
+    return md.get();
+}
+
+OcspVerdict verdict_of(OcspCertStatus status, OcspSource source, std::string detail = {}) {
+    OcspVerdict verdict;
+    verdict.source = source;
+    verdict.detail = std::move(detail);
+    verdict.kind = status == OcspCertStatus::good      ? OcspVerdict::Kind::good
+                   : status == OcspCertStatus::revoked ? OcspVerdict::Kind::revoked
+                                                       : OcspVerdict::Kind::unknown;
+    return verdict;
+}
+
+OcspVerdict unavailable(std::string why) {
+    OcspVerdict verdict;
+    verdict.kind = OcspVerdict::Kind::unavailable;
+    verdict.detail = std::move(why);
+    return verdict;
+}
+
+UniqueX509 up_ref(X509* cert) {
+    return UniqueX509(X509_up_ref(cert) == 1 ? cert : nullptr);
+}
+
+}  // namespace
+
+const char* to_string(OcspVerdict::Kind kind) {
+    switch (kind) {
+        case OcspVerdict::Kind::good:
+            return "good";
+        case OcspVerdict::Kind::revoked:
+            return "revoked";
+        case OcspVerdict::Kind::unknown:
+            return "unknown";
+        case OcspVerdict::Kind::unavailable:
+            break;
+    }
+    return "unavailable";
+}
+
+const char* to_string(OcspSource source) {
+    switch (source) {
+        case OcspSource::memory:
+            return "memory";
+        case OcspSource::shared_cache:
+            return "shared_cache";
+        case OcspSource::responder:
+            break;
+    }
+    return "responder";
+}
+
+std::size_t OcspClient::KeyHash::operator()(const Key& key) const {
+    std::size_t h;
+    std::memcpy(&h, key.data(), sizeof h);  // a SHA-256 prefix is already uniform
+    return h;
+}
+
+OcspClient::OcspClient(OcspTransport transport, OcspClientSettings settings)
+    : transport_(std::move(transport)), settings_(std::move(settings)) {
+    const std::size_t threads = settings_.threads == 0 ? 1 : settings_.threads;
+    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run_lookups(); });
+}
+
+OcspClient::~OcspClient() {
+    {
+        const std::lock_guard lock(queue_mutex_);
+        stopping_ = true;
+    }
+    queue_ready_.notify_all();
+    for (auto& thread : threads_) thread.join();
+}
+
+bool OcspClient::key_of(X509* cert, Key& key) const {
+    unsigned int length = 0;
+    if (X509_digest(cert, sha256(), key.data(), &length) != 1 || length != key.size()) {
+        ERR_clear_error();
+        return false;
+    }
+    return true;
+}
+
+void OcspClient::remember(const Key& key, const OcspAnswer& answer) {
+    const auto [entry, inserted] = memory_.try_emplace(key);
+    entry->second = Remembered{answer.status, answer.next_update};
+    if (!inserted) return;
+    arrival_order_.push_back(key);
+    while (memory_.size() > settings_.memory_entries && !arrival_order_.empty()) {
+        memory_.erase(arrival_order_.front());
+        arrival_order_.pop_front();
+    }
+}
+
+bool OcspClient::known_revoked(X509* cert) const {
+    if (memory_.empty()) return false;
+    Key key;
+    if (!key_of(cert, key)) return false;
+    const auto found = memory_.find(key);
+    return found != memory_.end() && found->second.status == OcspCertStatus::revoked;
+}
+
+OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& responder, bool nonce,
+                              KeyCompletionSink* sink) {
+    const std::int64_t now = std::time(nullptr);
+    Key key;
+    const bool keyed = key_of(cert, key);
+    if (keyed) {
+        if (const auto found = memory_.find(key); found != memory_.end()) {
+            if (found->second.status == OcspCertStatus::revoked ||
+                now < found->second.next_update) {
+                return verdict_of(found->second.status, OcspSource::memory);
+            }
+        }
+    }
+    const std::string cache_path =
+        settings_.cache_dir.empty() ? std::string() : ocsp_response_path(settings_.cache_dir, cert);
+    // A nonce proves the answer was made for this request, which a response
+    // kept by another worker cannot: with nonces only this worker's memory of
+    // what it asked itself counts.
+    if (!nonce && !cache_path.empty()) {
+        const auto kept = read_ocsp_response(cache_path);
+        if (!kept.empty()) {
+            const auto answer = check_ocsp_response(kept, cert, issuer, now);
+            if (answer.problem.empty()) {
+                if (keyed) remember(key, answer);
+                return verdict_of(answer.status, OcspSource::shared_cache);
+            }
+        }
+    }
+
+    const std::string url = responder.empty() ? ocsp_responder_of(cert) : responder;
+    if (url.rfind("http://", 0) != 0) {
+        return unavailable(url.empty() ? "the certificate names no responder"
+                                       : "responder " + url + " is not http://");
+    }
+    auto lookup = std::make_shared<OcspLookup>();
+    lookup->url = url;
+    lookup->request = ocsp_request(cert, issuer, nonce);
+    lookup->cert = up_ref(cert);
+    lookup->issuer = up_ref(issuer);
+    lookup->cache_path = cache_path;
+    // The lookup thread's own timeout comes first; the margin lets its answer
+    // arrive before the transport gives up.
+    lookup->deadline_at =
+        PendingKeyOperation::Clock::now() + settings_.timeout + std::chrono::milliseconds(250);
+    if (lookup->request.empty() || !lookup->cert || !lookup->issuer)
+        return unavailable("cannot build the OCSP request");
+    const bool in_job = ASYNC_get_current_job() != nullptr && sink != nullptr;
+    if (in_job) {
+        lookup->sink = sink;
+        lookup->self = lookup;
+    }
+    {
+        const std::lock_guard lock(queue_mutex_);
+        queue_.push_back(lookup);
+    }
+    queue_ready_.notify_one();
+    if (in_job) {
+        sink->paused(lookup);
+        while (!lookup->finished()) {
+            if (ASYNC_pause_job() == 0) break;
+        }
+        // Nobody will resume this job for the lookup: stop waiting for it.
+        lookup->abandon(KeyAbandonReason::cancelled);
+    } else {
+        while (lookup->state.load(std::memory_order_acquire) == OcspLookup::pending)
+            lookup->state.wait(OcspLookup::pending, std::memory_order_acquire);
+    }
+    if (lookup->state.load(std::memory_order_acquire) != OcspLookup::done)
+        return unavailable(url + ": no answer in time");
+    if (!lookup->failure.empty()) return unavailable(lookup->failure);
+    if (keyed) remember(key, lookup->answer);
+    return verdict_of(lookup->answer.status, OcspSource::responder, url);
+}
+
+void OcspClient::run_lookups() {
+    for (;;) {
+        std::shared_ptr<OcspLookup> lookup;
+        {
+            std::unique_lock lock(queue_mutex_);
+            queue_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;
+            lookup = std::move(queue_.front());
+            queue_.pop_front();
+        }
+        if (!lookup->finished()) look_up(*lookup);
+        auto sink = lookup->sink;
+        auto self = std::move(lookup->self);
+        if (lookup->complete() && sink != nullptr) sink->completed(std::move(self));
+    }
+}
+
+void OcspClient::look_up(OcspLookup& lookup) {
+    const auto& request = lookup.request;
+    const auto reply = transport_.post(
+        lookup.url, std::string_view(reinterpret_cast<const char*>(request.data()), request.size()),
+        settings_.timeout);
+    const auto fail = [&](std::string why) { lookup.failure = lookup.url + ": " + std::move(why); };
+    if (!reply.error.empty()) return fail(reply.error);
+    if (reply.status != 200) return fail("HTTP status " + std::to_string(reply.status));
+    const std::span<const unsigned char> der(
+        reinterpret_cast<const unsigned char*>(reply.body.data()), reply.body.size());
+    lookup.answer = check_ocsp_response(der, lookup.cert.get(), lookup.issuer.get(),
+                                        std::time(nullptr), request);
+    if (!lookup.answer.problem.empty()) return fail("response refused: " + lookup.answer.problem);
+    // A failed write costs the other workers a lookup of their own, no more.
+    if (!lookup.cache_path.empty() && transport_.keep)
+        transport_.keep(lookup.cache_path, reply.body);
+}
+
+}  // namespace portcullis::crypto
