@@ -567,9 +567,19 @@ class Slot {
             offer_session = resume_;
         }
         const auto& session = owner_.sessions_[session_key_];
-        if (offer_session && session) {
+        if (offer_session && session && owner_.open_loop()) {
+            // Connections of one identity overlap here, and OpenSSL's client
+            // marks a TLS 1.3 session unresumable once a connection resumes
+            // it (tickets are single use, RFC 8446 C.4): each connection gets
+            // its own copy of the identity's newest session, so one
+            // resumption never turns the next into a full handshake. The
+            // server may see one ticket more than once.
+            const UniqueSession copy(SSL_SESSION_dup(session.get()));
+            if (!copy) throw std::runtime_error("SSL_SESSION_dup: out of memory");
+            SSL_set_session(ssl_.get(), copy.get());
+            if (counted_) ++owner_.step.resume_offered;
+        } else if (offer_session && session) {
             SSL_set_session(ssl_.get(), session.get());
-            if (owner_.open_loop() && counted_) ++owner_.step.resume_offered;
         }
         state_ = State::handshaking;
     }

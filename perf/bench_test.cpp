@@ -472,6 +472,34 @@ TEST_F(Bench, OpenLoopResumesTheAskedFractionOverTheTlsMix) {
     EXPECT_EQ(seen.subjects.size(), 3U);
 }
 
+TEST_F(Bench, OpenLoopOverlappingConnectionsOfOneIdentityAllResume) {
+    // The worker stops for half a second: some fifty connections of the one
+    // identity wait at once, each offering the newest TLS 1.3 session, and
+    // every one of them must resume when it goes on (OpenSSL's client makes
+    // a session unresumable once it resumed a connection).
+    const int port = free_port();
+    Daemon daemon(env->write_config("overlap", env->listener("edge", port)));
+    const auto workers = daemon.worker_pids();
+    ASSERT_EQ(workers.size(), 1U);
+    const auto run = run_open(
+        port,
+        {"--resume-fraction", "1", "--rate", "100", "--step-duration", "2", "--tls-mix", "1.3"},
+        [&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            Stopped stopped(workers[0]);
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        });
+    EXPECT_EQ(run.status, 0) << run.log;
+    const auto& s = run.summary;
+    ASSERT_TRUE(s.contains("steps")) << run.log;
+    expect_consistent_steps(s);
+    const auto& step = s["steps"][0];
+    EXPECT_EQ(step["errors"], 0) << step.dump();
+    EXPECT_EQ(step["resume_offered"], step["connections"]) << step.dump();
+    EXPECT_EQ(step["resumed"], step["connections"]) << step.dump();
+    EXPECT_EQ(step["full"], 0) << step.dump();
+}
+
 TEST_F(Bench, OpenLoopSweepHasAStepPerRateAndTheKneeOfItsPassedSteps) {
     const int port = free_port();
     Daemon daemon(env->write_config("sweep", env->listener("edge", port)));
