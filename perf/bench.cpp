@@ -11,6 +11,10 @@
 // until the hold ends, and closed together, so a script can read what an
 // idle established connection costs the server ("holding N" on stderr marks
 // the moment all are up).
+// With --rate R or --sweep FROM:TO:STEP the load is open-loop (issue #18):
+// connections start on an arrival schedule whatever the server does, each
+// measured from its intended start, in steps of --step-duration; the
+// scheduling, counting and reporting are perf/open_loop.hpp's.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,6 +30,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <barrier>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -36,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -45,6 +51,7 @@
 #include "crypto/openssl_handles.hpp"
 #include "dataplane/socket_address.hpp"
 #include "perf/latency_histogram.hpp"
+#include "perf/open_loop.hpp"
 
 namespace {
 
@@ -78,6 +85,20 @@ struct Options {
     std::string source_addresses;
     std::string metrics_url;
     std::string memory_metric = "portcullis_worker_resident_bytes";
+    // Open loop: --rate or --sweep.
+    double rate = 0;
+    std::string sweep;
+    std::string arrivals = "poisson";
+    double step_duration = 10;
+    double p99_max_ms = 100;
+    double max_error_ratio = 0.01;
+    double resume_fraction = 0;
+    std::string tls_mix;
+    std::string csv;
+    std::uint64_t max_in_flight = 1024;
+    std::uint64_t seed = 1;
+
+    bool open_loop() const { return rate > 0 || !sweep.empty(); }
 };
 
 void free_certificates(STACK_OF(X509) * certificates) {
@@ -291,6 +312,15 @@ struct Shared {
     std::atomic<std::uint64_t> held_now{0};
     std::atomic<std::uint64_t> hold_failures{0};
     std::atomic<std::int64_t> last_opened_ns{0};  // since open_start
+    // Open loop, set before any client thread starts.
+    perf::TlsMix tls_mix{};
+    // Open loop: the step the client threads run next, written by the main
+    // thread before the barrier that starts it and read by them after it.
+    struct StepPlan {
+        int number = 0;
+        double rate = 0;
+        Clock::time_point start{}, end{};
+    } plan{};
 
     // --open-rate: the connection attempts allowed by now, shared by all
     // threads so the rate is the whole generator's.
@@ -329,15 +359,30 @@ using UniqueSession = std::unique_ptr<SSL_SESSION, crypto::OpenSslDeleter<SSL_SE
 class ClientThread {
   public:
     ClientThread(Shared& shared, int slots, int index, int thread_count, int in_flight_cap = 0)
-        : shared_(shared), slot_count_(slots), in_flight_cap_(in_flight_cap) {
+        : shared_(shared),
+          slot_count_(slots),
+          in_flight_cap_(in_flight_cap),
+          index_(index),
+          thread_count_(thread_count) {
         for (std::size_t i = static_cast<std::size_t>(index); i < shared.identities.size();
              i += static_cast<std::size_t>(thread_count))
             identities_.push_back(&shared.identities[i]);
-        sessions_.resize(identities_.empty() ? static_cast<std::size_t>(slots)
-                                             : identities_.size());
+        if (open_loop()) {
+            // One session per identity and TLS version: a 1.2 session cannot resume 1.3.
+            sessions_.resize(2 * std::max<std::size_t>(1, identities_.size()));
+        } else {
+            sessions_.resize(identities_.empty() ? static_cast<std::size_t>(slots)
+                                                 : identities_.size());
+        }
     }
     void run();
+    // Open loop: primes the sessions to resume, then runs each step between
+    // the barrier's phases (see run_open_loop in main) until `stop`.
+    void run_open_loop(std::barrier<>& sync);
     ThreadResult result;
+    // Open loop: the current step's counts, read by the main thread after the step.
+    perf::StepStats step;
+    std::uint64_t primed_sessions() const;
 
   private:
     friend class Slot;
@@ -346,9 +391,31 @@ class ClientThread {
     // One epoll_wait and the events it returned, handed to their slots; how many.
     int dispatch_events(int timeout_ms);
     bool holding() const { return shared_.options.hold > 0; }
+    bool open_loop() const { return shared_.options.open_loop(); }
+    // Whether connections keep the sessions they are handed, to resume later.
+    bool keeps_sessions() const {
+        return open_loop() ? shared_.options.resume_fraction > 0 : shared_.options.mode == "resume";
+    }
+    // Open loop: one full handshake per identity and TLS version, not counted,
+    // so that the first resumption of each has a session.
+    void prime();
+    void run_step();
+    // Starts a connection intended at `intended` on a free slot, or counts an
+    // overload when every slot is busy.
+    void launch(Clock::time_point intended, bool counted, bool resume, int version);
+    void release(Slot* slot) { free_.push_back(slot); }
+    std::size_t in_flight() const { return slots_.size() - free_.size(); }
+    // epoll until `until` at the latest (ns resolution: arrivals are
+    // sub-millisecond apart), then the timeouts of busy slots when due.
+    void drive(Clock::time_point until);
     Shared& shared_;
     int slot_count_;
     int in_flight_cap_;
+    int index_;
+    int thread_count_;
+    std::vector<std::unique_ptr<Slot>> slots_;  // open loop
+    std::vector<Slot*> free_;                   // open loop: idle slots
+    Clock::time_point next_check_{};
     // Hold mode: slots started, and how many of them left the opening phase.
     std::uint64_t started_ = 0;
     std::uint64_t opened_ = 0;
@@ -371,34 +438,21 @@ class Slot {
 
     void start() {
         reset();
-        auto& shared = owner_.shared_;
-        const auto& target = shared.target;
+        started_ = intended_ = Clock::now();
+        open_socket();
+    }
+
+    // Open loop: a connection the schedule meant to start at `intended`,
+    // counted in the step or not (priming), offering the identity's saved
+    // session or not, pinned to `version`.
+    void start_open(Clock::time_point intended, bool counted, bool resume, int version) {
+        reset();
         started_ = Clock::now();
-        fd_.reset(::socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-        if (!fd_)
-            return fail(errno == EMFILE || errno == ENFILE ? "no_descriptor" : "socket_error");
-        const int one = 1;
-        ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (!shared.sources.empty()) {
-            // Without IP_BIND_ADDRESS_NO_PORT, bind() would pick the port
-            // alone, unique per address whatever the destination, and the
-            // ports of one address would run out at the ephemeral range's size.
-            ::setsockopt(fd_.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-            const auto& source =
-                shared.sources[shared.next_source.fetch_add(1) % shared.sources.size()];
-            if (::bind(fd_.get(), source.sa(), source.length) != 0) return fail("bind_error");
-        }
-        if (::connect(fd_.get(), target.sa(), target.length) != 0 && errno != EINPROGRESS) {
-            fail(errno == ECONNREFUSED    ? "connect_refused"
-                 : errno == EADDRNOTAVAIL ? "no_source_port"
-                                          : "connect_error");
-            return;
-        }
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
-        ev.data.ptr = this;
-        ::epoll_ctl(owner_.epoll_.get(), EPOLL_CTL_ADD, fd_.get(), &ev);
-        state_ = State::connecting;
+        intended_ = intended;
+        counted_ = counted;
+        resume_ = resume;
+        version_ = version;
+        open_socket();
     }
 
     void on_event(std::uint32_t events) {
@@ -414,9 +468,11 @@ class Slot {
         advance();
     }
 
+    // The deadline runs from the intended start: in the open loop a
+    // connection the generator started late has already waited that long.
     void check_timeout(Clock::time_point now) {
         if (state_ != State::idle && state_ != State::held &&
-            now - started_ > std::chrono::milliseconds(owner_.shared_.options.timeout_ms)) {
+            now - intended_ > std::chrono::milliseconds(owner_.shared_.options.timeout_ms)) {
             fail(state_ == State::connecting ? "connect_timeout" : "timeout");
         }
     }
@@ -456,6 +512,36 @@ class Slot {
   private:
     enum class State { idle, connecting, handshaking, writing, reading, ticket, held };
 
+    void open_socket() {
+        auto& shared = owner_.shared_;
+        const auto& target = shared.target;
+        fd_.reset(::socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        if (!fd_)
+            return fail(errno == EMFILE || errno == ENFILE ? "no_descriptor" : "socket_error");
+        const int one = 1;
+        ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (!shared.sources.empty()) {
+            // Without IP_BIND_ADDRESS_NO_PORT, bind() would pick the port
+            // alone, unique per address whatever the destination, and the
+            // ports of one address would run out at the ephemeral range's size.
+            ::setsockopt(fd_.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+            const auto& source =
+                shared.sources[shared.next_source.fetch_add(1) % shared.sources.size()];
+            if (::bind(fd_.get(), source.sa(), source.length) != 0) return fail("bind_error");
+        }
+        if (::connect(fd_.get(), target.sa(), target.length) != 0 && errno != EINPROGRESS) {
+            fail(errno == ECONNREFUSED    ? "connect_refused"
+                 : errno == EADDRNOTAVAIL ? "no_source_port"
+                                          : "connect_error");
+            return;
+        }
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
+        ev.data.ptr = this;
+        ::epoll_ctl(owner_.epoll_.get(), EPOLL_CTL_ADD, fd_.get(), &ev);
+        state_ = State::connecting;
+    }
+
     void begin_tls() {
         ssl_.reset(SSL_new(owner_.ctx_.get()));
         SSL_set_ex_data(ssl_.get(), slot_index(), this);
@@ -463,8 +549,9 @@ class Slot {
         const auto& o = owner_.shared_.options;
         if (!o.sni.empty()) SSL_set_tlsext_host_name(ssl_.get(), o.sni.c_str());
         session_key_ = index_;
+        std::size_t identity_index = 0;
         if (!owner_.identities_.empty()) {
-            session_key_ = owner_.next_identity_;
+            identity_index = session_key_ = owner_.next_identity_;
             owner_.next_identity_ = (owner_.next_identity_ + 1) % owner_.identities_.size();
             const Identity& identity = *owner_.identities_[session_key_];
             if (SSL_use_cert_and_key(ssl_.get(), identity.leaf.get(), identity.key.get(),
@@ -472,8 +559,28 @@ class Slot {
                 throw std::runtime_error("SSL_use_cert_and_key: " + crypto::drain_openssl_errors());
             }
         }
+        bool offer_session = o.mode == "resume";
+        if (owner_.open_loop()) {
+            SSL_set_min_proto_version(ssl_.get(), version_);
+            SSL_set_max_proto_version(ssl_.get(), version_);
+            session_key_ = 2 * identity_index + (version_ == TLS1_2_VERSION ? 1 : 0);
+            offer_session = resume_;
+        }
         const auto& session = owner_.sessions_[session_key_];
-        if (o.mode == "resume" && session) SSL_set_session(ssl_.get(), session.get());
+        if (offer_session && session && owner_.open_loop()) {
+            // Connections of one identity overlap here, and OpenSSL's client
+            // marks a TLS 1.3 session unresumable once a connection resumes
+            // it (tickets are single use, RFC 8446 C.4): each connection gets
+            // its own copy of the identity's newest session, so one
+            // resumption never turns the next into a full handshake. The
+            // server may see one ticket more than once.
+            const UniqueSession copy(SSL_SESSION_dup(session.get()));
+            if (!copy) throw std::runtime_error("SSL_SESSION_dup: out of memory");
+            SSL_set_session(ssl_.get(), copy.get());
+            if (counted_) ++owner_.step.resume_offered;
+        } else if (offer_session && session) {
+            SSL_set_session(ssl_.get(), session.get());
+        }
         state_ = State::handshaking;
     }
 
@@ -490,7 +597,7 @@ class Slot {
                     state_ = State::writing;
                 } else if (owner_.holding()) {
                     hold();
-                } else if (o.mode == "resume" && SSL_version(ssl_.get()) == TLS1_3_VERSION) {
+                } else if (owner_.keeps_sessions() && SSL_version(ssl_.get()) == TLS1_3_VERSION) {
                     // TLS 1.3 tickets arrive after the handshake and are single
                     // use: wait for this connection's own, resumed or not.
                     state_ = State::ticket;
@@ -604,6 +711,10 @@ class Slot {
     }
 
     void succeed() {
+        if (owner_.open_loop()) {
+            if (counted_) owner_.step.record_ok(Clock::now() - intended_, resumed_);
+            return finish();
+        }
         if (!counting()) return finish();
         auto& result = owner_.result;
         const auto micros =
@@ -617,6 +728,10 @@ class Slot {
     }
 
     void fail(const std::string& reason) {
+        if (owner_.open_loop()) {
+            if (counted_) owner_.step.record_error(category_of(reason), reason);
+            return finish();
+        }
         if (owner_.holding()) {
             ++owner_.open_failed_;
             owner_.shared_.open_failed.fetch_add(1);
@@ -625,6 +740,19 @@ class Slot {
         ++owner_.result.errors[reason];
         owner_.shared_.completed.fetch_add(1, std::memory_order_relaxed);
         finish();
+    }
+
+    // Open loop: what the step's errors_by_reason counts `reason` as, from the
+    // reason and where the connection was when it failed.
+    std::string category_of(const std::string& reason) const {
+        if (reason == "timeout" || reason == "connect_timeout") return "timeout";
+        if (state_ == State::idle || state_ == State::connecting) return "connect";
+        if (state_ == State::handshaking || reason.rfind("handshake_", 0) == 0 ||
+            reason == "verify_failed")
+            return "handshake";
+        if (state_ == State::writing || state_ == State::reading || state_ == State::ticket)
+            return "response";
+        return "other";
     }
 
     // False during the warm-up, whose attempts only count towards its end.
@@ -641,6 +769,7 @@ class Slot {
             SSL_shutdown(ssl_.get());  // sends close_notify; we do not wait for the peer's
         }
         reset();
+        if (owner_.open_loop()) owner_.release(this);
     }
 
     void reset() {
@@ -653,6 +782,8 @@ class Slot {
         resumed_ = false;
         fresh_ticket_ = false;
         tickets_ = 0;
+        counted_ = true;
+        resume_ = false;
     }
 
     ClientThread& owner_;
@@ -662,6 +793,7 @@ class Slot {
     crypto::UniqueSsl ssl_;
     State state_ = State::idle;
     Clock::time_point started_;
+    Clock::time_point intended_;  // the schedule's start (open loop), or started_
     Clock::time_point handshake_done_;
     std::string alert_;
     std::size_t request_offset_ = 0;
@@ -669,6 +801,10 @@ class Slot {
     bool resumed_ = false;
     bool fresh_ticket_ = false;  // a ticket arrived on the current connection
     std::uint64_t tickets_ = 0;
+    // Open loop, set by start_open.
+    bool counted_ = true;
+    bool resume_ = false;
+    int version_ = TLS1_3_VERSION;
 };
 
 void ClientThread::build_context() {
@@ -767,6 +903,98 @@ void ClientThread::run_hold(std::vector<std::unique_ptr<Slot>>& slots) {
     }
 }
 
+void ClientThread::run_open_loop(std::barrier<>& sync) {
+    build_context();
+    epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    for (int i = 0; i < slot_count_; ++i) {
+        slots_.push_back(std::make_unique<Slot>(*this, static_cast<std::size_t>(i)));
+        free_.push_back(slots_.back().get());
+    }
+    if (keeps_sessions()) prime();
+    sync.arrive_and_wait();  // primed
+    while (true) {
+        sync.arrive_and_wait();  // the plan is published, or stop
+        if (shared_.stop.load()) return;
+        run_step();
+        sync.arrive_and_wait();  // the step's counts are ready
+    }
+}
+
+void ClientThread::prime() {
+    const std::size_t keys = std::max<std::size_t>(1, identities_.size());
+    for (const int version : shared_.tls_mix.versions()) {
+        // Slots take the identities in turn, so `keys` starts cover each once.
+        for (std::size_t k = 0; k < keys; ++k) {
+            while (free_.empty()) drive(Clock::now() + std::chrono::milliseconds(10));
+            launch(Clock::now(), false, false, version);
+        }
+    }
+    while (in_flight() > 0) drive(Clock::now() + std::chrono::milliseconds(10));
+}
+
+std::uint64_t ClientThread::primed_sessions() const {
+    return static_cast<std::uint64_t>(
+        std::count_if(sessions_.begin(), sessions_.end(), [](const auto& s) { return !!s; }));
+}
+
+// Starts every arrival of this thread's share of the step at its time, busy
+// slots or not, then waits for the step's connections to end; an arrival
+// that finds no idle slot is an overload error, never queued.
+void ClientThread::run_step() {
+    const auto& plan = shared_.plan;
+    const auto& o = shared_.options;
+    step = perf::StepStats{};
+    perf::ArrivalSchedule schedule(
+        o.arrivals == "uniform" ? perf::Arrival::uniform : perf::Arrival::poisson, plan.rate,
+        index_, thread_count_, o.seed, plan.number);
+    std::seed_seq mix_seed{o.seed, static_cast<std::uint64_t>(index_),
+                           static_cast<std::uint64_t>(plan.number), std::uint64_t{1}};
+    std::mt19937_64 mix(mix_seed);
+    std::uniform_real_distribution<double> draw(0.0, 1.0);
+    auto next = plan.start + schedule.next();
+    while (true) {
+        const auto now = Clock::now();
+        while (next < plan.end && next <= now) {
+            const bool resume = draw(mix) < o.resume_fraction;
+            launch(next, true, resume, shared_.tls_mix.pick(draw(mix)));
+            next = plan.start + schedule.next();
+        }
+        const bool arriving = next < plan.end;
+        if (!arriving && in_flight() == 0) break;
+        const auto tick = now + std::chrono::milliseconds(10);
+        drive(arriving ? std::min(next, tick) : tick);
+    }
+}
+
+void ClientThread::launch(Clock::time_point intended, bool counted, bool resume, int version) {
+    if (counted) {
+        ++step.connections;
+        step.max_start_lag = std::max(step.max_start_lag, Clock::now() - intended);
+    }
+    if (free_.empty()) {
+        if (counted) step.record_error("overload", "overload");
+        return;
+    }
+    Slot* slot = free_.back();
+    free_.pop_back();
+    slot->start_open(intended, counted, resume, version);
+}
+
+void ClientThread::drive(Clock::time_point until) {
+    const auto wait = std::max(Clock::duration::zero(), until - Clock::now());
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+    const timespec timeout{static_cast<time_t>(ns / 1000000000),
+                           static_cast<long>(ns % 1000000000)};
+    epoll_event events[256];
+    const int n = ::epoll_pwait2(epoll_.get(), events, 256, &timeout, nullptr);
+    for (int i = 0; i < n; ++i) static_cast<Slot*>(events[i].data.ptr)->on_event(events[i].events);
+    const auto now = Clock::now();
+    if (now >= next_check_) {
+        for (auto& slot : slots_) slot->check_timeout(now);
+        next_check_ = now + std::chrono::milliseconds(10);
+    }
+}
+
 std::string json_escape(const std::string& s) {
     std::string out;
     for (const char c : s) {
@@ -789,6 +1017,105 @@ long max_rss_bytes() {
     rusage usage{};
     ::getrusage(RUSAGE_SELF, &usage);
     return usage.ru_maxrss * 1024;
+}
+
+// --rate or --sweep: the steps one after another, every client thread
+// running its share of each between the phases of one barrier (primed ->
+// plan published -> counts ready -> ...), so a step's counts are read only
+// once every thread has finished it.
+int run_open_loop(Shared& shared, const std::vector<double>& rates) {
+    const Options& o = shared.options;
+    std::vector<std::unique_ptr<ClientThread>> clients;
+    for (int t = 0; t < o.threads; ++t) {
+        const auto share = o.max_in_flight / static_cast<std::uint64_t>(o.threads) +
+                           (static_cast<std::uint64_t>(t) < o.max_in_flight % o.threads ? 1 : 0);
+        clients.push_back(
+            std::make_unique<ClientThread>(shared, static_cast<int>(share), t, o.threads));
+    }
+    std::barrier<> sync(o.threads + 1);
+    std::atomic<int> failed_threads{0};
+    std::vector<std::thread> threads;
+    const double cpu_before = cpu_seconds();
+    for (auto& client : clients) {
+        threads.emplace_back([&client, &failed_threads, &shared, &sync] {
+            try {
+                client->run_open_loop(sync);
+            } catch (const std::exception& e) {
+                std::cerr << "portcullis-bench: " << e.what() << "\n";
+                failed_threads.fetch_add(1);
+                shared.stop = true;
+                sync.arrive_and_drop();
+            }
+        });
+    }
+    sync.arrive_and_wait();  // primed
+    perf::RunSettings settings;
+    for (const auto& client : clients) settings.primed_sessions += client->primed_sessions();
+    if (o.resume_fraction > 0 && !o.quiet)
+        std::fprintf(stderr, "primed %llu sessions\n",
+                     static_cast<unsigned long long>(settings.primed_sessions));
+    const perf::Bounds bounds{o.p99_max_ms, o.max_error_ratio};
+    std::vector<perf::StepReport> steps;
+    for (std::size_t i = 0; i < rates.size() && !shared.stop.load(); ++i) {
+        auto& plan = shared.plan;
+        plan.number = static_cast<int>(i);
+        plan.rate = rates[i];
+        // A little ahead, so that no thread starts the step already behind.
+        plan.start = Clock::now() + std::chrono::milliseconds(20);
+        plan.end = plan.start + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(o.step_duration));
+        if (!o.quiet) {
+            std::fprintf(stderr, "step %zu/%zu: %.1f/s for %.1f s\n", i + 1, rates.size(), rates[i],
+                         o.step_duration);
+            std::fflush(stderr);
+        }
+        sync.arrive_and_wait();  // plan published
+        sync.arrive_and_wait();  // counts ready
+        if (failed_threads > 0) break;
+        perf::StepReport report;
+        report.offered_rate = rates[i];
+        for (const auto& client : clients) report.stats.merge(client->step);
+        report.duration_s =
+            std::chrono::duration<double>(std::max(plan.end, report.stats.last_end) - plan.start)
+                .count();
+        if (!o.quiet) {
+            std::fprintf(stderr, "%s\n",
+                         perf::progress_line(i + 1, rates.size(), report, bounds).c_str());
+            std::fflush(stderr);
+        }
+        steps.push_back(std::move(report));
+    }
+    shared.stop = true;
+    sync.arrive_and_wait();  // stop
+    for (auto& t : threads) t.join();
+    if (failed_threads > 0) return 2;
+
+    settings.target = o.target;
+    settings.arrival = o.arrivals == "uniform" ? perf::Arrival::uniform : perf::Arrival::poisson;
+    settings.resume_fraction = o.resume_fraction;
+    settings.tls_mix = shared.tls_mix;
+    settings.identities = !shared.identities.empty() ? shared.identities.size()
+                          : !o.cert.empty()          ? 1
+                                                     : 0;
+    settings.bounds = bounds;
+    settings.step_duration_s = o.step_duration;
+    settings.threads = o.threads;
+    settings.max_in_flight = o.max_in_flight;
+    settings.seed = o.seed;
+    settings.timeout_ms = o.timeout_ms;
+    settings.client_cpu_s = cpu_seconds() - cpu_before;
+    const auto json = perf::open_loop_json(settings, steps);
+    std::cout << json << std::endl;
+    if (!o.json.empty()) std::ofstream(o.json) << json << "\n";
+    if (!o.csv.empty()) std::ofstream(o.csv) << perf::open_loop_csv(steps, bounds);
+    std::uint64_t completed = 0, refused = 0, errors = 0;
+    for (const auto& step : steps) {
+        completed += step.stats.completed;
+        errors += step.errors();
+        const auto found = step.stats.error_details.find("connect_refused");
+        if (found != step.stats.error_details.end()) refused += found->second;
+    }
+    return completed == 0 && errors > 0 && refused == errors ? 1 : 0;
 }
 
 }  // namespace
@@ -848,6 +1175,34 @@ int main(int argc, char** argv) {
                    "progress line shows");
     app.add_option("--memory-metric", o.memory_metric,
                    "metric summed over its samples for the server's memory");
+    app.add_option("--rate", o.rate,
+                   "open loop: new connections per second (Poisson arrivals unless --arrivals "
+                   "uniform) for one step of --step-duration, each timed from its intended start");
+    app.add_option("--sweep", o.sweep,
+                   "open loop: FROM:TO:STEP, one step of --step-duration per rate, and the knee "
+                   "(the highest rate up to which every step passed)");
+    app.add_option("--arrivals", o.arrivals,
+                   "open loop: poisson (default: exponential gaps) | uniform (equal gaps)")
+        ->check(CLI::IsMember({"poisson", "uniform"}));
+    app.add_option("--step-duration", o.step_duration,
+                   "open loop: seconds of arrivals a step (default 10)");
+    app.add_option("--p99-max", o.p99_max_ms,
+                   "open loop: a step passes with p99 latency at most this many ms (default 100)");
+    app.add_option("--max-error-ratio", o.max_error_ratio,
+                   "open loop: a step passes with errors / connections at most this (default "
+                   "0.01)");
+    app.add_option("--resume-fraction", o.resume_fraction,
+                   "open loop: the share of connections that offer their identity's session to "
+                   "resume (default 0: all full)")
+        ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--tls-mix", o.tls_mix,
+                   "open loop: TLS versions by share, e.g. 1.3=0.8,1.2=0.2 (default: --tls)");
+    app.add_option("--csv", o.csv, "open loop: one CSV row per step to this file");
+    app.add_option("--max-in-flight", o.max_in_flight,
+                   "open loop: connections outstanding at most (all threads, default 1024); an "
+                   "arrival beyond is dropped and counted as an 'overload' error, never delayed")
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000000}));
+    app.add_option("--seed", o.seed, "open loop: seed of the arrival times and the mix draws");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -857,6 +1212,37 @@ int main(int argc, char** argv) {
     if (o.hold > 0 && (o.handshakes > 0 || o.warmup > 0 || o.mode != "full")) {
         std::cerr << "portcullis-bench: --hold opens each connection once, with a full handshake: "
                      "no --handshakes, --warmup or --mode resume\n";
+        return 2;
+    }
+    std::vector<double> rates;
+    if (o.open_loop()) {
+        for (const char* closed_only :
+             {"--conns", "--duration", "--handshakes", "--warmup", "--hold", "--mode"}) {
+            if (app.count(closed_only) > 0) {
+                std::cerr << "portcullis-bench: " << closed_only
+                          << " is for the closed loop; --rate and --sweep take --max-in-flight, "
+                             "--step-duration and --resume-fraction\n";
+                return 2;
+            }
+        }
+        if (o.rate > 0 && !o.sweep.empty()) {
+            std::cerr << "portcullis-bench: --rate or --sweep, not both\n";
+            return 2;
+        }
+        if (!(o.step_duration > 0) || o.max_in_flight < static_cast<std::uint64_t>(o.threads)) {
+            std::cerr << "portcullis-bench: --step-duration must be above 0 and --max-in-flight "
+                         "at least --threads\n";
+            return 2;
+        }
+        try {
+            rates = o.sweep.empty() ? std::vector<double>{o.rate} : perf::parse_sweep(o.sweep);
+        } catch (const std::exception& e) {
+            std::cerr << "portcullis-bench: " << e.what() << "\n";
+            return 2;
+        }
+        if (!o.quiet) o.progress = true;
+    } else if (app.count("--rate") > 0) {
+        std::cerr << "portcullis-bench: --rate must be above 0\n";
         return 2;
     }
     if (o.duration <= 0 && o.handshakes == 0 && o.hold == 0) o.duration = 5;
@@ -882,18 +1268,20 @@ int main(int argc, char** argv) {
         std::cerr << "portcullis-bench: --source-addresses are IPv4, --target is not\n";
         return 2;
     }
-    if (o.hold > 0) {
-        // One descriptor per held connection, plus stdio, the epolls and a
-        // scrape's socket.
-        const rlim_t needed = static_cast<rlim_t>(o.hold) + 64;
+    if (o.hold > 0 || o.open_loop()) {
+        // One descriptor per held (or outstanding) connection, plus stdio,
+        // the epolls and a scrape's socket.
+        const rlim_t needed = static_cast<rlim_t>(o.open_loop() ? o.max_in_flight : o.hold) + 64;
         rlimit limit{};
         ::getrlimit(RLIMIT_NOFILE, &limit);
         if (limit.rlim_max < needed) {
             rlimit raised{needed, needed};
             if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
-                std::cerr << "portcullis-bench: --hold " << o.hold << " needs " << needed
+                std::cerr << "portcullis-bench: "
+                          << (o.open_loop() ? "--max-in-flight " : "--hold ")
+                          << (o.open_loop() ? o.max_in_flight : o.hold) << " needs " << needed
                           << " descriptors; RLIMIT_NOFILE's hard limit is " << limit.rlim_max
-                          << " and raising it needs CAP_SYS_RESOURCE (at most --hold "
+                          << " and raising it needs CAP_SYS_RESOURCE (at most "
                           << (limit.rlim_max > 64 ? limit.rlim_max - 64 : 0) << " here)\n";
                 return 2;
             }
@@ -901,8 +1289,10 @@ int main(int argc, char** argv) {
             limit.rlim_cur = limit.rlim_max;
             ::setrlimit(RLIMIT_NOFILE, &limit);
         }
-        ::signal(SIGINT, on_interrupt);
-        ::signal(SIGTERM, on_interrupt);
+        if (o.hold > 0) {
+            ::signal(SIGINT, on_interrupt);
+            ::signal(SIGTERM, on_interrupt);
+        }
     }
 
     std::vector<Identity> identities;
@@ -924,6 +1314,15 @@ int main(int argc, char** argv) {
     }
 
     Shared shared{o, *target, unescape(o.request), identities, std::move(sources)};
+    if (o.open_loop()) {
+        try {
+            shared.tls_mix = perf::parse_tls_mix(o.tls_mix.empty() ? o.tls : o.tls_mix);
+        } catch (const std::exception& e) {
+            std::cerr << "portcullis-bench: " << e.what() << "\n";
+            return 2;
+        }
+        return run_open_loop(shared, rates);
+    }
     std::vector<std::unique_ptr<ClientThread>> clients;
     for (int t = 0; t < o.threads; ++t) {
         if (o.hold > 0) {

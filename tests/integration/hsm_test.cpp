@@ -11,80 +11,18 @@
 #include <thread>
 
 #include "tests/integration/environment.hpp"
+#include "tests/integration/softhsm.hpp"
 
 namespace portcullis::testing {
 namespace {
 
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 
-constexpr const char* pin = "pin-7391-secret";
-
-std::string admin_block(int port) {
-    return "[admin]\naddress = \"127.0.0.1:" + std::to_string(port) + "\"\n\n";
-}
+constexpr const char* pin = SoftHsm::pin;
 
 bool run(const std::string& command) {
     return std::system((command + " >/dev/null 2>&1").c_str()) == 0;
 }
-
-// A SoftHSM2 token store in the deployment's directory; tokens hold the
-// deployment's server keys (imported, as an operator migrating keys would).
-class SoftHsm {
-  public:
-    explicit SoftHsm(const TestDeployment& env) : env_(env) {
-        const auto store = env.dir / "tokens";
-        fs::create_directories(store);
-        write_file(env.dir / "softhsm2.conf",
-                   "directories.tokendir = " + store.string() +
-                       "\nobjectstore.backend = file\nlog.level = ERROR\n");
-        ::setenv("SOFTHSM2_CONF", (env.dir / "softhsm2.conf").c_str(), 1);
-        control_ = env.dir / "hsm-control";
-        ::setenv("PORTCULLIS_TEST_PKCS11_CONTROL", control_.c_str(), 1);
-        write_file(env.dir / "pin", std::string(pin) + "\n");
-    }
-    ~SoftHsm() { ::unsetenv("PORTCULLIS_TEST_PKCS11_CONTROL"); }
-
-    static bool available() {
-        return run("command -v softhsm2-util") && fs::exists("/usr/lib/softhsm/libsofthsm2.so");
-    }
-
-    void token(const std::string& label) {
-        ASSERT_TRUE(run("softhsm2-util --init-token --free --label " + label + " --pin " + pin +
-                        " --so-pin 0000"));
-        write_file(env_.dir / "server-ec.p8", env_.server_ec.key_pem());
-        write_file(env_.dir / "server-rsa.p8", env_.server_rsa.key_pem());
-        ASSERT_TRUE(run("softhsm2-util --import " + (env_.dir / "server-ec.p8").string() +
-                        " --token " + label + " --label server-ec --id 01 --pin " + pin));
-        ASSERT_TRUE(run("softhsm2-util --import " + (env_.dir / "server-rsa.p8").string() +
-                        " --token " + label + " --label server-rsa --id 02 --pin " + pin));
-    }
-
-    void control(const std::string& text) { write_file(control_, text); }
-
-    // [hsm] plus a listener whose keys are token objects.
-    std::string config(int port, const std::string& hsm_extra = "", int admin = 0) const {
-        std::string listener = env_.listener("edge", port);
-        listener = replace_all(listener, "key = \"server-ec.key\"",
-                               "key = \"pkcs11:object=server-ec;type=private\"");
-        listener = replace_all(listener, "key = \"server-rsa.key\"",
-                               "key = \"pkcs11:object=server-rsa;type=private\"");
-        return (admin ? admin_block(admin) : std::string()) + "[hsm]\nmodule = \"" +
-               binary_from_env("PORTCULLIS_TEST_PKCS11") +
-               "\"\ntoken = \"edge\"\npin_file = \"pin\"\nsessions = 4\n" + hsm_extra + "\n" +
-               listener;
-    }
-
-  private:
-    const TestDeployment& env_;
-    fs::path control_;
-};
-
-#define SKIP_WITHOUT_SOFTHSM()                                                        \
-    if (!SoftHsm::available()) {                                                      \
-        GTEST_SKIP() << "SKIPPED LOUDLY: softhsm2 is not installed (scripts/test.sh " \
-                        "installs it)";                                               \
-    }
 
 double scrape(int admin, const std::string& sample) {
     for (int attempt = 0; attempt < 200; ++attempt) {
