@@ -29,6 +29,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -221,6 +222,9 @@ class Prometheus:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
             body = json.loads(urllib.request.urlopen(url, timeout=30).read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            raise CapacityError(f"{self.url} refused {params.get('query')!r}: {e.code} {detail}")
         except OSError as e:
             raise CapacityError(f"cannot query {self.url}: {e}")
         if body.get("status") != "success":
@@ -262,7 +266,8 @@ def from_prometheus(args):
     # The intervals the least-squares split of CPU cost fits: sub-windows of
     # the range, each a rate over its own step.
     step = parse_duration(args.step) if args.step else max(duration / 8, 1.0)
-    step_text = f"{step:.3f}s"
+    # PromQL durations are whole numbers of a unit.
+    step_text = f"{max(1, round(step * 1000))}ms"
     okq = (f'sum by (kind) (rate(portcullis_handshakes_total{{{args.selector + "," if args.selector else ""}'
            f'result!="abandoned"}}[{step_text}]))')
     busyq = f"sum(rate(portcullis_worker_busy_seconds_total{sel}[{step_text}]))"
@@ -416,6 +421,11 @@ def analyse(w, points, source, args):
         "us_per_resumed": c_res * 1e6 if c_res else None,
         "split": how,
         "ceiling": args.cpu_ceiling,
+        # The ratio split whatever the method: the figures recording.rules.yml
+        # records, so the two can be compared.
+        "ratio_split": {"ratio": ratio,
+                        "us_per_full": 1e6 * busy / weighted if weighted > 0 else None,
+                        "us_per_resumed": 1e6 * ratio * busy / weighted if weighted > 0 else None},
     }
     polls = w.rate("portcullis_dpdk_poll_iterations_total")
     if polls > 0:
