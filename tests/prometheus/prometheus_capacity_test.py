@@ -27,7 +27,11 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from metric_names_test import dashboard_exprs  # noqa: E402
 from portcullis_fixture import SKIP, Deployment, Skip, free_port, wait_for  # noqa: E402
+
+CAPACITY_PANELS = {"Handshakes/s by kind (capacity load)", "CPU µs per handshake by kind",
+                   "Headroom by resource", "HSM sign latency p50 / p99 by key"}
 
 RELATIVE_TOLERANCE = 0.05
 failures = []
@@ -192,6 +196,19 @@ scrape_configs:
               f"{proj['observed']['limited_by']})")
         check(report["fleet"] is not None and report["fleet"]["appliances"] >= 2,
               f"fleet sizing for 50000/s: {report['fleet'] and report['fleet']['appliances']} appliances")
+        # Every dashboard query evaluates (Grafana's variables replaced by what
+        # it would send), and the capacity panels show data.
+        for (kind, title), expr in dashboard_exprs(rules.parent / "grafana-dashboard.json"):
+            concrete = (expr.replace("$__rate_interval", "15s").replace("$__range", "1m")
+                        .replace("$listener", ".*"))
+            try:
+                result = query(url, concrete, at)
+                error = None
+            except (OSError, AssertionError) as e:
+                result, error = [], e
+            if error or title in CAPACITY_PANELS:
+                check(error is None and (title not in CAPACITY_PANELS or result),
+                      f"dashboard panel {title!r}: {len(result)} series{f' ({error})' if error else ''}")
         # The alert rules load and evaluate next to the recording rules.
         groups = json.loads(urllib.request.urlopen(f"{url}/api/v1/rules", timeout=10).read())["data"]["groups"]
         health = [r.get("health") for g in groups for r in g["rules"]]
