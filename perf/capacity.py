@@ -10,6 +10,8 @@ Two sources, the same figures:
       scrapes the admin listener --scrapes times over --interval seconds and
       takes counter differences (a counter that went down restarted: its new
       value is the increase, as Prometheus's rate() does);
+  --metrics-file scrapes.json
+      the same from scrapes recorded earlier (perf/capacity-report.sh);
   --prometheus http://HOST:9090 --range 10m [--at UNIX_TIME] [--selector 'instance="a"']
       asks Prometheus for rate(FAMILY[RANGE]) of each family at --at (now),
       which is what docs/prometheus/recording.rules.yml computes with [5m].
@@ -192,14 +194,31 @@ def from_metrics_url(args):
             scrapes.append((time.time(), parse_exposition(fetch(args.metrics_url, tls))))
         except OSError as e:
             raise CapacityError(f"cannot scrape {args.metrics_url}: {e}")
+    return from_scrapes(scrapes, {"kind": "metrics-url", "url": args.metrics_url})
+
+
+def from_metrics_file(args):
+    """Scrapes recorded earlier: a JSON list of {"time": UNIX_S, "text": EXPOSITION}
+    (perf/capacity-report.sh records one while its sweep runs)."""
+    try:
+        recorded = json.loads(Path(args.metrics_file).read_text())
+        scrapes = sorted((float(r["time"]), parse_exposition(r["text"])) for r in recorded)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CapacityError(f"{args.metrics_file}: not a list of {{time, text}} scrapes ({e})")
+    if len(scrapes) < 2:
+        raise CapacityError(f"{args.metrics_file}: {len(scrapes)} scrape(s), at least 2 are needed")
+    return from_scrapes(scrapes, {"kind": "metrics-file", "url": args.metrics_file})
+
+
+def from_scrapes(scrapes, source):
+    n = len(scrapes)
     whole = window_between(scrapes[0], scrapes[-1])
     for name in AVERAGED:
         values = [sum(v for n, _, v in samples if n == name) for _, samples in scrapes]
         whole.means[name] = sum(values) / len(values)
     parts = [window_between(scrapes[i], scrapes[i + 1]) for i in range(n - 1)]
     points = [fit_point(p) for p in parts]
-    source = {"kind": "metrics-url", "url": args.metrics_url, "interval_s": whole.duration_s,
-              "scrapes": n}
+    source.update({"interval_s": whole.duration_s, "scrapes": n})
     return whole, points, source
 
 
@@ -633,7 +652,7 @@ def blocks(report, sweep, images):
     b = []
     src = report["source"]
     where = (f"{src['url']}, {src['scrapes']} scrapes over {report['window_s']:.1f} s"
-             if src["kind"] == "metrics-url" else
+             if src["kind"] in ("metrics-url", "metrics-file") else
              f"Prometheus {src['url']}, rate over {src['range']} at "
              f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(src['at']))}"
              + (f", {{{src['selector']}}}" if src["selector"] else ""))
@@ -923,6 +942,7 @@ def main(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--metrics-url", help="the admin listener's /metrics")
     src.add_argument("--prometheus", help="a Prometheus server scraping Portcullis")
+    src.add_argument("--metrics-file", help="scrapes recorded earlier: JSON list of {time, text}")
     ap.add_argument("--interval", type=float, default=30, help="--metrics-url: seconds between first and last scrape")
     ap.add_argument("--scrapes", type=int, default=2,
                     help="--metrics-url: scrapes over --interval; 4 or more let the CPU split use least squares")
@@ -952,7 +972,8 @@ def main(argv=None):
     fmt_ = args.format or ("markdown" if args.out else "text")
     try:
         sweep = load_sweep(args.sweep) if args.sweep else None
-        w, points, source = from_metrics_url(args) if args.metrics_url else from_prometheus(args)
+        w, points, source = (from_metrics_url(args) if args.metrics_url else
+                             from_metrics_file(args) if args.metrics_file else from_prometheus(args))
         report = analyse(w, points, source, args)
         if sweep:
             report["sweep"] = {"knee": sweep["knee"], "steps": len(sweep["steps"])}
