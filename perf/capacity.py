@@ -677,6 +677,14 @@ def blocks(report, sweep, images):
                     f"**{f['appliances']} appliances** ({f['appliances_for_load']} for the load at "
                     f"{pct(f['plan_utilisation'])} of {fmt(f['per_appliance_rate'] / f['plan_utilisation'])}/s each, "
                     f"+{f['redundancy']} redundancy).")
+    if sweep:
+        done = [(s.get("full") or 0, s.get("resumed") or 0) for s in sweep["steps"]]
+        full, resumed = sum(f for f, _ in done), sum(r for _, r in done)
+        best = max(s["achieved_rate"] for s in sweep["steps"])
+        if full + resumed > 0:
+            p = project(report, full / (full + resumed))
+            head.append(f"Sweep: highest achieved {fmt(best)}/s at {pct(full / (full + resumed))} full; "
+                        f"the metrics project {fmt(p['max_rate'])}/s for that mix ({p['limited_by']}).")
     if sweep and sweep["knee"]:
         head.append(f"Sweep knee: {fmt(sweep['knee']['rate'])}/s offered at p99 "
                     f"{fmt(sweep['knee']['p99_ms'], 1)} ms.")
