@@ -4,7 +4,7 @@ what runs out first, and how many appliances a target rate needs, read from
 the metrics the daemon serves (docs/metrics.md) and, optionally, from an
 open-loop sweep of portcullis-bench (docs/capacity.md explains every number).
 
-Two sources, the same figures:
+Three sources, the same figures:
 
   --metrics-url http://HOST:PORT/metrics --interval 30 [--scrapes 2]
       scrapes the admin listener --scrapes times over --interval seconds and
@@ -160,6 +160,8 @@ class Window:
 def window_between(first, last):
     """A Window from two scrapes (time, samples) of the same daemon."""
     (t0, s0), (t1, s1) = first, last
+    if t1 <= t0:
+        raise CapacityError(f"scrapes at {t0:.3f} and {t1:.3f}: no time between them for a rate")
     w = Window(t1 - t0, t1)
     before = {(n, tuple(sorted(l.items()))): v for n, l, v in s0}
     counters = set(COUNTERS)
@@ -298,8 +300,13 @@ def from_prometheus(args):
     points = []
     for t, b in sorted(busy.items()):
         points.append((series.get("full", {}).get(t, 0.0), series.get("resumed", {}).get(t, 0.0), b))
+    instances = sorted({labels.get("instance", "") for labels, _ in w.rates.get("portcullis_handshakes_total", [])})
+    if len(instances) > 1:
+        print(f"portcullis-capacity: {len(instances)} instances summed as one appliance "
+              f"({', '.join(instances[:5])}{', ...' if len(instances) > 5 else ''}); "
+              "pick one with --selector 'instance=\"...\"'", file=sys.stderr)
     source = {"kind": "prometheus", "url": args.prometheus, "range": args.range, "at": at,
-              "selector": args.selector, "step_s": step}
+              "selector": args.selector, "step_s": step, "instances": instances}
     return w, points, source
 
 
