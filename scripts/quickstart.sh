@@ -177,6 +177,11 @@ echo "== curl through the edge"
 "${in_clients[@]}" curl -sS --cacert "$pki/root-ca.cert.pem" --cert "$pki/partner-a.chain.pem" \
   --key "$pki/partner-a.key.pem" --resolve "localhost:$port:$host" "https://localhost:$port/" | head -5
 
+# portcullis-capacity scrapes /metrics through both load phases: their
+# different mixes let it measure CPU per full and per resumed handshake.
+python3 "$bin/perf/portcullis-capacity" --metrics-url "http://127.0.0.1:$admin_port/metrics" \
+  --interval $((2 * duration + 1)) --scrapes $((2 * duration + 2)) --mix full=0.3 >"$work/capacity.txt" 2>&1 &
+capacity_pid=$!
 echo "== load: ${duration}s of full handshakes, ${duration}s of resumed handshakes (TLS 1.3, 8 connections)"
 bench "${good[@]}" --mode full --tls 1.3 --conns 8 --duration "$duration" --request "$request" --json "$work/full.json" >/dev/null
 bench "${good[@]}" --mode resume --tls 1.3 --conns 8 --duration "$duration" --request "$request" --json "$work/resume.json" >/dev/null
@@ -209,6 +214,11 @@ echo "Server side (http://127.0.0.1:$admin_port/metrics, a few lines):"
 curl -sS "http://127.0.0.1:$admin_port/metrics" | grep -E \
   '^portcullis_(dpdk_(rx_packets|tx_packets|busy_iterations|tcp_connections)|handshakes_total|client_certificate_rejections_total\{.*(revoked|unknown_ca|no_certificate)|handshake_duration_seconds_(sum|count)|ticket_decryptions_total|reloads_total|worker_busy_seconds_total|connections_accepted_total|hsm_signatures_total|hsm_sign_duration_seconds_(sum|count))' \
   | grep -v ' 0$' | sed 's/^/  /'
+echo
+wait "$capacity_pid" || true
+echo "Capacity of this box (portcullis-capacity over the load above, docs/capacity.md):"
+sed 's/^/  /' "$work/capacity.txt"
+echo "  A full report with a load sweep and figures: perf/capacity-report.sh (writes build/capacity-report-TIME/report.md)"
 echo
 echo "Rejections logged by the server (first of each reason):"
 grep "client rejected" "$work/portcullis.log" | sed 's/.*client rejected/  client rejected/' | sort -u -t= -k4,4 | head -5

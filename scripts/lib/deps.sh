@@ -13,7 +13,8 @@ portcullis_packages=(
   libdpdk-dev ethtool iputils-ping clang libclang-rt-dev
   curl iproute2 procps ca-certificates
   nginx libnginx-mod-stream haproxy
-  prometheus  # scrapes the admin listener over mutual TLS in the admin tests
+  prometheus  # scrapes the admin listener over mutual TLS in the admin tests; evaluates docs/prometheus rules in prometheus_capacity
+  gnuplot-nox  # portcullis-capacity's report figures (PNG, no X11)
   valgrind  # valgrind/callgrind.h for portcullis-tls-core-cost, callgrind for perf/tls_core_profile.sh
   linux-perf strace  # perf/syscalls_per_connection.py counts a worker's system calls with perf stat (or strace)
   libjemalloc2 libmimalloc3  # perf/allocators.py: the TLS core with each allocator (LD_PRELOAD)
