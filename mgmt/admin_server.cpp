@@ -160,8 +160,45 @@ Json status_json(AdminState& state) {
                 backends.push_back(
                     {{"address", listener.upstream.backends[b].to_string()}, {"up", !down}});
             }
+            // Fetched CRLs and stapled OCSP responses: where each comes from
+            // and how its last fetch went (the revocation fetcher's counters).
+            const auto fetch_status = [now](const FetchStats& f) {
+                const auto last_success = static_cast<std::int64_t>(f.last_success_unix.get());
+                const auto next_update = static_cast<std::int64_t>(f.next_update_unix.get());
+                const auto this_update = static_cast<std::int64_t>(f.this_update_unix.get());
+                return Json{{"last_attempt_unix", f.last_attempt_unix.get()},
+                            {"last_success_unix", last_success},
+                            {"last_fetch_ok", last_success != 0 && f.last_failed.get() == 0},
+                            {"fetches_ok", f.fetches_ok.get()},
+                            {"fetches_failed", f.fetches_failed.get()},
+                            {"this_update_unix", this_update},
+                            {"age_s", this_update != 0 ? now - this_update : 0},
+                            {"next_update_unix", next_update},
+                            {"overdue", next_update != 0 && next_update < now}};
+            };
+            Json fetched = Json::array();
+            for (std::size_t c = 0; c < config.crl_sources.size() && c < max_crl_sources; ++c) {
+                const auto& source = config.crl_sources[c];
+                if (source.listener != i) continue;
+                auto item = fetch_status(options.stats->crl(c));
+                item["url"] = source.url;
+                item["cache_file"] = source.cache_file;
+                fetched.push_back(std::move(item));
+            }
+            Json staples = Json::array();
+            for (std::size_t c = 0; c < config.staple_sources.size() && c < max_staple_sources;
+                 ++c) {
+                const auto& source = config.staple_sources[c];
+                if (source.listener != i) continue;
+                auto item = fetch_status(options.stats->staple(c));
+                item["certificate"] = source.chain_file;
+                item["responder"] = source.responder;
+                staples.push_back(std::move(item));
+            }
             entry["certificates"] = certificates;
             entry["crls"] = crls;
+            entry["fetched_crls"] = fetched;
+            entry["ocsp_staples"] = staples;
             entry["backends"] = backends;
             entry["problems"] = problems;
             listeners.push_back(entry);

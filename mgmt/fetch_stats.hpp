@@ -22,6 +22,7 @@ struct FetchStats {
     base::Counter last_success_unix;
     base::Counter this_update_unix;  // of what is kept; 0 = nothing yet
     base::Counter next_update_unix;
+    base::Counter last_failed;  // 1: the last fetch gave nothing usable
 };
 
 }  // namespace portcullis::mgmt

@@ -110,6 +110,10 @@ void publish(const FetchStatus& status, FetchStats* counters) {
     c.last_success_unix.set(static_cast<std::uint64_t>(status.last_success));
     c.this_update_unix.set(static_cast<std::uint64_t>(status.this_update));
     c.next_update_unix.set(static_cast<std::uint64_t>(status.next_update));
+    c.last_failed.set(!status.last_result.empty() && status.last_result != "ok" &&
+                              status.last_result != "not modified"
+                          ? 1
+                          : 0);
 }
 
 }  // namespace portcullis::mgmt

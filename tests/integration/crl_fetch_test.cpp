@@ -9,6 +9,7 @@
 #include <chrono>
 #include <ctime>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
@@ -128,6 +129,18 @@ TEST_F(FetchedCrl, AnUpdatedCrlIsPickedUpWithoutAReloadAndCutsTheRevokedPartnerL
         << "the CRL at start and the one that revoked the partner";
     EXPECT_GT(metric("portcullis_crl_fetched_next_update_timestamp_seconds" + source),
               static_cast<double>(std::time(nullptr)));
+
+    // /status names the source and how its fetches went.
+    const auto status = http_request(admin, "GET", "/status");
+    ASSERT_EQ(status.status, 200);
+    const auto fetched = nlohmann::json::parse(status.body)["listeners"][0]["fetched_crls"];
+    ASSERT_EQ(fetched.size(), 1u) << status.body;
+    EXPECT_EQ(fetched[0]["url"], crls.url());
+    EXPECT_TRUE(fetched[0]["last_fetch_ok"].get<bool>()) << status.body;
+    EXPECT_GE(fetched[0]["fetches_ok"].get<int>(), 2) << status.body;
+    EXPECT_FALSE(fetched[0]["overdue"].get<bool>());
+    EXPECT_GT(fetched[0]["next_update_unix"].get<std::int64_t>(), std::time(nullptr));
+    EXPECT_GE(fetched[0]["age_s"].get<std::int64_t>(), 0);
 }
 
 TEST_F(FetchedCrl, AForgedOrOlderCrlIsRefusedAndTheLastGoodOneStays) {
@@ -146,6 +159,10 @@ TEST_F(FetchedCrl, AForgedOrOlderCrlIsRefusedAndTheLastGoodOneStays) {
     crls.serve(empty_and_old);
     EXPECT_TRUE(daemon.wait_for_log("CRL refused: older than the one kept")) << daemon.log();
     EXPECT_FALSE(run_client(port, env.options_for(doomed)).exchanged) << "a rollback was used";
+    const auto status = http_request(admin, "GET", "/status");
+    const auto fetched = nlohmann::json::parse(status.body)["listeners"][0]["fetched_crls"][0];
+    EXPECT_FALSE(fetched["last_fetch_ok"].get<bool>()) << status.body;
+    EXPECT_GE(fetched["fetches_failed"].get<int>(), 2) << status.body;
     EXPECT_GE(metric("portcullis_crl_fetches_total{listener=\"edge\",url=\"" + crls.url() +
                      "\",result=\"failed\"}"),
               2);

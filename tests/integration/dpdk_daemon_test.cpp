@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "tests/integration/environment.hpp"
+#include "tests/integration/ocsp_responders.hpp"
 #include "tests/integration/veth.hpp"
 
 namespace portcullis::testing {
@@ -57,9 +58,10 @@ class DpdkDaemon : public ::testing::Test {
 
     // The daemon on the veth's near end at 10.77.0.1 (or the port `dpdk_table`
     // describes at server_ip_), listener "edge" on 8443.
-    void start(int workers, const std::string& extra_top = "", std::string dpdk_table = "") {
+    void start(int workers, const std::string& extra_top = "", std::string dpdk_table = "",
+               const std::string& tls_extra = "") {
         admin_port_ = free_port();
-        std::string listener = env_->listener("edge", 8443);
+        std::string listener = env_->listener("edge", 8443, tls_extra);
         listener = replace_all(listener, "127.0.0.1:8443", server_ip_ + ":8443");
         listener = replace_all(listener, "127.0.0.1:" + std::to_string(env_->backend->port()),
                                "10.77.0.2:9000");
@@ -221,6 +223,39 @@ TEST_F(DpdkDaemon, EnforcesTheClientCertificatePolicyOverItsOwnTcp) {
     EXPECT_NE(access.find("result=complete"), std::string::npos) << access;
     EXPECT_NE(access.find("client=10.77.0.2:"), std::string::npos) << access;
     EXPECT_NE(access.find("backend=10.77.0.2:9000"), std::string::npos) << access;
+}
+
+// The OCSP lookup pauses the handshake on the lcore's poll loop as an HSM
+// signature does; the lookup thread reaches the responder over the kernel.
+TEST_F(DpdkDaemon, ChecksClientCertificatesByOcspOverItsOwnTcp) {
+    if (!have("openssl"))
+        GTEST_SKIP() << "SKIPPED LOUDLY: the openssl command line tool is missing";
+    const int ocsp_port = free_port();
+    CertOptions options;
+    options.ocsp_url = "http://127.0.0.1:" + std::to_string(ocsp_port) + "/";
+    options.common_name = "dpdk-ocsp-good";
+    const auto good = env_->client_ca.issue(options);
+    options.common_name = "dpdk-ocsp-revoked";
+    const auto revoked = env_->client_ca.issue(options);
+    const auto responder = start_openssl_responder(
+        env_->dir, env_->client_ca,
+        index_entry(good.cert.get(), false) + index_entry(revoked.cert.get(), true), ocsp_port);
+    const std::string chain = env_->client_ca.cert_pem();
+    write_client("good", good, chain);
+    write_client("revoked", revoked, chain);
+    start(1, "[revocation]\ncache_dir = \"ocsp-cache\"\nfetch_timeout_ms = 2000\n", "",
+          "ocsp = \"leaf\"\n");
+
+    const auto [ok, ok_output] = python_client("good.pem", "good.key", 1000, 3);
+    EXPECT_EQ(ok, 0) << ok_output << daemon_->log();
+    const auto [rc, output] = python_client("revoked.pem", "revoked.key");
+    EXPECT_EQ(rc, 3) << "a partner OCSP says is revoked got through: " << output;
+    EXPECT_TRUE(daemon_->wait_for_log("OCSP: certificate revoked", 5s)) << daemon_->log();
+    const auto text = metrics();
+    const std::string checks = "portcullis_ocsp_client_checks_total{listener=\"edge\",source=";
+    EXPECT_EQ(metric_value(text, checks + "\"responder\",status=\"good\"}"), 1) << text;
+    EXPECT_EQ(metric_value(text, checks + "\"memory\",status=\"good\"}"), 2) << text;
+    EXPECT_EQ(metric_value(text, checks + "\"responder\",status=\"revoked\"}"), 1) << text;
 }
 
 TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
