@@ -120,6 +120,9 @@ class Deployment:
             raise RuntimeError("test backend did not start")
         backend = f"127.0.0.1:{backend_port_file.read_text().strip()}"
 
+        ocsp_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ocsp"
+        (w / "server-chain.pem").write_text((w / "server.cert.pem").read_text() +
+                                            (w / "pki" / "root-ca.cert.pem").read_text())
         self.port, self.admin_port = free_port(), free_port()
         self.admin_url = f"http://127.0.0.1:{self.admin_port}/metrics"
         (w / "cache").mkdir()
@@ -149,6 +152,27 @@ address = "127.0.0.1:{self.port}"
   crl_urls = ["{crl_url}"]
     [[listener.tls.certificate]]
     chain = "server.cert.pem"
+    key = "{uri}"
+  [listener.upstream]
+  backends = ["{backend}"]
+
+# Takes no load: it is here so that the OCSP families are served (client
+# checks and stapling; the CRL server refuses the POSTs, which is a failed
+# fetch, and soft lets a client through).
+[[listener]]
+name = "revocation"
+address = "127.0.0.1:{free_port()}"
+  [listener.tls]
+  client_auth = "require"
+  trust_bundle = "pki/root-ca.cert.pem"
+  crl_files = ["pki/client-ca.crl.pem"]
+  ocsp = "leaf"
+  ocsp_failure = "soft"
+  ocsp_responder = "{ocsp_url}"
+  ocsp_stapling = true
+  ocsp_stapling_responder = "{ocsp_url}"
+    [[listener.tls.certificate]]
+    chain = "server-chain.pem"
     key = "{uri}"
   [listener.upstream]
   backends = ["{backend}"]

@@ -162,8 +162,9 @@ scrape_configs:
         compare("full ok/s of the listener", ok["full"], "instance_listener_kind:portcullis_handshakes_ok:rate5m",
                 kind="full", listener="edge")
         compare("resumption ratio", report["resumption_ratio"],
-                "instance_listener:portcullis_handshakes_resumed:ratio_rate5m")
-        compare("not-ok ratio", report["not_ok_ratio"], "instance_listener:portcullis_handshakes_not_ok:ratio_rate5m")
+                "instance_listener:portcullis_handshakes_resumed:ratio_rate5m", listener="edge")
+        compare("not-ok ratio", report["not_ok_ratio"], "instance_listener:portcullis_handshakes_not_ok:ratio_rate5m",
+                listener="edge")
         cpu = report["cpu"]
         compare("cores busy", cpu["cores_busy"], "instance:portcullis_worker_busy_seconds:rate5m")
         compare("CPU us per ok handshake", cpu["us_per_handshake_blended"],
