@@ -25,6 +25,7 @@
 #include <sstream>
 #include <utility>
 
+#include "crypto/distribution_points.hpp"
 #include "crypto/ocsp_response.hpp"
 #include "dataplane/worker_stats.hpp"
 #include "hsm/pkcs11_uri.hpp"
@@ -84,6 +85,7 @@ constexpr std::array kTlsKeys{"client_auth"sv,
                               "allow_psk_ke"sv,
                               "verified_chain_cache_entries"sv,
                               "crl_urls"sv,
+                              "crl_distribution_points"sv,
                               "crl_refresh_s"sv,
                               "crl_stale"sv,
                               "ocsp_stapling"sv,
@@ -845,8 +847,30 @@ void read_crl_sources(const Section& listener_section, std::size_t index,
                       dataplane::ListenerSettings& listener, Config& config) {
     const auto tls = listener_section.subtable("tls");
     if (!tls) return;
-    const auto urls = tls->string_list("crl_urls");
+    auto urls = tls->string_list("crl_urls");
     const int refresh_s = tls->integer_or("crl_refresh_s", 3600, 1, 7 * 86400);
+    // The trust bundle's CAs name where their issuers' CRLs are published:
+    // each http:// point joins crl_urls, reported against this key.
+    if (tls->boolean_or("crl_distribution_points", false)) {
+        const toml::node& enabled = *tls->table().get("crl_distribution_points");
+        const std::string key = tls->key_of("crl_distribution_points");
+        if (listener.tls.trust_file.empty())
+            tls->source().fail(enabled, key,
+                               "distribution points are read from trust_bundle, which is not set");
+        if (!urls) urls.emplace();
+        if (urls->node == nullptr) {
+            urls->node = &enabled;
+            urls->key = key;
+        }
+        for (const auto& ca : crypto::read_pem_certificates(listener.tls.trust_file)) {
+            for (auto& point : crypto::http_crl_distribution_points(ca.get())) {
+                const bool listed =
+                    std::any_of(urls->items.begin(), urls->items.end(),
+                                [&](const auto& item) { return item.value == point; });
+                if (!listed) urls->items.push_back({std::move(point), &enabled, key});
+            }
+        }
+    }
     if (!urls) return;
     if (listener.tls.client_auth == crypto::ClientAuth::none && !urls->items.empty()) {
         tls->source().fail(*urls->node, urls->key,

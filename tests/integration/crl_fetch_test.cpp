@@ -186,5 +186,46 @@ TEST_F(FetchedCrl, ARestartWithTheCrlServerGoneStartsFromTheCrlKeptOnDisk) {
                                   << daemon.log();
 }
 
+// crl_distribution_points: the trust bundle's intermediate names where the
+// root publishes the CRL that covers it; with crl_scope = "chain" that CRL is
+// fetched with no crl_urls at all, and when the root revokes the
+// intermediate, its partners are refused.
+TEST(CrlDistributionPoints, TheTrustBundlesCasNameTheCrlsToFetch) {
+    TestDeployment env;
+    CrlServer crls;  // its one URL serves the root's CRL here
+    const auto partner_ca = env.root.intermediate("Partner CA", KeyKind::ec_p256, "", crls.url());
+    const auto partner = partner_ca.issue(CertOptions{});
+    write_file(env.dir / "trust.pem", env.root.cert_pem() + partner_ca.cert_pem());
+    write_file(env.dir / "partner-ca.crl", partner_ca.crl_pem());
+    crls.serve(env.root.crl_pem());
+    const int port = free_port();
+    auto listener = env.listener("edge", port,
+                                 "crl_scope = \"chain\"\ncrl_distribution_points = true\n"
+                                 "crl_refresh_s = 1\n");
+    listener = replace_all(listener, "trust_bundle = \"root.pem\"", "trust_bundle = \"trust.pem\"");
+    listener = replace_all(listener, "crl_files = [\"root.crl\", \"client-ca.crl\"]",
+                           "crl_files = [\"partner-ca.crl\"]");
+    Daemon daemon(env.write_config(
+        "cdp", "[revocation]\ncache_dir = \"crl-cache\"\nfetch_timeout_ms = 500\n\n" + listener));
+    ClientOptions options;
+    options.cert = partner.cert.get();
+    options.key = partner.key.get();
+    options.chain.push_back(partner_ca.cert());
+    options.trusted_server_ca = env.root.cert();
+    // Without the fetched root CRL the chain scope has no CRL for the
+    // intermediate, and the partner would be refused (crl_unavailable).
+    const auto accepted = run_client(port, options);
+    EXPECT_TRUE(accepted.exchanged) << accepted.error << " alert=" << accepted.alert << "\n"
+                                    << daemon.log();
+    EXPECT_GE(crls.requests(), 1);
+
+    env.root.revoke(partner_ca.cert());
+    crls.serve(env.root.crl_pem());
+    const auto refused = first_refusal(port, options);
+    EXPECT_FALSE(refused.exchanged) << daemon.log();
+    EXPECT_EQ(refused.alert, "certificate revoked");
+    EXPECT_TRUE(daemon.wait_for_log("crl updated listener=edge")) << daemon.log();
+}
+
 }  // namespace
 }  // namespace portcullis::testing

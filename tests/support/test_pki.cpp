@@ -114,6 +114,8 @@ UniqueX509 build(const CertOptions& o, EVP_PKEY* subject_key, X509* issuer, EVP_
     }
     if (!o.ocsp_url.empty())
         add_extension(cert.get(), signer, NID_info_access, "OCSP;URI:" + o.ocsp_url);
+    if (!o.crl_url.empty())
+        add_extension(cert.get(), signer, NID_crl_distribution_points, "URI:" + o.crl_url);
     check(X509_sign(cert.get(), issuer_key ? issuer_key : subject_key, EVP_sha256()) > 0,
           "sign certificate");
     // OpenSSL decodes a certificate's extensions into a cache on first use,
@@ -167,12 +169,14 @@ CertificateAuthority CertificateAuthority::root(const std::string& common_name, 
 }
 
 CertificateAuthority CertificateAuthority::intermediate(const std::string& common_name, KeyKind key,
-                                                        const std::string& ocsp_url) const {
+                                                        const std::string& ocsp_url,
+                                                        const std::string& crl_url) const {
     CertificateAuthority ca;
     ca.key_ = make_key(key);
     CertOptions o;
     o.common_name = common_name;
     o.ocsp_url = ocsp_url;
+    o.crl_url = crl_url;
     o.not_after_offset_s = 5L * 365 * 86400;
     ca.cert_ = build(o, ca.key_.get(), cert_.get(), key_.get(), random_serial(), true);
     return ca;

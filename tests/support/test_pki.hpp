@@ -28,6 +28,7 @@ struct CertOptions {
     bool server_auth = false;               // EKU serverAuth (when include_eku)
     bool ocsp_signing = false;              // EKU OCSPSigning: a delegated OCSP responder
     std::string ocsp_url;                   // Authority Information Access OCSP URI, if any
+    std::string crl_url;                    // CRL distribution point URI, if any
     long not_before_offset_s = -3600;       // relative to now
     long not_after_offset_s = 30L * 86400;  // relative to now
 };
@@ -56,10 +57,13 @@ class CertificateAuthority {
   public:
     static CertificateAuthority root(const std::string& common_name,
                                      KeyKind key = KeyKind::ec_p256);
-    // `ocsp_url`: the responder its Authority Information Access names, if any.
+    // `ocsp_url`: the responder its Authority Information Access names, if
+    // any; `crl_url`: its CRL distribution point (where this CA's issuer
+    // publishes the CRL that covers it), if any.
     CertificateAuthority intermediate(const std::string& common_name,
                                       KeyKind key = KeyKind::ec_p256,
-                                      const std::string& ocsp_url = "") const;
+                                      const std::string& ocsp_url = "",
+                                      const std::string& crl_url = "") const;
 
     IssuedCert issue(const CertOptions& options) const;
 
