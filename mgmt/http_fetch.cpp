@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <thread>
 
 #include "base/unique_fd.hpp"
 
@@ -66,7 +68,11 @@ HttpAnswer http_post(const std::string& url, std::chrono::milliseconds timeout,
 }
 
 bool write_file_atomically(const std::string& path, std::string_view bytes, std::string& error) {
-    const std::string temporary = path + ".tmp";
+    // Workers that fetched the same OCSP answer may write it at once: each
+    // writer has a temporary file of its own, and the last rename wins whole.
+    const std::string temporary =
+        path + ".tmp." + std::to_string(::getpid()) + "." +
+        std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
     {
         std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
         out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -79,6 +85,7 @@ bool write_file_atomically(const std::string& path, std::string_view bytes, std:
     if (!fd || ::fsync(fd.get()) != 0 || ::chmod(temporary.c_str(), 0644) != 0 ||
         ::rename(temporary.c_str(), path.c_str()) != 0) {
         error = "cannot put " + path + " in place: " + std::strerror(errno);
+        ::unlink(temporary.c_str());
         return false;
     }
     return true;
