@@ -14,10 +14,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
+from perf_common import wait_for  # noqa: E402
 
 SKIP = 77
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
@@ -32,15 +36,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Deployment:
@@ -116,7 +111,7 @@ class Deployment:
         backend_port_file = w / "backend.port"
         self._spawn("backend", self.backend_bin, "--listen", "127.0.0.1:0", "--ready-file",
                     backend_port_file, "--mode", "http")
-        if not wait_for(lambda: backend_port_file.exists() and backend_port_file.read_text().strip()):
+        if not wait_for(lambda: backend_port_file.exists() and backend_port_file.read_text().strip(), 20):
             raise RuntimeError("test backend did not start")
         backend = f"127.0.0.1:{backend_port_file.read_text().strip()}"
 
