@@ -116,15 +116,7 @@ class Bench : public ::testing::Test {
         int resumed = 0;
         int lines = 0;
     };
-    static Seen read_access_log(const std::filesystem::path& path, std::size_t expected_lines) {
-        std::string text;
-        for (int i = 0; i < 200; ++i) {  // workers write their line after the client has gone
-            text = read_file(path);
-            if (static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')) >=
-                expected_lines)
-                break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
+    static Seen parse_access_log(const std::string& text) {
         Seen seen;
         std::size_t start = 0;
         while (start < text.size()) {
@@ -151,6 +143,18 @@ class Bench : public ::testing::Test {
             if (version != std::string::npos)
                 ++seen.versions[line.substr(version + 9,
                                             line.find(' ', version + 9) - version - 9)];
+        }
+        return seen;
+    }
+    // Workers write their line after the client has gone, and lines of other
+    // results (a connection abandoned at a step's end) may come first: wait
+    // for the complete ones.
+    static Seen read_access_log(const std::filesystem::path& path, std::size_t expected_lines) {
+        Seen seen;
+        for (int i = 0; i < 250; ++i) {
+            seen = parse_access_log(read_file(path));
+            if (static_cast<std::size_t>(seen.lines) >= expected_lines) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         return seen;
     }
