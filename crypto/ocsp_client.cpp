@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <ctime>
+#include <utility>
 
 namespace portcullis::crypto {
 
@@ -132,6 +133,10 @@ OcspClient::~OcspClient() {
 }
 
 bool OcspClient::key_of(X509* cert, Key& key) const {
+    return digest_of(cert, key);
+}
+
+bool OcspClient::digest_of(X509* cert, CertDigest& key) {
     unsigned int length = 0;
     if (X509_digest(cert, sha256(), key.data(), &length) != 1 || length != key.size()) {
         ERR_clear_error();
@@ -140,15 +145,27 @@ bool OcspClient::key_of(X509* cert, Key& key) const {
     return true;
 }
 
-void OcspClient::remember(const Key& key, const OcspAnswer& answer) {
-    const auto [entry, inserted] = memory_.try_emplace(key);
-    entry->second = Remembered{answer.status, answer.next_update};
-    if (!inserted) return;
-    arrival_order_.push_back(key);
-    while (memory_.size() > settings_.memory_entries && !arrival_order_.empty()) {
-        memory_.erase(arrival_order_.front());
-        arrival_order_.pop_front();
+OcspClient::Remembered& OcspClient::entry_for(const Key& key, bool& inserted) {
+    auto [entry, fresh] = memory_.try_emplace(key);
+    inserted = fresh;
+    if (fresh) {
+        arrival_order_.push_back(key);
+        // The newest is last in arrival order: it stays while memory_entries >= 1.
+        while (memory_.size() > settings_.memory_entries && arrival_order_.size() > 1) {
+            memory_.erase(arrival_order_.front());
+            arrival_order_.pop_front();
+        }
     }
+    return entry->second;
+}
+
+void OcspClient::remember(const Key& key, const OcspAnswer& answer) {
+    bool inserted = false;
+    auto& entry = entry_for(key, inserted);
+    if (answer.status == OcspCertStatus::revoked &&
+        (inserted || entry.status != OcspCertStatus::revoked))
+        learned_.push_back(key);
+    entry = Remembered{answer.status, answer.next_update};
 }
 
 bool OcspClient::known_revoked(X509* cert) const {
@@ -157,6 +174,26 @@ bool OcspClient::known_revoked(X509* cert) const {
     if (!key_of(cert, key)) return false;
     const auto found = memory_.find(key);
     return found != memory_.end() && found->second.status == OcspCertStatus::revoked;
+}
+
+bool OcspClient::has_current_answer(X509* cert, std::int64_t now) const {
+    Key key;
+    if (memory_.empty() || !key_of(cert, key)) return false;
+    const auto found = memory_.find(key);
+    return found != memory_.end() &&
+           (found->second.status == OcspCertStatus::revoked || now < found->second.next_update);
+}
+
+std::vector<OcspClient::CertDigest> OcspClient::take_learned_revocations() {
+    return std::exchange(learned_, {});
+}
+
+bool OcspClient::learn_revoked(const CertDigest& digest) {
+    bool inserted = false;
+    auto& entry = entry_for(digest, inserted);
+    if (!inserted && entry.status == OcspCertStatus::revoked) return false;
+    entry = Remembered{OcspCertStatus::revoked, 0};
+    return true;
 }
 
 OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& responder, bool nonce,

@@ -18,7 +18,13 @@
 // The network and the disk writes are the owner's (mgmt/ gives an HTTP POST
 // and an atomic file write), so crypto/ stays free of both.
 //
-// Threads: check() and known_revoked() run on the worker's loop thread (check
+// A revocation this worker learns (from the shared cache or the responder)
+// waits in take_learned_revocations() for the owner, which ends this worker's
+// live connections of that certificate and tells the other workers, whose
+// clients take it in through learn_revoked(): an OCSP answer reaches live
+// state the way a fetched CRL does.
+//
+// Threads: everything but the lookups runs on the worker's loop thread (check
 // inside the handshake's async job); the lookup threads fetch, check and
 // store, and hand the result back through the operation alone.
 #pragma once
@@ -83,6 +89,10 @@ class OcspLookup;
 
 class OcspClient {
   public:
+    // The SHA-256 of a certificate's DER: the key of every answer kept.
+    using CertDigest = std::array<unsigned char, 32>;
+    static bool digest_of(X509* cert, CertDigest& digest);
+
     OcspClient(OcspTransport transport, OcspClientSettings settings);
     ~OcspClient();
     OcspClient(const OcspClient&) = delete;
@@ -96,11 +106,21 @@ class OcspClient {
     // Whether this worker was told `cert` is revoked (such an answer is kept
     // past its nextUpdate: a revocation is final).
     bool known_revoked(X509* cert) const;
+    // Whether this worker holds an answer about `cert` it may still act on:
+    // revoked, or good/unknown before its nextUpdate. A resumption under the
+    // hard policy needs one (ServerTlsContext::session_still_trusted).
+    bool has_current_answer(X509* cert, std::int64_t now) const;
+    // The certificates this client learned are revoked since the last call,
+    // from the shared cache or a responder (not those told by learn_revoked).
+    std::vector<CertDigest> take_learned_revocations();
+    // Another worker learned this certificate is revoked; true when this
+    // client did not know it yet.
+    bool learn_revoked(const CertDigest& digest);
 
     const OcspClientSettings& settings() const { return settings_; }
 
   private:
-    using Key = std::array<unsigned char, 32>;
+    using Key = CertDigest;
     struct KeyHash {
         std::size_t operator()(const Key& key) const;
     };
@@ -110,6 +130,7 @@ class OcspClient {
     };
 
     bool key_of(X509* cert, Key& key) const;
+    Remembered& entry_for(const Key& key, bool& inserted);  // evicts the oldest when full
     void remember(const Key& key, const OcspAnswer& answer);
     void run_lookups();
     void look_up(OcspLookup& lookup);
@@ -118,6 +139,7 @@ class OcspClient {
     OcspClientSettings settings_;
     std::unordered_map<Key, Remembered, KeyHash> memory_;
     std::deque<Key> arrival_order_;  // the oldest goes first when memory is full
+    std::vector<Key> learned_;       // revocations take_learned_revocations() has not given
 
     std::mutex queue_mutex_;
     std::condition_variable queue_ready_;

@@ -412,6 +412,16 @@ bool ServerTlsContext::session_still_trusted(SSL_SESSION* session) const {
         if (options_.events) options_.events->resumption_refused(ResumptionRefusal::revoked);
         return false;
     }
+    // Under the hard policy a session resumes on a current OCSP answer only:
+    // one issued by a worker or appliance that has since been told of a
+    // revocation this worker has not heard of goes through a full handshake,
+    // whose check asks the shared cache and the responder.
+    if (policy_.ocsp != OcspCheck::off && policy_.ocsp_failure == OcspFailure::hard &&
+        options_.ocsp != nullptr &&
+        !options_.ocsp->has_current_answer(client, std::time(nullptr))) {
+        if (options_.events) options_.events->resumption_refused(ResumptionRefusal::ocsp_unchecked);
+        return false;
+    }
     return true;
 }
 

@@ -36,7 +36,10 @@ class SharedSessionCache;
 // in `crls`. Throws TlsConfigError naming the file.
 UniqueX509Store build_trust_store(const TlsPolicy& policy, std::vector<UniqueX509Crl>& crls);
 
-enum class ResumptionRefusal { revoked, expired };
+// Why a session was not resumed: its client certificate was revoked or has
+// expired since, or (tls.ocsp, hard) this worker holds no current OCSP answer
+// about it.
+enum class ResumptionRefusal { revoked, expired, ocsp_unchecked };
 
 // What the TLS core reports to its owner's counters (called on the owner's thread).
 class TlsEventSink {

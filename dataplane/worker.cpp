@@ -76,9 +76,17 @@ class ListenerEvents final : public crypto::TlsEventSink {
         worker_.ticket_decryptions[static_cast<std::size_t>(age)].add();
     }
     void resumption_refused(crypto::ResumptionRefusal reason) override {
-        (reason == crypto::ResumptionRefusal::revoked ? listener_.resumptions_refused_revoked
-                                                      : listener_.resumptions_refused_expired)
-            .add();
+        switch (reason) {
+            case crypto::ResumptionRefusal::revoked:
+                listener_.resumptions_refused_revoked.add();
+                break;
+            case crypto::ResumptionRefusal::expired:
+                listener_.resumptions_refused_expired.add();
+                break;
+            case crypto::ResumptionRefusal::ocsp_unchecked:
+                listener_.resumptions_refused_ocsp_unchecked.add();
+                break;
+        }
     }
     void chain_cache(crypto::ChainCacheEvent event) override {
         switch (event) {
@@ -209,6 +217,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
                     if (connection->finished()) finished_.push_back(connection.get());
                 }
                 refresh_ticket_keys();
+                exchange_ocsp_revocations();
                 transport_->publish_stats();
                 publish_memory();
                 next_tick = runtime_.now + std::chrono::milliseconds(tick_interval_ms);
@@ -389,6 +398,26 @@ class Worker final : public TransportHost, private Reactor::Handler {
         }
     }
 
+    void recheck_revocations() {
+        for (auto& connection : connections_) {
+            if (connection->finished()) continue;
+            connection->recheck_revocation();
+            if (connection->finished()) finished_.push_back(connection.get());
+        }
+    }
+
+    void exchange_ocsp_revocations() {
+        if (!ocsp_) return;
+        const auto learned = ocsp_->take_learned_revocations();
+        bool news = !learned.empty();
+        if (news && options_.publish_revocations) options_.publish_revocations(learned);
+        if (options_.poll_revocations) {
+            for (const auto& digest : options_.poll_revocations())
+                news = ocsp_->learn_revoked(digest) || news;
+        }
+        if (news) recheck_revocations();
+    }
+
     void refresh_ticket_keys() {
         if (!options_.poll_ticket_keys) return;
         std::vector<crypto::TicketKey> keys;
@@ -457,11 +486,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
             access_log_ = AccessLog(options_.access_log);
             options_.stats->config_generation.set(reload_result_.generation);
             // Partners revoked by the new CRLs lose their live connections too.
-            for (auto& connection : connections_) {
-                if (connection->finished()) continue;
-                connection->recheck_revocation();
-                if (connection->finished()) finished_.push_back(connection.get());
-            }
+            recheck_revocations();
             spdlog::info("worker {} serving configuration generation {}", options_.index,
                          reload_result_.generation);
         }

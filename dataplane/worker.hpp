@@ -71,6 +71,12 @@ struct WorkerOptions {
     // responders and the shared cache; without `post`, tls.ocsp is refused.
     crypto::OcspTransport ocsp_transport;
     crypto::OcspClientSettings ocsp_settings;
+    // Revocations learned from OCSP answers, shared by the workers: each tick
+    // hands on what this worker learned and takes in what the others did,
+    // and the live connections of a revoked certificate end either way.
+    // Empty: a worker acts on the answers it fetched or read itself.
+    std::function<void(const std::vector<crypto::OcspClient::CertDigest>&)> publish_revocations;
+    std::function<std::vector<crypto::OcspClient::CertDigest>()> poll_revocations;
     // Called once the listeners are bound, the access log open, the keys
     // loaded and the transport started, before the first connection: gives
     // up what only that set-up needed (mgmt/privileges.hpp). Throws when it

@@ -57,19 +57,21 @@ struct ListenerStats {
     Counter connections_accepted;
     Counter connections_refused;  // over workers.max_connections
     Counter connections_active;   // gauge
-    Counter connections_revoked;  // established, ended because a CRL now revokes the client
+    Counter connections_revoked;  // established, ended because a CRL or OCSP answer now revokes the
+                                  // client
     Counter handshakes_full;
     Counter handshakes_resumed;
     std::array<Counter, crypto::reject_reason_count> handshakes_rejected;  // by RejectReason
     Counter handshakes_abandoned;  // client closed mid-handshake (scans, impatient clients)
     std::array<DurationHistogram, 2> handshake_duration;  // by HandshakeKind
-    Counter resumptions_refused_revoked;  // session's client certificate revoked since
-    Counter resumptions_refused_expired;  // session's client certificate expired since
-    Counter chain_cache_hits;             // client chains accepted from the verified-chain cache
-    Counter chain_cache_misses;           // client chains verified in full with the cache on
-    Counter chain_cache_evictions;        // cached chains dropped to make room
-    Counter stale_crl_accepted;           // clients verified against a CRL past nextUpdate (soft)
-    Counter ocsp_staples_sent;            // handshakes that stapled an OCSP response
+    Counter resumptions_refused_revoked;         // session's client certificate revoked since
+    Counter resumptions_refused_expired;         // session's client certificate expired since
+    Counter resumptions_refused_ocsp_unchecked;  // no current OCSP answer (tls.ocsp, hard)
+    Counter chain_cache_hits;       // client chains accepted from the verified-chain cache
+    Counter chain_cache_misses;     // client chains verified in full with the cache on
+    Counter chain_cache_evictions;  // cached chains dropped to make room
+    Counter stale_crl_accepted;     // clients verified against a CRL past nextUpdate (soft)
+    Counter ocsp_staples_sent;      // handshakes that stapled an OCSP response
     // Client certificates checked by OCSP, by OcspSource x OcspVerdict::Kind.
     std::array<Counter, ocsp_check_slots> ocsp_checks;
     Counter ocsp_soft_accepted;  // clients served without a usable answer (ocsp_failure soft)

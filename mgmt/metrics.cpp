@@ -407,7 +407,8 @@ std::string render_metrics(const MetricsInput& input) {
     auto& resumptions_refused =
         out.family("portcullis_resumptions_refused_total",
                    "Resumptions refused because the session's client certificate was revoked or "
-                   "expired since; the client falls back to a full handshake.",
+                   "expired since, or (tls.ocsp, hard) the worker held no current OCSP answer "
+                   "about it; the client falls back to a full handshake.",
                    MetricType::Counter);
     auto& chain_cache_lookups = out.family(
         "portcullis_verified_chain_cache_lookups_total",
@@ -517,6 +518,9 @@ std::string render_metrics(const MetricsInput& input) {
         Families::add(resumptions_refused,
                       sum.listener(i, &ListenerStats::resumptions_refused_expired),
                       {{"listener", name}, {"reason", "expired"}});
+        Families::add(resumptions_refused,
+                      sum.listener(i, &ListenerStats::resumptions_refused_ocsp_unchecked),
+                      {{"listener", name}, {"reason", "ocsp_unchecked"}});
         Families::add(chain_cache_lookups, sum.listener(i, &ListenerStats::chain_cache_hits),
                       {{"listener", name}, {"result", "hit"}});
         Families::add(chain_cache_lookups, sum.listener(i, &ListenerStats::chain_cache_misses),

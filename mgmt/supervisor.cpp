@@ -39,6 +39,7 @@
 #include "mgmt/ocsp_staple_fetcher.hpp"
 #include "mgmt/privileges.hpp"
 #include "mgmt/reload.hpp"
+#include "mgmt/revocation_news.hpp"
 #include "mgmt/shared_stats.hpp"
 #include "mgmt/ticket_rotation.hpp"
 
@@ -101,6 +102,7 @@ class Supervisor {
                             ? config.workers.count
                             : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))),
           stats_(static_cast<std::size_t>(worker_count_)),
+          revocation_news_(static_cast<std::size_t>(worker_count_)),
           tickets_(control_, config_.resumption),
           slots_(static_cast<std::size_t>(worker_count_)) {
         control_.set_supervisor_pid(::getpid());
@@ -236,6 +238,12 @@ class Supervisor {
                     spdlog::warn("cannot keep an OCSP answer in {}: {}", path, error);
                     return false;
                 };
+                options.publish_revocations =
+                    [this, index](const std::vector<crypto::OcspClient::CertDigest>& digests) {
+                        revocation_news_.publish(static_cast<std::size_t>(index), digests);
+                    };
+                options.poll_revocations = [reader = std::make_shared<RevocationNews::Reader>(
+                                                revocation_news_)] { return reader->poll(); };
                 options.ocsp_settings.cache_dir = config_.revocation.cache_dir;
                 options.ocsp_settings.timeout =
                     std::chrono::milliseconds(config_.revocation.fetch_timeout_ms);
@@ -667,6 +675,7 @@ class Supervisor {
     Overrides overrides_;
     int worker_count_;
     SharedStats stats_;
+    RevocationNews revocation_news_;  // OCSP revocations one worker tells the others
     ControlBlock control_;
     std::unique_ptr<crypto::SharedSessionCache> session_cache_;
     static constexpr auto session_purge_interval = std::chrono::seconds(5);

@@ -6,12 +6,14 @@
 // request to the responder.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/integration/environment.hpp"
 #include "tests/integration/ocsp_responders.hpp"
@@ -180,6 +182,147 @@ TEST_F(ClientOcsp, AHandshakeWaitingForTheResponderHoldsUpNoOtherConnection) {
     EXPECT_TRUE(other.exchanged) << other.error << "\n" << daemon.log();
     EXPECT_TRUE(overtaken) << "the returning partner waited for the other's OCSP lookup";
     EXPECT_TRUE(slow_result.exchanged) << slow_result.error << "\n" << daemon.log();
+}
+
+// The echo of one more line on an established session: still served.
+bool still_echoes(TlsSession& session) {
+    const std::string line = "still here\n";
+    if (SSL_write(session.ssl.get(), line.data(), static_cast<int>(line.size())) <= 0) return false;
+    std::string got;
+    char buffer[64];
+    while (got.size() < line.size()) {
+        const int n = SSL_read(session.ssl.get(), buffer, sizeof buffer);
+        if (n <= 0) return false;
+        got.append(buffer, static_cast<std::size_t>(n));
+    }
+    ERR_clear_error();
+    return got == line;
+}
+
+// Revocation reaches live state by OCSP too: once one worker's lookup finds
+// the partner revoked, every worker ends that partner's established
+// connections and its sessions stop resuming, while another partner's
+// connection stays up. The good answer lives 3 s, so the next handshake
+// after it asks the responder again.
+TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
+    CraftedResponder crafted;
+    CertOptions doomed_options;
+    doomed_options.common_name = "doomed";
+    doomed_options.ocsp_url = crafted.url();
+    const auto doomed = env.client_ca.issue(doomed_options);
+    OcspResponseOptions short_lived;
+    short_lived.next_update_offset_s = 3;
+    const auto good_until = std::chrono::steady_clock::now() + 3s;
+    crafted.serve(env.client_ca.ocsp_response_der(doomed.cert.get(), short_lived));
+    const auto ocsp = responder(index);  // the kept partner's
+    Daemon daemon(config("ocsp = \"leaf\"\n"), 2);
+
+    auto kept = open_tls_session(port, env.options_for(good));
+    ASSERT_TRUE(kept.ok) << daemon.log();
+    // Spread over both workers by the kernel's SO_REUSEPORT hash.
+    std::vector<TlsSession> live;
+    for (int i = 0; i < 12; ++i) {
+        live.push_back(open_tls_session(port, env.options_for(doomed)));
+        ASSERT_TRUE(live.back().ok) << daemon.log();
+    }
+    auto resumable = run_client(port, env.options_for(doomed));
+    ASSERT_TRUE(resumable.exchanged && resumable.session) << resumable.error;
+
+    OcspResponseOptions revoked_now;
+    revoked_now.status = OcspResponseOptions::Status::revoked;
+    crafted.serve(env.client_ca.ocsp_response_der(doomed.cert.get(), revoked_now));
+    std::this_thread::sleep_until(good_until + 1500ms);
+    const auto refused = run_client(port, env.options_for(doomed));
+    const auto learned_at = std::chrono::steady_clock::now();
+    EXPECT_FALSE(refused.exchanged);
+    EXPECT_EQ(refused.alert, "certificate revoked") << daemon.log();
+
+    long slowest = 0;
+    for (auto& session : live) {
+        const long cut_after = ms_until_close_notify(session, learned_at);
+        EXPECT_GE(cut_after, 0) << "a live connection outlived the revocation\n" << daemon.log();
+        EXPECT_LT(cut_after, 5000);
+        slowest = std::max(slowest, cut_after);
+    }
+    std::cout << "12 live connections of the revoked partner on 2 workers all cut within "
+              << slowest << " ms of the refused handshake\n";
+    EXPECT_TRUE(still_echoes(kept)) << "another partner's connection was cut\n" << daemon.log();
+
+    // Both workers cut connections, each from what it knew.
+    const auto log = daemon.log();
+    for (const std::string worker : {"[worker-0]", "[worker-1]"}) {
+        bool cut = false;
+        for (auto at = log.find(worker); at != std::string::npos && !cut;
+             at = log.find(worker, at + 1)) {
+            const auto line = log.substr(at, log.find('\n', at) - at);
+            cut = line.find("reason=revoked_live") != std::string::npos &&
+                  line.find("CN=doomed") != std::string::npos;
+        }
+        EXPECT_TRUE(cut) << worker << " ended none of the partner's connections\n" << log;
+    }
+    EXPECT_EQ(metric("portcullis_connections_revoked_total{listener=\"edge\"}"), 12);
+
+    auto again = env.options_for(doomed);
+    again.resume_from = resumable.session.get();
+    for (int i = 0; i < 4; ++i) {
+        const auto resumed = run_client(port, again);
+        EXPECT_FALSE(resumed.exchanged) << "the revoked partner's session resumed";
+        EXPECT_FALSE(resumed.resumed);
+    }
+    EXPECT_GE(metric("portcullis_resumptions_refused_total{listener=\"edge\",reason=\"revoked\"}"),
+              1);
+}
+
+// Through a shared ticket key file another appliance decrypts the sessions
+// this one issued; under the hard policy it resumes one only on an OCSP
+// answer of its own, so a partner revoked since is asked about and refused.
+TEST_F(ClientOcsp, AnotherApplianceResumesASessionOnlyOnACurrentAnswerOfItsOwn) {
+    CraftedResponder crafted;
+    CertOptions roaming_options;
+    roaming_options.common_name = "roaming";
+    roaming_options.ocsp_url = crafted.url();
+    const auto roaming = env.client_ca.issue(roaming_options);
+    crafted.serve(env.client_ca.ocsp_response_der(roaming.cert.get()));
+    const auto ocsp = responder(index);
+    write_file(env.dir / "tickets.keys", std::string(160, 'a') + "\n");
+    const int port_b = free_port();
+    const std::string shared_tickets = "[resumption]\nticket_key_file = \"tickets.keys\"\n\n";
+    Daemon a(env.write_config("appliance-a", shared_tickets +
+                                                 "[revocation]\ncache_dir = \"ocsp-cache-a\"\n\n" +
+                                                 env.listener("edge", port, "ocsp = \"leaf\"\n")));
+    Daemon b(env.write_config(
+        "appliance-b", "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) + "\"\n\n" +
+                           shared_tickets + "[revocation]\ncache_dir = \"ocsp-cache-b\"\n\n" +
+                           env.listener("edge", port_b, "ocsp = \"leaf\"\n")));
+
+    // A good partner: its first visit to B is a full handshake, then B resumes it.
+    const auto on_a = run_client(port, env.options_for(good));
+    ASSERT_TRUE(on_a.exchanged && on_a.session) << on_a.error << "\n" << a.log();
+    auto options = env.options_for(good);
+    options.resume_from = on_a.session.get();
+    const auto first_on_b = run_client(port_b, options);
+    EXPECT_TRUE(first_on_b.exchanged) << first_on_b.error << "\n" << b.log();
+    EXPECT_FALSE(first_on_b.resumed) << "B resumed with no OCSP answer of its own";
+    options.resume_from = on_a.session.get();
+    const auto second_on_b = run_client(port_b, options);
+    EXPECT_TRUE(second_on_b.exchanged);
+    EXPECT_TRUE(second_on_b.resumed) << "B's own answer should let the session resume";
+
+    // A partner revoked after A's handshake.
+    const auto roaming_on_a = run_client(port, env.options_for(roaming));
+    ASSERT_TRUE(roaming_on_a.exchanged && roaming_on_a.session) << roaming_on_a.error;
+    OcspResponseOptions revoked_now;
+    revoked_now.status = OcspResponseOptions::Status::revoked;
+    crafted.serve(env.client_ca.ocsp_response_der(roaming.cert.get(), revoked_now));
+    auto roaming_again = env.options_for(roaming);
+    roaming_again.resume_from = roaming_on_a.session.get();
+    const auto roaming_on_b = run_client(port_b, roaming_again);
+    EXPECT_FALSE(roaming_on_b.exchanged) << "B let a revoked partner resume";
+    EXPECT_FALSE(roaming_on_b.resumed);
+    EXPECT_EQ(roaming_on_b.alert, "certificate revoked") << b.log();
+    EXPECT_EQ(
+        metric("portcullis_resumptions_refused_total{listener=\"edge\",reason=\"ocsp_unchecked\"}"),
+        2);
 }
 
 // ocsp = "chain": each intermediate is asked about too, of its own issuer's

@@ -1,0 +1,97 @@
+// OcspClient's memory of revocations: a revoked answer it fetched is handed
+// to its owner once (to end live connections and tell the other workers); a
+// revocation it is told of is kept; and a resumption may go on only on a
+// current answer (has_current_answer). Lookups here block (no async job).
+#include "crypto/ocsp_client.hpp"
+
+#include <gtest/gtest.h>
+
+#include <ctime>
+#include <string>
+
+#include "tests/support/test_pki.hpp"
+
+namespace portcullis::testing {
+namespace {
+
+using Status = OcspResponseOptions::Status;
+
+class OcspClientMemory : public ::testing::Test {
+  protected:
+    crypto::OcspClient client_answering(const std::string& der) {
+        crypto::OcspTransport transport;
+        transport.post = [der, this](const std::string&, std::string_view,
+                                     std::chrono::milliseconds) {
+            ++posts;
+            return crypto::OcspHttpAnswer{"", 200, der};
+        };
+        crypto::OcspClientSettings settings;
+        settings.threads = 1;
+        return crypto::OcspClient(std::move(transport), settings);
+    }
+    std::string answer(Status status) {
+        OcspResponseOptions o;
+        o.status = status;
+        return ca.ocsp_response_der(leaf.cert.get(), o);
+    }
+    crypto::OcspVerdict check(crypto::OcspClient& client) {
+        return client.check(leaf.cert.get(), ca.cert(), "", false, nullptr);
+    }
+
+    CertificateAuthority root = CertificateAuthority::root("OCSP Client Test Root");
+    CertificateAuthority ca = root.intermediate("OCSP Client Test CA");
+    IssuedCert leaf = ca.issue([] {
+        CertOptions o;
+        o.common_name = "partner";
+        o.ocsp_url = "http://127.0.0.1:9/";
+        return o;
+    }());
+    int posts = 0;
+};
+
+TEST_F(OcspClientMemory, AFetchedRevocationIsHandedOnOnce) {
+    auto client = client_answering(answer(Status::revoked));
+    EXPECT_FALSE(client.has_current_answer(leaf.cert.get(), std::time(nullptr)));
+    EXPECT_EQ(check(client).kind, crypto::OcspVerdict::Kind::revoked);
+    crypto::OcspClient::CertDigest digest;
+    ASSERT_TRUE(crypto::OcspClient::digest_of(leaf.cert.get(), digest));
+    EXPECT_EQ(client.take_learned_revocations(), std::vector({digest}));
+    EXPECT_TRUE(client.take_learned_revocations().empty());
+    // Answered from memory now: nothing new to hand on, no second request.
+    const auto again = check(client);
+    EXPECT_EQ(again.kind, crypto::OcspVerdict::Kind::revoked);
+    EXPECT_EQ(again.source, crypto::OcspSource::memory);
+    EXPECT_TRUE(client.take_learned_revocations().empty());
+    EXPECT_EQ(posts, 1);
+    EXPECT_TRUE(client.known_revoked(leaf.cert.get()));
+    EXPECT_TRUE(client.has_current_answer(leaf.cert.get(), std::time(nullptr) + 86400))
+        << "a revocation is final";
+}
+
+TEST_F(OcspClientMemory, AGoodAnswerIsCurrentUntilItsNextUpdateAndNothingToHandOn) {
+    auto client = client_answering(answer(Status::good));
+    EXPECT_EQ(check(client).kind, crypto::OcspVerdict::Kind::good);
+    EXPECT_TRUE(client.take_learned_revocations().empty());
+    const auto now = std::time(nullptr);
+    EXPECT_TRUE(client.has_current_answer(leaf.cert.get(), now));
+    EXPECT_FALSE(client.has_current_answer(leaf.cert.get(), now + 3601));  // nextUpdate: +3600 s
+    EXPECT_FALSE(client.known_revoked(leaf.cert.get()));
+}
+
+TEST_F(OcspClientMemory, ARevocationToldByAnotherWorkerOverridesAGoodAnswer) {
+    auto client = client_answering(answer(Status::good));
+    EXPECT_EQ(check(client).kind, crypto::OcspVerdict::Kind::good);
+    crypto::OcspClient::CertDigest digest;
+    ASSERT_TRUE(crypto::OcspClient::digest_of(leaf.cert.get(), digest));
+    EXPECT_TRUE(client.learn_revoked(digest));
+    EXPECT_FALSE(client.learn_revoked(digest)) << "told twice, new twice";
+    EXPECT_TRUE(client.known_revoked(leaf.cert.get()));
+    EXPECT_TRUE(client.take_learned_revocations().empty()) << "told, not learned: not handed on";
+    const auto verdict = check(client);
+    EXPECT_EQ(verdict.kind, crypto::OcspVerdict::Kind::revoked);
+    EXPECT_EQ(verdict.source, crypto::OcspSource::memory);
+    EXPECT_EQ(posts, 1);
+}
+
+}  // namespace
+}  // namespace portcullis::testing
