@@ -1069,11 +1069,13 @@ int run_open_loop(Shared& shared, const std::vector<double>& rates) {
                          o.step_duration);
             std::fflush(stderr);
         }
+        const double step_cpu_before = cpu_seconds();
         sync.arrive_and_wait();  // plan published
         sync.arrive_and_wait();  // counts ready
         if (failed_threads > 0) break;
         perf::StepReport report;
         report.offered_rate = rates[i];
+        report.client_cpu_s = cpu_seconds() - step_cpu_before;
         for (const auto& client : clients) report.stats.merge(client->step);
         report.duration_s =
             std::chrono::duration<double>(std::max(plan.end, report.stats.last_end) - plan.start)

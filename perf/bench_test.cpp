@@ -198,11 +198,17 @@ class Bench : public ::testing::Test {
     // numbers are within the run's bounds.
     static void expect_consistent_steps(const nlohmann::json& s) {
         for (const auto& step : s["steps"]) {
-            for (const char* field :
-                 {"offered_rate", "achieved_rate", "connections", "completed", "errors",
-                  "error_ratio", "errors_by_reason", "full", "resumed", "p50_ms", "p90_ms",
-                  "p99_ms", "p999_ms", "max_ms", "full_p99_ms", "resumed_p99_ms", "passed"})
+            for (const char* field : {"offered_rate", "achieved_rate", "connections", "completed",
+                                      "errors", "error_ratio", "errors_by_reason", "full",
+                                      "resumed", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms",
+                                      "full_p99_ms", "resumed_p99_ms", "client_cpu_s", "passed"})
                 EXPECT_TRUE(step.contains(field)) << field << " " << step.dump();
+            // A step that made connections cost the generator some CPU, and no
+            // more than all of the run's.
+            if (step["connections"].get<std::uint64_t>() > 0) {
+                EXPECT_GT(step["client_cpu_s"].get<double>(), 0) << step.dump();
+            }
+            EXPECT_LE(step["client_cpu_s"].get<double>(), s["client_cpu_s"].get<double>());
             const std::uint64_t connections = step["connections"];
             const std::uint64_t completed = step["completed"];
             const std::uint64_t errors = step["errors"];

@@ -6,7 +6,7 @@
 # portcullis-capacity writes report.md (or .html), its gnuplot figures and
 # report.json into a directory, whose report path is the last line printed.
 # Runs on Debian 13, in the project's Debian 13 root elsewhere.
-#   perf/capacity-report.sh [--out DIR] [--sweep 50:400:50] [--step-duration 5]
+#   perf/capacity-report.sh [--out DIR] [--sweep 50:1000:50] [--step-duration 5]
 #       [--resume-fraction 0.5] [--workers 1] [--calibrate 5]
 #       [--mix full=0.3] [--target-rate 50000] [--redundancy 1] [--hsm-max-sign-rate N]
 #       [--format markdown|html]          (perf/capacity_report.py --help, portcullis-capacity --help)

@@ -615,6 +615,105 @@ def fleet(report, args):
             "appliances": needed + args.redundancy}
 
 
+def mm1_wait_p99(rho, service_s):
+    """p99 of the wait before service in an M/M/1 queue at utilisation rho:
+    P(wait > t) = rho * exp(-(1 - rho) t / service), so no wait at all for
+    99% of arrivals while rho <= 0.01."""
+    if rho <= 0.01:
+        return 0.0
+    if rho >= 1:
+        return math.inf
+    return service_s * math.log(100 * rho) / (1 - rho)
+
+
+def latency_projection(report, sweep, share, generator=None):
+    """The offered rate at which the sweep's p99 bound would be reached at a
+    share `share` of full handshakes, if each worker were an M/M/1 queue
+    (Poisson arrivals, as the bench sends them, spread evenly over the
+    workers) with the mean service time the CPU split measured. With
+    `generator` ({"service_s", "threads"}: the load generator's own CPU per
+    connection, measured by the bench), its threads are queues in series
+    too: what the sweep measured, rather than the appliance alone. What the
+    queues do not explain of the lowest step's p99 (network, the backend) is
+    taken as a constant on top. None without the costs, a bound or a passed
+    step."""
+    cpu = report["cpu"]
+    bound = sweep.get("p99_max_ms")
+    steps = [s for s in sweep["steps"] if s.get("passed", True) and s.get("p99_ms") is not None]
+    if not (cpu.get("us_per_full") and cpu.get("us_per_resumed") and bound and steps):
+        return None
+    cores = cpu["workers"] * cpu["ceiling"]
+    service = (share * cpu["us_per_full"] + (1 - share) * cpu["us_per_resumed"]) / 1e6
+    if cores <= 0 or service <= 0:
+        return None
+    capacity = cores / service  # handshakes/s at which the CPU is full
+    queues = [(capacity, service)]
+    if generator:
+        queues.append((generator["threads"] / generator["service_s"], generator["service_s"]))
+    limit = min(c for c, _ in queues)
+
+    def waits_ms(rate):
+        return sum(1e3 * mm1_wait_p99(rate / c, sv) for c, sv in queues)
+
+    low = steps[0]
+    base_ms = max(0.0, low["p99_ms"] - waits_ms(low["offered_rate"]))
+    out = {"p99_max_ms": bound, "base_ms": base_ms, "service_ms": service * 1e3,
+           "cpu_max_rate": capacity, "generator_max_rate": queues[1][0] if generator else None}
+    lo, hi = 0.0, limit
+    if base_ms < bound:
+        for _ in range(80):
+            mid = (lo + hi) / 2
+            if base_ms + waits_ms(mid) <= bound:
+                lo = mid
+            else:
+                hi = mid
+    out["max_rate"] = lo
+    out["utilisation"] = lo / capacity
+    return out
+
+
+def generator_cost(sweep):
+    """The load generator's CPU seconds per connection over the steps that
+    passed, and its threads; None when the sweep does not say (an older
+    bench)."""
+    steps = [s for s in sweep["steps"] if s.get("passed", True) and s.get("client_cpu_s") is not None]
+    connections = sum(s.get("connections") or 0 for s in steps)
+    cpu_s = sum(s["client_cpu_s"] for s in steps)
+    if connections == 0 or cpu_s <= 0:
+        return None
+    return {"service_s": cpu_s / connections, "threads": sweep.get("threads") or 1}
+
+
+def sweep_comparison(report, sweep):
+    """The sweep's mix, what the metrics project for it (throughput; at the
+    sweep's p99 bound for the appliance alone, and with the load generator's
+    own queue as the sweep had it), and where the sweep's knee lies."""
+    done = [(s.get("full") or 0, s.get("resumed") or 0) for s in sweep["steps"]]
+    full, resumed = sum(f for f, _ in done), sum(r for _, r in done)
+    if full + resumed == 0:
+        return None
+    share = full / (full + resumed)
+    throughput = project(report, share)
+    generator = generator_cost(sweep)
+    out = {"full_share": share, "highest_achieved": max(s["achieved_rate"] for s in sweep["steps"]),
+           "projected_max_rate": throughput["max_rate"], "limited_by": throughput["limited_by"],
+           "at_p99_bound": latency_projection(report, sweep, share),
+           "generator": generator,
+           "with_generator": latency_projection(report, sweep, share, generator) if generator else None,
+           "knee_rate": (sweep["knee"] or {}).get("rate")}
+    # At the bound: the lower of the latency model's rate and whatever other
+    # resource fills first.
+    for key, versus, model in (("projected_at_p99_bound", "knee_vs_p99_bound", out["at_p99_bound"]),
+                               ("projected_for_sweep", "knee_vs_for_sweep", out["with_generator"])):
+        if model and throughput["max_rate"]:
+            out[key] = min(model["max_rate"], throughput["max_rate"])
+            if out["knee_rate"] and out[key] > 0:
+                out[versus] = out["knee_rate"] / out[key] - 1
+    rates = [s["offered_rate"] for s in sweep["steps"]]
+    out["sweep_step"] = (rates[1] - rates[0]) if len(rates) > 1 else None
+    return out
+
+
 def load_sweep(path):
     data = json.loads(Path(path).read_text())
     steps = data.get("steps")
@@ -625,7 +724,9 @@ def load_sweep(path):
         missing = [k for k in need if k not in s]
         if missing:
             raise CapacityError(f"{path}: steps[{i}] lacks {', '.join(missing)}")
-    return {"steps": sorted(steps, key=lambda s: s["offered_rate"]), "knee": data.get("knee")}
+    return {"steps": sorted(steps, key=lambda s: s["offered_rate"]), "knee": data.get("knee"),
+            "p99_max_ms": data.get("p99_max_ms"), "resume_fraction": data.get("resume_fraction"),
+            "threads": data.get("threads")}
 
 
 # ---------------------------------------------------------------- rendering
@@ -684,17 +785,37 @@ def blocks(report, sweep, images):
                     f"**{f['appliances']} appliances** ({f['appliances_for_load']} for the load at "
                     f"{pct(f['plan_utilisation'])} of {fmt(f['per_appliance_rate'] / f['plan_utilisation'])}/s each, "
                     f"+{f['redundancy']} redundancy).")
-    if sweep:
-        done = [(s.get("full") or 0, s.get("resumed") or 0) for s in sweep["steps"]]
-        full, resumed = sum(f for f, _ in done), sum(r for _, r in done)
-        best = max(s["achieved_rate"] for s in sweep["steps"])
-        if full + resumed > 0:
-            p = project(report, full / (full + resumed))
-            head.append(f"Sweep: highest achieved {fmt(best)}/s at {pct(full / (full + resumed))} full; "
-                        f"the metrics project {fmt(p['max_rate'])}/s for that mix ({p['limited_by']}).")
+    c = report.get("sweep", {}).get("comparison") if sweep else None
+    if c:
+        head.append(f"Sweep: highest achieved {fmt(c['highest_achieved'])}/s at {pct(c['full_share'])} full; "
+                    f"the metrics project {fmt(c['projected_max_rate'])}/s for that mix ({c['limited_by']}).")
+        lat = c["at_p99_bound"]
+        if lat and c.get("projected_at_p99_bound") is not None:
+            head.append(f"Projected maximum at the sweep's p99 bound ({fmt(lat['p99_max_ms'])} ms): "
+                        f"**{fmt(c['projected_at_p99_bound'])} handshakes/s** ({pct(lat['utilisation'])} of the CPU; "
+                        f"each worker an M/M/1 queue of {fmt(lat['service_ms'], 2)} ms handshakes, "
+                        f"plus {fmt(lat['base_ms'], 1)} ms the queue does not explain).")
+        gen = c.get("with_generator")
+        if gen and c.get("projected_for_sweep") is not None:
+            head.append(f"The load generator cost {fmt(c['generator']['service_s'] * 1e6)} us of CPU per connection "
+                        f"on {c['generator']['threads']} thread(s), full at {fmt(gen['generator_max_rate'])}/s: "
+                        f"with its queue in series the bound is reached at "
+                        f"**{fmt(c['projected_for_sweep'])} handshakes/s**, what this sweep could show.")
     if sweep and sweep["knee"]:
-        head.append(f"Sweep knee: {fmt(sweep['knee']['rate'])}/s offered at p99 "
-                    f"{fmt(sweep['knee']['p99_ms'], 1)} ms.")
+        line = (f"Sweep knee: {fmt(sweep['knee']['rate'])}/s offered at p99 "
+                f"{fmt(sweep['knee']['p99_ms'], 1)} ms")
+        parts = []
+        if c and c.get("knee_vs_p99_bound") is not None:
+            d = c["knee_vs_p99_bound"]
+            parts.append(f"{pct(abs(d))} {'below' if d < 0 else 'above'} the projection at the bound")
+        if c and c.get("knee_vs_for_sweep") is not None:
+            d = c["knee_vs_for_sweep"]
+            parts.append(f"{pct(abs(d))} {'below' if d < 0 else 'above'} it with the load generator's queue")
+        if parts:
+            line += ": " + ", ".join(parts)
+            if c.get("sweep_step"):
+                line += f" (steps of {fmt(c['sweep_step'])}/s: the knee is the last step that passed)"
+        head.append(line + ".")
     elif sweep:
         head.append("Sweep knee: none (no step passed the bench's bounds).")
     b.append(("list", head))
@@ -991,7 +1112,8 @@ def main(argv=None):
                              from_metrics_file(args) if args.metrics_file else from_prometheus(args))
         report = analyse(w, points, source, args)
         if sweep:
-            report["sweep"] = {"knee": sweep["knee"], "steps": len(sweep["steps"])}
+            report["sweep"] = {"knee": sweep["knee"], "steps": len(sweep["steps"]),
+                               "comparison": sweep_comparison(report, sweep)}
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,9 @@ resumed ones only: a sweep keeps one mix, and the CPU split of full and
 resumed handshakes needs intervals of different mixes to be measured rather
 than assumed (portcullis-capacity says which it did).
 
-  perf/capacity_report.py --build build [--out DIR] [--sweep 50:400:50] [--step-duration 5]
-      [--resume-fraction 0.5] [--workers 1] [--calibrate 5] [capacity options: --mix full=0.3
+  perf/capacity_report.py --build build [--out DIR] [--sweep 50:1000:50] [--step-duration 5]
+      [--resume-fraction 0.5] [--workers 1] [--calibrate 5] [--client-cpu N]
+      [capacity options: --mix full=0.3
       --target-rate 50000 --redundancy 1 --hsm-max-sign-rate N --format markdown|html]
 
 Prints the report's path last. perf/capacity-report.sh builds what it needs
@@ -18,6 +19,7 @@ and runs this on the project's platform.
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -74,14 +76,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=str(ROOT / "build"))
     ap.add_argument("--out", default="")
-    ap.add_argument("--sweep", default="50:400:50", help="portcullis-bench --sweep FROM:TO:STEP (handshakes/s)")
+    ap.add_argument("--sweep", default="50:1000:50", help="portcullis-bench --sweep FROM:TO:STEP (handshakes/s)")
     ap.add_argument("--step-duration", type=float, default=5)
     ap.add_argument("--resume-fraction", type=float, default=0.5)
     ap.add_argument("--max-in-flight", type=int, default=256)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--calibrate", type=float, default=5,
                     help="seconds of full-only and of resumed-only load after the sweep (0: none)")
+    ap.add_argument("--client-cpu", type=int, default=None,
+                    help="CPU for portcullis-bench and the backend (default: the last CPU when "
+                         "there are more CPUs than workers, which take CPUs 0.. in turn; -1: unpinned)")
     args, capacity_args = ap.parse_known_args()
+    if args.client_cpu is None:
+        cpus = os.cpu_count() or 1
+        args.client_cpu = cpus - 1 if cpus > args.workers else -1
+    # The workers pin themselves to CPUs 0..workers-1: a load generator on one
+    # of them would take the CPU the report measures.
+    pin = ["taskset", "-c", str(args.client_cpu)] if args.client_cpu >= 0 else []
     build = Path(args.build).resolve()
     portcullis = build / "mgmt" / "portcullis"
     bench = build / "perf" / "portcullis-bench"
@@ -101,7 +112,7 @@ def main():
                    stdout=subprocess.DEVNULL)
     pki = work / "pki"
     port_file = work / "backend.port"
-    backend = subprocess.Popen([str(backend_bin), "--listen", "127.0.0.1:0", "--ready-file", str(port_file),
+    backend = subprocess.Popen(pin + [str(backend_bin), "--listen", "127.0.0.1:0", "--ready-file", str(port_file),
                                 "--mode", "http"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not wait_for(lambda: port_file.exists() and port_file.read_text().strip()):
@@ -115,7 +126,7 @@ count = {args.workers}
 [admin]
 address = "127.0.0.1:{admin}"
 """ + bench_listener(f"127.0.0.1:{port}", f"127.0.0.1:{port_file.read_text().strip()}"))
-        client = bench_client(bench, f"127.0.0.1:{port}", pki) + ["--request", REQUEST]
+        client = pin + bench_client(bench, f"127.0.0.1:{port}", pki) + ["--request", REQUEST]
         metrics_url = f"http://127.0.0.1:{admin}/metrics"
         with running_portcullis(portcullis, config, work / "portcullis.log", env=None):
             with Recorder(metrics_url) as recorder:

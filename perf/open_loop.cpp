@@ -213,7 +213,8 @@ std::string step_json(const StepReport& step, const Bounds& bounds) {
         << ",\"max_ms\":" << number(static_cast<double>(s.latency.max()) / 1000)
         << ",\"full_p99_ms\":" << quantile_or_null(s.full_latency, 0.99)
         << ",\"resumed_p99_ms\":" << quantile_or_null(s.resumed_latency, 0.99)
-        << ",\"duration_s\":" << number(step.duration_s) << ",\"max_start_lag_ms\":"
+        << ",\"duration_s\":" << number(step.duration_s)
+        << ",\"client_cpu_s\":" << number(step.client_cpu_s) << ",\"max_start_lag_ms\":"
         << number(std::chrono::duration<double, std::milli>(s.max_start_lag).count())
         << ",\"passed\":" << (step.passed(bounds) ? "true" : "false") << "}";
     return out.str();

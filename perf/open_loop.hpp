@@ -97,6 +97,9 @@ struct Bounds {
 struct StepReport {
     double offered_rate = 0;
     double duration_s = 0;  // the step's start to its last outcome (drain included)
+    // The generator's own CPU seconds (all its threads) over the step: a
+    // knee can be the load generator's limit rather than the server's.
+    double client_cpu_s = 0;
     StepStats stats;
 
     std::uint64_t errors() const;

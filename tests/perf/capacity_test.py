@@ -4,7 +4,8 @@ exposition parser, counter differences across a restart, histogram quantiles
 (checked against the value promtool computes for the same buckets in
 docs/prometheus/tests/recording_test.yml), the least-squares split of CPU
 cost and when it refuses, the projection and the first resource to run out,
-fleet sizing, the sweep schema, and a whole report with its gnuplot figures.
+fleet sizing, the latency model's rate at a p99 bound, the sweep schema, and
+a whole report with its gnuplot figures.
 tests/prometheus/prometheus_capacity_test.py checks the same program against
 a real daemon and a real Prometheus.
 
@@ -107,6 +108,23 @@ def main():
     check(how["method"] == "ratio" and "spread" in how["detail"] and abs(got_res - 1.1e-3) < 1e-12,
           f"one mix throughout: the ratio, and why ({how['detail']})")
 
+    # The latency model: M/M/1 waits, and the rate where the p99 bound is met.
+    check(cap.mm1_wait_p99(0.005, 1e-3) == 0.0, "no wait for 99% of arrivals at 0.5% utilisation")
+    check(abs(cap.mm1_wait_p99(0.5, 1e-3) - 1e-3 * math.log(50) / 0.5) < 1e-12,
+          "M/M/1 wait p99 at rho 0.5: S ln(50) / 0.5")
+    model = {"cpu": {"workers": 1, "ceiling": 1.0, "us_per_full": 2000.0, "us_per_resumed": 1000.0}}
+    lat = cap.latency_projection(model, {"p99_max_ms": 100.0, "steps": [
+        {"offered_rate": 50.0, "p99_ms": 10.0, "passed": True}]}, 0.5)
+    service = 1.5e-3
+    base = 10.0 - 1e3 * service * math.log(100 * 50 * service) / (1 - 50 * service)
+    at_bound = base + 1e3 * cap.mm1_wait_p99(lat["utilisation"], service)
+    check(abs(lat["cpu_max_rate"] - 1 / service) < 1e-9 and abs(lat["base_ms"] - base) < 1e-9
+          and abs(at_bound - 100.0) < 0.01 and lat["max_rate"] < lat["cpu_max_rate"],
+          f"p99 bound of 100 ms reached at {lat['max_rate']:.1f}/s of {lat['cpu_max_rate']:.1f}/s "
+          f"(base {lat['base_ms']:.2f} ms)")
+    check(cap.latency_projection(model, {"p99_max_ms": None, "steps": [
+        {"offered_rate": 50.0, "p99_ms": 10.0}]}, 0.5) is None, "no bound, no latency projection")
+
     with tempfile.TemporaryDirectory(prefix="portcullis-capacity-test.") as tmp:
         tmp = Path(tmp)
         # 10 s: 1000 full (+ 0 rejected), 1000 resumed, 10 busy core-seconds
@@ -152,10 +170,12 @@ def main():
         check(code == 1, "a sweep without the step fields is refused")
 
         sweep = tmp / "sweep.json"
+        # The generator: 0.5 CPU s per passed step over 10 s of r/s connections.
         steps = [{"offered_rate": r, "achieved_rate": min(r, 350) * 0.99, "p50_ms": 2 + r / 100,
                   "p90_ms": 3 + r / 50, "p99_ms": 5 + (r / 40) ** 2, "max_ms": 50 + r, "errors": 0 if r < 400 else 9,
-                  "full": r * 5, "resumed": r * 5} for r in (100, 200, 300, 400)]
-        sweep.write_text(json.dumps({"steps": steps, "knee": {"rate": 300, "p99_ms": 61.25}}))
+                  "full": r * 5, "resumed": r * 5, "connections": r * 10, "client_cpu_s": 0.5,
+                  "passed": r < 400} for r in (100, 200, 300, 400)]
+        sweep.write_text(json.dumps({"steps": steps, "knee": {"rate": 300, "p99_ms": 61.25}, "p99_max_ms": 100.0}))
         if shutil.which("gnuplot") is None:
             print("SKIP: gnuplot not found (Debian package gnuplot-nox); the figures NOT checked")
             return 1 if failures else 77
@@ -170,6 +190,19 @@ def main():
                 data = (out / png).read_bytes() if (out / png).exists() else b""
                 check(data.startswith(b"\x89PNG") and png in text, f"{fmt}: {png} drawn and linked")
             check("knee" in text.lower() and "300" in text, f"{fmt}: the sweep's knee is reported")
+            check("p99 bound" in text and "the projection at the bound" in text,
+                  f"{fmt}: the projection at the sweep's p99 bound, and the knee against it")
+            comparison = json.loads((out / "report.json").read_text())["sweep"]["comparison"]
+            check(comparison["knee_rate"] == 300 and comparison["projected_at_p99_bound"] > 0
+                  and abs(comparison["knee_vs_p99_bound"] - (300 / comparison["projected_at_p99_bound"] - 1)) < 1e-12,
+                  f"{fmt}: report.json compares the knee with the projection ({comparison['knee_vs_p99_bound']:+.3f})")
+            gen = comparison["generator"]
+            check(gen is not None and abs(gen["service_s"] - 0.5 * 3 / (100 + 200 + 300) / 10) < 1e-12
+                  and comparison["projected_for_sweep"] < comparison["projected_at_p99_bound"]
+                  and "load generator cost" in text,
+                  f"{fmt}: the generator's CPU per connection over the passed steps "
+                  f"({gen and gen['service_s'] * 1e6:.0f} us) lowers what the sweep could show "
+                  f"({comparison.get('projected_for_sweep', 0):.1f}/s)")
     print("FAILED: " + "; ".join(failures) if failures else "all checks passed")
     return 1 if failures else 0
 
