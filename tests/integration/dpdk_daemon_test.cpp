@@ -12,8 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "tests/integration/environment.hpp"
@@ -256,6 +258,108 @@ TEST_F(DpdkDaemon, ChecksClientCertificatesByOcspOverItsOwnTcp) {
     EXPECT_EQ(metric_value(text, checks + "\"responder\",status=\"good\"}"), 1) << text;
     EXPECT_EQ(metric_value(text, checks + "\"memory\",status=\"good\"}"), 2) << text;
     EXPECT_EQ(metric_value(text, checks + "\"responder\",status=\"revoked\"}"), 1) << text;
+}
+
+// A revocation reaches live connections over the userspace TCP too: the
+// partner's established connections on both workers get close_notify and
+// FIN once one worker's OCSP lookup finds it revoked, while another
+// partner's connection keeps echoing. The good answer lives 3 s.
+TEST_F(DpdkDaemon, EndsARevokedPartnersLiveConnectionsOverItsOwnTcp) {
+    if (!have("openssl"))
+        GTEST_SKIP() << "SKIPPED LOUDLY: the openssl command line tool is missing";
+    CraftedResponder crafted;
+    CertOptions options;
+    options.common_name = "dpdk-doomed";
+    options.ocsp_url = crafted.url();
+    const auto doomed = env_->client_ca.issue(options);
+    const int ocsp_port = free_port();
+    options.common_name = "dpdk-kept";
+    options.ocsp_url = "http://127.0.0.1:" + std::to_string(ocsp_port) + "/";
+    const auto kept = env_->client_ca.issue(options);
+    const auto responder = start_openssl_responder(env_->dir, env_->client_ca,
+                                                   index_entry(kept.cert.get(), false), ocsp_port);
+    OcspResponseOptions short_lived;
+    short_lived.next_update_offset_s = 3;
+    const auto good_until = std::chrono::steady_clock::now() + 3s;
+    crafted.serve(env_->client_ca.ocsp_response_der(doomed.cert.get(), short_lived));
+    const std::string chain = env_->client_ca.cert_pem();
+    write_client("doomed", doomed, chain);
+    write_client("kept", kept, chain);
+    start(2, "[revocation]\ncache_dir = \"ocsp-cache\"\nfetch_timeout_ms = 2000\n", "",
+          "ocsp = \"leaf\"\n");
+
+    // In the namespace: 8 connections of the doomed partner and 1 of the
+    // kept one, each echoing once; then it waits for each doomed one to end
+    // and prints when, and checks the kept one still echoes.
+    const auto script = env_->dir / "hold.py";
+    write_file(script,
+               "import os, socket, ssl, sys, time\n"
+               "d = sys.argv[1]\n"
+               "def ctx(name):\n"
+               "    c = ssl.create_default_context(cafile=d + '/root.pem')\n"
+               "    c.load_cert_chain(d + '/' + name + '.pem', d + '/' + name + '.key')\n"
+               "    return c\n"
+               "def open_one(c):\n"
+               "    raw = socket.create_connection((os.environ['SERVER'], 8443), timeout=20)\n"
+               "    s = c.wrap_socket(raw, server_hostname='localhost')\n"
+               "    s.sendall(b'hello\\n')\n"
+               "    assert s.recv(64) == b'hello\\n'\n"
+               "    return s\n"
+               "doomed = [open_one(ctx('doomed')) for _ in range(8)]\n"
+               "kept = open_one(ctx('kept'))\n"
+               "open(d + '/hold.ready', 'w').close()\n"
+               "for s in doomed:\n"
+               "    try:\n"
+               "        got = s.recv(64)\n"
+               "    except ssl.SSLZeroReturnError:\n"
+               "        got = b''\n"
+               "    except OSError as e:\n"
+               "        print('error', e); sys.exit(1)\n"
+               "    print('ended' if got == b'' else 'data', time.time(), flush=True)\n"
+               "kept.sendall(b'still\\n')\n"
+               "print('kept', kept.recv(64) == b'still\\n', flush=True)\n");
+    const auto out = env_->dir / "hold.out";
+    ChildProcess holder({"/usr/bin/env", "ip", "netns", "exec", veth_->namespace_name(), "env",
+                         "SERVER=" + server_ip_, "python3", script.string(), env_->dir.string()},
+                        out);
+    for (int i = 0; i < 400 && !std::filesystem::exists(env_->dir / "hold.ready"); ++i)
+        std::this_thread::sleep_for(25ms);
+    ASSERT_TRUE(std::filesystem::exists(env_->dir / "hold.ready"))
+        << holder.log() << daemon_->log();
+
+    OcspResponseOptions revoked_now;
+    revoked_now.status = OcspResponseOptions::Status::revoked;
+    crafted.serve(env_->client_ca.ocsp_response_der(doomed.cert.get(), revoked_now));
+    std::this_thread::sleep_until(good_until + 1500ms);
+    const auto [rc, refused] = python_client("doomed.pem", "doomed.key", 100, 1);
+    const double learned_at =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    EXPECT_EQ(rc, 3) << "the revoked partner got in: " << refused << daemon_->log();
+    const auto status = holder.wait_exit(15s);
+    ASSERT_TRUE(status.has_value()) << "a live connection outlived the revocation\n"
+                                    << holder.log() << daemon_->log();
+    EXPECT_EQ(*status, 0) << holder.log();
+    const auto log = holder.log();
+    std::istringstream lines(log);
+    std::string word;
+    double when = 0;
+    int ended = 0;
+    double slowest = 0;
+    while (lines >> word) {
+        if (word != "ended") continue;
+        lines >> when;
+        ++ended;
+        slowest = std::max(slowest, when - learned_at);
+    }
+    EXPECT_EQ(ended, 8) << log;
+    EXPECT_LT(slowest, 5.0) << log;
+    EXPECT_NE(log.find("kept True"), std::string::npos) << log << daemon_->log();
+    std::cout << "8 live connections on 2 DPDK workers ended within " << slowest
+              << " s of the refused handshake\n";
+    const auto text = metrics();
+    EXPECT_EQ(metric_value(text, "portcullis_connections_revoked_total{listener=\"edge\"}"), 8)
+        << text;
+    EXPECT_TRUE(daemon_->wait_for_log("reason=revoked_live", 5s)) << daemon_->log();
 }
 
 TEST_F(DpdkDaemon, TwoWorkersShareTheDeviceBySoftwareSteering) {
