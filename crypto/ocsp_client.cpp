@@ -26,6 +26,7 @@ class OcspLookup final : public PendingKeyOperation {
     std::string cache_path;  // "" = not kept on disk
     KeyCompletionSink* sink = nullptr;
     std::shared_ptr<OcspLookup> self;  // what the sink is handed
+    bool background = false;           // a refresh: nobody waits, collect_refreshes() takes it
     Clock::time_point deadline_at;
 
     OcspAnswer answer;
@@ -230,28 +231,14 @@ OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& respo
         return unavailable(url.empty() ? "the certificate names no responder"
                                        : "responder " + url + " is not http://");
     }
-    auto lookup = std::make_shared<OcspLookup>();
-    lookup->url = url;
-    lookup->request = ocsp_request(cert, issuer, nonce);
-    lookup->cert = up_ref(cert);
-    lookup->issuer = up_ref(issuer);
-    lookup->cache_path = cache_path;
-    // The lookup thread's own timeout comes first; the margin lets its answer
-    // arrive before the transport gives up.
-    lookup->deadline_at =
-        PendingKeyOperation::Clock::now() + settings_.timeout + std::chrono::milliseconds(250);
-    if (lookup->request.empty() || !lookup->cert || !lookup->issuer)
-        return unavailable("cannot build the OCSP request");
+    auto lookup = make_lookup(cert, issuer, url, nonce, cache_path);
+    if (!lookup) return unavailable("cannot build the OCSP request");
     const bool in_job = ASYNC_get_current_job() != nullptr && sink != nullptr;
     if (in_job) {
         lookup->sink = sink;
         lookup->self = lookup;
     }
-    {
-        const std::lock_guard lock(queue_mutex_);
-        queue_.push_back(lookup);
-    }
-    queue_ready_.notify_one();
+    enqueue(lookup);
     if (in_job) {
         sink->paused(lookup);
         while (!lookup->finished()) {
@@ -270,6 +257,76 @@ OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& respo
     return verdict_of(lookup->answer.status, OcspSource::responder, url);
 }
 
+std::shared_ptr<OcspLookup> OcspClient::make_lookup(X509* cert, X509* issuer,
+                                                    const std::string& url, bool nonce,
+                                                    const std::string& cache_path) const {
+    auto lookup = std::make_shared<OcspLookup>();
+    lookup->url = url;
+    lookup->request = ocsp_request(cert, issuer, nonce);
+    lookup->cert = up_ref(cert);
+    lookup->issuer = up_ref(issuer);
+    lookup->cache_path = cache_path;
+    // The lookup thread's own timeout comes first; the margin lets its answer
+    // arrive before the transport gives up.
+    lookup->deadline_at =
+        PendingKeyOperation::Clock::now() + settings_.timeout + std::chrono::milliseconds(250);
+    if (lookup->request.empty() || !lookup->cert || !lookup->issuer) return nullptr;
+    return lookup;
+}
+
+void OcspClient::enqueue(std::shared_ptr<OcspLookup> lookup) {
+    {
+        const std::lock_guard lock(queue_mutex_);
+        queue_.push_back(std::move(lookup));
+    }
+    queue_ready_.notify_one();
+}
+
+void OcspClient::refresh(X509* cert, X509* issuer, const std::string& responder, bool nonce) {
+    const std::int64_t now = std::time(nullptr);
+    Key key;
+    if (!key_of(cert, key) || has_current_answer(cert, now) || refreshing_.contains(key)) return;
+    const std::string cache_path =
+        settings_.cache_dir.empty() ? std::string() : ocsp_response_path(settings_.cache_dir, cert);
+    if (!nonce && !cache_path.empty()) {
+        const auto kept = read_ocsp_response(cache_path);
+        if (!kept.empty()) {
+            const auto answer = check_ocsp_response(kept, cert, issuer, now);
+            if (answer.problem.empty()) {
+                remember(key, answer);
+                return;
+            }
+        }
+    }
+    const std::string url = responder.empty() ? ocsp_responder_of(cert) : responder;
+    if (url.rfind("http://", 0) != 0) return;
+    auto lookup = make_lookup(cert, issuer, url, nonce, cache_path);
+    if (!lookup) return;
+    lookup->background = true;
+    refreshing_.insert(key);
+    enqueue(std::move(lookup));
+}
+
+std::size_t OcspClient::collect_refreshes(std::string& first_failure) {
+    std::vector<std::shared_ptr<OcspLookup>> done;
+    {
+        const std::lock_guard lock(refreshed_mutex_);
+        done.swap(refreshed_);
+    }
+    std::size_t failed = 0;
+    for (const auto& lookup : done) {
+        Key key;
+        if (!key_of(lookup->cert.get(), key)) continue;
+        refreshing_.erase(key);
+        if (!lookup->failure.empty()) {
+            if (failed++ == 0) first_failure = lookup->failure;
+            continue;
+        }
+        remember(key, lookup->answer);
+    }
+    return failed;
+}
+
 void OcspClient::run_lookups() {
     for (;;) {
         std::shared_ptr<OcspLookup> lookup;
@@ -281,6 +338,11 @@ void OcspClient::run_lookups() {
             queue_.pop_front();
         }
         if (!lookup->finished()) look_up(*lookup);
+        if (lookup->background) {
+            const std::lock_guard lock(refreshed_mutex_);
+            refreshed_.push_back(std::move(lookup));
+            continue;
+        }
         auto sink = lookup->sink;
         auto self = std::move(lookup->self);
         if (lookup->complete() && sink != nullptr) sink->completed(std::move(self));

@@ -43,6 +43,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "crypto/ocsp_response.hpp"
@@ -117,6 +118,18 @@ class OcspClient {
     // client did not know it yet.
     bool learn_revoked(const CertDigest& digest);
 
+    // Outside any handshake, for an established connection: when this
+    // worker holds no current answer about `cert`, reads the shared cache
+    // and otherwise asks the responder on a lookup thread, never waiting.
+    // collect_refreshes() takes in what came back, so a revocation the
+    // responder knows reaches a live connection whose partner never
+    // reconnects. One lookup per certificate at a time.
+    void refresh(X509* cert, X509* issuer, const std::string& responder, bool nonce);
+    // The refresh lookups that came back since the last call, remembered
+    // (a revoked answer then waits in take_learned_revocations()); returns
+    // how many failed, with the first failure in `first_failure`.
+    std::size_t collect_refreshes(std::string& first_failure);
+
     const OcspClientSettings& settings() const { return settings_; }
 
   private:
@@ -132,6 +145,9 @@ class OcspClient {
     bool key_of(X509* cert, Key& key) const;
     Remembered& entry_for(const Key& key, bool& inserted);  // evicts the oldest when full
     void remember(const Key& key, const OcspAnswer& answer);
+    std::shared_ptr<OcspLookup> make_lookup(X509* cert, X509* issuer, const std::string& url,
+                                            bool nonce, const std::string& cache_path) const;
+    void enqueue(std::shared_ptr<OcspLookup> lookup);
     void run_lookups();
     void look_up(OcspLookup& lookup);
 
@@ -140,6 +156,12 @@ class OcspClient {
     std::unordered_map<Key, Remembered, KeyHash> memory_;
     std::deque<Key> arrival_order_;  // the oldest goes first when memory is full
     std::vector<Key> learned_;       // revocations take_learned_revocations() has not given
+
+    // Refresh lookups in flight (loop thread), and those done (lookup threads
+    // add under refreshed_mutex_, the loop thread takes them).
+    std::unordered_set<Key, KeyHash> refreshing_;
+    std::mutex refreshed_mutex_;
+    std::vector<std::shared_ptr<OcspLookup>> refreshed_;
 
     std::mutex queue_mutex_;
     std::condition_variable queue_ready_;

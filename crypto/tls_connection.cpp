@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "crypto/client_verifier.hpp"
+#include "crypto/ocsp_client.hpp"
 #include "crypto/pending_key_operation.hpp"
 #include "crypto/server_tls_context.hpp"
 
@@ -308,6 +309,27 @@ bool TlsConnection::revoked_by(const ServerTlsContext& context) const {
         if (context.revokes(certificate)) return true;
     }
     return false;
+}
+
+void TlsConnection::refresh_ocsp(const ServerTlsContext& context, OcspClient& ocsp) const {
+    const auto& policy = context.policy();
+    if (!established_ || policy.ocsp == OcspCheck::off || peer_.certificate.get() == nullptr)
+        return;
+    std::vector<X509*> chain;
+    if (STACK_OF(X509)* verified = SSL_get0_verified_chain(ssl_.get())) {
+        for (int i = 0; i < sk_X509_num(verified); ++i) chain.push_back(sk_X509_value(verified, i));
+    } else {
+        // A server's peer chain leaves out the leaf.
+        chain.push_back(peer_.certificate.get());
+        STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl_.get());
+        for (int i = 0; sent != nullptr && i < sk_X509_num(sent); ++i)
+            chain.push_back(sk_X509_value(sent, i));
+    }
+    const std::size_t in_scope = policy.ocsp == OcspCheck::chain
+                                     ? chain.size() - 1
+                                     : std::min<std::size_t>(1, chain.size() - 1);
+    for (std::size_t i = 0; i < in_scope; ++i)
+        ocsp.refresh(chain[i], chain[i + 1], policy.ocsp_responder, policy.ocsp_nonce);
 }
 
 void TlsConnection::close() {

@@ -138,6 +138,11 @@ class TlsConnection {
     // with crl_scope = "chain" one of the CA certificates of its chain.
     bool revoked_by(const ServerTlsContext& context) const;
 
+    // With tls.ocsp: has `ocsp` refresh, in the background, its answers about
+    // the certificates in scope whose issuer this connection knows (the
+    // verified chain; a session resumed from a ticket keeps none).
+    void refresh_ocsp(const ServerTlsContext& context, OcspClient& ocsp) const;
+
     const PeerIdentity& peer() const { return peer_; }
     const TlsFailure& failure() const { return failure_; }
 

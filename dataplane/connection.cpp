@@ -238,6 +238,10 @@ void Connection::log_rejection() {
                  suppressed ? " suppressed_before=" + std::to_string(suppressed) : std::string());
 }
 
+void Connection::refresh_ocsp(crypto::OcspClient& ocsp) const {
+    if (!finished_) tls_.refresh_ocsp(*listener_.tls, ocsp);
+}
+
 void Connection::recheck_revocation() {
     if (finished_ || !tls_.established() || !tls_.revoked_by(*listener_.tls)) return;
     end_revoked();

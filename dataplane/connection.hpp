@@ -87,6 +87,9 @@ class Connection {
     // established connection whose client certificate the new CRLs revoke
     // ends now, with close_notify, counted and logged as revoked_live.
     void recheck_revocation();
+    // With tls.ocsp: refreshes, in the background, the answers about this
+    // established connection's client certificates that have expired.
+    void refresh_ocsp(crypto::OcspClient& ocsp) const;
 
     bool finished() const { return finished_; }
 

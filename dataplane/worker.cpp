@@ -408,6 +408,17 @@ class Worker final : public TransportHost, private Reactor::Handler {
 
     void exchange_ocsp_revocations() {
         if (!ocsp_) return;
+        if (runtime_.now >= next_ocsp_refresh_) {
+            next_ocsp_refresh_ = runtime_.now + options_.ocsp_live_check;
+            for (const auto& connection : connections_) connection->refresh_ocsp(*ocsp_);
+        }
+        std::string why;
+        if (const auto failed = ocsp_->collect_refreshes(why); failed > 0) {
+            spdlog::warn(
+                "OCSP refresh of live connections: {} lookups failed ({}); their "
+                "connections stay up on the answers they had",
+                failed, why);
+        }
         const auto learned = ocsp_->take_learned_revocations();
         bool news = !learned.empty();
         if (news && options_.publish_revocations) options_.publish_revocations(learned);
@@ -539,6 +550,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
     std::uint64_t accepted_at_check_ = 0;
     std::uint64_t previous_window_ = 0;
     std::size_t peak_connections_ = 0;
+    Clock::time_point next_ocsp_refresh_{};
     crypto::TicketKeyring ticket_keys_;  // shared by every context of this worker
     std::uint64_t ticket_generation_ = 0;
     base::UniqueFd reload_done_;

@@ -5,6 +5,7 @@
 // processes (OpenSSL 3.0's process-wide locks then cost nothing across cores).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -71,6 +72,9 @@ struct WorkerOptions {
     // responders and the shared cache; without `post`, tls.ocsp is refused.
     crypto::OcspTransport ocsp_transport;
     crypto::OcspClientSettings ocsp_settings;
+    // How often established connections have their expired OCSP answers
+    // asked again (OcspClient::refresh).
+    std::chrono::seconds ocsp_live_check{5};
     // Revocations learned from OCSP answers, shared by the workers: each tick
     // hands on what this worker learned and takes in what the others did,
     // and the live connections of a revoked certificate end either way.

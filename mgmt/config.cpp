@@ -43,7 +43,7 @@ using namespace toml_reader;
 // known_config_keys() is built from these same lists so the two cannot drift.
 constexpr std::array kTopLevelTables{"workers"sv, "log"sv,      "admin"sv,     "resumption"sv,
                                      "hsm"sv,     "listener"sv, "dataplane"sv, "revocation"sv};
-constexpr std::array kRevocationKeys{"cache_dir"sv, "fetch_timeout_ms"sv};
+constexpr std::array kRevocationKeys{"cache_dir"sv, "fetch_timeout_ms"sv, "ocsp_live_check_s"sv};
 constexpr std::array kDataplaneKeys{"transport"sv};
 constexpr std::array kDataplaneTables{"dpdk"sv, "keepalive"sv};
 constexpr std::array kKeepaliveKeys{"idle_s"sv, "interval_s"sv, "probes"sv};
@@ -825,6 +825,8 @@ RevocationSettings read_revocation(const Section& section) {
     }
     revocation.fetch_timeout_ms =
         section.integer_or("fetch_timeout_ms", revocation.fetch_timeout_ms, 100, 60000);
+    revocation.ocsp_live_check_s =
+        section.integer_or("ocsp_live_check_s", revocation.ocsp_live_check_s, 1, 3600);
     return revocation;
 }
 

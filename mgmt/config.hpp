@@ -98,6 +98,9 @@ struct DataplaneSettings {
 struct RevocationSettings {
     std::string cache_dir = "/var/lib/portcullis/crl";
     int fetch_timeout_ms = 5000;
+    // How often each worker looks for established connections whose OCSP
+    // answer (tls.ocsp) has passed its nextUpdate, and asks again.
+    int ocsp_live_check_s = 5;
 };
 
 // A CRL a listener fetches over HTTP. Its last good copy is `cache_file`,

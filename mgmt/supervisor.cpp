@@ -245,6 +245,8 @@ class Supervisor {
                 options.poll_revocations = [reader = std::make_shared<RevocationNews::Reader>(
                                                 revocation_news_)] { return reader->poll(); };
                 options.ocsp_settings.cache_dir = config_.revocation.cache_dir;
+                options.ocsp_live_check =
+                    std::chrono::seconds(config_.revocation.ocsp_live_check_s);
                 options.ocsp_settings.timeout =
                     std::chrono::milliseconds(config_.revocation.fetch_timeout_ms);
             }

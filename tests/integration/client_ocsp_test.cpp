@@ -273,6 +273,53 @@ TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
               1);
 }
 
+// A partner that never reconnects: its established connection's answer
+// passes its nextUpdate, the worker asks again in the background
+// (revocation.ocsp_live_check_s = 1), and a revoked answer ends it. A
+// responder that is down meanwhile leaves the other partner's connection up.
+TEST_F(ClientOcsp, ALiveConnectionIsAskedAboutAgainOnceItsAnswerExpires) {
+    CraftedResponder crafted;
+    CertOptions quiet_options;
+    quiet_options.common_name = "quiet";
+    quiet_options.ocsp_url = crafted.url();
+    const auto quiet = env.client_ca.issue(quiet_options);
+    OcspResponseOptions short_lived;
+    short_lived.next_update_offset_s = 2;
+    const auto good_until = std::chrono::steady_clock::now() + 2s;
+    crafted.serve(env.client_ca.ocsp_response_der(quiet.cert.get(), short_lived));
+    auto ocsp = responder(index);  // the kept partner's
+    const auto path = env.write_config(
+        "live-check", "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
+                          "\"\n\n[revocation]\ncache_dir = \"ocsp-cache\"\nfetch_timeout_ms = "
+                          "1000\nocsp_live_check_s = 1\n\n" +
+                          env.listener("edge", port, "ocsp = \"leaf\"\n"));
+    Daemon daemon(path);
+    auto live = open_tls_session(port, env.options_for(quiet));
+    ASSERT_TRUE(live.ok) << daemon.log();
+    // Once its responder listens, the kept partner is answered and remembered.
+    bool answered = false;
+    for (int i = 0; i < 40 && !answered; ++i) {
+        answered = run_client(port, env.options_for(good)).exchanged;
+        if (!answered) std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_TRUE(answered) << daemon.log();
+    auto kept = open_tls_session(port, env.options_for(good));
+    ASSERT_TRUE(kept.ok) << daemon.log();
+    ocsp.reset();  // the kept partner's responder goes down; its answer lives 10 min
+
+    OcspResponseOptions revoked_now;
+    revoked_now.status = OcspResponseOptions::Status::revoked;
+    crafted.serve(env.client_ca.ocsp_response_der(quiet.cert.get(), revoked_now));
+    const long cut_after = ms_until_close_notify(live, good_until);
+    EXPECT_GE(cut_after, 0) << "the connection outlived its revoked answer\n" << daemon.log();
+    EXPECT_LT(cut_after, 5000);
+    std::cout << "a live connection cut " << cut_after
+              << " ms after its good answer's nextUpdate, with no new handshake\n";
+    EXPECT_GE(crafted.requests(), 2);
+    EXPECT_TRUE(still_echoes(kept)) << daemon.log();
+    EXPECT_EQ(metric("portcullis_connections_revoked_total{listener=\"edge\"}"), 1);
+}
+
 // Through a shared ticket key file another appliance decrypts the sessions
 // this one issued; under the hard policy it resumes one only on an OCSP
 // answer of its own, so a partner revoked since is asked about and refused.

@@ -6,8 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <ctime>
 #include <string>
+#include <thread>
 
 #include "tests/support/test_pki.hpp"
 
@@ -46,7 +48,7 @@ class OcspClientMemory : public ::testing::Test {
         o.ocsp_url = "http://127.0.0.1:9/";
         return o;
     }());
-    int posts = 0;
+    std::atomic<int> posts{0};  // counted on the lookup thread
 };
 
 TEST_F(OcspClientMemory, AFetchedRevocationIsHandedOnOnce) {
@@ -62,7 +64,7 @@ TEST_F(OcspClientMemory, AFetchedRevocationIsHandedOnOnce) {
     EXPECT_EQ(again.kind, crypto::OcspVerdict::Kind::revoked);
     EXPECT_EQ(again.source, crypto::OcspSource::memory);
     EXPECT_TRUE(client.take_learned_revocations().empty());
-    EXPECT_EQ(posts, 1);
+    EXPECT_EQ(posts.load(), 1);
     EXPECT_TRUE(client.known_revoked(leaf.cert.get()));
     EXPECT_TRUE(client.has_current_answer(leaf.cert.get(), std::time(nullptr) + 86400))
         << "a revocation is final";
@@ -90,7 +92,47 @@ TEST_F(OcspClientMemory, ARevocationToldByAnotherWorkerOverridesAGoodAnswer) {
     const auto verdict = check(client);
     EXPECT_EQ(verdict.kind, crypto::OcspVerdict::Kind::revoked);
     EXPECT_EQ(verdict.source, crypto::OcspSource::memory);
-    EXPECT_EQ(posts, 1);
+    EXPECT_EQ(posts.load(), 1);
+}
+
+TEST_F(OcspClientMemory, ARefreshAsksOnlyWithoutACurrentAnswerAndNeverWaits) {
+    auto client = client_answering(answer(Status::revoked));
+    client.refresh(leaf.cert.get(), ca.cert(), "", false);
+    client.refresh(leaf.cert.get(), ca.cert(), "", false);  // one lookup per certificate at a time
+    std::string why;
+    for (int i = 0; i < 400 && !client.known_revoked(leaf.cert.get()); ++i) {
+        EXPECT_EQ(client.collect_refreshes(why), 0u) << why;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE(client.known_revoked(leaf.cert.get()));
+    EXPECT_EQ(posts.load(), 1);
+    crypto::OcspClient::CertDigest digest;
+    ASSERT_TRUE(crypto::OcspClient::digest_of(leaf.cert.get(), digest));
+    EXPECT_EQ(client.take_learned_revocations(), std::vector({digest}))
+        << "a refresh's revocation is handed on like a handshake's";
+    client.refresh(leaf.cert.get(), ca.cert(), "", false);  // current now: nothing to ask
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(client.collect_refreshes(why), 0u);
+    EXPECT_EQ(posts.load(), 1);
+}
+
+TEST_F(OcspClientMemory, AFailedRefreshIsCountedAndLeavesNoAnswer) {
+    auto client = client_answering("not DER");
+    client.refresh(leaf.cert.get(), ca.cert(), "", false);
+    std::string why;
+    std::size_t failed = 0;
+    for (int i = 0; i < 400 && failed == 0; ++i) {
+        failed += client.collect_refreshes(why);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(failed, 1u);
+    EXPECT_NE(why.find("response refused"), std::string::npos) << why;
+    EXPECT_FALSE(client.has_current_answer(leaf.cert.get(), std::time(nullptr)));
+    // Not in flight any more: the next refresh asks again.
+    client.refresh(leaf.cert.get(), ca.cert(), "", false);
+    for (int i = 0; i < 400 && posts < 2; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(posts.load(), 2);
 }
 
 }  // namespace
