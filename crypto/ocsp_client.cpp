@@ -4,6 +4,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <ctime>
@@ -25,8 +27,9 @@ class OcspLookup final : public PendingKeyOperation {
     UniqueX509 issuer;
     std::string cache_path;  // "" = not kept on disk
     KeyCompletionSink* sink = nullptr;
-    std::shared_ptr<OcspLookup> self;  // what the sink is handed
-    bool background = false;           // a refresh: nobody waits, collect_refreshes() takes it
+    std::shared_ptr<OcspLookup> self;     // what the sink is handed
+    bool background = false;              // a refresh: nobody waits, collect_refreshes() takes it
+    std::array<unsigned char, 32> key{};  // a refresh's certificate digest
     Clock::time_point deadline_at;
 
     OcspAnswer answer;
@@ -146,43 +149,60 @@ bool OcspClient::digest_of(X509* cert, CertDigest& key) {
     return true;
 }
 
-OcspClient::Remembered& OcspClient::entry_for(const Key& key, bool& inserted) {
-    auto [entry, fresh] = memory_.try_emplace(key);
-    inserted = fresh;
-    if (fresh) {
-        arrival_order_.push_back(key);
-        // The newest is last in arrival order: it stays while memory_entries >= 1.
-        while (memory_.size() > settings_.memory_entries && arrival_order_.size() > 1) {
-            memory_.erase(arrival_order_.front());
-            arrival_order_.pop_front();
-        }
+void OcspClient::remember(const Key& key, const OcspAnswer& answer, X509* issuer) {
+    if (answer.status == OcspCertStatus::revoked) {
+        if (revoked_.insert(key).second) learned_.push_back(key);
+        memory_.erase(key);  // its arrival_order_ slot goes when it comes round
+        return;
     }
-    return entry->second;
+    // A revocation is final: a good answer that comes later (a lookup that
+    // was in flight) does not undo it.
+    if (revoked_.contains(key)) return;
+    auto [entry, inserted] = memory_.try_emplace(key);
+    entry->second.status = answer.status;
+    entry->second.next_update = answer.next_update;
+    entry->second.has_issuer = issuer != nullptr && key_of(issuer, entry->second.issuer);
+    if (!inserted) return;
+    arrival_order_.push_back(key);
+    // The newest is last in arrival order: it stays while memory_entries >= 1.
+    while (memory_.size() > settings_.memory_entries && arrival_order_.size() > 1) {
+        memory_.erase(arrival_order_.front());
+        arrival_order_.pop_front();
+    }
 }
 
-void OcspClient::remember(const Key& key, const OcspAnswer& answer) {
-    bool inserted = false;
-    auto& entry = entry_for(key, inserted);
-    if (answer.status == OcspCertStatus::revoked &&
-        (inserted || entry.status != OcspCertStatus::revoked))
-        learned_.push_back(key);
-    entry = Remembered{answer.status, answer.next_update};
+bool OcspClient::revoked_along(Key key) const {
+    // Bounded: a chain is no longer than the verification depth allows,
+    // and a loop of issuers (none a real chain has) ends the walk.
+    for (int depth = 0; depth < 16; ++depth) {
+        if (revoked_.contains(key)) return true;
+        const auto found = memory_.find(key);
+        if (found == memory_.end() || !found->second.has_issuer || found->second.issuer == key)
+            return false;
+        key = found->second.issuer;
+    }
+    return false;
 }
 
 bool OcspClient::known_revoked(X509* cert) const {
-    if (memory_.empty()) return false;
+    if (revoked_.empty()) return false;
     Key key;
-    if (!key_of(cert, key)) return false;
-    const auto found = memory_.find(key);
-    return found != memory_.end() && found->second.status == OcspCertStatus::revoked;
+    return key_of(cert, key) && revoked_.contains(key);
+}
+
+bool OcspClient::known_revoked_along_chain(X509* cert) const {
+    if (revoked_.empty()) return false;
+    Key key;
+    return key_of(cert, key) && revoked_along(key);
 }
 
 bool OcspClient::has_current_answer(X509* cert, std::int64_t now) const {
     Key key;
-    if (memory_.empty() || !key_of(cert, key)) return false;
+    if (!key_of(cert, key)) return false;
+    if (revoked_.contains(key)) return true;
     const auto found = memory_.find(key);
-    return found != memory_.end() &&
-           (found->second.status == OcspCertStatus::revoked || now < found->second.next_update);
+    return found != memory_.end() && found->second.status == OcspCertStatus::good &&
+           now < found->second.next_update;
 }
 
 std::vector<OcspClient::CertDigest> OcspClient::take_learned_revocations() {
@@ -190,10 +210,8 @@ std::vector<OcspClient::CertDigest> OcspClient::take_learned_revocations() {
 }
 
 bool OcspClient::learn_revoked(const CertDigest& digest) {
-    bool inserted = false;
-    auto& entry = entry_for(digest, inserted);
-    if (!inserted && entry.status == OcspCertStatus::revoked) return false;
-    entry = Remembered{OcspCertStatus::revoked, 0};
+    if (!revoked_.insert(digest).second) return false;
+    memory_.erase(digest);
     return true;
 }
 
@@ -203,11 +221,10 @@ OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& respo
     Key key;
     const bool keyed = key_of(cert, key);
     if (keyed) {
-        if (const auto found = memory_.find(key); found != memory_.end()) {
-            if (found->second.status == OcspCertStatus::revoked ||
-                now < found->second.next_update) {
-                return verdict_of(found->second.status, OcspSource::memory);
-            }
+        if (revoked_.contains(key)) return verdict_of(OcspCertStatus::revoked, OcspSource::memory);
+        if (const auto found = memory_.find(key);
+            found != memory_.end() && now < found->second.next_update) {
+            return verdict_of(found->second.status, OcspSource::memory);
         }
     }
     const std::string cache_path =
@@ -220,7 +237,7 @@ OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& respo
         if (!kept.empty()) {
             const auto answer = check_ocsp_response(kept, cert, issuer, now);
             if (answer.problem.empty()) {
-                if (keyed) remember(key, answer);
+                if (keyed) remember(key, answer, issuer);
                 return verdict_of(answer.status, OcspSource::shared_cache);
             }
         }
@@ -253,7 +270,11 @@ OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& respo
     if (lookup->state.load(std::memory_order_acquire) != OcspLookup::done)
         return unavailable(url + ": no answer in time");
     if (!lookup->failure.empty()) return unavailable(lookup->failure);
-    if (keyed) remember(key, lookup->answer);
+    if (keyed) remember(key, lookup->answer, issuer);
+    // An answer that came back good after another worker's news arrived:
+    // the revocation stands.
+    if (keyed && lookup->answer.status != OcspCertStatus::revoked && revoked_.contains(key))
+        return verdict_of(OcspCertStatus::revoked, OcspSource::memory);
     return verdict_of(lookup->answer.status, OcspSource::responder, url);
 }
 
@@ -277,7 +298,15 @@ std::shared_ptr<OcspLookup> OcspClient::make_lookup(X509* cert, X509* issuer,
 void OcspClient::enqueue(std::shared_ptr<OcspLookup> lookup) {
     {
         const std::lock_guard lock(queue_mutex_);
-        queue_.push_back(std::move(lookup));
+        // A paused handshake goes ahead of every background refresh.
+        if (lookup->background) {
+            queue_.push_back(std::move(lookup));
+        } else {
+            const auto first_refresh = std::find_if(
+                queue_.begin(), queue_.end(),
+                [](const std::shared_ptr<OcspLookup>& queued) { return queued->background; });
+            queue_.insert(first_refresh, std::move(lookup));
+        }
     }
     queue_ready_.notify_one();
 }
@@ -285,7 +314,9 @@ void OcspClient::enqueue(std::shared_ptr<OcspLookup> lookup) {
 void OcspClient::refresh(X509* cert, X509* issuer, const std::string& responder, bool nonce) {
     const std::int64_t now = std::time(nullptr);
     Key key;
-    if (!key_of(cert, key) || has_current_answer(cert, now) || refreshing_.contains(key)) return;
+    if (!key_of(cert, key) || has_current_answer(cert, now) || refreshing_.contains(key) ||
+        refreshing_.size() >= max_refreshes_in_flight)
+        return;
     const std::string cache_path =
         settings_.cache_dir.empty() ? std::string() : ocsp_response_path(settings_.cache_dir, cert);
     if (!nonce && !cache_path.empty()) {
@@ -293,7 +324,7 @@ void OcspClient::refresh(X509* cert, X509* issuer, const std::string& responder,
         if (!kept.empty()) {
             const auto answer = check_ocsp_response(kept, cert, issuer, now);
             if (answer.problem.empty()) {
-                remember(key, answer);
+                remember(key, answer, issuer);
                 return;
             }
         }
@@ -303,6 +334,7 @@ void OcspClient::refresh(X509* cert, X509* issuer, const std::string& responder,
     auto lookup = make_lookup(cert, issuer, url, nonce, cache_path);
     if (!lookup) return;
     lookup->background = true;
+    lookup->key = key;
     refreshing_.insert(key);
     enqueue(std::move(lookup));
 }
@@ -315,14 +347,12 @@ std::size_t OcspClient::collect_refreshes(std::string& first_failure) {
     }
     std::size_t failed = 0;
     for (const auto& lookup : done) {
-        Key key;
-        if (!key_of(lookup->cert.get(), key)) continue;
-        refreshing_.erase(key);
+        refreshing_.erase(lookup->key);
         if (!lookup->failure.empty()) {
             if (failed++ == 0) first_failure = lookup->failure;
             continue;
         }
-        remember(key, lookup->answer);
+        remember(lookup->key, lookup->answer, lookup->issuer.get());
     }
     return failed;
 }
@@ -333,6 +363,9 @@ void OcspClient::run_lookups() {
         {
             std::unique_lock lock(queue_mutex_);
             queue_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+            // Stopping: a refresh has nobody waiting for it.
+            if (stopping_)
+                std::erase_if(queue_, [](const auto& queued) { return queued->background; });
             if (queue_.empty()) return;
             lookup = std::move(queue_.front());
             queue_.pop_front();
@@ -363,8 +396,18 @@ void OcspClient::look_up(OcspLookup& lookup) {
                                         std::time(nullptr), request);
     if (!lookup.answer.problem.empty()) return fail("response refused: " + lookup.answer.problem);
     // A failed write costs the other workers a lookup of their own, no more.
-    if (!lookup.cache_path.empty() && transport_.keep)
-        transport_.keep(lookup.cache_path, reply.body);
+    // A revoked answer another worker kept stays: a revocation is final.
+    if (lookup.cache_path.empty() || !transport_.keep) return;
+    if (lookup.answer.status != OcspCertStatus::revoked) {
+        const auto kept = read_ocsp_response(lookup.cache_path);
+        if (!kept.empty() &&
+            check_ocsp_response(kept, lookup.cert.get(), lookup.issuer.get(), std::time(nullptr))
+                    .status == OcspCertStatus::revoked) {
+            lookup.answer.status = OcspCertStatus::revoked;
+            return;
+        }
+    }
+    transport_.keep(lookup.cache_path, reply.body);
 }
 
 }  // namespace portcullis::crypto

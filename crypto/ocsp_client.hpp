@@ -105,11 +105,14 @@ class OcspClient {
     OcspVerdict check(X509* cert, X509* issuer, const std::string& responder, bool nonce,
                       KeyCompletionSink* sink);
     // Whether this worker was told `cert` is revoked (such an answer is kept
-    // past its nextUpdate: a revocation is final).
+    // past its nextUpdate and never evicted: a revocation is final).
     bool known_revoked(X509* cert) const;
+    // known_revoked, or of an issuer above it that this worker's answers
+    // link it to (tls.ocsp = "chain": a resumed session carries no chain).
+    bool known_revoked_along_chain(X509* cert) const;
     // Whether this worker holds an answer about `cert` it may still act on:
-    // revoked, or good/unknown before its nextUpdate. A resumption under the
-    // hard policy needs one (ServerTlsContext::session_still_trusted).
+    // revoked, or good before its nextUpdate. A resumption under the hard
+    // policy needs one (ServerTlsContext::session_still_trusted).
     bool has_current_answer(X509* cert, std::int64_t now) const;
     // The certificates this client learned are revoked since the last call,
     // from the shared cache or a responder (not those told by learn_revoked).
@@ -137,14 +140,18 @@ class OcspClient {
     struct KeyHash {
         std::size_t operator()(const Key& key) const;
     };
+    // A good or unknown answer, until evicted; revocations are in revoked_.
     struct Remembered {
         OcspCertStatus status = OcspCertStatus::unknown;
         std::int64_t next_update = 0;
+        bool has_issuer = false;
+        Key issuer{};  // the digest of the certificate that issued it
     };
+    static constexpr std::size_t max_refreshes_in_flight = 256;
 
     bool key_of(X509* cert, Key& key) const;
-    Remembered& entry_for(const Key& key, bool& inserted);  // evicts the oldest when full
-    void remember(const Key& key, const OcspAnswer& answer);
+    void remember(const Key& key, const OcspAnswer& answer, X509* issuer);
+    bool revoked_along(Key key) const;
     std::shared_ptr<OcspLookup> make_lookup(X509* cert, X509* issuer, const std::string& url,
                                             bool nonce, const std::string& cache_path) const;
     void enqueue(std::shared_ptr<OcspLookup> lookup);
@@ -154,8 +161,9 @@ class OcspClient {
     OcspTransport transport_;
     OcspClientSettings settings_;
     std::unordered_map<Key, Remembered, KeyHash> memory_;
-    std::deque<Key> arrival_order_;  // the oldest goes first when memory is full
-    std::vector<Key> learned_;       // revocations take_learned_revocations() has not given
+    std::deque<Key> arrival_order_;             // the oldest goes first when memory is full
+    std::unordered_set<Key, KeyHash> revoked_;  // never evicted
+    std::vector<Key> learned_;  // revocations take_learned_revocations() has not given
 
     // Refresh lookups in flight (loop thread), and those done (lookup threads
     // add under refreshed_mutex_, the loop thread takes them).

@@ -432,8 +432,11 @@ bool ServerTlsContext::revokes(X509* certificate) const {
         X509_REVOKED* entry = nullptr;
         if (X509_CRL_get0_by_cert(crl.get(), &entry, certificate) == 1) return true;
     }
-    return policy_.ocsp != OcspCheck::off && options_.ocsp != nullptr &&
-           options_.ocsp->known_revoked(certificate);
+    if (policy_.ocsp == OcspCheck::off || options_.ocsp == nullptr) return false;
+    // With "chain", a session (which keeps no chain) is refused when an
+    // issuer its certificate was answered under has been revoked since.
+    return policy_.ocsp == OcspCheck::chain ? options_.ocsp->known_revoked_along_chain(certificate)
+                                            : options_.ocsp->known_revoked(certificate);
 }
 
 ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,

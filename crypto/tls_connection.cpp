@@ -325,6 +325,7 @@ void TlsConnection::refresh_ocsp(const ServerTlsContext& context, OcspClient& oc
         for (int i = 0; sent != nullptr && i < sk_X509_num(sent); ++i)
             chain.push_back(sk_X509_value(sent, i));
     }
+    if (chain.size() < 2) return;  // no issuer to ask about it with
     const std::size_t in_scope = policy.ocsp == OcspCheck::chain
                                      ? chain.size() - 1
                                      : std::min<std::size_t>(1, chain.size() - 1);

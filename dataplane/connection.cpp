@@ -265,8 +265,10 @@ void Connection::end_revoked() {
 
 void Connection::on_established() {
     // A reload may have swapped in new CRLs while this handshake ran on the
-    // context it started with: they have the last word.
-    if (tls_context_ != listener_.tls && tls_.revoked_by(*listener_.tls)) {
+    // context it started with, and OCSP news may have come while it was
+    // paused: they have the last word.
+    if ((tls_context_ != listener_.tls || listener_.tls->policy().ocsp != crypto::OcspCheck::off) &&
+        tls_.revoked_by(*listener_.tls)) {
         end_revoked();
         return;
     }

@@ -408,9 +408,21 @@ class Worker final : public TransportHost, private Reactor::Handler {
 
     void exchange_ocsp_revocations() {
         if (!ocsp_) return;
-        if (runtime_.now >= next_ocsp_refresh_) {
-            next_ocsp_refresh_ = runtime_.now + options_.ocsp_live_check;
-            for (const auto& connection : connections_) connection->refresh_ocsp(*ocsp_);
+        // One walk over every connection per ocsp_live_check, a slice per
+        // tick, so that no tick hashes every certificate at once.
+        if (runtime_.now >= next_ocsp_walk_) {
+            next_ocsp_walk_ = runtime_.now + options_.ocsp_live_check;
+            const auto ticks = std::max<std::int64_t>(
+                1, options_.ocsp_live_check / std::chrono::milliseconds(tick_interval_ms));
+            ocsp_walk_left_ = connections_.size();
+            ocsp_walk_slice_ = (ocsp_walk_left_ + static_cast<std::size_t>(ticks) - 1) /
+                               static_cast<std::size_t>(ticks);
+        }
+        for (std::size_t i = 0; i < ocsp_walk_slice_ && ocsp_walk_left_ > 0;
+             ++i, --ocsp_walk_left_) {
+            if (ocsp_walk_ >= connections_.size()) ocsp_walk_ = 0;
+            if (connections_.empty()) break;
+            connections_[ocsp_walk_++]->refresh_ocsp(*ocsp_);
         }
         std::string why;
         if (const auto failed = ocsp_->collect_refreshes(why); failed > 0) {
@@ -550,7 +562,12 @@ class Worker final : public TransportHost, private Reactor::Handler {
     std::uint64_t accepted_at_check_ = 0;
     std::uint64_t previous_window_ = 0;
     std::size_t peak_connections_ = 0;
-    Clock::time_point next_ocsp_refresh_{};
+    // The OCSP refresh walk: when the next one starts, the next connection
+    // it looks at, how many it has left and how many it takes per tick.
+    Clock::time_point next_ocsp_walk_{};
+    std::size_t ocsp_walk_ = 0;
+    std::size_t ocsp_walk_left_ = 0;
+    std::size_t ocsp_walk_slice_ = 0;
     crypto::TicketKeyring ticket_keys_;  // shared by every context of this worker
     std::uint64_t ticket_generation_ = 0;
     base::UniqueFd reload_done_;

@@ -421,23 +421,11 @@ TEST_P(LiveRevocation, ARevokedPartnersConnectionEndsAtTheReloadAndOthersCarryOn
     const auto kept_cert = env.client("kept");
     auto doomed_options = env.options_for(doomed_cert);
     if (intermediate) doomed_options.chain = {other_ca.cert()};
-    const auto echo = [](TlsSession& session, const std::string& text) {
-        if (SSL_write(session.ssl.get(), text.data(), static_cast<int>(text.size())) <= 0)
-            return std::string("<write failed>");
-        std::string got;
-        char buffer[256];
-        while (got.size() < text.size()) {
-            const int n = SSL_read(session.ssl.get(), buffer, sizeof buffer);
-            if (n <= 0) break;
-            got.append(buffer, static_cast<std::size_t>(n));
-        }
-        return got;
-    };
     auto doomed = open_tls_session(port, doomed_options);
     auto kept = open_tls_session(port, env.options_for(kept_cert));
     ASSERT_TRUE(doomed.ok && kept.ok);
-    ASSERT_EQ(echo(doomed, "before\n"), "before\n");
-    ASSERT_EQ(echo(kept, "before\n"), "before\n");
+    ASSERT_EQ(echo_on(doomed, "before\n"), "before\n");
+    ASSERT_EQ(echo_on(kept, "before\n"), "before\n");
 
     if (intermediate) {
         env.root.revoke(other_ca.cert());
@@ -451,7 +439,7 @@ TEST_P(LiveRevocation, ARevokedPartnersConnectionEndsAtTheReloadAndOthersCarryOn
     const long ended_after = ms_until_close_notify(doomed, revoked_at);
     EXPECT_GE(ended_after, 0) << "no close_notify within 5 s";
     EXPECT_LT(ended_after, 5000);
-    EXPECT_EQ(echo(kept, "after\n"), "after\n") << "another partner's connection was ended";
+    EXPECT_EQ(echo_on(kept, "after\n"), "after\n") << "another partner's connection was ended";
 
     EXPECT_TRUE(daemon.wait_for_log("reason=revoked_live subject=\"CN=doomed")) << daemon.log();
     std::string audit;

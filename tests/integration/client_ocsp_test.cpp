@@ -35,12 +35,12 @@ class ClientOcsp : public ::testing::Test {
         return env.client(cn, options);
     }
 
-    std::filesystem::path config(const std::string& tls_extra, const std::string& name = "ocsp") {
+    std::filesystem::path config(const std::string& tls_extra, const std::string& name = "ocsp",
+                                 const std::string& revocation_extra = "") {
         return env.write_config(
-            name,
-            "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
-                "\"\n\n[revocation]\ncache_dir = \"ocsp-cache\"\nfetch_timeout_ms = 1000\n\n" +
-                env.listener("edge", port, tls_extra));
+            name, "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
+                      "\"\n\n[revocation]\ncache_dir = \"ocsp-cache\"\nfetch_timeout_ms = 1000\n" +
+                      revocation_extra + "\n" + env.listener("edge", port, tls_extra));
     }
 
     std::unique_ptr<ChildProcess> responder(const std::string& index) {
@@ -74,6 +74,23 @@ class ClientOcsp : public ::testing::Test {
     double metric(const std::string& sample) {
         const auto response = http_request(admin, "GET", "/metrics");
         return response.status == 200 ? metric_value(response.body, sample) : -1;
+    }
+
+    // Has `crafted` answer good about `cert` for `seconds`; returns when that
+    // answer's nextUpdate passes on the steady clock. The response carries
+    // whole seconds of wall time, from a clock read a moment later, so the
+    // real nextUpdate is this or up to a second after it, never before.
+    std::chrono::steady_clock::time_point serve_short_lived(CraftedResponder& crafted,
+                                                            const IssuedCert& cert, long seconds) {
+        const auto wall_now = std::chrono::system_clock::now();
+        const auto steady_now = std::chrono::steady_clock::now();
+        const auto next_update =
+            std::chrono::system_clock::from_time_t(std::time(nullptr) + seconds);
+        OcspResponseOptions short_lived;
+        short_lived.next_update_offset_s = seconds;
+        crafted.serve(env.client_ca.ocsp_response_der(cert.cert.get(), short_lived));
+        return steady_now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                next_update - wall_now);
     }
 
     TestDeployment env;
@@ -184,25 +201,10 @@ TEST_F(ClientOcsp, AHandshakeWaitingForTheResponderHoldsUpNoOtherConnection) {
     EXPECT_TRUE(slow_result.exchanged) << slow_result.error << "\n" << daemon.log();
 }
 
-// The echo of one more line on an established session: still served.
-bool still_echoes(TlsSession& session) {
-    const std::string line = "still here\n";
-    if (SSL_write(session.ssl.get(), line.data(), static_cast<int>(line.size())) <= 0) return false;
-    std::string got;
-    char buffer[64];
-    while (got.size() < line.size()) {
-        const int n = SSL_read(session.ssl.get(), buffer, sizeof buffer);
-        if (n <= 0) return false;
-        got.append(buffer, static_cast<std::size_t>(n));
-    }
-    ERR_clear_error();
-    return got == line;
-}
-
 // Revocation reaches live state by OCSP too: once one worker's lookup finds
 // the partner revoked, every worker ends that partner's established
 // connections and its sessions stop resuming, while another partner's
-// connection stays up. The good answer lives 3 s, so the next handshake
+// connection stays up. The good answer lives 4 s, so the next handshake
 // after it asks the responder again.
 TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
     CraftedResponder crafted;
@@ -210,12 +212,10 @@ TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
     doomed_options.common_name = "doomed";
     doomed_options.ocsp_url = crafted.url();
     const auto doomed = env.client_ca.issue(doomed_options);
-    OcspResponseOptions short_lived;
-    short_lived.next_update_offset_s = 3;
-    const auto good_until = std::chrono::steady_clock::now() + 3s;
-    crafted.serve(env.client_ca.ocsp_response_der(doomed.cert.get(), short_lived));
     const auto ocsp = responder(index);  // the kept partner's
-    Daemon daemon(config("ocsp = \"leaf\"\n"), 2);
+    // No background refresh: the handshake below is what learns it.
+    Daemon daemon(config("ocsp = \"leaf\"\n", "ocsp", "ocsp_live_check_s = 3600\n"), 2);
+    const auto good_until = serve_short_lived(crafted, doomed, 4);
 
     auto kept = open_tls_session(port, env.options_for(good));
     ASSERT_TRUE(kept.ok) << daemon.log();
@@ -232,8 +232,9 @@ TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
     revoked_now.status = OcspResponseOptions::Status::revoked;
     crafted.serve(env.client_ca.ocsp_response_der(doomed.cert.get(), revoked_now));
     std::this_thread::sleep_until(good_until + 1500ms);
-    const auto refused = run_client(port, env.options_for(doomed));
+    // From the start of the handshake that learns it (an upper bound).
     const auto learned_at = std::chrono::steady_clock::now();
+    const auto refused = run_client(port, env.options_for(doomed));
     EXPECT_FALSE(refused.exchanged);
     EXPECT_EQ(refused.alert, "certificate revoked") << daemon.log();
 
@@ -246,7 +247,9 @@ TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
     }
     std::cout << "12 live connections of the revoked partner on 2 workers all cut within "
               << slowest << " ms of the refused handshake\n";
-    EXPECT_TRUE(still_echoes(kept)) << "another partner's connection was cut\n" << daemon.log();
+    EXPECT_TRUE(echo_on(kept, "still here\n") == "still here\n")
+        << "another partner's connection was cut\n"
+        << daemon.log();
 
     // Both workers cut connections, each from what it knew.
     const auto log = daemon.log();
@@ -283,10 +286,6 @@ TEST_F(ClientOcsp, ALiveConnectionIsAskedAboutAgainOnceItsAnswerExpires) {
     quiet_options.common_name = "quiet";
     quiet_options.ocsp_url = crafted.url();
     const auto quiet = env.client_ca.issue(quiet_options);
-    OcspResponseOptions short_lived;
-    short_lived.next_update_offset_s = 2;
-    const auto good_until = std::chrono::steady_clock::now() + 2s;
-    crafted.serve(env.client_ca.ocsp_response_der(quiet.cert.get(), short_lived));
     auto ocsp = responder(index);  // the kept partner's
     const auto path = env.write_config(
         "live-check", "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
@@ -294,6 +293,7 @@ TEST_F(ClientOcsp, ALiveConnectionIsAskedAboutAgainOnceItsAnswerExpires) {
                           "1000\nocsp_live_check_s = 1\n\n" +
                           env.listener("edge", port, "ocsp = \"leaf\"\n"));
     Daemon daemon(path);
+    const auto good_until = serve_short_lived(crafted, quiet, 2);
     auto live = open_tls_session(port, env.options_for(quiet));
     ASSERT_TRUE(live.ok) << daemon.log();
     // Once its responder listens, the kept partner is answered and remembered.
@@ -316,7 +316,7 @@ TEST_F(ClientOcsp, ALiveConnectionIsAskedAboutAgainOnceItsAnswerExpires) {
     std::cout << "a live connection cut " << cut_after
               << " ms after its good answer's nextUpdate, with no new handshake\n";
     EXPECT_GE(crafted.requests(), 2);
-    EXPECT_TRUE(still_echoes(kept)) << daemon.log();
+    EXPECT_TRUE(echo_on(kept, "still here\n") == "still here\n") << daemon.log();
     EXPECT_EQ(metric("portcullis_connections_revoked_total{listener=\"edge\"}"), 1);
 }
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <filesystem>
 #include <sstream>
 #include <thread>
@@ -263,7 +264,7 @@ TEST_F(DpdkDaemon, ChecksClientCertificatesByOcspOverItsOwnTcp) {
 // A revocation reaches live connections over the userspace TCP too: the
 // partner's established connections on both workers get close_notify and
 // FIN once one worker's OCSP lookup finds it revoked, while another
-// partner's connection keeps echoing. The good answer lives 3 s.
+// partner's connection keeps echoing. The good answer lives 5 s.
 TEST_F(DpdkDaemon, EndsARevokedPartnersLiveConnectionsOverItsOwnTcp) {
     if (!have("openssl"))
         GTEST_SKIP() << "SKIPPED LOUDLY: the openssl command line tool is missing";
@@ -278,15 +279,22 @@ TEST_F(DpdkDaemon, EndsARevokedPartnersLiveConnectionsOverItsOwnTcp) {
     const auto kept = env_->client_ca.issue(options);
     const auto responder = start_openssl_responder(env_->dir, env_->client_ca,
                                                    index_entry(kept.cert.get(), false), ocsp_port);
-    OcspResponseOptions short_lived;
-    short_lived.next_update_offset_s = 3;
-    const auto good_until = std::chrono::steady_clock::now() + 3s;
-    crafted.serve(env_->client_ca.ocsp_response_der(doomed.cert.get(), short_lived));
     const std::string chain = env_->client_ca.cert_pem();
     write_client("doomed", doomed, chain);
     write_client("kept", kept, chain);
-    start(2, "[revocation]\ncache_dir = \"ocsp-cache\"\nfetch_timeout_ms = 2000\n", "",
-          "ocsp = \"leaf\"\n");
+    // No background refresh: the refused handshake below is what learns it.
+    start(2,
+          "[revocation]\ncache_dir = \"ocsp-cache\"\nfetch_timeout_ms = 2000\n"
+          "ocsp_live_check_s = 3600\n",
+          "", "ocsp = \"leaf\"\n");
+    // Whole seconds of wall time: the real nextUpdate is this or up to 1 s later.
+    const auto good_until = std::chrono::steady_clock::now() +
+                            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::system_clock::from_time_t(std::time(nullptr) + 5) -
+                                std::chrono::system_clock::now());
+    OcspResponseOptions short_lived;
+    short_lived.next_update_offset_s = 5;
+    crafted.serve(env_->client_ca.ocsp_response_der(doomed.cert.get(), short_lived));
 
     // In the namespace: 8 connections of the doomed partner and 1 of the
     // kept one, each echoing once; then it waits for each doomed one to end
@@ -331,9 +339,10 @@ TEST_F(DpdkDaemon, EndsARevokedPartnersLiveConnectionsOverItsOwnTcp) {
     revoked_now.status = OcspResponseOptions::Status::revoked;
     crafted.serve(env_->client_ca.ocsp_response_der(doomed.cert.get(), revoked_now));
     std::this_thread::sleep_until(good_until + 1500ms);
-    const auto [rc, refused] = python_client("doomed.pem", "doomed.key", 100, 1);
+    // From the start of the handshake that learns it (an upper bound).
     const double learned_at =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const auto [rc, refused] = python_client("doomed.pem", "doomed.key", 100, 1);
     EXPECT_EQ(rc, 3) << "the revoked partner got in: " << refused << daemon_->log();
     const auto status = holder.wait_exit(15s);
     ASSERT_TRUE(status.has_value()) << "a live connection outlived the revocation\n"

@@ -327,6 +327,22 @@ TlsSession open_tls_session(int port, const ClientOptions& options) {
     return session;
 }
 
+std::string echo_on(TlsSession& session, const std::string& text) {
+    if (SSL_write(session.ssl.get(), text.data(), static_cast<int>(text.size())) <= 0) {
+        ERR_clear_error();
+        return "<write failed>";
+    }
+    std::string got;
+    char buffer[256];
+    while (got.size() < text.size()) {
+        const int n = SSL_read(session.ssl.get(), buffer, sizeof buffer);
+        if (n <= 0) break;
+        got.append(buffer, static_cast<std::size_t>(n));
+    }
+    ERR_clear_error();
+    return got;
+}
+
 long ms_until_close_notify(TlsSession& session, std::chrono::steady_clock::time_point since) {
     char byte;
     const int n = SSL_read(session.ssl.get(), &byte, 1);

@@ -135,6 +135,10 @@ struct TlsSession {
 };
 TlsSession open_tls_session(int port, const ClientOptions& options);
 
+// Writes `text` on `session` and reads until as many bytes came back (the
+// backend echoes): what came, shorter when the connection ended first.
+std::string echo_on(TlsSession& session, const std::string& text);
+
 // Milliseconds from `since` until the server ends `session` with
 // close_notify; -1 when it ends any other way or the 5 s socket timeout
 // passes first.

@@ -116,6 +116,33 @@ TEST_F(OcspClientMemory, ARefreshAsksOnlyWithoutACurrentAnswerAndNeverWaits) {
     EXPECT_EQ(posts.load(), 1);
 }
 
+TEST_F(OcspClientMemory, AGoodAnswerArrivingAfterARevocationDoesNotUndoIt) {
+    auto client = client_answering(answer(Status::good));
+    client.refresh(leaf.cert.get(), ca.cert(), "", false);
+    for (int i = 0; i < 400 && posts < 1; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    crypto::OcspClient::CertDigest digest;
+    ASSERT_TRUE(crypto::OcspClient::digest_of(leaf.cert.get(), digest));
+    EXPECT_TRUE(client.learn_revoked(digest));  // told while the lookup was out
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::string why;
+    EXPECT_EQ(client.collect_refreshes(why), 0u) << why;
+    EXPECT_TRUE(client.known_revoked(leaf.cert.get())) << "the late good answer won";
+    EXPECT_EQ(check(client).kind, crypto::OcspVerdict::Kind::revoked);
+}
+
+TEST_F(OcspClientMemory, ARevokedIssuerIsFoundAlongTheChainItsLeafWasAnsweredUnder) {
+    auto client = client_answering(answer(Status::good));
+    EXPECT_EQ(check(client).kind, crypto::OcspVerdict::Kind::good);
+    crypto::OcspClient::CertDigest issuer;
+    ASSERT_TRUE(crypto::OcspClient::digest_of(ca.cert(), issuer));
+    EXPECT_FALSE(client.known_revoked_along_chain(leaf.cert.get()));
+    EXPECT_TRUE(client.learn_revoked(issuer));
+    EXPECT_FALSE(client.known_revoked(leaf.cert.get()));
+    EXPECT_TRUE(client.known_revoked_along_chain(leaf.cert.get()))
+        << "a session under a revoked intermediate must not resume";
+}
+
 TEST_F(OcspClientMemory, AFailedRefreshIsCountedAndLeavesNoAnswer) {
     auto client = client_answering("not DER");
     client.refresh(leaf.cert.get(), ca.cert(), "", false);
