@@ -314,8 +314,12 @@ void OcspClient::enqueue(std::shared_ptr<OcspLookup> lookup) {
 void OcspClient::refresh(X509* cert, X509* issuer, const std::string& responder, bool nonce) {
     const std::int64_t now = std::time(nullptr);
     Key key;
-    if (!key_of(cert, key) || has_current_answer(cert, now) || refreshing_.contains(key) ||
+    if (!key_of(cert, key) || revoked_.contains(key) || refreshing_.contains(key) ||
         refreshing_.size() >= max_refreshes_in_flight)
+        return;
+    // Any answer before its nextUpdate, unknown included, is not asked again.
+    if (const auto found = memory_.find(key);
+        found != memory_.end() && now < found->second.next_update)
         return;
     const std::string cache_path =
         settings_.cache_dir.empty() ? std::string() : ocsp_response_path(settings_.cache_dir, cert);

@@ -122,7 +122,8 @@ class OcspClient {
     bool learn_revoked(const CertDigest& digest);
 
     // Outside any handshake, for an established connection: when this
-    // worker holds no current answer about `cert`, reads the shared cache
+    // worker holds no answer about `cert` before its nextUpdate (nor a
+    // revocation), reads the shared cache
     // and otherwise asks the responder on a lookup thread, never waiting.
     // collect_refreshes() takes in what came back, so a revocation the
     // responder knows reaches a live connection whose partner never
