@@ -2,9 +2,13 @@
 # One command from a fresh Debian 12 machine to a running mTLS edge:
 # installs packages, builds, makes a demo PKI, starts a demo backend and
 # Portcullis, runs a short mTLS load with portcullis-bench (full and resumed
-# handshakes, plus clients that must be rejected) and prints what happened.
+# handshakes, plus clients that must be rejected) and prints what happened,
+# then a short capacity report (perf/capacity-report.sh's sweep and figures)
+# and where it landed.
 #   scripts/quickstart.sh [--serve] [--duration SECONDS] [--workers N] [--dataplane kernel|dpdk]
+#       [--no-report]
 #   --serve     keep Portcullis and the backend running until Ctrl-C
+#   --no-report skip the capacity report (about a minute)
 #   --dataplane dpdk   run on the DPDK transport (root): a veth pair whose far
 #               end is a network namespace holding the clients and the backend
 set -euo pipefail
@@ -15,16 +19,18 @@ on_platform_or_reexec "$0" "$@" || exit 1
 root=$(pwd)
 
 serve=0
+report=1
 duration=5
 workers=0
 dataplane=kernel
 while [ $# -gt 0 ]; do
   case "$1" in
     --serve) serve=1 ;;
+    --no-report) report=0 ;;
     --duration) duration=$2; shift ;;
     --workers) workers=$2; shift ;;
     --dataplane) dataplane=$2; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -218,7 +224,20 @@ echo
 wait "$capacity_pid" || true
 echo "Capacity of this box (portcullis-capacity over the load above, docs/capacity.md):"
 sed 's/^/  /' "$work/capacity.txt"
-echo "  A full report with a load sweep and figures: perf/capacity-report.sh (writes build/capacity-report-TIME/report.md)"
+if [ $report -eq 1 ]; then
+  # Its own daemon on the benchmark listener, a short open-loop sweep (2 s
+  # steps: a quick look; docs/capacity.md runs 5 s steps), figures included.
+  echo "  A capacity report with an open-loop sweep and figures (perf/capacity-report.sh, about a minute):"
+  if python3 perf/capacity_report.py --build "$bin" --sweep 50:1000:50 --step-duration 2 --calibrate 2 \
+      >"$work/capacity-report.log" 2>&1; then
+    grep -E '^- (Projected maximum at the sweep|Sweep knee)' "$(tail -1 "$work/capacity-report.log")" | sed 's/^/    /' || true
+    echo "    report: $(tail -1 "$work/capacity-report.log")"
+  else
+    echo "    the capacity report failed; its output: $work/capacity-report.log"
+  fi
+else
+  echo "  A full report with a load sweep and figures: perf/capacity-report.sh (writes build/capacity-report-TIME/report.md)"
+fi
 echo
 echo "Rejections logged by the server (first of each reason):"
 grep "client rejected" "$work/portcullis.log" | sed 's/.*client rejected/  client rejected/' | sort -u -t= -k4,4 | head -5
