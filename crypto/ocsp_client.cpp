@@ -227,20 +227,11 @@ OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& respo
             return verdict_of(found->second.status, OcspSource::memory);
         }
     }
-    const std::string cache_path =
-        settings_.cache_dir.empty() ? std::string() : ocsp_response_path(settings_.cache_dir, cert);
-    // A nonce proves the answer was made for this request, which a response
-    // kept by another worker cannot: with nonces only this worker's memory of
-    // what it asked itself counts.
-    if (!nonce && !cache_path.empty()) {
-        const auto kept = read_ocsp_response(cache_path);
-        if (!kept.empty()) {
-            const auto answer = check_ocsp_response(kept, cert, issuer, now);
-            if (answer.problem.empty()) {
-                if (keyed) remember(key, answer, issuer);
-                return verdict_of(answer.status, OcspSource::shared_cache);
-            }
-        }
+    const std::string cache_path = shared_path(cert);
+    OcspAnswer kept;
+    if (read_shared(cache_path, cert, issuer, nonce, now, kept)) {
+        if (keyed) remember(key, kept, issuer);
+        return verdict_of(kept.status, OcspSource::shared_cache);
     }
 
     const std::string url = responder.empty() ? ocsp_responder_of(cert) : responder;
@@ -276,6 +267,23 @@ OcspVerdict OcspClient::check(X509* cert, X509* issuer, const std::string& respo
     if (keyed && lookup->answer.status != OcspCertStatus::revoked && revoked_.contains(key))
         return verdict_of(OcspCertStatus::revoked, OcspSource::memory);
     return verdict_of(lookup->answer.status, OcspSource::responder, url);
+}
+
+std::string OcspClient::shared_path(X509* cert) const {
+    return settings_.cache_dir.empty() ? std::string()
+                                       : ocsp_response_path(settings_.cache_dir, cert);
+}
+
+bool OcspClient::read_shared(const std::string& path, X509* cert, X509* issuer, bool nonce,
+                             std::int64_t now, OcspAnswer& answer) const {
+    // A nonce proves the answer was made for this request, which a response
+    // kept by another worker cannot: with nonces only this worker's memory of
+    // what it asked itself counts.
+    if (nonce || path.empty()) return false;
+    const auto kept = read_ocsp_response(path);
+    if (kept.empty()) return false;
+    answer = check_ocsp_response(kept, cert, issuer, now);
+    return answer.problem.empty();
 }
 
 std::shared_ptr<OcspLookup> OcspClient::make_lookup(X509* cert, X509* issuer,
@@ -321,17 +329,10 @@ void OcspClient::refresh(X509* cert, X509* issuer, const std::string& responder,
     if (const auto found = memory_.find(key);
         found != memory_.end() && now < found->second.next_update)
         return;
-    const std::string cache_path =
-        settings_.cache_dir.empty() ? std::string() : ocsp_response_path(settings_.cache_dir, cert);
-    if (!nonce && !cache_path.empty()) {
-        const auto kept = read_ocsp_response(cache_path);
-        if (!kept.empty()) {
-            const auto answer = check_ocsp_response(kept, cert, issuer, now);
-            if (answer.problem.empty()) {
-                remember(key, answer, issuer);
-                return;
-            }
-        }
+    const std::string cache_path = shared_path(cert);
+    if (OcspAnswer kept; read_shared(cache_path, cert, issuer, nonce, now, kept)) {
+        remember(key, kept, issuer);
+        return;
     }
     const std::string url = responder.empty() ? ocsp_responder_of(cert) : responder;
     if (url.rfind("http://", 0) != 0) return;

@@ -153,6 +153,11 @@ class OcspClient {
     bool key_of(X509* cert, Key& key) const;
     void remember(const Key& key, const OcspAnswer& answer, X509* issuer);
     bool revoked_along(Key key) const;
+    std::string shared_path(X509* cert) const;  // "" without a shared cache
+    // The answer another worker kept in the shared cache, when it passes
+    // every check (never with nonces).
+    bool read_shared(const std::string& path, X509* cert, X509* issuer, bool nonce,
+                     std::int64_t now, OcspAnswer& answer) const;
     std::shared_ptr<OcspLookup> make_lookup(X509* cert, X509* issuer, const std::string& url,
                                             bool nonce, const std::string& cache_path) const;
     void enqueue(std::shared_ptr<OcspLookup> lookup);
