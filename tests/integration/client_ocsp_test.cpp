@@ -29,9 +29,12 @@ class ClientOcsp : public ::testing::Test {
         if (!have("openssl")) GTEST_SKIP() << "SKIPPED: the openssl command line tool is missing";
     }
 
-    IssuedCert partner(const std::string& cn) const {
+    // A partner whose AIA names `ocsp_url`, by default the openssl responder's.
+    IssuedCert partner(const std::string& cn, const std::string& ocsp_url = "") const {
         CertOptions options;
-        options.ocsp_url = "http://127.0.0.1:" + std::to_string(ocsp_port) + "/";
+        options.common_name = cn;
+        options.ocsp_url =
+            ocsp_url.empty() ? "http://127.0.0.1:" + std::to_string(ocsp_port) + "/" : ocsp_url;
         return env.client(cn, options);
     }
 
@@ -208,10 +211,7 @@ TEST_F(ClientOcsp, AHandshakeWaitingForTheResponderHoldsUpNoOtherConnection) {
 // after it asks the responder again.
 TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
     CraftedResponder crafted;
-    CertOptions doomed_options;
-    doomed_options.common_name = "doomed";
-    doomed_options.ocsp_url = crafted.url();
-    const auto doomed = env.client_ca.issue(doomed_options);
+    const auto doomed = partner("doomed", crafted.url());
     const auto ocsp = responder(index);  // the kept partner's
     // No background refresh: the handshake below is what learns it.
     Daemon daemon(config("ocsp = \"leaf\"\n", "ocsp", "ocsp_live_check_s = 3600\n"), 2);
@@ -282,10 +282,7 @@ TEST_F(ClientOcsp, ARevokedAnswerEndsThePartnersLiveConnectionsOnEveryWorker) {
 // responder that is down meanwhile leaves the other partner's connection up.
 TEST_F(ClientOcsp, ALiveConnectionIsAskedAboutAgainOnceItsAnswerExpires) {
     CraftedResponder crafted;
-    CertOptions quiet_options;
-    quiet_options.common_name = "quiet";
-    quiet_options.ocsp_url = crafted.url();
-    const auto quiet = env.client_ca.issue(quiet_options);
+    const auto quiet = partner("quiet", crafted.url());
     auto ocsp = responder(index);  // the kept partner's
     const auto path = env.write_config(
         "live-check", "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
@@ -325,10 +322,7 @@ TEST_F(ClientOcsp, ALiveConnectionIsAskedAboutAgainOnceItsAnswerExpires) {
 // answer of its own, so a partner revoked since is asked about and refused.
 TEST_F(ClientOcsp, AnotherApplianceResumesASessionOnlyOnACurrentAnswerOfItsOwn) {
     CraftedResponder crafted;
-    CertOptions roaming_options;
-    roaming_options.common_name = "roaming";
-    roaming_options.ocsp_url = crafted.url();
-    const auto roaming = env.client_ca.issue(roaming_options);
+    const auto roaming = partner("roaming", crafted.url());
     crafted.serve(env.client_ca.ocsp_response_der(roaming.cert.get()));
     const auto ocsp = responder(index);
     write_file(env.dir / "tickets.keys", std::string(160, 'a') + "\n");
