@@ -82,14 +82,15 @@ void Connection::check_upstream_connect() {
     if (result != EINPROGRESS) on_upstream_connect_result(result);
 }
 
-void Connection::on_tick() {
-    if (finished_) return;
+Clock::time_point Connection::on_tick() {
+    constexpr auto every_tick = Clock::time_point::min();
+    if (finished_) return every_tick;
     using std::chrono::milliseconds;
     const auto& s = listener_.settings;
     if (key_operation_ && crypto::PendingKeyOperation::Clock::now() >= key_operation_->deadline()) {
         key_operation_->abandon(crypto::KeyAbandonReason::timeout);
         on_key_operation_done();  // the handshake resumes and fails with the reason
-        return;
+        return every_tick;
     }
     if (!tls_.established()) {
         if (worker_.now - accepted_at_ >= milliseconds(s.handshake_timeout_ms)) {
@@ -103,16 +104,20 @@ void Connection::on_tick() {
             }
             finish("handshake timeout");
         }
-        return;
+        return every_tick;
     }
-    if (upstream_state_ == Upstream::connecting &&
-        worker_.now - connect_started_ >= milliseconds(backends_->settings().connect_timeout_ms)) {
-        on_upstream_connect_result(ETIMEDOUT);
-        return;
+    if (upstream_state_ == Upstream::connecting) {
+        if (worker_.now - connect_started_ >=
+            milliseconds(backends_->settings().connect_timeout_ms))
+            on_upstream_connect_result(ETIMEDOUT);
+        return every_tick;
     }
-    if (worker_.now - last_activity_ >= milliseconds(s.idle_timeout_ms)) {
+    const auto idle_deadline = last_activity_ + milliseconds(s.idle_timeout_ms);
+    if (worker_.now >= idle_deadline) {
         finish("idle timeout");
+        return every_tick;
     }
+    return idle_deadline;
 }
 
 // Moves bytes until no direction can make progress, then checks for the end.

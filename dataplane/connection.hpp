@@ -80,7 +80,11 @@ class Connection {
     // activity on a stream), then checks for the end.
     void pump();
     // Enforces the handshake, connect, idle and key-operation deadlines.
-    void on_tick();
+    // Returns the earliest time a later tick can have anything to do here,
+    // so the worker can pass an idle connection by without touching it: its
+    // idle deadline (which activity only moves later), or "every tick"
+    // while a handshake, an upstream connect or a key operation is pending.
+    Clock::time_point on_tick();
     // The signature this connection's handshake waits for is ready.
     void on_key_operation_done();
     // The listener's TLS context was replaced (a reload, new CRLs): an

@@ -192,6 +192,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
             listeners_.push_back(std::move(listener));
         }
         connections_.reserve(static_cast<std::size_t>(options.max_connections));
+        tick_after_.reserve(static_cast<std::size_t>(options.max_connections));
         if (options.drop_privileges) options.drop_privileges();
     }
 
@@ -211,9 +212,13 @@ class Worker final : public TransportHost, private Reactor::Handler {
             const auto turn = reactor_.turn(tick_interval_ms);
             resume_starved();
             if (turn.looked && runtime_.now >= next_tick) {
-                for (auto& connection : connections_) {
+                // The hints are contiguous: with 100 000 idle connections a
+                // tick reads 800 KB instead of touching 100 000 objects.
+                for (std::size_t i = 0; i < connections_.size(); ++i) {
+                    if (runtime_.now < tick_after_[i]) continue;
+                    auto& connection = connections_[i];
                     if (connection->finished()) continue;
-                    connection->on_tick();
+                    tick_after_[i] = connection->on_tick();
                     if (connection->finished()) finished_.push_back(connection.get());
                 }
                 refresh_ticket_keys();
@@ -351,6 +356,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
         auto connection = std::make_unique<Connection>(runtime_, listener, std::move(client), peer);
         connection->slot = connections_.size();
         connections_.push_back(std::move(connection));
+        tick_after_.push_back(Clock::time_point::min());
         Connection& accepted = *connections_.back();
         activity(accepted);
         return &accepted;
@@ -502,6 +508,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
                 fresh.backlog = listener.settings.backlog;
                 listener.settings = std::move(fresh);
             }
+            // A shorter idle_timeout_ms applies from the next tick.
+            std::fill(tick_after_.begin(), tick_after_.end(), Clock::time_point::min());
             if (!reload_result_.log_level.empty())
                 spdlog::set_level(spdlog::level::from_str(reload_result_.log_level));
             // Reopened in place (connections hold its address): logrotate can
@@ -529,6 +537,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
             std::swap(connections_[slot], connections_.back());
             connections_[slot]->slot = slot;
             connections_.pop_back();
+            tick_after_[slot] = tick_after_.back();
+            tick_after_.pop_back();
         }
         finished_.clear();
     }
@@ -564,6 +574,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
     std::size_t peak_connections_ = 0;
     // The OCSP refresh walk: when the next one starts, the next connection
     // it looks at, how many it has left and how many it takes per tick.
+    // Per slot of connections_: no tick before this time (Connection::on_tick).
+    std::vector<Clock::time_point> tick_after_;
     Clock::time_point next_ocsp_walk_{};
     std::size_t ocsp_walk_ = 0;
     std::size_t ocsp_walk_left_ = 0;

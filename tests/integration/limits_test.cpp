@@ -172,6 +172,32 @@ TEST_F(Limits, IdleConnectionIsClosed) {
     EXPECT_LT(idle, 3000) << "idle_timeout_ms = 500 was not enforced";
 }
 
+// The worker passes an idle connection by until its idle deadline and then
+// looks again: traffic in between moves the deadline, and the connection
+// lives on; silence after it still ends the connection on time.
+TEST_F(Limits, TrafficKeepsAConnectionPastItsIdleTimeout) {
+    auto session = open_tls_session(port, good());
+    ASSERT_TRUE(session.ok);
+    const auto start = Clock::now();
+    for (int i = 0; i < 8; ++i) {
+        if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        ASSERT_EQ(echo_on(session, "ping\n"), "ping\n")
+            << "round " << i << " after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count()
+            << " ms";
+    }
+    EXPECT_GT(Clock::now() - start, std::chrono::milliseconds(1000))
+        << "the rounds must outlast idle_timeout_ms = 500 twice";
+    const auto silent = Clock::now();
+    char buffer[64];
+    while (SSL_read(session.ssl.get(), buffer, sizeof buffer) > 0) {
+    }
+    const auto closed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - silent).count();
+    EXPECT_GE(closed, 400) << "closed before the idle timeout";
+    EXPECT_LT(closed, 3000) << "idle_timeout_ms = 500 was not enforced after the traffic";
+}
+
 TEST_F(Limits, ConnectionsOverTheLimitAreRefused) {
     std::vector<base::UniqueFd> held;
     for (int i = 0; i < 4; ++i) {
