@@ -31,6 +31,7 @@
 #include "dataplane/worker.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 #include "mgmt/admin_server.hpp"
+#include "mgmt/allowed_cpus.hpp"
 #include "mgmt/child_process.hpp"
 #include "mgmt/control_block.hpp"
 #include "mgmt/crl_fetcher.hpp"
@@ -98,9 +99,9 @@ class Supervisor {
     Supervisor(const Config& config, const Overrides& overrides)
         : config_(config),
           overrides_(overrides),
-          worker_count_(config.workers.count > 0
-                            ? config.workers.count
-                            : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))),
+          cpus_(allowed_cpus()),
+          worker_count_(config.workers.count > 0 ? config.workers.count
+                                                 : static_cast<int>(cpus_.size())),
           stats_(static_cast<std::size_t>(worker_count_)),
           revocation_news_(static_cast<std::size_t>(worker_count_)),
           tickets_(control_, config_.resumption),
@@ -215,7 +216,7 @@ class Supervisor {
             options.listeners = config_.listeners;
             options.stats = &stats_.slot(static_cast<std::size_t>(index));
             options.ready_fd = ready_write_.get();
-            options.cpu = index % static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+            options.cpu = cpus_[static_cast<std::size_t>(index) % cpus_.size()];
             options.session_cache = session_cache_.get();
             options.stateful_tickets = config_.resumption.ticket_mode == TicketMode::stateful;
             options.local_session_entries =
@@ -675,6 +676,7 @@ class Supervisor {
 
     Config config_;
     Overrides overrides_;
+    std::vector<int> cpus_;  // where workers are pinned, in turn
     int worker_count_;
     SharedStats stats_;
     RevocationNews revocation_news_;  // OCSP revocations one worker tells the others
