@@ -362,6 +362,9 @@ class Server:
     # comparison's own settings.
     max_connections = None
     idle_timeout_s = None
+    # Worker processes; max_connections is per worker. perf/idle_memory.py
+    # takes more than one where one process's descriptor limit is too small.
+    workers = 1
 
     def __init__(self, runner):
         self.runner = runner
@@ -384,7 +387,7 @@ class Server:
         if self.proc.poll() is not None or not self.ready():
             raise Abort(f"{self.name} did not start:\n{self.log.read_text()[-3000:]}")
         # Let every child of a master come up before its tree is read.
-        wait_for(lambda: len(process_tree(self.proc.pid)) >= self.expected_processes, 5)
+        wait_for(lambda: len(process_tree(self.proc.pid)) >= self.expected_processes + self.workers - 1, 5)
         self.pids = process_tree(self.proc.pid)
 
     def ready(self):
@@ -422,7 +425,7 @@ class Portcullis(Server):
         config = self.dir / "portcullis.toml"
         config.write_text(f"""
 [workers]
-count = 1{f"{chr(10)}max_connections = {self.max_connections}" if self.max_connections else ""}
+count = {self.workers}{f"{chr(10)}max_connections = {self.max_connections}" if self.max_connections else ""}
 
 [admin]
 address = "{self.admin_address()}"
@@ -480,7 +483,7 @@ load_module {NGINX_STREAM_MODULE};
 user root;
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {self.workers};
 pid {self.dir}/nginx.pid;
 error_log {self.log} {level};
 events {{ worker_connections {2 * self.max_connections + 64 if self.max_connections else 4096}; }}
@@ -488,7 +491,7 @@ stream {{
   access_log off;
   upstream backend {{ {" ".join(f"server {b};" for b in self.runner.backend_addresses())} }}
   server {{
-    listen {self.host}:{self.port} ssl;
+    listen {self.host}:{self.port} ssl{" reuseport" if self.workers > 1 else ""};
     ssl_certificate {pki}/server-ec.chain.pem;
     ssl_certificate_key {pki}/server-ec.key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
