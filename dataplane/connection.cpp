@@ -106,13 +106,18 @@ Clock::time_point Connection::on_tick() {
         }
         return every_tick;
     }
+    const auto idle_deadline = last_activity_ + milliseconds(s.idle_timeout_ms);
     if (upstream_state_ == Upstream::connecting) {
+        // Both deadlines run: a backend that swallows SYNs must not keep a
+        // connection past its idle timeout.
         if (worker_.now - connect_started_ >=
-            milliseconds(backends_->settings().connect_timeout_ms))
+            milliseconds(backends_->settings().connect_timeout_ms)) {
             on_upstream_connect_result(ETIMEDOUT);
+        } else if (worker_.now >= idle_deadline) {
+            finish("idle timeout");
+        }
         return every_tick;
     }
-    const auto idle_deadline = last_activity_ + milliseconds(s.idle_timeout_ms);
     if (worker_.now >= idle_deadline) {
         finish("idle timeout");
         return every_tick;

@@ -136,6 +136,48 @@ TEST_F(Upstream, BackendDownThenUp) {
     EXPECT_TRUE(served.exchanged) << served.error << "\n" << daemon.log();
 }
 
+// A backend whose accept queue is full: the kernel drops the daemon's SYNs,
+// so its connect stays pending. The idle timeout still ends the client's
+// connection, long before the connect timeout.
+TEST_F(Upstream, IdleTimeoutAppliesWhileTheBackendConnectHangs) {
+    const int backend_port = free_port();
+    base::UniqueFd stuck(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_TRUE(stuck);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(backend_port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(stuck.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    ASSERT_EQ(::listen(stuck.get(), 0), 0);
+    std::vector<base::UniqueFd> fillers;  // never accepted: they fill the queue
+    for (int i = 0; i < 4; ++i) {
+        fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        ::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&address), sizeof address);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+    const int port = free_port();
+    const std::string config = env->listener("edge", port, "", "idle_timeout_ms = 500\n",
+                                             "connect_timeout_ms = 10000\n", backend_port);
+    Daemon daemon(env->write_config("stuck", config));
+    auto session = open_tls_session(port, good());
+    ASSERT_TRUE(session.ok);
+    const timeval wait{8, 0};
+    ::setsockopt(session.fd.get(), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    const auto start = std::chrono::steady_clock::now();
+    char buffer[64];
+    while (SSL_read(session.ssl.get(), buffer, sizeof buffer) > 0) {
+    }
+    ERR_clear_error();
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+    EXPECT_GE(waited, 300);
+    EXPECT_LT(waited, 3000) << "idle_timeout_ms = 500 must end the connection while the "
+                               "connect (timeout 10 s) still hangs\n"
+                            << daemon.log();
+}
+
 TEST_F(Upstream, HalfCloseIsPassedThroughAndTheEchoStillArrives) {
     const int port = free_port();
     Daemon daemon(env->write_config("halfclose", env->listener("edge", port)));
