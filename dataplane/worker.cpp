@@ -572,10 +572,10 @@ class Worker final : public TransportHost, private Reactor::Handler {
     std::uint64_t accepted_at_check_ = 0;
     std::uint64_t previous_window_ = 0;
     std::size_t peak_connections_ = 0;
-    // The OCSP refresh walk: when the next one starts, the next connection
-    // it looks at, how many it has left and how many it takes per tick.
     // Per slot of connections_: no tick before this time (Connection::on_tick).
     std::vector<Clock::time_point> tick_after_;
+    // The OCSP refresh walk: when the next one starts, the next connection
+    // it looks at, how many it has left and how many it takes per tick.
     Clock::time_point next_ocsp_walk_{};
     std::size_t ocsp_walk_ = 0;
     std::size_t ocsp_walk_left_ = 0;

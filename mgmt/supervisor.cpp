@@ -27,11 +27,11 @@
 #ifdef PORTCULLIS_HAVE_DPDK
 #include "dataplane/dpdk/dpdk_transport.hpp"
 #endif
+#include "base/allowed_cpus.hpp"
 #include "base/unique_fd.hpp"
 #include "dataplane/worker.hpp"
 #include "hsm/pkcs11_key_source.hpp"
 #include "mgmt/admin_server.hpp"
-#include "mgmt/allowed_cpus.hpp"
 #include "mgmt/child_process.hpp"
 #include "mgmt/control_block.hpp"
 #include "mgmt/crl_fetcher.hpp"
@@ -99,7 +99,7 @@ class Supervisor {
     Supervisor(const Config& config, const Overrides& overrides)
         : config_(config),
           overrides_(overrides),
-          cpus_(allowed_cpus()),
+          cpus_(base::allowed_cpus()),
           worker_count_(config.workers.count > 0 ? config.workers.count
                                                  : static_cast<int>(cpus_.size())),
           stats_(static_cast<std::size_t>(worker_count_)),

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <thread>
 
+#include "base/allowed_cpus.hpp"
 #include "dataplane/connection.hpp"
 #include "dataplane/dpdk/port.hpp"
 #include "dataplane/dpdk/stack.hpp"
@@ -25,15 +26,6 @@ std::string dotted(std::uint32_t address) {
     char text[INET_ADDRSTRLEN] = {};
     ::inet_ntop(AF_INET, &a, text, sizeof text);
     return text;
-}
-
-int first_allowed_cpu() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (::sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-            if (CPU_ISSET(cpu, &set)) return cpu;
-    return 0;
 }
 
 bool shares_queues(const DpdkSettings& settings, const WorkerPlacement& placement) {
@@ -192,7 +184,7 @@ std::vector<std::string> eal_arguments(const DpdkSettings& settings,
     const auto has = [&args](const std::string& flag) {
         return std::find(args.begin(), args.end(), flag) != args.end();
     };
-    const int cpu = placement.cpu >= 0 ? placement.cpu : first_allowed_cpu();
+    const int cpu = placement.cpu >= 0 ? placement.cpu : base::allowed_cpus().front();
     if (shares_queues(settings, placement)) {
         // One EAL runtime for the daemon's workers; lcore ids of their own
         // (the worker's index, run on its CPU) keep the processes' per-lcore

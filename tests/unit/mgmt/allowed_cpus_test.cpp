@@ -1,12 +1,12 @@
 // allowed_cpus() follows the affinity mask the process was started with.
-#include "mgmt/allowed_cpus.hpp"
+#include "base/allowed_cpus.hpp"
 
 #include <gtest/gtest.h>
 #include <sched.h>
 
 #include <vector>
 
-namespace portcullis::mgmt {
+namespace portcullis::base {
 namespace {
 
 struct AffinityRestorer {
@@ -38,4 +38,4 @@ TEST(AllowedCpus, FollowANarrowerMask) {
 }
 
 }  // namespace
-}  // namespace portcullis::mgmt
+}  // namespace portcullis::base
