@@ -39,4 +39,11 @@ inline void return_free_heap() {
     ::malloc_trim(0);
 }
 
+// Bytes the heap holds free, over every arena, pages already handed back
+// included: it walks the free lists, so once per trim interval, not per
+// connection.
+inline std::size_t free_heap_bytes() {
+    return ::mallinfo2().fordblks;
+}
+
 }  // namespace portcullis::base

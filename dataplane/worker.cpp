@@ -22,6 +22,7 @@
 #include "crypto/key_source.hpp"
 #include "crypto/ocsp_client.hpp"
 #include "dataplane/connection.hpp"
+#include "dataplane/memory_return.hpp"
 #include "dataplane/reactor.hpp"
 
 namespace portcullis::dataplane {
@@ -280,27 +281,17 @@ class Worker final : public TransportHost, private Reactor::Handler {
         }
     }
 
-    // The heap keeps its pages under load (base/heap_policy.hpp); once the
-    // load has fallen (half the accepts of the interval before, or a quarter
-    // of the connections gone since the last return) the pool's spare
-    // blocks and the heap's free pages go back to the kernel, so a worker's
-    // resident memory follows what it holds within about two intervals.
+    // A worker's resident memory follows what it holds within about two
+    // trim intervals (memory_return.hpp says when).
     void maybe_return_memory() {
         std::uint64_t accepted = 0;
         for (const auto& listener : listeners_)
             accepted += listener->stats->connections_accepted.get();
-        const std::uint64_t window = accepted - accepted_at_check_;
-        accepted_at_check_ = accepted;
-        const std::size_t open = connections_.size();
-        peak_connections_ = std::max(peak_connections_, open);
-        const bool load_fell = window * 2 <= previous_window_ && previous_window_ > 0;
-        const bool connections_left = open * 4 < peak_connections_ * 3;
-        previous_window_ = window;
-        if (!load_fell && !connections_left) return;
+        if (!memory_return_.due(accepted, connections_.size(), base::free_heap_bytes())) return;
         buffers_.release_free();
         base::return_free_heap();
         options_.stats->heap_trims.add();
-        peak_connections_ = open;
+        memory_return_.returned(connections_.size(), base::free_heap_bytes());
     }
 
     // After SIGTERM: accept nothing more, let established connections finish
@@ -569,9 +560,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
     std::uint64_t returns_at_resume_ = 0;
     Clock::time_point next_resident_;
     Clock::time_point next_trim_;
-    std::uint64_t accepted_at_check_ = 0;
-    std::uint64_t previous_window_ = 0;
-    std::size_t peak_connections_ = 0;
+    MemoryReturn memory_return_;
     // Per slot of connections_: no tick before this time (Connection::on_tick).
     std::vector<Clock::time_point> tick_after_;
     // The OCSP refresh walk: when the next one starts, the next connection

@@ -348,7 +348,8 @@ std::string render_metrics(const MetricsInput& input) {
              "Buffer blocks refused because the budget was spent: each one paused a read.",
              MetricType::Counter, &WorkerStats::buffer_denials},
             {"portcullis_heap_trims_total",
-             "Times a worker gave its free heap pages back to the kernel after load fell.",
+             "Times a worker gave its free heap pages back to the kernel after its load "
+             "fell or its heap freed 16 MiB.",
              MetricType::Counter, &WorkerStats::heap_trims},
         };
         for (const auto& gauge : memory) {

@@ -1,0 +1,60 @@
+// When a worker gives its spare memory back to the kernel. Checked once per
+// trim interval with what the worker sees then; nothing here allocates or
+// makes a system call, so the rule is tested on its own.
+//
+// Under load the heap keeps its pages (base/heap_policy.hpp): returning them
+// costs a page fault per page the next connections touch. A return is due
+// once the load has gone:
+// - the accepts of the interval fell to half of the interval before;
+// - a quarter of the connections went since the last return;
+// - the heap's free bytes grew by `slack_bytes` above their low point since
+//   the last return. Memory is also freed well after the connections that
+//   held it (the DPDK stack's flows leave TIME_WAIT a minute after their
+//   close; sessions expire from the cache), and then neither of the first
+//   two sees anything.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+namespace portcullis::dataplane {
+
+class MemoryReturn {
+  public:
+    static constexpr std::size_t default_slack_bytes = std::size_t{16} << 20;
+
+    explicit MemoryReturn(std::size_t slack_bytes = default_slack_bytes)
+        : slack_bytes_(slack_bytes) {}
+
+    // `accepted`: the worker's accepts so far; `open`: its connections now;
+    // `free_heap`: the heap's free bytes now (base::free_heap_bytes()).
+    bool due(std::uint64_t accepted, std::size_t open, std::size_t free_heap) {
+        const std::uint64_t window = accepted - accepted_at_check_;
+        accepted_at_check_ = accepted;
+        peak_connections_ = std::max(peak_connections_, open);
+        free_heap_low_ = std::min(free_heap_low_, free_heap);
+        const bool load_fell = window * 2 <= previous_window_ && previous_window_ > 0;
+        const bool connections_left = open * 4 < peak_connections_ * 3;
+        const bool heap_freed = free_heap - free_heap_low_ >= slack_bytes_;
+        previous_window_ = window;
+        return load_fell || connections_left || heap_freed;
+    }
+
+    // After the return: pages handed back still count as free in the heap's
+    // lists, so `free_heap` is measured again after it.
+    void returned(std::size_t open, std::size_t free_heap) {
+        peak_connections_ = open;
+        free_heap_low_ = free_heap;
+    }
+
+  private:
+    std::size_t slack_bytes_;
+    std::uint64_t accepted_at_check_ = 0;
+    std::uint64_t previous_window_ = 0;
+    std::size_t peak_connections_ = 0;
+    std::size_t free_heap_low_ = std::numeric_limits<std::size_t>::max();
+};
+
+}  // namespace portcullis::dataplane
