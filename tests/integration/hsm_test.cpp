@@ -250,9 +250,8 @@ TEST(HsmFailures, ErrorsInjectedUnderConcurrentLoadCostExactlyTheirHandshakes) {
     Daemon daemon(env.write_config("load", hsm.config(port, "", admin)), 2);
     const auto options = with_sigalgs(env.options_for(client), TLS1_3_VERSION, "ECDSA+SHA256");
     const auto injected = [&] {
-        return metric_value(
-            http_request(admin, "GET", "/metrics").body,
-            "portcullis_hsm_errors_total{code=\"CKR_SESSION_HANDLE_INVALID\"}");
+        return metric_value(http_request(admin, "GET", "/metrics").body,
+                            "portcullis_hsm_errors_total{code=\"CKR_SESSION_HANDLE_INVALID\"}");
     };
     std::atomic<int> ok{0}, failed{0};
     std::atomic<bool> consumed{false};
