@@ -52,6 +52,7 @@ Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener,
 
 Connection::~Connection() {
     cancel_key_operation();
+    uncount_upstream();
     stats_.connections_active.sub();
 }
 
@@ -352,6 +353,7 @@ void Connection::connect_upstream() {
         int error = 0;
         upstream_ = worker_.transport->connect(pool.address(backend_), *this, error);
         if (upstream_) {
+            count_upstream();
             upstream_state_ = Upstream::connecting;
             connect_started_ = worker_.now;
             return;
@@ -362,6 +364,18 @@ void Connection::connect_upstream() {
         publish_backend_state();
         failed_backends_.push_back(backend_);
     }
+}
+
+void Connection::count_upstream() {
+    if (backend_ >= stats_.backend_connections.size()) return;
+    stats_.backend_connections[backend_].add();
+    upstream_counted_ = true;
+}
+
+void Connection::uncount_upstream() {
+    if (!upstream_counted_) return;
+    stats_.backend_connections[backend_].sub();
+    upstream_counted_ = false;
 }
 
 void Connection::publish_backend_state() {
@@ -388,6 +402,7 @@ void Connection::on_upstream_connect_result(int error) {
                      std::strerror(error), pool.is_up(backend_) ? "" : " backend=down");
     }
     failed_backends_.push_back(backend_);
+    uncount_upstream();
     upstream_.reset();
     upstream_state_ = Upstream::none;
     connect_upstream();

@@ -114,6 +114,9 @@ class Connection {
     void on_upstream_connect_result(int error);
     void check_upstream_connect();
     void publish_backend_state();
+    // The backend's connection gauge follows upstream_ (a source port each).
+    void count_upstream();
+    void uncount_upstream();
     void maybe_finish();
     // A fatal TLS error after the handshake: the alert OpenSSL wrote, then FIN.
     void fail_with_alert(const char* why);
@@ -141,6 +144,7 @@ class Connection {
     std::unique_ptr<ByteStream> upstream_;
     Upstream upstream_state_ = Upstream::none;
     std::size_t backend_ = 0;
+    bool upstream_counted_ = false;  // in backend_connections[backend_]
     std::vector<std::size_t> failed_backends_;
     Clock::time_point connect_started_;
 

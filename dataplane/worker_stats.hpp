@@ -81,6 +81,8 @@ struct ListenerStats {
     Counter bytes_to_clients;      // plaintext
     std::array<Counter, max_backends_per_listener>
         backend_down;  // gauge 0/1 as this worker sees it
+    std::array<Counter, max_backends_per_listener>
+        backend_connections;  // gauge: open or opening, each holding a source port
 };
 
 // The DPDK transport's per-lcore counters, copied from the lcore's stack on

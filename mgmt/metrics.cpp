@@ -434,6 +434,11 @@ std::string render_metrics(const MetricsInput& input) {
     auto& backend_up =
         out.family("portcullis_backend_up", "1 when no worker currently marks the backend down.",
                    MetricType::Gauge);
+    auto& backend_connections =
+        out.family("portcullis_backend_connections",
+                   "Connections to the backend open or being opened now, over all workers: each "
+                   "holds a local source port towards that address.",
+                   MetricType::Gauge);
 
     for (std::size_t i = 0; i < listeners.size() && i < dataplane::max_listeners; ++i) {
         const std::string& name = listeners[i].name;
@@ -539,6 +544,12 @@ std::string render_metrics(const MetricsInput& input) {
             const double down = sum.listener_by(
                 i, [b](const ListenerStats& s) -> const auto& { return s.backend_down[b]; });
             Families::add(backend_up, down > 0 ? 0 : 1,
+                          {{"listener", name}, {"backend", backends[b].to_string()}});
+            Families::add(backend_connections,
+                          sum.listener_by(i,
+                                          [b](const ListenerStats& s) -> const auto& {
+                                              return s.backend_connections[b];
+                                          }),
                           {{"listener", name}, {"backend", backends[b].to_string()}});
         }
     }

@@ -136,6 +136,57 @@ TEST_F(Upstream, BackendDownThenUp) {
     EXPECT_TRUE(served.exchanged) << served.error << "\n" << daemon.log();
 }
 
+// The backend's connection gauge counts each connection from its connect to
+// its end, over all workers: what shows an operator one backend address
+// running short of source ports (operations.md#sizing).
+TEST_F(Upstream, BackendConnectionsGaugeFollowsTheOpenConnections) {
+    const int port = free_port();
+    const int admin = free_port();
+    Daemon daemon(
+        env->write_config("gauge", "[admin]\naddress = \"127.0.0.1:" + std::to_string(admin) +
+                                       "\"\n\n" + env->listener("edge", port)),
+        2);
+    const std::string gauge =
+        "portcullis_backend_connections{listener=\"edge\",backend=\"127.0.0.1:" +
+        std::to_string(env->backend->port()) + "\"}";
+    const auto scrape = [&] {
+        return metric_value(http_request(admin, "GET", "/metrics").body, gauge);
+    };
+    std::vector<TlsSession> held;
+    for (int i = 0; i < 3; ++i) {
+        held.push_back(open_tls_session(port, good()));
+        ASSERT_TRUE(held.back().ok);
+        ASSERT_EQ(echo_on(held.back(), "ping\n"), "ping\n");  // its backend connection is up
+    }
+    EXPECT_EQ(scrape(), 3);
+    held.pop_back();
+    held.pop_back();
+    const auto closed = std::chrono::steady_clock::now();
+    while (scrape() != 1 && std::chrono::steady_clock::now() - closed < std::chrono::seconds(5))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(scrape(), 1);
+    held.clear();
+    while (scrape() != 0 && std::chrono::steady_clock::now() - closed < std::chrono::seconds(10))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(scrape(), 0);
+    // A backend that refuses: the failed attempt leaves nothing counted.
+    const int refusing_port = free_port();
+    const int refusing_admin = free_port();
+    const int dead_backend = free_port();
+    Daemon refusing(env->write_config(
+        "refusing", "[admin]\naddress = \"127.0.0.1:" + std::to_string(refusing_admin) + "\"\n\n" +
+                        env->listener("edge", refusing_port, "", "", "", dead_backend)));
+    EXPECT_FALSE(run_client(refusing_port, good()).exchanged);
+    const auto metrics = http_request(refusing_admin, "GET", "/metrics").body;
+    EXPECT_GE(
+        metric_value(metrics, "portcullis_upstream_connect_failures_total{listener=\"edge\"}"), 1);
+    EXPECT_EQ(metric_value(metrics,
+                           "portcullis_backend_connections{listener=\"edge\",backend=\"127.0.0.1:" +
+                               std::to_string(dead_backend) + "\"}"),
+              0)
+        << metrics;
+}
+
 // A backend whose accept queue is full: the kernel drops the daemon's SYNs,
 // so its connect stays pending. The idle timeout still ends the client's
 // connection, long before the connect timeout.
