@@ -70,6 +70,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -428,6 +429,42 @@ def memory(pids):
     return out
 
 
+def rss_by_mapping(pid, top=6):
+    """Where a process's resident memory is, from /proc/PID/smaps: Rss by
+    mapping ([heap], anonymous, or the file mapped), the largest `top`."""
+    by = {}
+    name = None
+    try:
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            head = line.split(None, 5)
+            if len(head) >= 5 and "-" in head[0] and ":" in head[3]:
+                name = head[5].strip() if len(head) == 6 else "[anonymous]"
+            elif line.startswith("Rss:") and name is not None:
+                by[name] = by.get(name, 0) + int(line.split()[1]) * 1024
+    except OSError:
+        return {}
+    return dict(sorted(by.items(), key=lambda kv: -kv[1])[:top])
+
+
+METRICS_SAMPLED = ("portcullis_heap_trims_total", "portcullis_buffer_bytes_free",
+                   "portcullis_buffer_bytes_in_use", "portcullis_dpdk_tcp_connections",
+                   "portcullis_dpdk_mbufs_in_use", "portcullis_connections_active")
+
+
+def server_metrics(port):
+    """The memory-related samples of Portcullis's /metrics, summed over labels."""
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in body.splitlines():
+        family = line.split("{", 1)[0].split(" ", 1)[0]
+        if family in METRICS_SAMPLED:
+            out[family] = out.get(family, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def totals(sample):
     return {"rss": sum(p["rss"] for p in sample.values()), "pss": sum(p["pss"] for p in sample.values())}
 
@@ -562,6 +599,13 @@ class Runner:
         per_process = memory(pids)
         run["samples"][label] = {"t_s": round(time.monotonic() - run["_t0"], 2), **totals(per_process),
                                  "processes": per_process, "sink_connections": self.sink_connections()}
+        # What holds the memory: the largest process's mappings, and the
+        # daemon's own view (heap returns, pool, TCP table) where it has one.
+        largest = max(per_process, key=lambda pid: per_process[pid]["rss"], default=None)
+        if largest is not None:
+            run["samples"][label]["largest_rss_by_mapping"] = rss_by_mapping(largest)
+        if getattr(server, "admin_port", 0):
+            run["samples"][label]["metrics"] = server_metrics(server.admin_port)
 
     def hold(self, server, n, after, run):
         drops_before = backlog_drops()
