@@ -39,11 +39,17 @@ inline void return_free_heap() {
     ::malloc_trim(0);
 }
 
-// Bytes the heap holds free, over every arena, pages already handed back
-// included: it walks the free lists, so once per trim interval, not per
-// connection.
-inline std::size_t free_heap_bytes() {
-    return ::mallinfo2().fordblks;
+// What the heap holds, over every arena: bytes free (pages already handed
+// back included) and bytes in use. It walks the free lists, so once per trim
+// interval, not per connection.
+struct HeapUsage {
+    std::size_t free_bytes = 0;
+    std::size_t in_use_bytes = 0;
+};
+
+inline HeapUsage heap_usage() {
+    const auto info = ::mallinfo2();
+    return {info.fordblks, info.uordblks + info.hblkhd};
 }
 
 }  // namespace portcullis::base

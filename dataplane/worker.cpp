@@ -287,11 +287,13 @@ class Worker final : public TransportHost, private Reactor::Handler {
         std::uint64_t accepted = 0;
         for (const auto& listener : listeners_)
             accepted += listener->stats->connections_accepted.get();
-        if (!memory_return_.due(accepted, connections_.size(), base::free_heap_bytes())) return;
+        const auto heap = base::heap_usage();
+        if (!memory_return_.due(accepted, connections_.size(), heap.free_bytes, heap.in_use_bytes))
+            return;
         buffers_.release_free();
         base::return_free_heap();
         options_.stats->heap_trims.add();
-        memory_return_.returned(connections_.size(), base::free_heap_bytes());
+        memory_return_.returned(connections_.size(), base::heap_usage().free_bytes);
     }
 
     // After SIGTERM: accept nothing more, let established connections finish

@@ -349,7 +349,7 @@ std::string render_metrics(const MetricsInput& input) {
              MetricType::Counter, &WorkerStats::buffer_denials},
             {"portcullis_heap_trims_total",
              "Times a worker gave its free heap pages back to the kernel after its load "
-             "fell or its heap freed 16 MiB.",
+             "fell or its heap freed memory after its connections.",
              MetricType::Counter, &WorkerStats::heap_trims},
         };
         for (const auto& gauge : memory) {
