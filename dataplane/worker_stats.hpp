@@ -103,6 +103,9 @@ struct PacketStats {
     Counter syn_cookies_sent, syn_cookies_validated;
     Counter time_wait_reused;
     Counter poll_iterations, busy_iterations;
+    // The device's own receive losses (Port::receive_losses), port-wide:
+    // the worker of queue 0 reports them, the others 0.
+    Counter port_rx_missed, port_rx_errors, port_rx_no_mbuf;
 };
 
 enum class TicketKeyAge : std::size_t { current = 0, previous = 1, unknown = 2 };

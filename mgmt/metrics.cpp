@@ -250,6 +250,17 @@ void add_packet_metrics(Families& out, const MetricsInput& input) {
          MetricType::Counter, &P::mbuf_exhausted},
         {"portcullis_dpdk_mbufs_in_use", "Packet buffers of the lcore's pool in use.",
          MetricType::Gauge, &P::mbufs_in_use},
+        {"portcullis_dpdk_port_rx_missed_total",
+         "Frames the device dropped because its receive ring was full (port-wide, on the "
+         "worker of queue 0).",
+         MetricType::Counter, &P::port_rx_missed},
+        {"portcullis_dpdk_port_rx_errors_total",
+         "Erroneous frames the device received (port-wide, on the worker of queue 0).",
+         MetricType::Counter, &P::port_rx_errors},
+        {"portcullis_dpdk_port_rx_no_mbuf_total",
+         "Frames the device dropped for want of a packet buffer (port-wide, on the worker of "
+         "queue 0).",
+         MetricType::Counter, &P::port_rx_no_mbuf},
         {"portcullis_dpdk_tcp_connections", "Connections in the lcore's TCP table (any state).",
          MetricType::Gauge, &P::tcp_connections},
         {"portcullis_dpdk_tcp_retransmissions_total", "TCP segments sent again.",

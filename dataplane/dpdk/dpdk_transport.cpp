@@ -119,6 +119,12 @@ class DpdkTransport final : public Transport, private Reactor::Poller {
         p.time_wait_reused.set(s.time_wait_reused);
         p.poll_iterations.set(s.poll_iterations);
         p.busy_iterations.set(s.busy_iterations);
+        if (port_.queue() == 0 && ++publications_ % port_stats_every == 0) {
+            const auto losses = port_.receive_losses();
+            p.port_rx_missed.set(losses.missed);
+            p.port_rx_errors.set(losses.errors);
+            p.port_rx_no_mbuf.set(losses.no_mbuf);
+        }
     }
 
     std::string describe() const override {
@@ -168,12 +174,17 @@ class DpdkTransport final : public Transport, private Reactor::Poller {
                                               .count());
     }
 
+    // publish_stats() runs every worker tick (100 ms): the port's own
+    // counters are read on every tenth.
+    static constexpr std::uint64_t port_stats_every = 10;
+
     DpdkSettings settings_;
     TransportHost& host_;
     PacketStats* stats_;
     Eal eal_;
     Port port_;
     Stack stack_;
+    std::uint64_t publications_ = 0;
 };
 
 }  // namespace

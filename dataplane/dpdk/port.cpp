@@ -210,4 +210,10 @@ unsigned Port::mbufs_in_use() const {
     return rte_mempool_in_use_count(pool_);
 }
 
+Port::ReceiveLosses Port::receive_losses() const {
+    rte_eth_stats stats{};
+    if (rte_eth_stats_get(settings_.port_id, &stats) != 0) return {};
+    return {stats.imissed, stats.ierrors, stats.rx_nombuf};
+}
+
 }  // namespace portcullis::dataplane::dpdk

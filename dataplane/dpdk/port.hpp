@@ -62,6 +62,17 @@ class Port {
     const rte_ether_addr& mac() const { return mac_; }
     rte_mempool* pool() const { return pool_; }
     unsigned mbufs_in_use() const;
+    // What the device itself lost on receive (rte_eth_stats), port-wide:
+    // frames dropped with its ring full, bad frames, frames it had no mbuf
+    // for. A driver may read registers or ask the kernel for them, so once a
+    // second, not per poll; devices that keep no such count report 0
+    // (DPDK's af_packet device among them).
+    struct ReceiveLosses {
+        std::uint64_t missed = 0;
+        std::uint64_t errors = 0;
+        std::uint64_t no_mbuf = 0;
+    };
+    ReceiveLosses receive_losses() const;
     const PortOffloads& offloads() const { return offloads_; }
     // Frames for queue `queue`'s worker that arrived on another queue; any
     // process enqueues, only the owner dequeues.
