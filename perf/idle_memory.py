@@ -549,6 +549,10 @@ class Runner:
                               f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]} and raising it needs CAP_SYS_RESOURCE")
             return run
         server.max_connections = connections_per_worker(n, server.workers)
+        if name == "portcullis-dpdk":
+            # No descriptor per connection; room for the rate measurement's
+            # connections that are still closing while the next ones open.
+            server.max_connections = n + 1024
         server.idle_timeout_s = int(self.args.hold_seconds + 600)
         run["workers"] = server.workers
         if self.veth:
