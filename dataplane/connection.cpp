@@ -51,6 +51,7 @@ Connection::Connection(WorkerRuntime& worker, ListenerRuntime& listener,
 }
 
 Connection::~Connection() {
+    worker_.starved.remove(*this);
     cancel_key_operation();
     uncount_upstream();
     stats_.connections_active.sub();
@@ -150,10 +151,7 @@ void Connection::pump() {
     tls_.release_unused_buffers();
     to_upstream_.release_unused();
     to_client_.release_unused();
-    if (worker_.buffers->denials() != denials && !finished_ && !starved) {
-        starved = true;
-        worker_.starved.push_back(this);
-    }
+    if (worker_.buffers->denials() != denials && !finished_) worker_.starved.push_back(*this);
 }
 
 bool Connection::move_client_to_tls() {

@@ -18,6 +18,7 @@
 
 #include "base/buffer_pool.hpp"
 #include "base/byte_queue.hpp"
+#include "base/intrusive_fifo.hpp"
 #include "crypto/key_completion_queue.hpp"
 #include "crypto/pending_key_operation.hpp"
 #include "crypto/server_tls_context.hpp"
@@ -51,10 +52,10 @@ struct WorkerRuntime {
     std::unordered_map<const crypto::PendingKeyOperation*, Connection*> awaiting_key;
     // Every connection's buffers; its budget spent, reads pause.
     base::BufferPool* buffers = nullptr;
-    // Connections that stopped reading because the pool refused a block:
-    // pumped again once blocks come back (edge-triggered events would
-    // never wake them).
-    std::vector<Connection*> starved;
+    // Connections that stopped reading because the pool refused a block,
+    // oldest first: pumped again once blocks come back (edge-triggered
+    // events would never wake them).
+    base::IntrusiveFifo<Connection> starved;
 };
 
 // One listener inside one worker.
@@ -97,8 +98,8 @@ class Connection {
 
     bool finished() const { return finished_; }
 
-    std::size_t slot = 0;  // position in the worker's connection table
-    bool starved = false;  // listed in WorkerRuntime::starved
+    std::size_t slot = 0;                  // position in the worker's connection table
+    base::FifoLink<Connection> fifo_link;  // in WorkerRuntime::starved
 
   private:
     enum class Upstream { none, connecting, connected, failed };

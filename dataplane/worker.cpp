@@ -249,19 +249,21 @@ class Worker final : public TransportHost, private Reactor::Handler {
 
   private:
     // Connections the pool refused a block get their turn again, oldest
-    // first, as soon as there is a block to give.
+    // first, as soon as there is a block to give, and only while there is:
+    // the first one refused again goes to the back and ends the pass. Waking
+    // them all on every return cost a pass over every starved connection
+    // per block: 100 000 clients closing at once on the DPDK transport
+    // (a budget's worth of blocks in use, the rest starved) took minutes.
     void resume_starved() {
-        if (runtime_.starved.empty() || buffers_.returns() == returns_at_resume_ ||
-            !buffers_.available(base::BufferPool::Use::transform)) {
-            return;
-        }
+        if (runtime_.starved.empty() || buffers_.returns() == returns_at_resume_) return;
         returns_at_resume_ = buffers_.returns();
-        resuming_.swap(runtime_.starved);
-        for (Connection* connection : resuming_) {
-            connection->starved = false;
+        for (std::size_t turns = runtime_.starved.size();
+             turns > 0 && buffers_.available(base::BufferPool::Use::transform); --turns) {
+            Connection* connection = runtime_.starved.pop_front();
+            const auto denials = buffers_.denials();
             activity(*connection);
+            if (buffers_.denials() != denials) break;
         }
-        resuming_.clear();
     }
 
     void publish_memory() {
@@ -525,7 +527,6 @@ class Worker final : public TransportHost, private Reactor::Handler {
     // the same batch never see a freed connection.
     void reap_finished() {
         for (Connection* connection : finished_) {
-            if (connection->starved) std::erase(runtime_.starved, connection);
             const std::size_t slot = connection->slot;
             std::swap(connections_[slot], connections_.back());
             connections_[slot]->slot = slot;
@@ -558,7 +559,6 @@ class Worker final : public TransportHost, private Reactor::Handler {
     std::vector<std::unique_ptr<ListenerRuntime>> listeners_;
     std::vector<std::unique_ptr<Connection>> connections_;
     std::vector<Connection*> finished_;  // reaped after each event batch
-    std::vector<Connection*> resuming_;  // runtime_.starved, being served
     std::uint64_t returns_at_resume_ = 0;
     Clock::time_point next_resident_;
     Clock::time_point next_trim_;

@@ -472,17 +472,16 @@ TEST_F(ConnectionTest, ASpentBufferBudgetPausesTheClientAndLosesNothing) {
     EXPECT_TRUE(backend.outbound.empty()) << "bytes read past a spent budget";
     EXPECT_FALSE(client_stream->inbound.empty());
     EXPECT_LE(tight_buffers.bytes_in_use(), tight_buffers.budget_bytes());
-    EXPECT_TRUE(connection->starved);
+    EXPECT_TRUE(worker.starved.contains(*connection));
     ASSERT_EQ(worker.starved.size(), 1u);
-    EXPECT_EQ(worker.starved.front(), connection.get());
 
     hog.reset();  // another connection drained
-    worker.starved.clear();
-    connection->starved = false;
-    connection->pump();  // what the worker does once blocks came back
+    // What the worker does once blocks came back: the oldest first.
+    ASSERT_EQ(worker.starved.pop_front(), connection.get());
+    connection->pump();
     settle();
     EXPECT_EQ(backend.outbound, sent);
-    EXPECT_FALSE(connection->starved);
+    EXPECT_FALSE(worker.starved.contains(*connection));
     EXPECT_EQ(tight_buffers.bytes_in_use(), 0u);
 }
 
