@@ -362,6 +362,7 @@ class Server:
     # comparison's own settings.
     max_connections = None
     idle_timeout_s = None
+    buffer_budget_bytes = None  # workers.buffer_budget_bytes; None: the daemon's default
     # Worker processes; max_connections is per worker. perf/idle_memory.py
     # takes more than one where one process's descriptor limit is too small.
     workers = 1
@@ -425,7 +426,7 @@ class Portcullis(Server):
         config = self.dir / "portcullis.toml"
         config.write_text(f"""
 [workers]
-count = {self.workers}{f"{chr(10)}max_connections = {self.max_connections}" if self.max_connections else ""}
+count = {self.workers}{f"{chr(10)}max_connections = {self.max_connections}" if self.max_connections else ""}{f"{chr(10)}buffer_budget_bytes = {self.buffer_budget_bytes}" if self.buffer_budget_bytes else ""}
 
 [admin]
 address = "{self.admin_address()}"

@@ -110,6 +110,8 @@ def main():
                          "connections need under the descriptor limit)")
     ap.add_argument("--rate-seconds", type=float, default=0.0,
                     help="measure the new-handshake rate for this long before, while and after holding (0: off)")
+    ap.add_argument("--buffer-budget-mib", type=int, default=0,
+                    help="Portcullis's workers.buffer_budget_bytes in MiB (0: its default, 64)")
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--work", default="/tmp/portcullis-idle-memory", help="PKI, configurations, logs")
@@ -448,7 +450,8 @@ def rss_by_mapping(pid, top=6):
 
 METRICS_SAMPLED = ("portcullis_heap_trims_total", "portcullis_buffer_bytes_free",
                    "portcullis_buffer_bytes_in_use", "portcullis_dpdk_tcp_connections",
-                   "portcullis_dpdk_mbufs_in_use", "portcullis_connections_active")
+                   "portcullis_dpdk_mbufs_in_use", "portcullis_connections_active",
+                   "portcullis_buffer_denials_total")
 
 
 def server_metrics(port):
@@ -554,6 +557,8 @@ class Runner:
             # connections that are still closing while the next ones open.
             server.max_connections = n + 1024
         server.idle_timeout_s = int(self.args.hold_seconds + 600)
+        if self.args.buffer_budget_mib and name.startswith("portcullis"):
+            server.buffer_budget_bytes = self.args.buffer_budget_mib << 20
         run["workers"] = server.workers
         if self.veth:
             # A kernel server's receive work is its own cost; DPDK's stand-in
