@@ -98,6 +98,7 @@ struct PacketStats {
     Counter mbuf_exhausted;   // allocations that failed
     Counter mbufs_in_use;     // gauge
     Counter tcp_connections;  // gauge: the lcore's connection table
+    Counter tcp_time_wait;    // gauge: of which compact TIME_WAIT entries
     Counter tcp_retransmissions;
     Counter resets_sent;
     Counter syn_cookies_sent, syn_cookies_validated;

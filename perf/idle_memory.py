@@ -450,7 +450,7 @@ def rss_by_mapping(pid, top=6):
 
 METRICS_SAMPLED = ("portcullis_heap_trims_total", "portcullis_buffer_bytes_free",
                    "portcullis_buffer_bytes_in_use", "portcullis_dpdk_tcp_connections",
-                   "portcullis_dpdk_mbufs_in_use", "portcullis_connections_active",
+                   "portcullis_dpdk_tcp_time_wait", "portcullis_dpdk_mbufs_in_use", "portcullis_connections_active",
                    "portcullis_buffer_denials_total")
 
 

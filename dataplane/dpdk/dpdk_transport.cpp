@@ -112,6 +112,7 @@ class DpdkTransport final : public Transport, private Reactor::Poller {
         p.mbuf_exhausted.set(s.mbuf_exhausted);
         p.mbufs_in_use.set(port_.mbufs_in_use());
         p.tcp_connections.set(stack_.connections());
+        p.tcp_time_wait.set(stack_.time_wait_connections());
         p.tcp_retransmissions.set(s.retransmissions);
         p.resets_sent.set(s.resets_sent);
         p.syn_cookies_sent.set(s.syn_cookies_sent);

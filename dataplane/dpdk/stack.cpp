@@ -198,6 +198,7 @@ bool Stack::poll(std::uint64_t now_ms) {
     bool work = stats_.rx_packets != packets_before || !touched_.empty();
 
     // Timers due since the last poll.
+    time_wait_.expire(now_ms);
     wheel_.advance(now_ms, [this, now_ms, &work](TimerWheel::Timer& timer) {
         work = true;
         service(static_cast<Flow&>(timer), now_ms);
@@ -268,8 +269,9 @@ bool Stack::hand_off(rte_mbuf* mbuf, const net::Frame& frame) {
     // Clients' flows stay where their frames land; so do closed ports' resets.
     if (local < first_ephemeral_port || local > last_ephemeral_port || serves(local)) return false;
     const unsigned owner = local % steering_count_;
-    if (owner == steering_index_ ||
-        flows_.find(flow_key(frame.source_ip, frame.source_port, local)) != flows_.end())
+    const auto key = flow_key(frame.source_ip, frame.source_port, local);
+    if (owner == steering_index_ || flows_.find(key) != flows_.end() ||
+        time_wait_.find(key) != nullptr)
         return false;
     ++stats_.steered_away;
     handoff_.pass(mbuf, owner);
@@ -315,6 +317,11 @@ void Stack::service(Flow& flow, std::uint64_t now_ms) {
     flush_flow(flow);
     count_retransmissions(flow);
     if (tcp.state() == tcp::TcpState::closed) {
+        retire(flow);
+        return;
+    }
+    if (tcp.state() == tcp::TcpState::time_wait && flow.stream == nullptr && flow.resolved) {
+        time_wait_.insert(tcp.time_wait_entry(flow.key));
         retire(flow);
         return;
     }
@@ -401,7 +408,12 @@ std::uint16_t Stack::allocate_port(net::Ipv4Address peer, std::uint16_t peer_por
                               ? port % steering_count_ == steering_index_
                               : owns(peer, peer_port, port);
         if (!ours) continue;
-        const auto found = flows_.find(flow_key(peer, peer_port, port));
+        const auto key = flow_key(peer, peer_port, port);
+        if (time_wait_.erase(key)) {
+            ++stats_.time_wait_reused;
+            return port;
+        }
+        const auto found = flows_.find(key);
         if (found == flows_.end()) return port;
         if (found->second->tcp.state() == tcp::TcpState::time_wait) {
             ++stats_.time_wait_reused;
@@ -568,6 +580,7 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
             return;
         }
     }
+    if (answer_time_wait(frame, key, now_ms)) return;
     if (!owns(frame.source_ip, frame.source_port, frame.destination_port)) {
         ++stats_.steered_away;
         return;
@@ -603,6 +616,22 @@ void Stack::handle_tcp(const net::Frame& frame, std::uint64_t now_ms) {
     if (!segment.has(tcp::flag::rst)) send_reset(frame);
 }
 
+// A segment for a 4-tuple in TIME_WAIT: answered from its entry, unless it
+// is a new connection's SYN (RFC 6191 in spirit, as for a flow above).
+// Returns whether the segment was the entry's.
+bool Stack::answer_time_wait(const net::Frame& frame, std::uint64_t key, std::uint64_t now_ms) {
+    if (time_wait_.size() == 0) return false;
+    const auto& segment = frame.segment;
+    if (segment.has(tcp::flag::syn) && !segment.has(tcp::flag::ack)) {
+        if (time_wait_.erase(key)) ++stats_.time_wait_reused;
+        return false;
+    }
+    if (time_wait_.find(key) == nullptr) return false;
+    if (const auto reply = time_wait_.answer(key, segment, now_ms))
+        reply_statelessly(frame, *reply);
+    return true;
+}
+
 // The SYN-ACK of a SYN cookie: the ISS is the cookie; MSS only (no window
 // scaling or timestamps: the cookie cannot carry them).
 void Stack::send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple,
@@ -622,12 +651,17 @@ void Stack::send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple,
 bool Stack::reply_statelessly(const net::Frame& frame, const tcp::TcpSegment& segment) {
     rte_mbuf* mbuf = tx_.allocate();
     if (mbuf == nullptr) return false;
-    constexpr std::size_t room = 64;
+    // Headers, and options up to a timestamp (TIME_WAIT's ACK).
+    constexpr std::size_t room = 80;
     constexpr std::size_t minimum = 60;
     auto* data = reinterpret_cast<std::uint8_t*>(rte_pktmbuf_append(mbuf, room));
     const net::Route route{mac_, frame.source_mac, address_.address, frame.source_ip};
     const auto written = net::build_tcp({data, room}, route, frame.destination_port,
                                         frame.source_port, segment, tx_checksums_);
+    if (written == 0) {
+        rte_pktmbuf_free(mbuf);
+        return false;
+    }
     prepare_checksums(mbuf);
     std::fill(data + written, data + room, 0);
     rte_pktmbuf_trim(mbuf, static_cast<std::uint16_t>(room - std::max(written, minimum)));

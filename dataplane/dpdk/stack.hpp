@@ -6,8 +6,11 @@
 // listening port's handler, opened ones through connect() (active open, ARP
 // for the next hop, gateway outside the subnet). The worker's Connection
 // drives them exactly like kernel sockets. A timer wheel (TimerWheel) visits
-// only the connections whose timers are due, so idle and TIME_WAIT
-// connections cost nothing per poll. ARP and ping are Neighbors', frames for
+// only the connections whose timers are due, so idle connections cost
+// nothing per poll. A connection in TIME_WAIT whose user has let go of it
+// becomes a compact entry (tcp/time_wait_table.hpp) outside the heap: its
+// kilobyte of flow is freed at once, and the heap pages it shared with the
+// connections of its time can go back to the kernel. ARP and ping are Neighbors', frames for
 // another worker's queue QueueHandoff's, output TxBurst's; the stack decides
 // which frame is whose.
 //
@@ -40,6 +43,7 @@
 #include "dataplane/socket_address.hpp"
 #include "dataplane/tcp/syn_cookie.hpp"
 #include "dataplane/tcp/tcp_connection.hpp"
+#include "dataplane/tcp/time_wait_table.hpp"
 #include "dataplane/tcp/timestamp_clock.hpp"
 #include "dataplane/timer_wheel.hpp"
 #ifdef PORTCULLIS_FAULT_INJECTION
@@ -124,7 +128,9 @@ class Stack {
     void set_syn_backlog(std::size_t backlog) { syn_backlog_ = backlog; }
 
     const StackStats& stats() const { return stats_; }
-    std::size_t connections() const { return flows_.size(); }
+    // Every connection in the table, TIME_WAIT ones included.
+    std::size_t connections() const { return flows_.size() + time_wait_.size(); }
+    std::size_t time_wait_connections() const { return time_wait_.size(); }
 
 #ifdef PORTCULLIS_FAULT_INJECTION
     void inject_faults(const FaultInjection& faults) { faults_.configure(faults); }
@@ -140,6 +146,7 @@ class Stack {
     void handle_arp(const net::Frame& frame, bool handed);
     void handle_icmp(const net::Frame& frame);
     void handle_tcp(const net::Frame& frame, std::uint64_t now_ms);
+    bool answer_time_wait(const net::Frame& frame, std::uint64_t key, std::uint64_t now_ms);
     Flow* accept_flow(const net::Frame& frame, tcp::TcpConnection connection);
     void send_reset(const net::Frame& frame);
     void send_cookie(const net::Frame& frame, const tcp::FourTuple& tuple, std::uint64_t now_ms);
@@ -175,6 +182,7 @@ class Stack {
     // Before the flows, which are its timers: it outlives every one of them.
     TimerWheel wheel_;
     std::unordered_map<std::uint64_t, std::unique_ptr<Flow>> flows_;
+    tcp::TimeWaitTable time_wait_{tcp_config_.time_wait_ms};  // flows_'s keys never in it
     std::vector<std::unique_ptr<Flow>> opened_;  // connect() during a poll: joins flows_ after it
     std::vector<Flow*> touched_;                 // flows to visit in this iteration
     std::vector<Flow*> unresolved_;              // active opens waiting for ARP

@@ -615,6 +615,21 @@ void TcpConnection::enter_time_wait(Millis now) {
     time_wait_deadline_ = now + config_.time_wait_ms;
 }
 
+TimeWaitEntry TcpConnection::time_wait_entry(std::uint64_t key) const {
+    TimeWaitEntry entry;
+    entry.key = key;
+    entry.deadline_ms = time_wait_deadline_;
+    entry.snd_nxt = snd_nxt_;
+    entry.rcv_nxt = rcv_nxt_;
+    entry.window_bytes = receive_window();
+    entry.window_field =
+        static_cast<std::uint16_t>(std::min<std::uint32_t>(receive_window() >> rcv_wscale_, 65535));
+    entry.timestamps = timestamps_;
+    entry.ts_recent = ts_recent_;
+    entry.ts_offset = config_.timestamp_offset;
+    return entry;
+}
+
 void TcpConnection::go_closed(bool by_reset) {
     state_ = TcpState::closed;
     reset_ = reset_ || by_reset;

@@ -25,6 +25,7 @@
 #include "base/buffer_pool.hpp"
 #include "dataplane/tcp/byte_ring.hpp"
 #include "dataplane/tcp/tcp_segment.hpp"
+#include "dataplane/tcp/time_wait_table.hpp"
 
 namespace portcullis::dataplane::tcp {
 
@@ -123,6 +124,9 @@ class TcpConnection {
     void copy_payload(const OutSegment& segment, std::span<std::uint8_t> out) const;
     void clear_output() { output_.clear(); }  // keeps the capacity: no allocation per segment
     TcpState state() const { return state_; }
+    // In TIME_WAIT: what the connection must remember to answer its peer
+    // until the 2 MSL are over (time_wait_table.hpp), under `key`.
+    TimeWaitEntry time_wait_entry(std::uint64_t key) const;
 
     struct Stats {
         std::uint64_t keepalive_probes = 0;

@@ -9,6 +9,7 @@
 
 #include "base/byte_queue.hpp"
 #include "dataplane/tcp/syn_cookie.hpp"
+#include "dataplane/tcp/time_wait_table.hpp"
 
 namespace portcullis::dataplane::tcp {
 namespace {
@@ -470,6 +471,50 @@ TEST(TcpClose, ActiveCloseEndsInTimeWaitThenClosed) {
     EXPECT_EQ(h.tcp->state(), TcpState::time_wait);
     h.advance(1);
     EXPECT_EQ(h.tcp->state(), TcpState::closed);
+}
+
+// The compact entry a connection in TIME_WAIT leaves behind answers the
+// peer's FIN again exactly as the connection itself does.
+TEST(TcpClose, TimeWaitEntryAnswersTheFinAgainAsTheConnectionDoes) {
+    TcpConfig config;
+    config.time_wait_ms = 1000;
+    config.timestamp_offset = 4242;
+    Harness h(config, true);
+    h.input(h.from_peer(peer_iss + 1, flag::ack, our_iss + 1));
+    h.tcp->close();
+    h.tcp->push(h.now);
+    h.drain();
+    auto ack_of_fin = h.from_peer(peer_iss + 1, flag::ack, our_iss + 2);
+    ack_of_fin.options.timestamps = true;
+    ack_of_fin.options.ts_value = 90;
+    h.input(ack_of_fin);
+    auto fin = h.from_peer(peer_iss + 1, flag::ack | flag::fin, our_iss + 2);
+    fin.options.timestamps = true;
+    fin.options.ts_value = 91;
+    h.input(fin);
+    ASSERT_EQ(h.tcp->state(), TcpState::time_wait);
+
+    TimeWaitTable table(config.time_wait_ms);
+    const std::uint64_t key = 0x0a000002c0000050ull;
+    table.insert(h.tcp->time_wait_entry(key));
+    ASSERT_NE(table.find(key), nullptr);
+    EXPECT_EQ(table.find(key)->deadline_ms, h.now + 1000);
+
+    h.now += 300;
+    fin.options.ts_value = 95;  // the same FIN, sent again
+    const auto from_table = table.answer(key, fin, h.now);
+    h.input(fin);
+    ASSERT_EQ(h.sent.size(), 1u);
+    ASSERT_TRUE(from_table.has_value());
+    const auto& from_connection = h.sent[0].header;
+    EXPECT_EQ(from_table->flags, from_connection.flags);
+    EXPECT_EQ(from_table->seq, from_connection.seq);
+    EXPECT_EQ(from_table->ack, from_connection.ack);
+    EXPECT_EQ(from_table->window, from_connection.window);
+    EXPECT_TRUE(from_table->options.timestamps);
+    EXPECT_EQ(from_table->options.ts_value, from_connection.options.ts_value);
+    EXPECT_EQ(from_table->options.ts_echo, from_connection.options.ts_echo);
+    EXPECT_EQ(from_table->ack, peer_iss + 2);
 }
 
 TEST(TcpClose, SimultaneousCloseGoesThroughClosing) {
