@@ -10,10 +10,11 @@
 // - the heap's free bytes grew, since their low point after the last
 //   return, by a quarter of what the heap still holds in use (at least
 //   `min_slack_bytes`). Memory is also freed well after the connections that
-//   held it: the DPDK stack's flows leave TIME_WAIT a minute after their
-//   close, sessions expire from the cache. Then neither of the first two sees
-//   anything, yet the few bytes freed can unpin most of the heap's pages
-//   (9000 flows of ~1 KiB in TIME_WAIT kept 87 MiB resident).
+//   held it: sessions expire from the cache, and the DPDK stack's flows did
+//   leave TIME_WAIT a minute after their close (9000 flows of ~1 KiB kept
+//   87 MiB resident; they are compact entries off the heap now,
+//   tcp/time_wait_table.hpp). Then neither of the first two sees anything,
+//   yet the few bytes freed can unpin most of the heap's pages.
 #pragma once
 
 #include <algorithm>
