@@ -28,9 +28,13 @@ not fit one process under RLIMIT_NOFILE's hard limit, the run spreads it:
 Portcullis and nginx get as many workers as their connections need (nginx
 with `reuseport`, as Portcullis's listeners always are), the bench runs as
 several processes and each backend address gets a sink process of its own.
-HAProxy is one process whatever its threads, so an N it cannot hold is
-skipped and the table says why. What is left (source ports, memory) is
-checked before anything runs, and the limit that stops a larger N is named.
+HAProxy is one process whatever its threads (and has had no nbproc since
+2.5), so it runs as several independent processes with the same
+configuration, as HAProxy's documentation suggests for many cores: each
+binds the same address with SO_REUSEPORT (HAProxy's default on Linux), and
+the kernel spreads the connections over them as it does over Portcullis's
+and nginx's workers. What is left (source ports, memory) is checked before
+anything runs, and the limit that stops a larger N is named.
 
 With --rate-seconds S, each run also measures the server's new-handshake
 rate (`portcullis-bench --conns 16`, full handshakes, S seconds) three
@@ -482,7 +486,31 @@ class PortcullisWithAdmin(compare.Portcullis):
         return f"127.0.0.1:{self.admin_port}"
 
 
-SERVER_CLASSES = {"portcullis": PortcullisWithAdmin, "nginx": compare.Nginx, "haproxy": compare.Haproxy,
+class HaproxyProcesses(compare.Haproxy):
+    """compare.py's HAProxy as `workers` processes of one configuration,
+    sharing its listening address by SO_REUSEPORT, under one shell that
+    ends them all on SIGTERM: the tree is the shell and the processes."""
+    expected_processes = 2  # with `workers` processes the tree is workers + 1, the shell included
+
+    def write_config(self, verbose):
+        # HAProxy asks for 2 x maxconn descriptors and a few more, and will
+        # not start below that; compare.py adds 64 to maxconn.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        self.max_connections = min(self.max_connections, (hard - 256) // 2 - 64)
+        argv = super().write_config(verbose)
+        command = " ".join(argv)
+        return ["sh", "-c", f'pids=""; for i in $(seq {self.workers}); do {command} & pids="$pids $!"; done; '
+                            f'trap \'kill $pids; wait\' TERM; wait']
+
+    def start(self, verbose):
+        super().start(verbose)
+        if len(self.pids) != self.workers + 1:
+            self.stop()
+            raise compare.Abort(f"haproxy: {len(self.pids) - 1} of {self.workers} processes running:\n"
+                                f"{self.log.read_text()[-3000:]}")
+
+
+SERVER_CLASSES = {"portcullis": PortcullisWithAdmin, "nginx": compare.Nginx, "haproxy": HaproxyProcesses,
                   "portcullis-dpdk": compare.PortcullisDpdk}
 
 
@@ -544,13 +572,8 @@ class Runner:
         run = {"round": round_index + 1, "server": name, "connections": n}
         server = SERVER_CLASSES[name](self)
         # DPDK's connections hold no descriptor: one worker holds any N.
-        one_process = name in ("haproxy", "portcullis-dpdk")
+        one_process = name == "portcullis-dpdk"
         server.workers = 1 if one_process else workers_for(n, self.args.workers)
-        if name == "haproxy" and n > connections_per_server_process():
-            run["skipped"] = (f"HAProxy is one process (threads share its descriptors): {n} connections need "
-                              f"{2 * n + FD_MARGIN} descriptors, RLIMIT_NOFILE's hard limit is "
-                              f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]} and raising it needs CAP_SYS_RESOURCE")
-            return run
         server.max_connections = connections_per_worker(n, server.workers)
         if name == "portcullis-dpdk":
             # No descriptor per connection; room for the rate measurement's
@@ -899,7 +922,7 @@ def table(results, counts, servers, after):
                  f"process that grew most). Medians of {s['rounds']} interleaved rounds, a fresh server each run. "
                  f"One server process holds at most {s.get('largest_n_one_process', '?')} (RLIMIT_NOFILE hard limit "
                  f"{s['descriptor_limit']}, two descriptors per connection); beyond that Portcullis and nginx run "
-                 f"more workers (workers column) and HAProxy, one process, is not run."
+                 f"more workers and HAProxy more processes sharing its port (workers column)."
                  + (f" New hs/s held: full handshakes per second (--conns 16, {s['rate_seconds']:g} s) while N are "
                     f"held; held / idle: that over the mean of the same measured before and after the hold."
                     if rate else ""))
