@@ -3,12 +3,17 @@
 // per slot, so cancelling needs no search), and advancing the clock costs
 // one visit per elapsed slot plus one per timer found there.
 //
-// A deadline any distance ahead is kept exactly: a timer beyond one
-// revolution sits in its slot and is passed over (one comparison) until the
-// revolution it is due in. A deadline at or before the wheel's time fires
-// at the next advance. Within one advance that covers less than a
-// revolution, timers fire in deadline order (FIFO within a millisecond);
-// after a longer gap every due timer fires, in slot order.
+// A deadline any distance ahead is kept exactly. One a revolution (1024 ms)
+// or more ahead waits on a second wheel of 1024 slots of a revolution each
+// (17.5 minutes), and moves to its millisecond slot when the revolution it
+// is due in begins. So a timer costs one visit to move and one to fire,
+// however far ahead it was set: a hundred thousand idle connections' 60 s
+// keepalive timers are not passed over once per revolution each. Only a
+// deadline beyond the second wheel's 17.5 minutes is passed over, once per
+// 17.5 minutes. A deadline at or before the wheel's time fires at the next
+// advance. Within one advance that covers less than a revolution, timers
+// fire in deadline order; after a longer gap every due timer fires, in slot
+// order.
 //
 // The wheel owns no timer: a Timer is embedded in (or a base of) its user's
 // object, and unlinks itself when destroyed. One thread owns a wheel and its
@@ -58,6 +63,7 @@ class TimerWheel {
 
     TimerWheel() {
         for (auto& head : slot_) head.prev = head.next = &head;
+        for (auto& head : outer_) head.prev = head.next = &head;
         expired_.prev = expired_.next = &expired_;
     }
     // Timers point into the wheel's slot heads.
@@ -71,7 +77,9 @@ class TimerWheel {
     void schedule(Timer& timer, std::uint64_t deadline) {
         timer.unlink();
         const std::uint64_t at = deadline > now_ ? deadline : now_ + 1;
-        append(slot_[at % slots], timer);
+        // Within the coming revolution its slot is next visited at `at`;
+        // further ahead, its revolution starts after now_.
+        append(at - now_ < slots ? slot_[at % slots] : outer_[(at / slots) % slots], timer);
         timer.deadline_ = deadline;
     }
 
@@ -86,17 +94,25 @@ class TimerWheel {
     template <typename Expire>
     void advance(std::uint64_t now, Expire&& expire) {
         if (now <= now_) return;
-        const std::uint64_t steps = now - now_ < slots ? now - now_ : slots;
-        for (std::uint64_t i = 1; i <= steps; ++i) {
-            Link& head = slot_[(now_ + i) % slots];
-            for (Link* link = head.next; link != &head;) {
-                auto* timer = static_cast<Timer*>(link);
-                link = link->next;
-                if (timer->deadline_ > now) continue;  // a later revolution's
-                const std::uint64_t deadline = timer->deadline_;
-                timer->unlink();
-                append(expired_, *timer);
-                timer->deadline_ = deadline;
+        if (now - now_ < slots) {
+            for (std::uint64_t t = now_ + 1; t <= now; ++t) {
+                if (t % slots == 0) bring_in(t / slots);
+                collect(slot_[t % slots], now);
+            }
+        } else {
+            // Every millisecond slot holds timers due by now; the second
+            // wheel's are due, or due within a revolution, or stay.
+            for (auto& head : slot_) collect(head, now);
+            for (auto& head : outer_) {
+                for (Link* link = head.next; link != &head;) {
+                    auto* timer = static_cast<Timer*>(link);
+                    link = link->next;
+                    if (timer->deadline_ <= now) {
+                        move(*timer, expired_);
+                    } else if (timer->deadline_ - now < slots) {
+                        move(*timer, slot_[timer->deadline_ % slots]);
+                    }
+                }
             }
         }
         now_ = now;
@@ -108,6 +124,31 @@ class TimerWheel {
     }
 
   private:
+    // Due timers of a millisecond slot to the expired list; others stay.
+    void collect(Link& head, std::uint64_t now) {
+        for (Link* link = head.next; link != &head;) {
+            auto* timer = static_cast<Timer*>(link);
+            link = link->next;
+            if (timer->deadline_ <= now) move(*timer, expired_);
+        }
+    }
+    // Revolution `revolution` begins: its timers move to their millisecond
+    // slots (a timer whose due revolution is a later one stays).
+    void bring_in(std::uint64_t revolution) {
+        Link& head = outer_[revolution % slots];
+        for (Link* link = head.next; link != &head;) {
+            auto* timer = static_cast<Timer*>(link);
+            link = link->next;
+            if (timer->deadline_ / slots == revolution)
+                move(*timer, slot_[timer->deadline_ % slots]);
+        }
+    }
+    static void move(Timer& timer, Link& head) {
+        const std::uint64_t deadline = timer.deadline_;
+        timer.unlink();
+        append(head, timer);
+        timer.deadline_ = deadline;
+    }
     static void append(Link& head, Timer& timer) {
         Link& link = timer;
         link.prev = head.prev;
@@ -116,8 +157,9 @@ class TimerWheel {
         head.prev = &link;
     }
 
-    std::array<Link, slots> slot_;
-    Link expired_;  // due in the advance under way, in firing order
+    std::array<Link, slots> slot_;   // a millisecond each
+    std::array<Link, slots> outer_;  // a revolution each
+    Link expired_;                   // due in the advance under way, in firing order
     std::uint64_t now_ = 0;
 };
 

@@ -1,12 +1,14 @@
 // The DPDK stack's timer wheel on its own: timers fire once, at their
 // deadline and in deadline order; cancel and reschedule take effect at once;
-// deadlines beyond one revolution and clock jumps longer than one keep
-// their exact times.
+// deadlines beyond one revolution (on the second wheel) and clock jumps
+// longer than one keep their exact times, checked against a plain list.
 #include "dataplane/timer_wheel.hpp"
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <deque>
+#include <random>
 #include <vector>
 
 namespace portcullis::dataplane {
@@ -30,6 +32,15 @@ std::vector<Fired> run_until(TimerWheel& wheel, std::uint64_t until) {
             fired.push_back({static_cast<Named&>(timer).id, t});
         });
     return fired;
+}
+
+// `fired` is exactly `expected`: the same timers, in order, at those times.
+void expect_fired(const std::vector<Fired>& fired, const std::vector<Fired>& expected) {
+    ASSERT_EQ(fired.size(), expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+        EXPECT_EQ(fired[i].id, expected[i].id) << i;
+        EXPECT_EQ(fired[i].at, expected[i].at) << i;
+    }
 }
 
 TEST(TimerWheel, FiresOnceAtItsDeadline) {
@@ -83,19 +94,14 @@ TEST(TimerWheel, RescheduleMovesTheTimerEarlierOrLater) {
     wheel.schedule(later, 40);
     wheel.schedule(earlier, 30);
     wheel.schedule(earlier, 5);
-    const auto fired = run_until(wheel, 100);
-    ASSERT_EQ(fired.size(), 2u);
-    EXPECT_EQ(fired[0].id, 2);
-    EXPECT_EQ(fired[0].at, 5u);
-    EXPECT_EQ(fired[1].id, 1);
-    EXPECT_EQ(fired[1].at, 40u);
+    expect_fired(run_until(wheel, 100), {{2, 5}, {1, 40}});
 }
 
 TEST(TimerWheel, DeadlineBeyondOneRevolutionKeepsItsExactTime) {
     TimerWheel wheel;
     wheel.advance(7, [](TimerWheel::Timer&) {});
     Named near(1), far(2), farther(3);
-    // All three share a slot: the far ones are passed over until their revolution.
+    // All three have the same slot: the far ones wait on the second wheel.
     wheel.schedule(near, 7 + 100);
     wheel.schedule(far, 7 + 100 + TimerWheel::slots);
     wheel.schedule(farther, 7 + 100 + 3 * TimerWheel::slots);
@@ -140,6 +146,96 @@ TEST(TimerWheel, ClockJumpLongerThanARevolutionFiresEverythingDueAndNothingElse)
     ASSERT_EQ(rest.size(), 1u);
     EXPECT_EQ(rest[0].id, 3);
     EXPECT_EQ(rest[0].at, 100 + 5 * TimerWheel::slots);
+}
+
+// Keepalive-like timers a minute ahead, and one beyond the second wheel's
+// 17.5 minutes: each fires at its exact millisecond.
+TEST(TimerWheel, TimersManyRevolutionsAheadFireAtTheirExactTime) {
+    TimerWheel wheel;
+    const std::uint64_t start = 3 * TimerWheel::slots + 17;
+    wheel.advance(start, [](TimerWheel::Timer&) {});
+    std::deque<Named> timers;  // timers stay where they are
+    std::vector<std::uint64_t> deadlines;
+    for (int i = 0; i < 60; ++i)
+        deadlines.push_back(start + 60000 + static_cast<std::uint64_t>(i) * 997);
+    deadlines.push_back(start + TimerWheel::slots);      // just a revolution ahead
+    deadlines.push_back(start + TimerWheel::slots - 1);  // just within it
+    deadlines.push_back(start + TimerWheel::slots * TimerWheel::slots +
+                        5);  // beyond the second wheel
+    for (std::size_t i = 0; i < deadlines.size(); ++i) timers.emplace_back(static_cast<int>(i));
+    for (std::size_t i = 0; i < deadlines.size(); ++i) wheel.schedule(timers[i], deadlines[i]);
+    const auto fired = run_until(wheel, deadlines.back() + 10);
+    ASSERT_EQ(fired.size(), deadlines.size());
+    for (const auto& f : fired) EXPECT_EQ(f.at, deadlines[static_cast<std::size_t>(f.id)]) << f.id;
+}
+
+TEST(TimerWheel, FarTimersMoveCancelAndSurviveAClockJump) {
+    TimerWheel wheel;
+    wheel.advance(100, [](TimerWheel::Timer&) {});
+    Named due(1), soon_after(2), later(3), cancelled(4), brought_near(5);
+    wheel.schedule(due, 3000);
+    wheel.schedule(soon_after, 5500);
+    wheel.schedule(later, 100000);
+    wheel.schedule(cancelled, 4000);
+    wheel.schedule(brought_near, 90000);
+    TimerWheel::cancel(cancelled);
+    wheel.schedule(brought_near, 150);  // from the second wheel to the first
+    std::vector<int> fired;
+    wheel.advance(5000, [&](TimerWheel::Timer& t) { fired.push_back(static_cast<Named&>(t).id); });
+    EXPECT_EQ(fired, (std::vector<int>{5, 1}));
+    EXPECT_TRUE(soon_after.scheduled());
+    EXPECT_TRUE(later.scheduled());
+    EXPECT_FALSE(cancelled.scheduled());
+    expect_fired(run_until(wheel, 100010), {{2, 5500}, {3, 100000}});
+}
+
+// Random deadlines up to 50 minutes ahead, random reschedules and cancels,
+// advances of 1 to 40 ms with a jump of seconds now and then: every timer
+// fires at the first advance at or after its deadline, and only once.
+TEST(TimerWheel, AgreesWithAPlainListOfDeadlines) {
+    TimerWheel wheel;
+    std::mt19937_64 random(11);
+    std::deque<Named> timers;
+    std::vector<std::uint64_t> deadline;  // 0: not armed
+    for (int i = 0; i < 3000; ++i) {
+        timers.emplace_back(i);
+        deadline.push_back(0);
+    }
+    auto arm = [&](std::size_t i, std::uint64_t now) {
+        const std::uint64_t ahead = 1 + (random() % 4 == 0 ? random() % 3000000 : random() % 70000);
+        deadline[i] = now + ahead;
+        wheel.schedule(timers[i], deadline[i]);
+    };
+    for (std::size_t i = 0; i < timers.size(); ++i) arm(i, 0);
+    std::uint64_t now = 0, fired = 0;
+    while (now < 3200000) {
+        const std::uint64_t step = random() % 500 == 0 ? 1000 + random() % 9000 : 1 + random() % 40;
+        const std::uint64_t previous = now;
+        now += step;
+        wheel.advance(now, [&](TimerWheel::Timer& t) {
+            const auto i = static_cast<std::size_t>(static_cast<Named&>(t).id);
+            ASSERT_NE(deadline[i], 0u) << "fired twice or after a cancel: " << i;
+            ASSERT_LE(deadline[i], now) << i;
+            ASSERT_GT(deadline[i], previous) << "late: " << i;
+            deadline[i] = 0;
+            ++fired;
+        });
+        for (int k = 0; k < 3; ++k) {  // some churn, as connections make
+            const auto i = static_cast<std::size_t>(random() % timers.size());
+            if (random() % 3 == 0) {
+                TimerWheel::cancel(timers[i]);
+                deadline[i] = 0;
+            } else {
+                arm(i, now);
+            }
+        }
+    }
+    for (std::size_t i = 0; i < timers.size(); ++i) {
+        if (deadline[i] != 0) {
+            EXPECT_GT(deadline[i], now) << "missed: " << i;
+        }
+    }
+    EXPECT_GT(fired, 3000u);
 }
 
 TEST(TimerWheel, PastDeadlineFiresAtTheNextAdvance) {
