@@ -60,23 +60,20 @@ class ClientOcsp : public ::testing::Test {
         return n;
     }
 
-    double checks(const std::string& source, const std::string& status) {
+    // The admin process of a daemon just started may not answer yet: asked
+    // until it does.
+    double metric(const std::string& sample) {
         for (int attempt = 0; attempt < 200; ++attempt) {
             const auto response = http_request(admin, "GET", "/metrics");
-            if (response.status == 200) {
-                return metric_value(
-                    response.body,
-                    "portcullis_ocsp_client_checks_total{listener=\"edge\",source=\"" + source +
-                        "\",status=\"" + status + "\"}");
-            }
+            if (response.status == 200) return metric_value(response.body, sample);
             std::this_thread::sleep_for(25ms);
         }
         return -1;
     }
 
-    double metric(const std::string& sample) {
-        const auto response = http_request(admin, "GET", "/metrics");
-        return response.status == 200 ? metric_value(response.body, sample) : -1;
+    double checks(const std::string& source, const std::string& status) {
+        return metric("portcullis_ocsp_client_checks_total{listener=\"edge\",source=\"" + source +
+                      "\",status=\"" + status + "\"}");
     }
 
     // Has `crafted` answer good about `cert` for `seconds`; returns when that
