@@ -10,9 +10,9 @@
 // nothing per poll. A connection in TIME_WAIT whose user has let go of it
 // becomes a compact entry (tcp/time_wait_table.hpp) outside the heap: its
 // kilobyte of flow is freed at once, and the heap pages it shared with the
-// connections of its time can go back to the kernel. ARP and ping are Neighbors', frames for
-// another worker's queue QueueHandoff's, output TxBurst's; the stack decides
-// which frame is whose.
+// connections of its time can go back to the kernel. ARP and ping are
+// Neighbors', frames for another worker's queue QueueHandoff's, output
+// TxBurst's; the stack decides which frame is whose.
 //
 // Several worker processes share a port in one of two ways:
 // - a queue each (DPDK primary/secondary processes, RSS where the port has
