@@ -284,8 +284,26 @@ int ticket_key_callback(SSL* ssl, unsigned char name[16], unsigned char iv[EVP_M
     return match == TicketKeyring::Match::current ? 1 : 2;
 }
 
+// OpenSSL looks a TLS 1.3 ticket up one way per SSL, chosen by
+// SSL_OP_NO_TICKET. In stateful mode a ticket that is not a 32-byte session ID
+// was issued stateless (by an appliance sharing ticket_key_file, or here
+// before the mode changed), so that connection decrypts it instead, and
+// check_ticket_session puts the option back before its next ticket is issued:
+// the client moves to a stateful ticket without a full handshake.
+int route_stateless_ticket(SSL* ssl, int*, void*) {
+    const unsigned char* psk = nullptr;
+    std::size_t length = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &psk, &length) != 1)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    // RFC 8446 4.2.11: identities<7..2^16-1>, the first identity<1..2^16-1>.
+    if (length >= 4 && ((std::size_t{psk[2]} << 8) | psk[3]) != SSL_MAX_SSL_SESSION_ID_LENGTH)
+        SSL_clear_options(ssl, SSL_OP_NO_TICKET);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 SSL_TICKET_RETURN check_ticket_session(SSL* ssl, SSL_SESSION* session, const unsigned char*, size_t,
                                        SSL_TICKET_STATUS status, void*) {
+    if (context_of(ssl).options().stateful_tickets) SSL_set_options(ssl, SSL_OP_NO_TICKET);
     switch (status) {
         case SSL_TICKET_SUCCESS:
         case SSL_TICKET_SUCCESS_RENEW:
@@ -496,7 +514,11 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         if (options_.tickets != nullptr)
             SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx.get(), ticket_key_callback);
         SSL_CTX_set_session_ticket_cb(ctx.get(), nullptr, check_ticket_session, nullptr);
-        if (options_.stateful_tickets) SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
+        if (options_.stateful_tickets) {
+            SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
+            if (options_.tickets != nullptr)
+                SSL_CTX_set_client_hello_cb(ctx.get(), route_stateless_ticket, nullptr);
+        }
         if (options_.session_cache != nullptr) {
             attach_session_cache(ctx.get(), *options_.session_cache);
             SSL_CTX_sess_set_get_cb(ctx.get(), get_trusted_cached_session);

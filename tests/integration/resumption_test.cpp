@@ -145,6 +145,42 @@ TEST(TicketKeyFile, TwoDaemonsSharingTheFileResumeEachOthersSessions) {
     }
 }
 
+// A stateful appliance beside a stateless one, sharing the key file: B
+// resumes A's TLS 1.3 ticket, then hands the client a session ID, which the
+// next connection resumes from B's cache with nothing decrypted.
+TEST(TicketKeyFile, StatefulApplianceResumesAStatelessPeersTicket) {
+    TestDeployment env;
+    const auto client = env.client("migrating-client");
+    write_file(env.dir / "tickets.keys", std::string(160, 'c') + "\n");
+    const int port_a = free_port();
+    const int port_b = free_port();
+    const int admin_b = free_port();
+    const std::string keys = "[resumption]\nticket_key_file = \"tickets.keys\"\n";
+    Daemon a(env.write_config("a", keys + "\n" + env.listener("edge", port_a)));
+    Daemon b(env.write_config("b", admin_block(admin_b) + keys + "ticket_mode = \"stateful\"\n\n" +
+                                       env.listener("edge", port_b)));
+    auto options = env.options_for(client);
+    options.min_version = options.max_version = TLS1_3_VERSION;
+    auto from_a = first_session(port_a, options);
+    ASSERT_TRUE(from_a.ok);
+    options.resume_from = from_a.session.get();
+    auto on_b = run_client(port_b, options);
+    EXPECT_TRUE(on_b.exchanged) << on_b.error;
+    EXPECT_TRUE(on_b.resumed) << "B must decrypt A's stateless ticket";
+    ASSERT_TRUE(on_b.session);
+    const unsigned char* ticket = nullptr;
+    std::size_t length = 0;
+    SSL_SESSION_get0_ticket(on_b.session.get(), &ticket, &length);
+    EXPECT_EQ(length, 32u) << "B's ticket is a session ID";
+    options.resume_from = on_b.session.get();
+    const auto again = run_client(port_b, options);
+    EXPECT_TRUE(again.resumed) << again.error;
+    const auto metrics = http_request(admin_b, "GET", "/metrics").body;
+    EXPECT_EQ(metric_value(metrics, "portcullis_ticket_decryptions_total{key_age=\"current\"}"), 1)
+        << metrics;
+    EXPECT_EQ(metric_value(metrics, "portcullis_session_cache_stores_total"), 2) << metrics;
+}
+
 TEST(TicketKeyFile, BrokenKeyFileStopsStartWithItsName) {
     TestDeployment env;
     write_file(env.dir / "tickets.keys", "not-hex\n");

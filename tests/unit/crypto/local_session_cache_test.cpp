@@ -290,6 +290,70 @@ TEST_F(LocalSessionsInTheTlsCore, StatefulTls13TicketResumesOnAnotherWorkerThrou
     EXPECT_EQ(shared.counters().hits, 1u);
 }
 
+std::size_t ticket_length(const SSL_SESSION* session) {
+    const unsigned char* ticket = nullptr;
+    std::size_t length = 0;
+    SSL_SESSION_get0_ticket(session, &ticket, &length);
+    return length;
+}
+
+// An appliance in stateful mode beside one in stateless mode, sharing the
+// ticket keys (ticket_key_file) and nothing else: the stateful one resumes
+// the other's ticket and hands the client a stateful one of its own.
+TEST_F(LocalSessionsInTheTlsCore, StatefulModeResumesAStatelessTicketAndIssuesAStatefulOne) {
+    ServerTlsContext stateless(policy, keys, options);
+    SharedSessionCache other_cache{SessionCacheLimits{}};
+    ServerTlsOptions stateful_options = options;
+    stateful_options.stateful_tickets = true;
+    stateful_options.session_cache = &other_cache;
+    ServerTlsContext stateful(policy, keys, stateful_options);
+
+    bool resumed = true;
+    auto session = connect(stateless, TLS1_3_VERSION, nullptr, &resumed);
+    ASSERT_TRUE(session);
+    EXPECT_GT(ticket_length(session.get()), 32u) << "a stateless ticket carries its session";
+
+    std::string subject;
+    session = connect(stateful, TLS1_3_VERSION, session.get(), &resumed, &subject);
+    EXPECT_TRUE(resumed) << "the stateless ticket resumed on the stateful appliance";
+    EXPECT_EQ(subject, "CN=partner,O=Portcullis Test,C=GB");
+    EXPECT_EQ(events.tickets_decrypted, 1);
+    ASSERT_TRUE(session);
+    EXPECT_EQ(ticket_length(session.get()), 32u) << "the next ticket is a session ID";
+    EXPECT_EQ(other_cache.counters().stores, 1u);
+
+    session = connect(stateful, TLS1_3_VERSION, session.get(), &resumed);
+    EXPECT_TRUE(resumed);
+    EXPECT_EQ(events.tickets_decrypted, 1) << "nothing decrypted the second time";
+    EXPECT_EQ(events.hits, 1) << "the worker's own copy";
+    ASSERT_TRUE(session);
+    EXPECT_EQ(ticket_length(session.get()), 32u);
+}
+
+// A ticket under keys this appliance does not hold is a full handshake in
+// stateful mode too, and the client gets a stateful ticket.
+TEST_F(LocalSessionsInTheTlsCore, StatefulModeRefusesAStatelessTicketUnderUnknownKeys) {
+    ServerTlsContext stateless(policy, keys, options);
+    TicketKeyring other_keys;
+    other_keys.replace({TicketKey::random()});
+    SharedSessionCache other_cache{SessionCacheLimits{}};
+    ServerTlsOptions stateful_options = options;
+    stateful_options.stateful_tickets = true;
+    stateful_options.tickets = &other_keys;
+    stateful_options.session_cache = &other_cache;
+    ServerTlsContext stateful(policy, keys, stateful_options);
+
+    bool resumed = true;
+    auto session = connect(stateless, TLS1_3_VERSION, nullptr, &resumed);
+    ASSERT_TRUE(session);
+    session = connect(stateful, TLS1_3_VERSION, session.get(), &resumed);
+    EXPECT_FALSE(resumed);
+    ASSERT_TRUE(session);
+    EXPECT_EQ(ticket_length(session.get()), 32u);
+    session = connect(stateful, TLS1_3_VERSION, session.get(), &resumed);
+    EXPECT_TRUE(resumed);
+}
+
 TEST_F(LocalSessionsInTheTlsCore, Tls12SessionFetchedFromTheSharedCacheIsKeptByTheWorker) {
     ServerTlsContext worker_a(policy, keys, options);
     ServerTlsContext worker_b(policy, keys, options);
