@@ -545,7 +545,9 @@ backend backend
 class PortcullisStateful(Portcullis):
     """TLS 1.3 tickets that are session IDs into the shared cache: no session
     encoded into a ticket or decoded from one, but resumable on this appliance
-    only (TLS 1.2 resumes by session ID, as in every other column here)."""
+    only; TLS 1.2 gets no tickets and resumes by session ID (in the other
+    columns the bench's TLS 1.2 client, like OpenSSL's by default, offers and
+    resumes a ticket)."""
     name = "portcullis-stateful"
     ticket_mode = "stateful"
 
