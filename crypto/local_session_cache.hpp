@@ -5,7 +5,9 @@
 // worker that made or last resumed its session finds it here instead, as the
 // live SSL_SESSION (shared by reference, as OpenSSL's own internal cache
 // shares them). Looked up by session ID: TLS 1.2 session IDs and stateful
-// TLS 1.3 tickets (SSL_OP_NO_TICKET); a stateless ticket carries its session.
+// TLS 1.3 tickets (SSL_OP_NO_TICKET); a stateless ticket carries its session,
+// though a TLS 1.2 one is presented again until renewed, so a second instance
+// keeps what it decrypted to (ServerTlsContext::ticket_sessions).
 //
 // Bounded: a free slot is taken first; when none is left, the slots are
 // reused in turn (a ring), so the entry evicted is the one stored longest ago

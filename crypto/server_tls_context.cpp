@@ -284,6 +284,55 @@ int ticket_key_callback(SSL* ssl, unsigned char name[16], unsigned char iv[EVP_M
     return match == TicketKeyring::Match::current ? 1 : 2;
 }
 
+void report(const ServerTlsContext& self, LocalSessionEvent event) {
+    if (self.options().events) self.options().events->local_session_cache(event);
+}
+
+std::int64_t expiry_of(const SSL_SESSION* session) {
+    return std::int64_t{SSL_SESSION_get_time_ex(session)} + SSL_SESSION_get_timeout(session);
+}
+
+void keep_ticket_session(SSL* ssl, SSL_SESSION* session) {
+    const auto& self = context_of(ssl);
+    LocalSessionCache* kept = self.ticket_sessions();
+    if (kept != nullptr && kept->store(session, expiry_of(session), std::time(nullptr)))
+        report(self, LocalSessionEvent::eviction);
+}
+
+// A TLS 1.2 ClientHello whose ticket's session this worker already decoded
+// (ticket_sessions) resumes by its session ID: with SSL_OP_NO_TICKET for this
+// connection OpenSSL skips the ticket and asks get_trusted_cached_session,
+// which re-checks the session as any other. Only under the current key: a
+// ticket under the previous one is decrypted, so that it is renewed. The
+// client sees the resumption it asked for: its session ID echoed, no new
+// ticket, as when OpenSSL accepts a ticket it does not renew.
+int resume_kept_ticket_session(SSL* ssl, int*, void*) {
+    const auto& self = context_of(ssl);
+    LocalSessionCache* kept = self.ticket_sessions();
+    const unsigned char* ticket = nullptr;
+    std::size_t ticket_length = 0;
+    const unsigned char* versions = nullptr;
+    std::size_t versions_length = 0;
+    // A client offering TLS 1.3 is answered in TLS 1.3, where this does not apply.
+    if (kept == nullptr || kept->size() == 0 ||
+        SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &ticket, &ticket_length) != 1 ||
+        ticket_length < 16 ||
+        SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &versions,
+                                  &versions_length) == 1) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    const unsigned char* id = nullptr;
+    const std::size_t id_length = SSL_client_hello_get0_session_id(ssl, &id);
+    TicketKeyring::Match match = TicketKeyring::Match::unknown;
+    self.options().tickets->find(std::span<const std::uint8_t, 16>(ticket, 16), match);
+    if (id_length == 0 || match != TicketKeyring::Match::current ||
+        kept->find({id, id_length}, std::time(nullptr)) == nullptr) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    SSL_set_options(ssl, SSL_OP_NO_TICKET);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 // OpenSSL looks a TLS 1.3 ticket up one way per SSL, chosen by
 // SSL_OP_NO_TICKET. In stateful mode a ticket that is not a 32-byte session ID
 // was issued stateless (by an appliance sharing ticket_key_file, or here
@@ -309,6 +358,8 @@ SSL_TICKET_RETURN check_ticket_session(SSL* ssl, SSL_SESSION* session, const uns
         case SSL_TICKET_SUCCESS_RENEW:
             if (!context_of(ssl).session_still_trusted(session))
                 return SSL_TICKET_RETURN_IGNORE_RENEW;
+            if (status == SSL_TICKET_SUCCESS && SSL_version(ssl) != TLS1_3_VERSION)
+                keep_ticket_session(ssl, session);
             // TLS 1.3 clients treat tickets as single-use: every resumption
             // must hand out a fresh one, or the next visit is a full handshake.
             return status == SSL_TICKET_SUCCESS && SSL_version(ssl) != TLS1_3_VERSION
@@ -322,18 +373,10 @@ SSL_TICKET_RETURN check_ticket_session(SSL* ssl, SSL_SESSION* session, const uns
     }
 }
 
-std::int64_t expiry_of(const SSL_SESSION* session) {
-    return std::int64_t{SSL_SESSION_get_time_ex(session)} + SSL_SESSION_get_timeout(session);
-}
-
 std::span<const std::uint8_t> session_id(const SSL_SESSION* session) {
     unsigned int length = 0;
     const unsigned char* id = SSL_SESSION_get_id(session, &length);
     return {id, length};
-}
-
-void report(const ServerTlsContext& self, LocalSessionEvent event) {
-    if (self.options().events) self.options().events->local_session_cache(event);
 }
 
 // Session-ID resumption (and stateful TLS 1.3 tickets) get the same re-checks
@@ -345,6 +388,21 @@ SSL_SESSION* get_trusted_cached_session(SSL* ssl, const unsigned char* id, int i
     const std::int64_t now = std::time(nullptr);
     const std::span<const std::uint8_t> key(
         id, id_length > 0 ? static_cast<std::size_t>(id_length) : 0);
+    if (LocalSessionCache* kept = self.ticket_sessions();
+        kept != nullptr && (SSL_get_options(ssl) & SSL_OP_NO_TICKET) != 0) {
+        SSL_clear_options(ssl, SSL_OP_NO_TICKET);  // set for this lookup only
+        SSL_SESSION* session = kept->find(key, now);
+        if (session != nullptr) {
+            if (!self.session_still_trusted(session)) {
+                kept->remove(key);
+                *copy = 0;
+                return nullptr;
+            }
+            report(self, LocalSessionEvent::hit);
+            *copy = 1;  // OpenSSL takes a reference of its own; the cache keeps its one
+            return session;
+        }
+    }
     if (local != nullptr) {
         SSL_SESSION* session = local->find(key, now);
         // Whatever any worker removed from the shared cache (a fatal alert,
@@ -408,6 +466,8 @@ void remove_session_everywhere(SSL_CTX* ctx, SSL_SESSION* session) {
         static_cast<const ServerTlsContext*>(SSL_CTX_get_ex_data(ctx, context_index()));
     if (self != nullptr && self->local_sessions() != nullptr)
         self->local_sessions()->remove(session_id(session));
+    if (self != nullptr && self->ticket_sessions() != nullptr)
+        self->ticket_sessions()->remove(session_id(session));
 }
 
 }  // namespace
@@ -471,6 +531,8 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
         throw TlsConfigError("stateful tickets need a session cache to look them up in");
     if (options_.session_cache != nullptr && options_.local_session_entries > 0)
         local_sessions_ = std::make_unique<LocalSessionCache>(options_.local_session_entries);
+    if (local_sessions_ && options_.tickets != nullptr && !options_.stateful_tickets)
+        ticket_sessions_ = std::make_unique<LocalSessionCache>(options_.local_session_entries);
     session_context_ = session_context_of(policy);
     const auto& session_context = session_context_;
     const int min_version =
@@ -518,6 +580,8 @@ ServerTlsContext::ServerTlsContext(const TlsPolicy& policy, KeySource& keys,
             SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
             if (options_.tickets != nullptr)
                 SSL_CTX_set_client_hello_cb(ctx.get(), route_stateless_ticket, nullptr);
+        } else if (ticket_sessions_) {
+            SSL_CTX_set_client_hello_cb(ctx.get(), resume_kept_ticket_session, nullptr);
         }
         if (options_.session_cache != nullptr) {
             attach_session_cache(ctx.get(), *options_.session_cache);

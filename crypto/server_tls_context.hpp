@@ -113,6 +113,13 @@ class ServerTlsContext {
     const VerifiedChainCache* chain_cache() const { return chain_cache_.get(); }
     // Null without local_session_entries. Filled by the loop thread's handshakes.
     LocalSessionCache* local_sessions() const { return local_sessions_.get(); }
+    // TLS 1.2 sessions decrypted from a ticket under the current key, by the
+    // session ID the client sent beside it. A TLS 1.2 ticket is used until it
+    // is renewed, and OpenSSL's client sends the SHA-256 of its ticket as the
+    // session ID each time, so the next visit resumes from here by that ID
+    // instead of decrypting and decoding the ticket again. Null without
+    // local_session_entries, `tickets`, or with stateful tickets.
+    LocalSessionCache* ticket_sessions() const { return ticket_sessions_.get(); }
 
     struct SniGroup;  // implementation detail, public for the callbacks
 
@@ -124,7 +131,8 @@ class ServerTlsContext {
     std::vector<unsigned char> session_context_;  // SSL_CTX_set_session_id_context's
     // Declared before groups_, whose SSL_CTXs point at it, so it outlives them.
     std::unique_ptr<VerifiedChainCache> chain_cache_;
-    std::unique_ptr<LocalSessionCache> local_sessions_;  // likewise
+    std::unique_ptr<LocalSessionCache> local_sessions_;   // likewise
+    std::unique_ptr<LocalSessionCache> ticket_sessions_;  // likewise
     std::vector<std::unique_ptr<SniGroup>> groups_;
 };
 

@@ -188,7 +188,8 @@ class LocalSessionsInTheTlsCore : public ::testing::Test {
         UniqueSslCtx client_ctx(SSL_CTX_new(TLS_client_method()));
         SSL_CTX_set_min_proto_version(client_ctx.get(), version);
         SSL_CTX_set_max_proto_version(client_ctx.get(), version);
-        if (version == TLS1_2_VERSION) SSL_CTX_set_options(client_ctx.get(), SSL_OP_NO_TICKET);
+        if (version == TLS1_2_VERSION && !tls12_tickets)
+            SSL_CTX_set_options(client_ctx.get(), SSL_OP_NO_TICKET);
         SSL_CTX_use_certificate(client_ctx.get(), partner.cert.get());
         SSL_CTX_use_PrivateKey(client_ctx.get(), partner.key.get());
         UniqueSsl client(SSL_new(client_ctx.get()));
@@ -225,6 +226,7 @@ class LocalSessionsInTheTlsCore : public ::testing::Test {
         return held;
     }
 
+    bool tls12_tickets = false;  // whether a TLS 1.2 client offers tickets, as OpenSSL's does
     testing::CertificateAuthority root = testing::CertificateAuthority::root("Local Root");
     testing::IssuedCert partner = [this] {
         testing::CertOptions o;
@@ -352,6 +354,40 @@ TEST_F(LocalSessionsInTheTlsCore, StatefulModeRefusesAStatelessTicketUnderUnknow
     EXPECT_EQ(ticket_length(session.get()), 32u);
     session = connect(stateful, TLS1_3_VERSION, session.get(), &resumed);
     EXPECT_TRUE(resumed);
+}
+
+// A TLS 1.2 ticket is used until renewed: the worker decrypts it once, and
+// later visits resume the decoded session by the session ID the client sends
+// beside the ticket, with the same re-checks.
+TEST_F(LocalSessionsInTheTlsCore, Tls12TicketIsDecryptedOnceAndThenResumedByItsSessionId) {
+    tls12_tickets = true;
+    ServerTlsContext worker(policy, keys, options);
+    ASSERT_NE(worker.ticket_sessions(), nullptr);
+    bool resumed = true;
+    auto session = connect(worker, TLS1_2_VERSION, nullptr, &resumed);
+    ASSERT_TRUE(session);
+    EXPECT_TRUE(SSL_SESSION_has_ticket(session.get()));
+    for (int visit = 1; visit <= 3; ++visit) {
+        SCOPED_TRACE(visit);
+        std::string subject;
+        auto next = connect(worker, TLS1_2_VERSION, session.get(), &resumed, &subject);
+        EXPECT_TRUE(resumed);
+        EXPECT_EQ(subject, "CN=partner,O=Portcullis Test,C=GB");
+        ASSERT_TRUE(next);
+        EXPECT_TRUE(SSL_SESSION_has_ticket(next.get())) << "the client keeps its ticket";
+        session = std::move(next);
+    }
+    EXPECT_EQ(events.tickets_decrypted, 1) << "decrypted on the first visit only";
+    EXPECT_EQ(events.hits, 2);
+    EXPECT_EQ(worker.ticket_sessions()->size(), 1u);
+
+    // Once the key is the previous one, the ticket is decrypted again and
+    // renewed, never resumed from the kept copy.
+    tickets.replace({TicketKey::random(), tickets.current()});
+    auto renewed = connect(worker, TLS1_2_VERSION, session.get(), &resumed);
+    EXPECT_TRUE(resumed);
+    EXPECT_EQ(events.tickets_decrypted, 2);
+    EXPECT_EQ(events.hits, 2);
 }
 
 TEST_F(LocalSessionsInTheTlsCore, Tls12SessionFetchedFromTheSharedCacheIsKeptByTheWorker) {
