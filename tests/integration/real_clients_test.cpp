@@ -93,6 +93,29 @@ TEST_F(RealClients, OpensslSClientNegotiatesHybridPostQuantumGroup) {
     }
 }
 
+// A TLS 1.2 client keeps its ticket until the server renews it: s_client,
+// pinned to TLS 1.2, resumes the same session on each visit, whichever of
+// the two workers it lands on (one that decrypted the ticket before resumes
+// from its decoded copy, by the session ID s_client sends beside it).
+TEST_F(RealClients, OpensslSClientResumesATls12TicketOnEveryVisit) {
+    if (!have("openssl")) GTEST_SKIP() << "SKIPPED LOUDLY: openssl is not installed";
+    const std::string session = file("tls12.session");
+    for (int visit = 0; visit < 5; ++visit) {
+        SCOPED_TRACE(visit);
+        const auto r =
+            run("printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: "
+                "close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect 127.0.0.1:" +
+                std::to_string(port) + " -servername localhost -tls1_2 -CAfile " +
+                file("root.pem") + " -cert " + file("client.pem") + " -key " + file("client.key") +
+                " -cert_chain " + file("client-ca.pem") + " -sess_out " + session +
+                (visit > 0 ? " -sess_in " + session : "") + " -verify_return_error -ign_eof");
+        EXPECT_EQ(r.status, 0) << r.output;
+        EXPECT_NE(r.output.find(visit == 0 ? "New, TLSv1.2" : "Reused, TLSv1.2"), std::string::npos)
+            << r.output;
+        EXPECT_NE(r.output.find("verified=yes"), std::string::npos) << r.output;
+    }
+}
+
 TEST_F(RealClients, PythonSsl) {
     if (!have("python3")) GTEST_SKIP() << "SKIPPED LOUDLY: python3 is not installed";
     const auto r = run("timeout 20 python3 " + clients_dir() + "/python_ssl.py localhost " +
