@@ -292,11 +292,16 @@ std::int64_t expiry_of(const SSL_SESSION* session) {
     return std::int64_t{SSL_SESSION_get_time_ex(session)} + SSL_SESSION_get_timeout(session);
 }
 
+// Only what OpenSSL will resume here (another listener's ticket has another
+// ID context), as for the sessions local_sessions keeps.
 void keep_ticket_session(SSL* ssl, SSL_SESSION* session) {
     const auto& self = context_of(ssl);
     LocalSessionCache* kept = self.ticket_sessions();
-    if (kept != nullptr && kept->store(session, expiry_of(session), std::time(nullptr)))
+    if (kept != nullptr && SSL_SESSION_get_protocol_version(session) == SSL_version(ssl) &&
+        self.owns_id_context(session) &&
+        kept->store(session, expiry_of(session), std::time(nullptr))) {
         report(self, LocalSessionEvent::eviction);
+    }
 }
 
 // A TLS 1.2 ClientHello whose ticket's session this worker already decoded
