@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "base/heap_policy.hpp"
 #include "base/os_error.hpp"
@@ -148,6 +149,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
         runtime_.buffers = &buffers_;
         runtime_.stats = options.stats;
         runtime_.now = Clock::now();
+        runtime_.log_limiter =
+            LogLimiter(options.connection_lines_per_second, options.connection_lines_burst);
         access_log_ = AccessLog(options.access_log);
         runtime_.access_log = &access_log_;
         signals_ = open_signal_fd();
@@ -472,12 +475,22 @@ class Worker final : public TransportHost, private Reactor::Handler {
                 }
                 reload_result_.generation = reloaded.generation;
                 reload_result_.log_level = reloaded.log_level;
+                reload_result_.connection_lines_per_second = reloaded.connection_lines_per_second;
+                reload_result_.connection_lines_burst = reloaded.connection_lines_burst;
             } catch (const std::exception& e) {
                 reload_result_.error = e.what();
             }
             const std::uint64_t one = 1;
             [[maybe_unused]] const auto n = ::write(reload_done_.get(), &one, sizeof one);
         });
+    }
+
+    // A bucket of another size starts full; the same size keeps its tokens.
+    void set_connection_log_bucket(int lines_per_second, int burst) {
+        if (lines_per_second <= 0 || burst <= 0) return;
+        if (lines_per_second == log_bucket_.first && burst == log_bucket_.second) return;
+        log_bucket_ = {lines_per_second, burst};
+        runtime_.log_limiter = LogLimiter(lines_per_second, burst);
     }
 
     void finish_reload() {
@@ -505,6 +518,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
             std::fill(tick_after_.begin(), tick_after_.end(), Clock::time_point::min());
             if (!reload_result_.log_level.empty())
                 spdlog::set_level(spdlog::level::from_str(reload_result_.log_level));
+            set_connection_log_bucket(reload_result_.connection_lines_per_second,
+                                      reload_result_.connection_lines_burst);
             // Reopened in place (connections hold its address): logrotate can
             // move the file and reload, instead of copytruncate.
             access_log_ = AccessLog(options_.access_log);
@@ -578,9 +593,13 @@ class Worker final : public TransportHost, private Reactor::Handler {
         std::vector<std::shared_ptr<const crypto::ServerTlsContext>> contexts;
         std::vector<ListenerSettings> settings;
         std::string log_level;
+        int connection_lines_per_second = 0;
+        int connection_lines_burst = 0;
         std::string error;
     } reload_result_;
     bool reload_pending_ = false;
+    std::pair<int, int> log_bucket_{options_.connection_lines_per_second,
+                                    options_.connection_lines_burst};
     bool draining_ = false;
     Clock::time_point drain_deadline_;
 };

@@ -32,6 +32,8 @@ struct ReloadedSettings {
     std::uint64_t generation = 0;
     std::vector<ListenerSettings> listeners;  // same names and addresses as before
     std::string log_level;
+    int connection_lines_per_second = 0;  // 0 = keep the running bucket
+    int connection_lines_burst = 0;
 };
 
 struct WorkerOptions {
@@ -45,6 +47,9 @@ struct WorkerOptions {
     int ready_fd = -1;             // gets one byte once every listener accepts
     int cpu = -1;                  // pin to this CPU; -1 = leave to the scheduler
     std::string access_log;        // "" off, "-" stderr, else a file (see AccessLog)
+    // The token bucket of per-connection log lines (LogLimiter).
+    int connection_lines_per_second = 20;
+    int connection_lines_burst = 50;
     // Runs on the worker's reload thread (off the event loop); throws with the
     // reason when the new configuration cannot be read. Empty: SIGHUP ignored.
     std::function<ReloadedSettings()> load_reloaded;

@@ -64,7 +64,8 @@ constexpr std::array kResumptionKeys{"ticket_key_file"sv,    "ticket_rotation_s"
 constexpr std::array kWorkersKeys{
     "count"sv, "max_connections"sv, "drain_timeout_ms"sv, "buffer_budget_bytes"sv, "user"sv,
     "group"sv};
-constexpr std::array kLogKeys{"level"sv, "access_log"sv};
+constexpr std::array kLogKeys{"level"sv, "access_log"sv, "connection_lines_per_second"sv,
+                              "connection_lines_burst"sv};
 constexpr std::array kListenerKeys{
     "name"sv,        "address"sv, "backlog"sv, "handshake_timeout_ms"sv, "idle_timeout_ms"sv,
     "buffer_bytes"sv};
@@ -107,6 +108,8 @@ constexpr std::int64_t kMaxBufferBytes = 16 * 1024 * 1024;
 constexpr std::int64_t kMaxWorkers = 1024;
 // Workers reserve their connection table up front; beyond this it is a typo, not a plan.
 constexpr std::int64_t kMaxConnectionsPerWorker = 10'000'000;
+// A million lines a second is every connection a worker can handshake, logged.
+constexpr std::int64_t kMaxLogLinesPerSecond = 1'000'000;
 // At least a few connections' worth of records in flight; at most a machine's RAM.
 constexpr std::int64_t kMinBufferBudgetBytes = 1 << 20;
 constexpr std::int64_t kMaxBufferBudgetBytes = std::int64_t{1} << 40;
@@ -290,6 +293,10 @@ LogSettings read_log(const Section& section) {
     if (const auto access = section.string("access_log"); access && !access->value.empty()) {
         log.access_log = access->value == "-" ? "-" : writable_log_path(section, *access);
     }
+    log.connection_lines_per_second = section.integer_or(
+        "connection_lines_per_second", log.connection_lines_per_second, 1, kMaxLogLinesPerSecond);
+    log.connection_lines_burst = section.integer_or(
+        "connection_lines_burst", log.connection_lines_burst, 1, kMaxLogLinesPerSecond);
     return log;
 }
 

@@ -41,6 +41,10 @@ struct WorkerSettings {
 struct LogSettings {
     std::string level = "info";  // trace|debug|info|warn|error|critical|off
     std::string access_log;      // "" = off, "-" = stderr, else a file appended to
+    // Per worker, the token bucket of per-connection lines (rejections,
+    // refusals, early closes): a flood of bad clients costs a bounded log.
+    int connection_lines_per_second = 20;
+    int connection_lines_burst = 50;
 };
 
 // Who may use the admin listener, by client certificate identity (the forms

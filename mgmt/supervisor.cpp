@@ -213,6 +213,8 @@ class Supervisor {
             options.drain_timeout_ms = config_.workers.drain_timeout_ms;
             options.buffer_budget_bytes = config_.workers.buffer_budget_bytes;
             options.access_log = config_.log.access_log;
+            options.connection_lines_per_second = config_.log.connection_lines_per_second;
+            options.connection_lines_burst = config_.log.connection_lines_burst;
             options.listeners = config_.listeners;
             options.stats = &stats_.slot(static_cast<std::size_t>(index));
             options.ready_fd = ready_write_.get();
@@ -267,8 +269,9 @@ class Supervisor {
             options.load_reloaded = [this] {
                 const auto snapshot = control_.config();
                 auto fresh = published_config(snapshot);
-                return dataplane::ReloadedSettings{snapshot.generation, std::move(fresh.listeners),
-                                                   fresh.log.level};
+                return dataplane::ReloadedSettings{
+                    snapshot.generation, std::move(fresh.listeners), fresh.log.level,
+                    fresh.log.connection_lines_per_second, fresh.log.connection_lines_burst};
             };
             options.drop_privileges = [this, index] {
                 drop_privileges(config_.workers.run_as, "worker " + std::to_string(index));

@@ -67,10 +67,16 @@ std::filesystem::path TestDeployment::write_config(const std::string& name,
                                                    const std::string& body) const {
     const auto path = dir / (name + ".toml");
     // Many daemons run at once in the tests: no admin listener unless asked for.
+    // Tests find a client's rejection by its log line, so one suite's daemon
+    // must log every line however fast its clients come (the default bucket,
+    // 50 lines then 20 a second, is tested on its own).
     // Appended, so line numbers in error messages stay those of `body`.
-    write_file(path, body.find("[admin]") == std::string::npos
-                         ? body + "\n\n[admin]\naddress = \"\"\n"
-                         : body);
+    std::string text = body;
+    if (text.find("[admin]") == std::string::npos) text += "\n\n[admin]\naddress = \"\"\n";
+    if (text.find("[log]") == std::string::npos)
+        text +=
+            "\n[log]\nconnection_lines_per_second = 1000000\nconnection_lines_burst = 1000000\n";
+    write_file(path, text);
     return path;
 }
 

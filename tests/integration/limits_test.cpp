@@ -251,6 +251,62 @@ std::uint64_t resident_kib(pid_t pid) {
 // second. Each is cut at the handshake timeout, what they pin stays small
 // (crypto/tls_connection.hpp: no SSL until the first record is whole, no
 // pool block for a partial one), and real clients are served all along.
+// A flood of refused clients costs the configured burst of lines; the next
+// line that gets through once the bucket refills says how many it dropped.
+TEST(LogBucket, RejectionsPastTheBurstAreDroppedAndCountedInTheNextLine) {
+    TestDeployment env;
+    const int port = free_port();
+    const auto listener = env.listener("edge", port);
+    const auto config = env.write_config(
+        "bucket",
+        "[log]\nconnection_lines_per_second = 1\nconnection_lines_burst = 2\n\n" + listener);
+    Daemon daemon(config);
+    std::vector<int> refused;
+    const auto flood_start = Clock::now();
+    for (int i = 0; i < 10; ++i) {
+        const auto r = run_client(port, ClientOptions{});
+        EXPECT_FALSE(r.exchanged) << "a client without a certificate was served";
+        refused.push_back(r.local_port);
+    }
+    // A token comes back each second the flood lasts (sanitizer builds are slow).
+    const auto refills =
+        1 + std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - flood_start).count();
+    for (int i = 0; i < 2; ++i)
+        EXPECT_TRUE(daemon.wait_for_log(rejection_marker(refused[i], "no_certificate")))
+            << daemon.log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    const auto later = run_client(port, ClientOptions{});
+    EXPECT_FALSE(later.exchanged);
+    EXPECT_TRUE(daemon.wait_for_log(rejection_marker(later.local_port, "no_certificate")))
+        << daemon.log();
+    // Lines come in order: with the last one written, the log is complete.
+    const std::string log = daemon.log();
+    int past_the_burst = 0;
+    for (int i = 2; i < 10; ++i)
+        past_the_burst +=
+            log.find(rejection_marker(refused[i], "no_certificate")) != std::string::npos;
+    EXPECT_LE(past_the_burst, refills) << log;
+    ASSERT_LT(past_the_burst, 8) << "no line was dropped";
+    const auto line = log.find(rejection_marker(later.local_port, "no_certificate"));
+    ASSERT_NE(line, std::string::npos);
+    const auto end = log.find('\n', line);
+    EXPECT_NE(log.substr(line, end - line).find(" suppressed_before="), std::string::npos)
+        << "the line after the dropped ones must count them:\n"
+        << log;
+
+    // A reload resizes the bucket: the next flood is logged in full.
+    env.write_config(
+        "bucket",
+        "[log]\nconnection_lines_per_second = 1\nconnection_lines_burst = 20\n\n" + listener);
+    ::kill(daemon.process().pid(), SIGHUP);
+    ASSERT_TRUE(daemon.wait_for_log("serving configuration generation 2")) << daemon.log();
+    std::vector<int> after_reload;
+    for (int i = 0; i < 10; ++i)
+        after_reload.push_back(run_client(port, ClientOptions{}).local_port);
+    for (const int local : after_reload)
+        EXPECT_TRUE(daemon.wait_for_log(rejection_marker(local, "no_certificate"))) << daemon.log();
+}
+
 TEST(Slowloris, OneByteASecondClientsAreCutAtTheHandshakeTimeoutAndOthersAreServed) {
     constexpr int slow = 2000;
     constexpr int timeout_ms = 3000;

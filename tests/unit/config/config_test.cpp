@@ -327,6 +327,10 @@ std::vector<BrokenCase> broken_cases() {
         {"NegativeWorkerSessionCache",
          with_top("[resumption]\nworker_session_cache_entries = <@>-1\n"),
          "resumption.worker_session_cache_entries", "-1"},
+        {"NoConnectionLogLines", with_top("[log]\nconnection_lines_per_second = <@>0\n"),
+         "log.connection_lines_per_second", "expected an integer in 1..1000000, got 0"},
+        {"ConnectionLogBurstTooLarge", with_top("[log]\nconnection_lines_burst = <@>1000001\n"),
+         "log.connection_lines_burst", "expected an integer in 1..1000000, got 1000001"},
         {"BadLogLevel", with_top("[log]\nlevel = <@>\"verbose\"\n"), "log.level",
          "expected one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", \"critical\", "
          "\"off\", "
@@ -836,6 +840,8 @@ drain_timeout_ms = 1500
 [log]
 level = "debug"
 access_log = "access.log"
+connection_lines_per_second = 200
+connection_lines_burst = 1000
 
 [hsm]
 module = "hsm/libpkcs11.so"
@@ -905,6 +911,8 @@ buffer_bytes = 16777216
     EXPECT_EQ(config.workers.drain_timeout_ms, 1500);
     EXPECT_EQ(config.log.level, "debug");
     EXPECT_EQ(config.log.access_log, pki.at("access.log"));
+    EXPECT_EQ(config.log.connection_lines_per_second, 200);
+    EXPECT_EQ(config.log.connection_lines_burst, 1000);
     ASSERT_EQ(config.listeners.size(), 2u);
 
     const auto& first = config.listeners[0];
