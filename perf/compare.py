@@ -363,6 +363,8 @@ class Server:
     max_connections = None
     idle_timeout_s = None
     buffer_budget_bytes = None  # workers.buffer_budget_bytes; None: the daemon's default
+    # Portcullis's [dataplane.keepalive] idle_s (0: no keepalive); None: the daemon's default.
+    keepalive_idle_s = None
     # Worker processes; max_connections is per worker. perf/idle_memory.py
     # takes more than one where one process's descriptor limit is too small.
     workers = 1
@@ -430,7 +432,7 @@ count = {self.workers}{f"{chr(10)}max_connections = {self.max_connections}" if s
 
 [admin]
 address = "{self.admin_address()}"
-{self.dataplane_section()}
+{self.dataplane_section()}{self.keepalive_section()}
 [log]
 level = "info"
 
@@ -461,6 +463,11 @@ address = "{self.host}:{self.port}"{f"{chr(10)}idle_timeout_ms = {self.idle_time
 
     def admin_address(self):
         return ""
+
+    def keepalive_section(self):
+        if self.keepalive_idle_s is None:
+            return ""
+        return f"\n[dataplane.keepalive]\nidle_s = {self.keepalive_idle_s}\n"
 
     def dataplane_section(self):
         return ""

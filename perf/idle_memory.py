@@ -116,6 +116,8 @@ def main():
                     help="measure the new-handshake rate for this long before, while and after holding (0: off)")
     ap.add_argument("--buffer-budget-mib", type=int, default=0,
                     help="Portcullis's workers.buffer_budget_bytes in MiB (0: its default, 64)")
+    ap.add_argument("--keepalive-idle-s", type=int, default=None,
+                    help="Portcullis's [dataplane.keepalive] idle_s (0: no keepalive; default: the daemon's, 60)")
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--work", default="/tmp/portcullis-idle-memory", help="PKI, configurations, logs")
@@ -203,7 +205,7 @@ def main():
                      "descriptor_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
                      "workers": {str(n): workers_for(n, args.workers) for n in counts},
                      "bench_processes": {str(n): processes_for(n) for n in counts},
-                     "rate_seconds": args.rate_seconds,
+                     "rate_seconds": args.rate_seconds, "keepalive_idle_s": args.keepalive_idle_s,
                      "largest_n_one_process": connections_per_server_process(),
                      "largest_n_here": largest_n(len(sources), ports)},
         "runs": [], "medians": {}, "failures": [], "skipped": [],
@@ -580,6 +582,8 @@ class Runner:
             # connections that are still closing while the next ones open.
             server.max_connections = n + 1024
         server.idle_timeout_s = int(self.args.hold_seconds + 600)
+        if self.args.keepalive_idle_s is not None and name.startswith("portcullis"):
+            server.keepalive_idle_s = self.args.keepalive_idle_s
         if self.args.buffer_budget_mib and name.startswith("portcullis"):
             server.buffer_budget_bytes = self.args.buffer_budget_mib << 20
         run["workers"] = server.workers
