@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/heap_tunables.hpp"
 #include "crypto/key_source.hpp"
 #include "crypto/server_tls_context.hpp"
 #include "mgmt/config.hpp"
@@ -54,8 +55,9 @@ int main(int argc, char** argv) {
         return 2;
     }
 
-    ::signal(SIGPIPE, SIG_IGN);
     const bool checking = !check_path.empty();
+    if (!checking) base::reexec_with_worker_tunables(argv);
+    ::signal(SIGPIPE, SIG_IGN);
     mgmt::Config config;
     try {
         config = mgmt::load_config(checking ? check_path : config_path);

@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "base/heap_policy.hpp"
+#include "base/heap_tunables.hpp"
 #include "crypto/server_tls_context.hpp"
 #include "crypto/session_cache.hpp"
 #include "crypto/tls_connection.hpp"
@@ -356,8 +357,9 @@ int main(int argc, char** argv) {
                    "in front of the shared cache (default 1024; 0: every lookup decodes)");
     app.add_flag(
         "--default-heap", s.default_heap,
-        "leave glibc's heap thresholds at their defaults; without it the tool keeps the heap "
-        "resident as a worker does (base::keep_heap_resident)");
+        "leave glibc's heap at its defaults; without it the tool keeps the heap resident and "
+        "runs with the per-thread cache a worker has (base::keep_heap_resident, "
+        "base/heap_tunables.hpp; under valgrind, GLIBC_TUNABLES as given)");
     app.add_option("--json", s.json, "write the result here too");
     CLI11_PARSE(app, argc, argv);
 
@@ -370,7 +372,10 @@ int main(int argc, char** argv) {
         std::cerr << "--mode resumed with --tickets off needs the session cache\n";
         return 2;
     }
-    if (!s.default_heap) base::keep_heap_resident();
+    if (!s.default_heap) {
+        base::reexec_with_worker_tunables(argv);
+        base::keep_heap_resident();
+    }
     if (s.ticket_mode == "stateful" && !s.session_cache) {
         std::cerr << "--ticket-mode stateful needs the session cache\n";
         return 2;
@@ -483,6 +488,7 @@ int main(int argc, char** argv) {
         {"session_cache", s.session_cache},
         {"ticket_mode", s.ticket_mode},
         {"default_heap", s.default_heap},
+        {"glibc_tunables", std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : ""},
         {"worker_session_entries", s.worker_session_entries},
         {"handshakes", s.handshakes},
         {"warmup", s.warmup},

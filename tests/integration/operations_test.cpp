@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -325,6 +327,45 @@ TEST(Lifecycle, VersionNamesTheLibrariesLoadedAtRunTime) {
         EXPECT_NE(text.find("\nDPDK 24.11"), std::string::npos) << text;
     else
         EXPECT_NE(text.find("\nDPDK: not in this build"), std::string::npos) << text;
+}
+
+std::string environment_of(pid_t pid) {
+    std::string text = read_file("/proc/" + std::to_string(pid) + "/environ");
+    std::replace(text.begin(), text.end(), '\0', '\n');
+    return "\n" + text;
+}
+
+// The supervisor re-executes itself once with the workers' glibc tunables
+// (base/heap_tunables.hpp); the workers it forks have them too.
+TEST(Lifecycle, SupervisorAndWorkersRunWithTheWorkerHeapCache) {
+    const char* outer = std::getenv("GLIBC_TUNABLES");
+    if (outer != nullptr)
+        GTEST_SKIP() << "SKIPPED: the test runs with GLIBC_TUNABLES=" << outer << " already set";
+    TestDeployment env;
+    Daemon daemon(env.write_config("heap", env.listener("edge", free_port())));
+    const auto workers = daemon.worker_pids();
+    ASSERT_EQ(workers.size(), 1u);
+    for (const pid_t pid : {daemon.process().pid(), workers[0]}) {
+        EXPECT_NE(environment_of(pid).find("\nGLIBC_TUNABLES=glibc.malloc.tcache_count=256\n"),
+                  std::string::npos)
+            << "pid " << pid << ":" << environment_of(pid);
+    }
+}
+
+TEST(Lifecycle, AnOperatorsOwnHeapCacheCountIsKept) {
+    const char* outer = std::getenv("GLIBC_TUNABLES");
+    if (outer != nullptr)
+        GTEST_SKIP() << "SKIPPED: the test runs with GLIBC_TUNABLES=" << outer << " already set";
+    TestDeployment env;
+    ::setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7", 1);
+    Daemon daemon(env.write_config("heap-own", env.listener("edge", free_port())));
+    ::unsetenv("GLIBC_TUNABLES");
+    const auto workers = daemon.worker_pids();
+    ASSERT_EQ(workers.size(), 1u);
+    const auto text = environment_of(workers[0]);
+    EXPECT_NE(text.find("\nGLIBC_TUNABLES=glibc.malloc.tcache_count=7\n"), std::string::npos)
+        << text;
+    EXPECT_EQ(text.find("tcache_count=256"), std::string::npos) << text;
 }
 
 TEST(Lifecycle, WorkersAndAdminExitWhenTheSupervisorIsKilled) {
