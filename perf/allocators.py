@@ -37,9 +37,15 @@ CASES = {
 }
 
 
+# What base/heap_tunables.hpp gives a worker. The tool re-executes itself
+# with it, except under valgrind, which cannot follow the exec.
+WORKER_TUNABLES = "glibc.malloc.tcache_count=256"
+
+
 def environment(allocator):
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
+    env.setdefault("GLIBC_TUNABLES", WORKER_TUNABLES)
     if ALLOCATORS[allocator] is not None:
         env["LD_PRELOAD"] = str(ALLOCATORS[allocator])
     return env

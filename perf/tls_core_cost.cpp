@@ -375,6 +375,13 @@ int main(int argc, char** argv) {
     if (!s.default_heap) {
         base::reexec_with_worker_tunables(argv);
         base::keep_heap_resident();
+        const char* tunables = std::getenv("GLIBC_TUNABLES");
+        if (RUNNING_ON_VALGRIND != 0 &&
+            !base::with_worker_tunables(tunables ? tunables : "").empty())
+            std::cerr << "note: under valgrind the tool cannot re-execute itself with a worker's "
+                         "GLIBC_TUNABLES; set GLIBC_TUNABLES="
+                      << base::with_worker_tunables(tunables ? tunables : "")
+                      << " to count what a worker runs\n";
     }
     if (s.ticket_mode == "stateful" && !s.session_cache) {
         std::cerr << "--ticket-mode stateful needs the session cache\n";

@@ -57,7 +57,9 @@ for tls in $tls_versions; do
     echo "== $name: $handshakes measured handshakes under callgrind (after $warmup warm-up)"
     rm -f "$out/$name".*
     # Collection starts off: the tool switches it on around the server's calls.
-    if ! valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$out/$name.callgrind.out" \
+    # Valgrind cannot follow the tool's re-exec with a worker's glibc tunables
+    # (base/heap_tunables.hpp), so they are given here.
+    if ! GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.tcache_count=256}" valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$out/$name.callgrind.out" \
         "$tool" --callgrind --mode "$mode" --tls "$tls" --handshakes "$handshakes" \
         --warmup "$warmup" --slots "$slots" --json "$out/$name.json" "${extra[@]}" \
         >"$out/$name.log" 2>&1; then
