@@ -15,6 +15,7 @@
 // An operator's own glibc.malloc.tcache_count in GLIBC_TUNABLES wins.
 #pragma once
 
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -38,8 +39,12 @@ inline std::string with_worker_tunables(std::string_view current) {
 // GLIBC_TUNABLES, unless it already names them. Returns when there is
 // nothing to do, or when exec failed (the environment is then as it was and
 // the process runs on glibc's defaults). Valgrind cannot follow the exec, so
-// under it the process runs with the GLIBC_TUNABLES it was given.
+// under it, and in a secure-execution start, the process runs with the
+// GLIBC_TUNABLES it was given.
 inline void reexec_with_worker_tunables(char** argv) {
+    // A set-user-ID or file-capability start (AT_SECURE) has glibc erase
+    // the tunable again, and each exec would ask for another.
+    if (::getauxval(AT_SECURE) != 0) return;
     const char* preload = std::getenv("LD_PRELOAD");
     if (preload != nullptr && std::string_view(preload).find("vgpreload") != std::string_view::npos)
         return;
