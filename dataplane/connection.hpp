@@ -44,7 +44,7 @@ struct WorkerRuntime {
     Transport* transport = nullptr;
     Clock::time_point now;  // refreshed once per loop iteration
     WorkerStats* stats = nullptr;
-    LogLimiter log_limiter{20.0, 50.0};
+    LogLimiter log_limiter;
     AccessLog* access_log = nullptr;
     // Where key operations (HSM signatures) report; null with PEM keys only.
     crypto::KeyCompletionQueue* key_completions = nullptr;

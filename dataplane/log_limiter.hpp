@@ -8,17 +8,24 @@
 
 namespace portcullis::dataplane {
 
+// The bucket's size when the configuration says nothing (log.connection_lines_*).
+inline constexpr int kDefaultLogLinesPerSecond = 20;
+inline constexpr int kDefaultLogLinesBurst = 50;
+
 class LogLimiter {
   public:
     using Clock = std::chrono::steady_clock;
 
-    LogLimiter(double lines_per_second, double burst)
+    LogLimiter(double lines_per_second = kDefaultLogLinesPerSecond,
+               double burst = kDefaultLogLinesBurst)
         : rate_(lines_per_second), burst_(burst), tokens_(burst) {}
 
     // True when a line may be written now.
     bool allow(Clock::time_point now) {
-        const double elapsed = std::chrono::duration<double>(now - last_).count();
-        last_ = now;
+        // A loop's batch time can be older than the last call's.
+        const double elapsed =
+            now > last_ ? std::chrono::duration<double>(now - last_).count() : 0.0;
+        if (now > last_) last_ = now;
         tokens_ = tokens_ + elapsed * rate_ > burst_ ? burst_ : tokens_ + elapsed * rate_;
         if (tokens_ >= 1.0) {
             tokens_ -= 1.0;
@@ -26,6 +33,14 @@ class LogLimiter {
         }
         ++suppressed_;
         return false;
+    }
+
+    // A reload's new size: a larger bucket fills up to it, and the lines
+    // already refused are still reported by the next line written.
+    void resize(double lines_per_second, double burst) {
+        rate_ = lines_per_second;
+        burst_ = burst;
+        tokens_ = burst;
     }
 
     // Lines refused since the last call.

@@ -149,8 +149,8 @@ class Worker final : public TransportHost, private Reactor::Handler {
         runtime_.buffers = &buffers_;
         runtime_.stats = options.stats;
         runtime_.now = Clock::now();
-        runtime_.log_limiter =
-            LogLimiter(options.connection_lines_per_second, options.connection_lines_burst);
+        runtime_.log_limiter.resize(options.connection_lines_per_second,
+                                    options.connection_lines_burst);
         access_log_ = AccessLog(options.access_log);
         runtime_.access_log = &access_log_;
         signals_ = open_signal_fd();
@@ -490,7 +490,7 @@ class Worker final : public TransportHost, private Reactor::Handler {
         if (lines_per_second <= 0 || burst <= 0) return;
         if (lines_per_second == log_bucket_.first && burst == log_bucket_.second) return;
         log_bucket_ = {lines_per_second, burst};
-        runtime_.log_limiter = LogLimiter(lines_per_second, burst);
+        runtime_.log_limiter.resize(lines_per_second, burst);
     }
 
     void finish_reload() {

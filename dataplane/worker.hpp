@@ -17,6 +17,7 @@
 #include "crypto/pending_key_operation.hpp"
 #include "crypto/ticket_keys.hpp"
 #include "dataplane/listener_settings.hpp"
+#include "dataplane/log_limiter.hpp"
 #include "dataplane/reactor.hpp"
 #include "dataplane/transport.hpp"
 #include "dataplane/worker_stats.hpp"
@@ -48,8 +49,8 @@ struct WorkerOptions {
     int cpu = -1;                  // pin to this CPU; -1 = leave to the scheduler
     std::string access_log;        // "" off, "-" stderr, else a file (see AccessLog)
     // The token bucket of per-connection log lines (LogLimiter).
-    int connection_lines_per_second = 20;
-    int connection_lines_burst = 50;
+    int connection_lines_per_second = kDefaultLogLinesPerSecond;
+    int connection_lines_burst = kDefaultLogLinesBurst;
     // Runs on the worker's reload thread (off the event loop); throws with the
     // reason when the new configuration cannot be read. Empty: SIGHUP ignored.
     std::function<ReloadedSettings()> load_reloaded;

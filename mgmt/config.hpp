@@ -16,6 +16,7 @@
 #include "dataplane/dpdk/dpdk_settings.hpp"
 #include "dataplane/keepalive_settings.hpp"
 #include "dataplane/listener_settings.hpp"
+#include "dataplane/log_limiter.hpp"
 #include "hsm/hsm_settings.hpp"
 
 namespace portcullis::mgmt {
@@ -43,8 +44,8 @@ struct LogSettings {
     std::string access_log;      // "" = off, "-" = stderr, else a file appended to
     // Per worker, the token bucket of per-connection lines (rejections,
     // refusals, early closes): a flood of bad clients costs a bounded log.
-    int connection_lines_per_second = 20;
-    int connection_lines_burst = 50;
+    int connection_lines_per_second = dataplane::kDefaultLogLinesPerSecond;
+    int connection_lines_burst = dataplane::kDefaultLogLinesBurst;
 };
 
 // Who may use the admin listener, by client certificate identity (the forms

@@ -45,7 +45,9 @@ WORKER_TUNABLES = "glibc.malloc.tcache_count=256"
 def environment(allocator):
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
-    env.setdefault("GLIBC_TUNABLES", WORKER_TUNABLES)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.tcache_count=" not in tunables:
+        env["GLIBC_TUNABLES"] = f"{tunables}:{WORKER_TUNABLES}" if tunables else WORKER_TUNABLES
     if ALLOCATORS[allocator] is not None:
         env["LD_PRELOAD"] = str(ALLOCATORS[allocator])
     return env

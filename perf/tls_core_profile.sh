@@ -52,6 +52,14 @@ tool=$build/perf/portcullis-tls-core-cost
 mkdir -p "$out"
 names=()
 for tls in $tls_versions; do
+  # A worker's per-thread cache (base/heap_tunables.hpp), added to what the
+  # environment says unless it names the count itself.
+  tunables=${GLIBC_TUNABLES:-}
+  case "$tunables" in
+    *glibc.malloc.tcache_count=*) ;;
+    "") tunables=glibc.malloc.tcache_count=256 ;;
+    *) tunables="$tunables:glibc.malloc.tcache_count=256" ;;
+  esac
   for mode in full resumed; do
     name=tls$tls-$mode
     echo "== $name: $handshakes measured handshakes under callgrind (after $warmup warm-up)"
@@ -59,7 +67,7 @@ for tls in $tls_versions; do
     # Collection starts off: the tool switches it on around the server's calls.
     # Valgrind cannot follow the tool's re-exec with a worker's glibc tunables
     # (base/heap_tunables.hpp), so they are given here.
-    if ! GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.tcache_count=256}" valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$out/$name.callgrind.out" \
+    if ! GLIBC_TUNABLES="$tunables" valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$out/$name.callgrind.out" \
         "$tool" --callgrind --mode "$mode" --tls "$tls" --handshakes "$handshakes" \
         --warmup "$warmup" --slots "$slots" --json "$out/$name.json" "${extra[@]}" \
         >"$out/$name.log" 2>&1; then

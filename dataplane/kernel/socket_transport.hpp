@@ -38,7 +38,7 @@ class SocketTransport final : public Transport {
     // Kept after stop_listening (only their sockets close): an accept event
     // later in the same batch may still name one.
     std::vector<std::unique_ptr<Listening>> listening_;
-    LogLimiter log_limiter_{20.0, 50.0};
+    LogLimiter log_limiter_;  // accept failures; the default size
 };
 
 }  // namespace portcullis::dataplane::kernel

@@ -68,8 +68,8 @@ std::filesystem::path TestDeployment::write_config(const std::string& name,
     const auto path = dir / (name + ".toml");
     // Many daemons run at once in the tests: no admin listener unless asked for.
     // Tests find a client's rejection by its log line, so one suite's daemon
-    // must log every line however fast its clients come (the default bucket,
-    // 50 lines then 20 a second, is tested on its own).
+    // must log every line however fast its clients come (the bucket is
+    // tested on its own: LogLimiter's unit tests, LogBucket in limits_test).
     // Appended, so line numbers in error messages stay those of `body`.
     std::string text = body;
     if (text.find("[admin]") == std::string::npos) text += "\n\n[admin]\naddress = \"\"\n";

@@ -349,6 +349,8 @@ TEST(Lifecycle, SupervisorAndWorkersRunWithTheWorkerHeapCache) {
         EXPECT_NE(environment_of(pid).find("\nGLIBC_TUNABLES=glibc.malloc.tcache_count=256\n"),
                   std::string::npos)
             << "pid " << pid << ":" << environment_of(pid);
+        // ps, pgrep and journald know the processes by this name.
+        EXPECT_EQ(read_file("/proc/" + std::to_string(pid) + "/comm"), "portcullis\n");
     }
 }
 
@@ -357,6 +359,10 @@ TEST(Lifecycle, AnOperatorsOwnHeapCacheCountIsKept) {
     if (outer != nullptr)
         GTEST_SKIP() << "SKIPPED: the test runs with GLIBC_TUNABLES=" << outer << " already set";
     TestDeployment env;
+    // Only this daemon's environment: unset again however the start ends.
+    struct Unset {
+        ~Unset() { ::unsetenv("GLIBC_TUNABLES"); }
+    } unset;
     ::setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7", 1);
     Daemon daemon(env.write_config("heap-own", env.listener("edge", free_port())));
     ::unsetenv("GLIBC_TUNABLES");

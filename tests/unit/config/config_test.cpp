@@ -992,6 +992,8 @@ TEST(GoodConfig, OmittedKeysTakeTheDocumentedDefaults) {
     EXPECT_EQ(config.workers.count, 0);
     EXPECT_EQ(config.workers.max_connections, 10000);
     EXPECT_EQ(config.log.level, "info");
+    EXPECT_EQ(config.log.connection_lines_per_second, 20);
+    EXPECT_EQ(config.log.connection_lines_burst, 50);
     ASSERT_EQ(config.listeners.size(), 1u);
     const auto& listener = config.listeners[0];
     EXPECT_EQ(listener.name, "listener0");

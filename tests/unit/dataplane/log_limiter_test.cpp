@@ -39,5 +39,23 @@ TEST(LogLimiter, ALargeBucketLogsEveryLine) {
     EXPECT_EQ(limiter.take_suppressed(), 0u);
 }
 
+TEST(LogLimiter, AResizeStartsFullAndKeepsTheRefusedCount) {
+    LogLimiter limiter(1.0, 1.0);
+    const auto start = LogLimiter::Clock::now();
+    EXPECT_EQ(allowed_of(limiter, start, 4), 1);
+    limiter.resize(1.0, 5.0);
+    EXPECT_EQ(allowed_of(limiter, start, 6), 5);
+    EXPECT_EQ(limiter.take_suppressed(), 4u) << "3 refused before the resize, 1 after";
+}
+
+TEST(LogLimiter, AnOlderTimeThanTheLastCallCostsNoTokens) {
+    LogLimiter limiter(1.0, 1.0);
+    const auto start = LogLimiter::Clock::now();
+    EXPECT_TRUE(limiter.allow(start + 1s));
+    EXPECT_FALSE(limiter.allow(start)) << "the bucket is empty";
+    EXPECT_TRUE(limiter.allow(start + 2s)) << "one second after the last line, not two";
+    EXPECT_FALSE(limiter.allow(start + 2s));
+}
+
 }  // namespace
 }  // namespace portcullis::dataplane
