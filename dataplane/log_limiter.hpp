@@ -35,9 +35,11 @@ class LogLimiter {
         return false;
     }
 
-    // A reload's new size: a larger bucket fills up to it, and the lines
-    // already refused are still reported by the next line written.
+    // A reload's new size. A bucket of another size starts full; the same
+    // size keeps its tokens; the lines already refused are still reported by
+    // the next line written.
     void resize(double lines_per_second, double burst) {
+        if (lines_per_second == rate_ && burst == burst_) return;
         rate_ = lines_per_second;
         burst_ = burst;
         tokens_ = burst;

@@ -15,7 +15,6 @@
 #include <stdexcept>
 #include <system_error>
 #include <thread>
-#include <utility>
 
 #include "base/heap_policy.hpp"
 #include "base/os_error.hpp"
@@ -485,14 +484,6 @@ class Worker final : public TransportHost, private Reactor::Handler {
         });
     }
 
-    // A bucket of another size starts full; the same size keeps its tokens.
-    void set_connection_log_bucket(int lines_per_second, int burst) {
-        if (lines_per_second <= 0 || burst <= 0) return;
-        if (lines_per_second == log_bucket_.first && burst == log_bucket_.second) return;
-        log_bucket_ = {lines_per_second, burst};
-        runtime_.log_limiter.resize(lines_per_second, burst);
-    }
-
     void finish_reload() {
         std::uint64_t count = 0;
         [[maybe_unused]] const auto n = ::read(reload_done_.get(), &count, sizeof count);
@@ -518,8 +509,10 @@ class Worker final : public TransportHost, private Reactor::Handler {
             std::fill(tick_after_.begin(), tick_after_.end(), Clock::time_point::min());
             if (!reload_result_.log_level.empty())
                 spdlog::set_level(spdlog::level::from_str(reload_result_.log_level));
-            set_connection_log_bucket(reload_result_.connection_lines_per_second,
-                                      reload_result_.connection_lines_burst);
+            if (reload_result_.connection_lines_per_second > 0 &&
+                reload_result_.connection_lines_burst > 0)
+                runtime_.log_limiter.resize(reload_result_.connection_lines_per_second,
+                                            reload_result_.connection_lines_burst);
             // Reopened in place (connections hold its address): logrotate can
             // move the file and reload, instead of copytruncate.
             access_log_ = AccessLog(options_.access_log);
@@ -598,8 +591,6 @@ class Worker final : public TransportHost, private Reactor::Handler {
         std::string error;
     } reload_result_;
     bool reload_pending_ = false;
-    std::pair<int, int> log_bucket_{options_.connection_lines_per_second,
-                                    options_.connection_lines_burst};
     bool draining_ = false;
     Clock::time_point drain_deadline_;
 };
